@@ -1,0 +1,1 @@
+"""weir: engines package."""

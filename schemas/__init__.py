@@ -1,0 +1,1 @@
+"""weir: schemas package."""

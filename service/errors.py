@@ -1,0 +1,21 @@
+"""Errors of the service package (see ``schemas.errors`` for the whole tree)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from schemas.errors import WeirError
+
+
+class ServiceError(WeirError):
+    """The Kafka runtime, its settings or a broker it manages failed."""
+
+
+class ConfigError(ServiceError):
+    """A settings file or environment variable holds a bad value."""
+
+
+class BrokerError(ServiceError):
+    """A broker that weir starts or reaches could not be started, reached or stopped."""
+
+    retriable: ClassVar[bool] = True
