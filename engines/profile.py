@@ -54,8 +54,19 @@ class LatencyProfile:
     ``buckets`` is ascending; ``bucket_for(n)`` is the smallest bucket holding ``n`` rows.
     """
 
-    __slots__ = ("_index", "_p50", "_p99", "_p999", "_pos", "_rings", "_since", "_count",
-                 "buckets", "refresh_every", "window")
+    __slots__ = (
+        "_count",
+        "_index",
+        "_p50",
+        "_p99",
+        "_p999",
+        "_pos",
+        "_rings",
+        "_since",
+        "buckets",
+        "refresh_every",
+        "window",
+    )
 
     def __init__(
         self,

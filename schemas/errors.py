@@ -39,11 +39,14 @@ class DecodeError(SchemaError):
         self,
         reason: str,
         *,
+        code: str = "decode",
         topic: str | None = None,
         partition: int | None = None,
         offset: int | None = None,
     ) -> None:
         self.reason = reason
+        self.code = code
+        """Dead-letter reason code: ``malformed``, ``invalid_value``, ``unknown_kind``, ..."""
         self.topic = topic
         self.partition = partition
         self.offset = offset
