@@ -14,6 +14,7 @@ from schemas.events import (
     SensorReading,
     Trade,
 )
+from schemas.features import FeatureSpec, KeyState, SensorState, Task, TradingState
 from schemas.feed import FeedReader, FeedRecord, FeedWriter
 
 __all__ = [
@@ -28,16 +29,21 @@ __all__ = [
     "DecodeError",
     "Encoding",
     "Event",
+    "FeatureSpec",
     "FeedError",
     "FeedReader",
     "FeedRecord",
     "FeedWriter",
+    "KeyState",
     "Quote",
     "SchemaError",
     "SensorReading",
+    "SensorState",
     "Stamps",
     "Status",
+    "Task",
     "Trade",
+    "TradingState",
     "WeirError",
     "dead_letter_codec",
     "decision_codec",

@@ -1,0 +1,314 @@
+"""The feature spec and the per-key feature windows: one code path for training and serving.
+
+A ``FeatureSpec`` (stored as JSON in every model bundle) says which task a model serves and
+how long its window is. A ``KeyState`` holds one key's running state (last quote, a
+bounded order book, running statistics) and a ring of the last ``window`` feature rows; each
+event of the key appends one row. The model's input for an event is that key's window after
+the event, flattened oldest-first (``window * row_width`` float32 values).
+
+Call contract: ``KeyState.update`` is called once per event of its key, in the key's event
+order, with the event's arrival time (``arrival_ns``, wall ns: the feed's ``recv_ns`` when
+training, the record's arrival when serving). It is O(1) per event except book diffs, which
+are O(levels in the message) plus a bounded prune. ``write_window`` copies the window into a
+caller-owned row (one ``memcpy``); nothing else allocates per event beyond Python floats.
+
+Trading row (10 values): mid log-return since the previous row in bps (clipped), spread in
+bps, level-1 size imbalance, signed log trade size, trade price minus mid in bps, top-N
+depth imbalance from the book, log1p(gap ms), and a one-hot of quote / book / trade.
+Sensor row (3 values): the reading's z-score against an EWMA mean and variance taken *before*
+the reading (its surprise), the change of that z-score, and log1p(gap s) / 10.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import math
+from typing import Annotated, ClassVar
+
+import msgspec
+import numpy as np
+
+from schemas.errors import SchemaError
+from schemas.events import BookDiff, BookSnapshot, Event, Quote, SensorReading, Trade
+
+FEATURE_SPEC_VERSION = 1
+
+
+class Task(enum.StrEnum):
+    """What a model decides."""
+
+    TRADING = "trading"
+    """Mid-price move over the next k events: SELL / HOLD / BUY."""
+    SENSOR = "sensor"
+    """Next-reading forecast; the forecast error is the anomaly score: OK / ALERT."""
+
+
+class FeatureSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How events become model inputs. Stored in the bundle as ``features.json``."""
+
+    task: Task
+    window: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 32
+    book_levels: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    book_keep: Annotated[int, msgspec.Meta(ge=10)] = 200
+    """Levels per side kept in the book; farther ones are pruned."""
+    clip_bps: Annotated[float, msgspec.Meta(gt=0)] = 50.0
+    ewma_alpha: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.02
+    z_clip: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    version: int = FEATURE_SPEC_VERSION
+
+    @property
+    def row_names(self) -> tuple[str, ...]:
+        """Names of the values of one row."""
+        return TRADING_ROW if self.task is Task.TRADING else SENSOR_ROW
+
+    @property
+    def row_width(self) -> int:
+        """Values per row."""
+        return len(self.row_names)
+
+    @property
+    def n_features(self) -> int:
+        """Length of one model input: ``window * row_width``."""
+        return self.window * self.row_width
+
+    def new_state(self) -> KeyState:
+        """A fresh state for one key of this spec's task."""
+        return TradingState(self) if self.task is Task.TRADING else SensorState(self)
+
+    def to_json(self) -> bytes:
+        """The spec as JSON (the bundle's ``features.json``)."""
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> FeatureSpec:
+        """Read a spec; a bad value is named (``SchemaError``)."""
+        try:
+            return msgspec.json.decode(data, type=cls)
+        except msgspec.DecodeError as exc:
+            raise SchemaError(f"bad feature spec: {exc}") from exc
+
+
+TRADING_ROW = (
+    "mid_ret_bps",
+    "spread_bps",
+    "l1_imbalance",
+    "signed_log_trade",
+    "trade_dev_bps",
+    "depth_imbalance",
+    "log_gap_ms",
+    "is_quote",
+    "is_book",
+    "is_trade",
+)
+SENSOR_ROW = ("z", "dz", "log_gap_s")
+
+
+class KeyState:
+    """One key's running state and the ring of its last ``window`` feature rows."""
+
+    __slots__ = ("_pos", "_ring", "count", "last_arrival_ns", "spec", "window")
+
+    row_width: ClassVar[int]
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.window = spec.window
+        # Every row is written twice, at i and i + window, so the last `window` rows are
+        # always one contiguous slice: reading the window is a single copy.
+        self._ring = np.zeros((2 * spec.window, self.row_width), dtype=np.float32)
+        self._pos = 0
+        self.count = 0
+        self.last_arrival_ns: int | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once the window holds ``window`` rows (before that, decisions are warming)."""
+        return self.count >= self.window
+
+    def _push(self, row: tuple[float, ...]) -> None:
+        ring = self._ring
+        pos = self._pos
+        ring[pos] = row
+        ring[pos + self.window] = row
+        self._pos = (pos + 1) % self.window
+        self.count += 1
+
+    def _gap(self, arrival_ns: int) -> float:
+        last = self.last_arrival_ns
+        self.last_arrival_ns = arrival_ns
+        if last is None or arrival_ns <= last:
+            return 0.0
+        return float(arrival_ns - last)
+
+    def window_view(self) -> np.ndarray:
+        """The last ``window`` rows, oldest first, as a read-only view (rows not yet seen are 0)."""
+        start = self._pos
+        view = self._ring[start : start + self.window]
+        view.flags.writeable = False
+        return view
+
+    def write_window(self, out: np.ndarray) -> None:
+        """Copy the flattened window, oldest row first, into ``out`` (``n_features`` float32)."""
+        start = self._pos
+        out.reshape(self.window, self.row_width)[:] = self._ring[start : start + self.window]
+
+    def update(self, event: Event, arrival_ns: int) -> None:
+        """Fold one event of this key into the state and append its row."""
+        raise NotImplementedError
+
+
+class TradingState(KeyState):
+    """Quotes, a bounded order book and trades of one instrument."""
+
+    __slots__ = ("ask", "ask_qty", "asks", "bid", "bid_qty", "bids", "book_updates", "mid")
+
+    row_width = len(TRADING_ROW)
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__(spec)
+        self.bid = 0.0
+        self.ask = 0.0
+        self.bid_qty = 0.0
+        self.ask_qty = 0.0
+        self.mid = 0.0
+        """Latest mid price (0 until a quote, book or trade gave one): the label source."""
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self.book_updates = 0
+
+    def _clip(self, bps: float) -> float:
+        c = self.spec.clip_bps
+        return c if bps > c else -c if bps < -c else bps
+
+    def _apply_levels(self, side: dict[float, float], levels: list[tuple[float, float]]) -> None:
+        for px, qty in levels:
+            if qty == 0.0:
+                side.pop(px, None)
+            else:
+                side[px] = qty
+
+    def _prune(self) -> None:
+        keep = self.spec.book_keep
+        if len(self.bids) > 2 * keep:
+            self.bids = {p: self.bids[p] for p in heapq.nlargest(keep, self.bids)}
+        if len(self.asks) > 2 * keep:
+            self.asks = {p: self.asks[p] for p in heapq.nsmallest(keep, self.asks)}
+
+    def _depth_imbalance(self) -> float:
+        n = self.spec.book_levels
+        bids, asks = self.bids, self.asks
+        if not bids or not asks:
+            return 0.0
+        b = sum(bids[p] for p in heapq.nlargest(n, bids))
+        a = sum(asks[p] for p in heapq.nsmallest(n, asks))
+        total = b + a
+        return (b - a) / total if total > 0.0 else 0.0
+
+    def _book_mid(self) -> float:
+        if self.bids and self.asks:
+            return (max(self.bids) + min(self.asks)) / 2.0
+        return self.mid
+
+    def update(self, event: Event, arrival_ns: int) -> None:
+        """Fold one market event into the state and append its row."""
+        prev_mid = self.mid
+        trade_sig = 0.0
+        trade_dev = 0.0
+        is_quote = is_book = is_trade = 0.0
+        match event:
+            case Quote():
+                is_quote = 1.0
+                self.bid, self.ask = event.bid_px, event.ask_px
+                self.bid_qty, self.ask_qty = event.bid_qty, event.ask_qty
+                self.mid = (event.bid_px + event.ask_px) / 2.0
+            case BookDiff() | BookSnapshot():
+                is_book = 1.0
+                if isinstance(event, BookSnapshot):
+                    self.bids.clear()
+                    self.asks.clear()
+                self._apply_levels(self.bids, event.bids)
+                self._apply_levels(self.asks, event.asks)
+                self.book_updates += 1
+                if self.book_updates % 64 == 0:
+                    self._prune()
+                if self.bid == 0.0:
+                    self.mid = self._book_mid()
+            case Trade():
+                is_trade = 1.0
+                if self.mid == 0.0:
+                    self.mid = event.price
+                sign = -1.0 if event.buyer_is_maker else 1.0
+                trade_sig = sign * math.log1p(event.qty)
+                trade_dev = self._clip((event.price - self.mid) / self.mid * 1e4)
+            case SensorReading():
+                raise SchemaError(
+                    f"trading features got a sensor reading for key {event.sensor_id!r}"
+                )
+        mid = self.mid
+        ret = 0.0 if prev_mid == 0.0 or mid == 0.0 else self._clip(math.log(mid / prev_mid) * 1e4)
+        spread = self._clip((self.ask - self.bid) / mid * 1e4) if self.bid > 0.0 else 0.0
+        qsum = self.bid_qty + self.ask_qty
+        l1 = (self.bid_qty - self.ask_qty) / qsum if qsum > 0.0 else 0.0
+        gap_ms = self._gap(arrival_ns) / 1e6
+        self._push(
+            (
+                ret,
+                spread,
+                l1,
+                trade_sig,
+                trade_dev,
+                self._depth_imbalance() if is_book else self._last_depth(),
+                math.log1p(gap_ms),
+                is_quote,
+                is_book,
+                is_trade,
+            )
+        )
+
+    def _last_depth(self) -> float:
+        # Depth imbalance only changes on book events; reuse the previous row's value.
+        if self.count == 0:
+            return 0.0
+        return float(self._ring[(self._pos - 1) % self.window, 5])
+
+
+class SensorState(KeyState):
+    """Running EWMA statistics of one sensor's readings."""
+
+    __slots__ = ("last_z", "mean", "var")
+
+    row_width = len(SENSOR_ROW)
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__(spec)
+        self.mean = 0.0
+        self.var = 0.0
+        self.last_z = 0.0
+        """The latest reading's z-score: the forecast target of the previous window."""
+
+    def update(self, event: Event, arrival_ns: int) -> None:
+        """Fold one reading into the state and append its row."""
+        if not isinstance(event, SensorReading):
+            raise SchemaError(
+                f"sensor features got a {type(event).__struct_config__.tag} event "
+                f"for key {event.key!r}"
+            )
+        v = event.value
+        spec = self.spec
+        if self.count == 0:
+            self.mean = v
+            self.var = 0.0
+            z = 0.0
+        else:
+            std = math.sqrt(self.var)
+            z = (v - self.mean) / std if std > 1e-12 else 0.0
+            z = spec.z_clip if z > spec.z_clip else -spec.z_clip if z < -spec.z_clip else z
+            a = spec.ewma_alpha
+            d = v - self.mean
+            self.mean += a * d
+            self.var = (1.0 - a) * (self.var + a * d * d)
+        dz = z - self.last_z
+        self.last_z = z
+        gap_s = self._gap(arrival_ns) / 1e9
+        self._push((z, dz, math.log1p(gap_s) / 10.0))

@@ -1,0 +1,130 @@
+"""Feature spec and per-key windows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from schemas.errors import SchemaError
+from schemas.events import BookDiff, BookSnapshot, Quote, SensorReading, Trade
+from schemas.features import FeatureSpec, SensorState, Task, TradingState
+
+
+def _quote(mid: float, bq: float = 1.0, aq: float = 1.0) -> Quote:
+    return Quote(symbol="B", bid_px=mid - 0.5, bid_qty=bq, ask_px=mid + 0.5, ask_qty=aq)
+
+
+def test_spec_json_round_trip_and_sizes() -> None:
+    """A spec survives JSON and states its input width."""
+    spec = FeatureSpec(task=Task.TRADING, window=16)
+    assert FeatureSpec.from_json(spec.to_json()) == spec
+    assert spec.row_width == 10
+    assert spec.n_features == 160
+    assert FeatureSpec(task=Task.SENSOR, window=8).n_features == 24
+
+
+def test_bad_spec_named() -> None:
+    """A bad window length is named with the field."""
+    with pytest.raises(
+        SchemaError, match=r"bad feature spec: Expected `int` >= 1 - at `\$.window`"
+    ):
+        FeatureSpec.from_json(b'{"task":"trading","window":0}')
+
+
+def test_trading_rows_follow_the_quotes() -> None:
+    """Mid returns, spread and imbalance are computed from the quotes, oldest row first."""
+    spec = FeatureSpec(task=Task.TRADING, window=3, clip_bps=1e6)
+    st = spec.new_state()
+    assert isinstance(st, TradingState)
+    st.update(_quote(100.0, 3.0, 1.0), arrival_ns=0)
+    st.update(_quote(101.0), arrival_ns=1_000_000)
+    assert not st.ready
+    st.update(_quote(100.0), arrival_ns=3_000_000)
+    assert st.ready
+    win = st.window_view()
+    assert win[0, 0] == 0.0  # first row: no previous mid
+    assert win[1, 0] == pytest.approx(math.log(101.0 / 100.0) * 1e4, rel=1e-5)
+    assert win[2, 0] == pytest.approx(math.log(100.0 / 101.0) * 1e4, rel=1e-5)
+    assert win[0, 1] == pytest.approx(1.0 / 100.0 * 1e4, rel=1e-5)
+    assert win[0, 2] == pytest.approx(0.5)
+    assert win[2, 6] == pytest.approx(math.log1p(2.0), rel=1e-5)
+    assert list(win[2, 7:]) == [1.0, 0.0, 0.0]
+
+
+def test_window_slides_and_copies() -> None:
+    """After more events than the window, the copy holds the latest rows in order."""
+    spec = FeatureSpec(task=Task.SENSOR, window=4)
+    st = spec.new_state()
+    for i in range(11):
+        st.update(SensorReading(sensor_id="s", value=float(i % 3)), arrival_ns=i * 10**9)
+    out = np.empty(spec.n_features, dtype=np.float32)
+    st.write_window(out)
+    assert np.array_equal(out.reshape(4, 3), st.window_view())
+    assert st.count == 11
+
+
+def test_book_and_trade_rows() -> None:
+    """Book events set depth imbalance; trades carry signed size and price deviation."""
+    spec = FeatureSpec(task=Task.TRADING, window=4, book_levels=2)
+    st = spec.new_state()
+    assert isinstance(st, TradingState)
+    st.update(
+        BookSnapshot(
+            symbol="B", last_update_id=1, bids=[(99.0, 3.0), (98.0, 1.0)], asks=[(101.0, 1.0)]
+        ),
+        arrival_ns=0,
+    )
+    assert st.mid == 100.0
+    st.update(
+        BookDiff(symbol="B", first_update_id=2, last_update_id=2, bids=[(98.0, 0.0)], asks=[]), 1
+    )
+    st.update(Trade(symbol="B", trade_id=1, price=100.5, qty=2.0, buyer_is_maker=True), 2)
+    win = st.window_view()[1:]
+    assert win[0, 5] == pytest.approx((4.0 - 1.0) / 5.0)
+    assert win[1, 5] == pytest.approx((3.0 - 1.0) / 4.0)  # diff deleted the 98 level
+    assert win[2, 5] == win[1, 5]  # trades keep the last depth figure
+    assert win[2, 3] == pytest.approx(-math.log1p(2.0))
+    assert win[2, 4] == pytest.approx(50.0)  # 0.5 over 100 in bps, at the clip
+
+
+def test_book_is_pruned() -> None:
+    """The book never keeps more than twice book_keep levels per side."""
+    spec = FeatureSpec(task=Task.TRADING, window=2, book_keep=10)
+    st = spec.new_state()
+    assert isinstance(st, TradingState)
+    for i in range(200):
+        st.update(
+            BookDiff(
+                symbol="B",
+                first_update_id=i,
+                last_update_id=i,
+                bids=[(1000.0 - i, 1.0)],
+                asks=[(2000.0 + i, 1.0)],
+            ),
+            i,
+        )
+    assert len(st.bids) <= 20 and len(st.asks) <= 20
+    assert max(st.bids) == 1000.0 and min(st.asks) == 2000.0
+
+
+def test_sensor_z_is_surprise_before_update() -> None:
+    """A spike after a flat series gets a large, clipped z-score."""
+    spec = FeatureSpec(task=Task.SENSOR, window=2, z_clip=5.0)
+    st = spec.new_state()
+    assert isinstance(st, SensorState)
+    for i in range(50):
+        st.update(SensorReading(sensor_id="s", value=10.0 + 0.1 * (i % 2)), i)
+    st.update(SensorReading(sensor_id="s", value=1000.0), 51)
+    assert st.last_z == 5.0
+
+
+def test_wrong_event_for_task_named() -> None:
+    """Feeding a market event to sensor state (and back) names the key."""
+    with pytest.raises(SchemaError, match=r"sensor features got a quote event for key 'B'"):
+        FeatureSpec(task=Task.SENSOR).new_state().update(_quote(1.0), 0)
+    with pytest.raises(SchemaError, match=r"trading features got a sensor reading for key 's'"):
+        FeatureSpec(task=Task.TRADING).new_state().update(
+            SensorReading(sensor_id="s", value=1.0), 0
+        )
