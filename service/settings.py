@@ -1,0 +1,333 @@
+"""Settings: one frozen object, loaded once from a TOML file plus environment variables.
+
+Precedence: defaults < TOML file < environment. A variable ``WEIR_<SECTION>__<FIELD>``
+(upper case, double underscore) overrides ``[section] field``; its text is parsed as TOML
+(``WEIR_ENGINE__THREADS=2``, ``WEIR_KAFKA__INPUT_TOPICS='["a","b"]'``) and falls back to a
+plain string. Unknown keys in the file are errors naming the key; bad values name the field
+and where they came from. Secrets (SASL password, TLS key password) are ``Secret`` values:
+printed and logged as ``***``; ``reveal()`` is called only where the client needs them.
+
+Every knob, its default and its variable are listed by ``weir config show --defaults``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from service.errors import ConfigError
+
+ENV_PREFIX = "WEIR_"
+
+
+class Secret:
+    """A string that never shows itself: ``repr``, ``str`` and encoders give ``***``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret text, for the one call that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class DeliveryMode(enum.StrEnum):
+    """How decisions and consumed offsets are tied together."""
+
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
+class Anchor(enum.StrEnum):
+    """What a deadline counts from."""
+
+    INGEST = "ingest"
+    KAFKA = "kafka"
+    SOURCE = "source"
+
+
+class ExpiryPolicy(enum.StrEnum):
+    """What to do with an event that cannot meet its deadline even alone."""
+
+    PUBLISH = "publish"
+    """Publish an ``expired`` decision without inference."""
+    INFER_LATE = "infer_late"
+    """Infer anyway and mark the decision ``late``."""
+
+
+class BatchPolicy(enum.StrEnum):
+    """Which batching rule runs (the baselines are for comparison)."""
+
+    DEADLINE = "deadline"
+    FIXED_WINDOW = "fixed_window"
+    GREEDY = "greedy"
+    PER_EVENT = "per_event"
+
+
+class WarmupMode(enum.StrEnum):
+    """How a key's window is filled after a partition is assigned."""
+
+    WARMING = "warming"
+    """Publish ``warming`` decisions until the window is full."""
+    SEEK = "seek"
+    """Seek back ``seek_back`` records per partition and rebuild windows silently."""
+
+
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Kafka client settings (passed through to aiokafka)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "weir"
+    group_id: str = "weir"
+    group_instance_id: str | None = None
+    input_topics: list[str] = msgspec.field(default_factory=lambda: ["weir.events"])
+    decision_topic: str = "weir.decisions"
+    dlq_topic: str = "weir.dlq"
+    input_encoding: str = "json"
+    output_encoding: str = "json"
+    auto_offset_reset: str = "earliest"
+    fetch_max_wait_ms: NonNegative = 5
+    fetch_min_bytes: Positive = 1
+    max_poll_records: Positive = 2000
+    max_partition_fetch_bytes: Positive = 1_048_576
+    session_timeout_ms: Positive = 10_000
+    heartbeat_interval_ms: Positive = 3_000
+    max_poll_interval_ms: Positive = 300_000
+    linger_ms: NonNegative = 0
+    acks: str = "all"
+    compression_type: str | None = None
+    request_timeout_ms: Positive = 30_000
+    retry_backoff_ms: Positive = 100
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: Secret | None = None
+
+
+class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Delivery semantics and commit cadence."""
+
+    mode: DeliveryMode = DeliveryMode.AT_LEAST_ONCE
+    commit_interval_ms: Positive = 200
+    transactional_id_prefix: str = "weir"
+    flush_interval_ms: Positive = 20
+    """Exactly-once: how often a transaction is committed."""
+
+
+class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Deadlines, batching and overload."""
+
+    policy: BatchPolicy = BatchPolicy.DEADLINE
+    budget_ms: PositiveFloat = 5.0
+    topic_budget_ms: dict[str, PositiveFloat] = msgspec.field(default_factory=dict)
+    anchor: Anchor = Anchor.INGEST
+    skew_allowance_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    expiry: ExpiryPolicy = ExpiryPolicy.PUBLISH
+    max_queue: Positive = 20_000
+    """Hard bound on queued events; past it, the least urgent are shed."""
+    fixed_window_wait_ms: PositiveFloat = 1.0
+    """Baseline ``fixed_window``: max wait from the first arrival."""
+
+
+class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The compiled model."""
+
+    bundle: str = ""
+    """Bundle directory; empty means the committed default bundle."""
+    kind: str = "onnx"
+    threads: Positive = 1
+    max_batch: Positive = 64
+    warmup_iters: Positive = 200
+
+
+class StateSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-key feature windows."""
+
+    max_keys: Positive = 100_000
+    warmup: WarmupMode = WarmupMode.WARMING
+    seek_back: NonNegative = 0
+
+
+class ShutdownSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Bounds on draining."""
+
+    drain_timeout_ms: Positive = 5_000
+    revoke_timeout_ms: Positive = 2_000
+
+
+class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The metrics / health endpoint."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: NonNegative = 9464
+
+
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """structlog output."""
+
+    level: str = "info"
+    format: str = "json"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything weir serve reads."""
+
+    kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
+    delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
+    engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
+    state: StateSettings = msgspec.field(default_factory=StateSettings)
+    shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+    workers: Positive = 1
+
+    def budget_ns(self, topic: str) -> int:
+        """The deadline budget of ``topic`` in ns (per-topic override or the default)."""
+        ms = self.scheduler.topic_budget_ms.get(topic, self.scheduler.budget_ms)
+        return int(ms * 1e6)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as plain data with every secret shown as ``***``."""
+        return msgspec.to_builtins(self, enc_hook=_enc_hook)  # type: ignore[no-any-return]
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Secret and isinstance(obj, str):
+        return Secret(obj)
+    raise NotImplementedError(f"cannot read {type_!r}")
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, Secret):
+        return "***"
+    raise NotImplementedError(f"cannot write {type(obj)!r}")
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    tree: dict[str, Any] = {}
+    names: list[str] = []
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ("WEIR_KAFKA_BOOTSTRAP",):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(path) == 1 and path[0] != "workers":
+            continue  # WEIR_CACHE, WEIR_FEEDS_DIR ... belong to other tools
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _env_value(text)
+        names.append(name)
+    return tree, names
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from ``path`` (TOML, optional) and ``env`` (default ``os.environ``)."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read settings file {p}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"settings file {p} is not valid TOML: {exc}") from exc
+        source = str(p)
+    overrides, names = _env_overrides(os.environ if env is None else env)
+    if names:
+        data = _merge(data, overrides)
+        source = f"{source} + environment ({', '.join(sorted(names))})"
+    try:
+        return msgspec.convert(data, Settings, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"bad settings from {source}: {exc}") from exc
+
+
+def defaults_toml() -> str:
+    """Every knob with its default and its environment variable, as commented TOML."""
+    lines = ["# weir settings: every knob with its default and its environment variable."]
+    root = Settings()
+    fields = msgspec.structs.fields(Settings)
+    # Plain keys first: after a [table] header they would belong to that table.
+    for field in fields:
+        value = getattr(root, field.name)
+        if not isinstance(value, msgspec.Struct):
+            lines.append(f"{field.name} = {_toml(value)}  # WEIR_{field.name.upper()}")
+    for field in fields:
+        value = getattr(root, field.name)
+        if not isinstance(value, msgspec.Struct):
+            continue
+        lines.append("")
+        lines.append(f"[{field.name}]")
+        if value.__doc__:
+            lines.append(f"# {value.__doc__.strip().splitlines()[0]}")
+        for sub in msgspec.structs.fields(type(value)):
+            var = f"WEIR_{field.name.upper()}__{sub.name.upper()}"
+            v = getattr(value, sub.name)
+            if v is None:
+                lines.append(f"# {sub.name} = (unset)  # {var}")
+            else:
+                lines.append(f"{sub.name} = {_toml(v)}  # {var}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, Secret):
+        return '"***"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k} = {_toml(v)}" for k, v in value.items())
+        return "{" + (f" {inner} " if inner else "") + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)

@@ -1,0 +1,90 @@
+"""The offset tracker commits only below the lowest offset still in flight."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.offsets import OffsetError, OffsetTracker
+
+
+def test_out_of_order_acks_hold_the_commit_point() -> None:
+    """A later batch finishing first does not let the commit pass the earlier one."""
+    t: OffsetTracker[str] = OffsetTracker()
+    for off in range(10, 16):
+        t.track("p0", off)
+    for off in (13, 14, 15):
+        t.ack("p0", off)
+    assert t.committable("p0") == 10
+    assert t.to_commit() == {"p0": 10}
+    t.ack("p0", 10)
+    t.ack("p0", 11)
+    assert t.committable("p0") == 12
+    t.ack("p0", 12)
+    assert t.committable("p0") == 16
+    assert t.pending() == 0
+
+
+def test_to_commit_reports_only_moves() -> None:
+    """After a commit, only partitions whose point advanced are reported."""
+    t: OffsetTracker[str] = OffsetTracker()
+    t.track("a", 0)
+    t.track("b", 0)
+    t.ack("a", 0)
+    assert t.to_commit() == {"a": 1}
+    t.committed({"a": 1})
+    assert t.to_commit() == {}
+    t.ack("b", 0)
+    assert t.to_commit() == {"b": 1}
+
+
+def test_errors_name_partition_and_offset() -> None:
+    """Out-of-order tracking and unknown acks are refused with the offset named."""
+    t: OffsetTracker[str] = OffsetTracker()
+    t.track("p", 5)
+    with pytest.raises(OffsetError, match=r"offset 5 of p tracked after 5: offsets must increase"):
+        t.track("p", 5)
+    with pytest.raises(OffsetError, match=r"offset 9 of p acknowledged but never tracked"):
+        t.ack("p", 9)
+    with pytest.raises(OffsetError, match=r"offset 1 of q acknowledged but never tracked"):
+        t.ack("q", 1)
+
+
+def test_reset_and_forget() -> None:
+    """A reset partition starts at the given offset; a forgotten one has no commit point."""
+    t: OffsetTracker[str] = OffsetTracker()
+    t.reset("p", 100)
+    assert t.committable("p") == 100
+    assert t.to_commit() == {}
+    t.track("p", 100)
+    t.ack("p", 100)
+    assert t.to_commit() == {"p": 101}
+    t.forget("p")
+    assert t.committable("p") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gaps=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=60),
+    data=st.data(),
+)
+def test_commit_point_never_passes_an_unacked_offset(gaps: list[int], data: st.DataObject) -> None:
+    """In any ack order, the commit point is the lowest unacked offset, and ends one past the last."""
+    offsets = []
+    off = 0
+    for g in gaps:
+        off += g
+        offsets.append(off)
+    t: OffsetTracker[int] = OffsetTracker()
+    for o in offsets:
+        t.track(0, o)
+    order = data.draw(st.permutations(offsets))
+    acked: set[int] = set()
+    for o in order:
+        t.ack(0, o)
+        acked.add(o)
+        unacked = [x for x in offsets if x not in acked]
+        expected = unacked[0] if unacked else offsets[-1] + 1
+        assert t.committable(0) == expected
+    assert t.pending() == 0
