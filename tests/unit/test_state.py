@@ -1,0 +1,33 @@
+"""The bounded per-key state store."""
+
+from __future__ import annotations
+
+from schemas.events import SensorReading
+from schemas.features import FeatureSpec, Task
+from service.state import StateStore
+
+
+def _r(key: str, v: float = 1.0) -> SensorReading:
+    return SensorReading(sensor_id=key, value=v)
+
+
+def test_keys_bounded_least_recent_evicted() -> None:
+    """A third key evicts the least recently updated of two."""
+    store = StateStore(FeatureSpec(task=Task.SENSOR, window=2), max_keys=2)
+    store.update(_r("a"), 0)
+    store.update(_r("b"), 1)
+    store.update(_r("a"), 2)
+    store.update(_r("c"), 3)
+    assert len(store) == 2
+    assert store.get("b") is None
+    assert store.get("a") is not None and store.get("a").count == 2  # type: ignore[union-attr]
+    assert store.evictions == 1
+
+
+def test_update_returns_the_keys_state() -> None:
+    """Updates of one key accumulate in one window."""
+    store = StateStore(FeatureSpec(task=Task.SENSOR, window=3), max_keys=10)
+    for i in range(3):
+        state = store.update(_r("s", float(i)), i)
+    assert state.ready
+    assert store.get("s") is state
