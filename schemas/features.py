@@ -16,7 +16,10 @@ Trading row (10 values): mid log-return since the previous row in bps (clipped),
 bps, level-1 size imbalance, signed log trade size, trade price minus mid in bps, top-N
 depth imbalance from the book, log1p(gap ms), and a one-hot of quote / book / trade.
 Sensor row (3 values): the reading's z-score against an EWMA mean and variance taken *before*
-the reading (its surprise), the change of that z-score, and log1p(gap s) / 10.
+the reading (its surprise), the change of that z-score, and log1p(gap s) / 10. The sensor
+model forecasts the current reading's z-score from the window, so ``write_window`` masks
+the last row's z and dz (zeroes them) and ``SensorState.last_z`` is the forecast target;
+the anomaly score is ``|last_z - forecast|``.
 """
 
 from __future__ import annotations
@@ -312,3 +315,9 @@ class SensorState(KeyState):
         self.last_z = z
         gap_s = self._gap(arrival_ns) / 1e9
         self._push((z, dz, math.log1p(gap_s) / 10.0))
+
+    def write_window(self, out: np.ndarray) -> None:
+        """Copy the window like ``KeyState.write_window``, masking the current z and dz."""
+        super().write_window(out)
+        w = self.row_width
+        out[-w : -w + 2] = 0.0

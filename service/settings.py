@@ -108,6 +108,8 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     decision_topic: str = "weir.decisions"
     dlq_topic: str = "weir.dlq"
     input_encoding: str = "json"
+    max_event_bytes: Positive = 1_048_576
+    """Larger records go to the dead-letter topic (reason ``oversized``) undecoded."""
     output_encoding: str = "json"
     auto_offset_reset: str = "earliest"
     fetch_max_wait_ms: NonNegative = 5
@@ -151,6 +153,9 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     anchor: Anchor = Anchor.INGEST
     skew_allowance_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     expiry: ExpiryPolicy = ExpiryPolicy.PUBLISH
+    max_hold_ms: Annotated[float, msgspec.Meta(ge=0)] | None = 0.2
+    """Deadline policy: longest an event is held back waiting for a fuller batch while the
+    engine is idle (none: hold until the latest safe start)."""
     max_queue: Positive = 20_000
     """Hard bound on queued events; past it, the least urgent are shed."""
     fixed_window_wait_ms: PositiveFloat = 1.0
@@ -166,6 +171,8 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     threads: Positive = 1
     max_batch: Positive = 64
     warmup_iters: Positive = 200
+    offload: bool = False
+    """Run ``infer`` in a worker thread instead of on the event loop (for slow models)."""
 
 
 class StateSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

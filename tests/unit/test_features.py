@@ -61,7 +61,10 @@ def test_window_slides_and_copies() -> None:
         st.update(SensorReading(sensor_id="s", value=float(i % 3)), arrival_ns=i * 10**9)
     out = np.empty(spec.n_features, dtype=np.float32)
     st.write_window(out)
-    assert np.array_equal(out.reshape(4, 3), st.window_view())
+    view = st.window_view()
+    assert np.array_equal(out.reshape(4, 3)[:3], view[:3])
+    assert list(out[-3:-1]) == [0.0, 0.0]  # the forecast target is masked
+    assert out[-1] == view[3, 2]
     assert st.count == 11
 
 

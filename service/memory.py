@@ -1,0 +1,118 @@
+"""In-memory fakes of the transport seam: a record type and a sink that keeps what it got.
+
+``MemoryRecord`` builds records without Kafka; ``MemorySink`` acknowledges each message at
+once (or after ``ack_delay_s``, or fails it when ``fail`` says so) and keeps every message,
+so tests and the in-process replay can read decisions back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from service.base import AckCallback
+
+
+class MemoryRecord:
+    """A consumed record, made by hand."""
+
+    __slots__ = ("headers", "key", "offset", "partition", "timestamp", "topic", "value")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        timestamp: int = -1,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.value = value
+        self.key = key
+        self.timestamp = timestamp
+        self.headers = headers
+
+
+class SentMessage:
+    """One message a ``MemorySink`` received."""
+
+    __slots__ = ("headers", "key", "topic", "value")
+
+    def __init__(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.headers = headers
+
+    def header(self, name: str) -> bytes | None:
+        """The first header called ``name``."""
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+class MemorySink:
+    """Keeps sent messages in order; acknowledges them immediately unless told otherwise."""
+
+    def __init__(
+        self,
+        *,
+        ack_delay_s: float = 0.0,
+        fail: Callable[[SentMessage], BaseException | None] | None = None,
+        on_message: Callable[[SentMessage], None] | None = None,
+    ) -> None:
+        self.messages: list[SentMessage] = []
+        self._delay = ack_delay_s
+        self._fail = fail
+        self._on_message = on_message
+        self._pending: set[asyncio.TimerHandle] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        token: Any,
+        on_ack: AckCallback,
+    ) -> None:
+        """Keep the message and acknowledge (or fail) it."""
+        msg = SentMessage(topic, key, value, headers)
+        error = self._fail(msg) if self._fail is not None else None
+        if error is None:
+            self.messages.append(msg)
+            if self._on_message is not None:
+                self._on_message(msg)
+        if self._delay <= 0:
+            on_ack(token, error)
+            return
+        loop = asyncio.get_running_loop()
+        self._idle.clear()
+
+        def fire() -> None:
+            self._pending.discard(handle)
+            on_ack(token, error)
+            if not self._pending:
+                self._idle.set()
+
+        handle = loop.call_later(self._delay, fire)
+        self._pending.add(handle)
+
+    async def flush(self) -> None:
+        """Wait for delayed acknowledgements."""
+        await self._idle.wait()
+
+    def on(self, topic: str) -> list[SentMessage]:
+        """Messages sent to ``topic``, in order."""
+        return [m for m in self.messages if m.topic == topic]

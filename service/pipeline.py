@@ -1,0 +1,495 @@
+"""The pipeline: decode → per-key state → deadline queue → batch → engine → decisions.
+
+Transport-agnostic: records come in through ``ingest`` (from Kafka or from memory), messages
+go out through a ``Sink``; the offset tracker learns of every durable acknowledgement. One
+dispatcher task owns the engine: it polls the scheduler, runs each batch, and publishes the
+batch's decisions in row order, so decisions of one key leave in event order.
+
+Memory: each queued event's feature window is copied at ingest into a row of a
+preallocated slab (the key's window moves on with later events, so it cannot be read at
+dispatch time); dispatch gathers the batch's rows into the engine's bucket buffer with one
+``np.take``. The slab has ``max_queue + max_batch`` rows: a full slab sheds, it never grows.
+
+Every input gets exactly one outcome: a decision (``ok``, ``expired``, ``shed``,
+``warming``, ``error``) on the decision topic, or a dead letter (undecodable or invalid
+input) on the dead-letter topic. Nothing logs per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from engines.base import Engine
+from engines.errors import EngineError
+from engines.head import Head
+from schemas.codec import dead_letter_codec, decision_codec, event_codec
+from schemas.decision import DeadLetter, Decision, Stamps, Status
+from schemas.errors import DecodeError, SchemaError
+from schemas.features import FeatureSpec
+from service.base import Record, Sink
+from service.offsets import OffsetTracker
+from service.scheduler.base import Batch, Item, Outcome, Scheduler
+from service.scheduler.deadline import Budgets, Deadline, WallToMono
+from service.scheduler.driver import make_timer
+from service.scheduler.factory import build_scheduler
+from service.settings import ExpiryPolicy, Settings
+from service.state import StateStore
+
+TP = tuple[str, int]
+Clock = Callable[[], int]
+
+MODEL_HEADER = "weir-model"
+STATUS_HEADER = "weir-status"
+_STATUS_BYTES = {s: s.value.encode() for s in Status}
+
+
+class Counters:
+    """Plain counters the metrics endpoint reads (ints, updated in place)."""
+
+    __slots__ = (
+        "batch_rows",
+        "batches",
+        "dead",
+        "decisions",
+        "engine_errors",
+        "events_in",
+        "late",
+        "produce_errors",
+    )
+
+    def __init__(self) -> None:
+        self.events_in = 0
+        self.decisions: dict[Status, int] = dict.fromkeys(Status, 0)
+        self.dead: dict[str, int] = {}
+        self.batches = 0
+        self.batch_rows = 0
+        self.engine_errors = 0
+        self.produce_errors = 0
+        self.late = 0
+
+
+class Pipeline:
+    """Turns records into published decisions (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        head: Head,
+        spec: FeatureSpec,
+        sink: Sink,
+        model_version: str,
+        scheduler: Scheduler[int] | None = None,
+        clock: Clock = time.monotonic_ns,
+        wall: Clock = time.time_ns,
+        on_backpressure: Callable[[bool], None] | None = None,
+    ) -> None:
+        if spec.n_features != engine.n_features:
+            raise EngineError(
+                f"feature spec gives {spec.n_features} features per input but the engine "
+                f"expects {engine.n_features}"
+            )
+        self.settings = settings
+        self.engine = engine
+        self.head = head
+        self.spec = spec
+        self.sink = sink
+        self.model_version = model_version
+        self._clock = clock
+        self._wall = wall
+        self.counters = Counters()
+        self.tracker: OffsetTracker[TP] = OffsetTracker()
+        self.state = StateStore(spec, settings.state.max_keys)
+        self.budgets = Budgets.from_settings(settings.scheduler)
+        self.w2m = WallToMono(mono=clock, wall=wall)
+        self.scheduler: Scheduler[int] = scheduler or build_scheduler(
+            settings.scheduler, engine.profile, on_backpressure=on_backpressure
+        )
+        k = settings.kafka
+        self._codec = event_codec(k.input_encoding)
+        self._out = decision_codec(k.output_encoding)
+        self._dead_codec = dead_letter_codec(k.output_encoding)
+        self._decision_topic = k.decision_topic
+        self._dlq_topic = k.dlq_topic
+        self._max_bytes = k.max_event_bytes
+        self._model_header = (MODEL_HEADER, model_version.encode())
+        self._expire_infer = settings.scheduler.expiry is ExpiryPolicy.INFER_LATE
+        cap = settings.scheduler.max_queue + engine.max_batch
+        self._slab = np.zeros((cap, spec.n_features), dtype=np.float32)
+        self._targets = np.zeros(cap, dtype=np.float64)
+        self._free = list(range(cap - 1, -1, -1))
+        self._topic: list[str] = [""] * cap
+        self._part = [0] * cap
+        self._off = [0] * cap
+        self._key: list[str] = [""] * cap
+        self._kafka_ts: list[int | None] = [None] * cap
+        self._source_ts: list[int | None] = [None] * cap
+        self._ingest = [0] * cap
+        self._deadline = [0] * cap
+        self._idx = np.zeros(engine.max_batch, dtype=np.intp)
+        self._get_target = self._target_getter()
+        self._executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="weir-engine")
+            if settings.engine.offload
+            else None
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.failed: BaseException | None = None
+        """The first publish failure; the runtime stops and restarts from the last commit."""
+
+    def _target_getter(self) -> Callable[[Any], float]:
+        def sensor(state: Any) -> float:
+            return float(state.last_z)
+
+        def none(state: Any) -> float:
+            return 0.0
+
+        return sensor if self.head.task == "sensor" else none
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatcher task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._dispatch_loop(), name="weir-dispatch"
+            )
+
+    @property
+    def queued(self) -> int:
+        """Events waiting in the scheduler."""
+        return self.scheduler.queued
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch in flight."""
+        return self.scheduler.queued == 0 and not self.scheduler.busy
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every queued event is decided and every message acknowledged."""
+        deadline = time.monotonic() + timeout_s
+        while not self.idle:
+            self._wake.set()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), min(remaining, 0.05))
+            except TimeoutError:
+                continue
+        try:
+            await asyncio.wait_for(self.sink.flush(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Stop the dispatcher (queued events stay undecided: drain first)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    # -- ingest ------------------------------------------------------------------------------
+
+    async def ingest(self, records: Iterable[Record]) -> None:
+        """Decode, update state and queue each record; publish immediate outcomes."""
+        now = self._clock()
+        w2m = self.w2m.offset_ns
+        codec = self._codec
+        store = self.state
+        sched = self.scheduler
+        tracker = self.tracker
+        counters = self.counters
+        target_of = self._get_target
+        free = self._free
+        slab = self._slab
+        wall_now = now - w2m
+        for rec in records:
+            topic = rec.topic
+            part = rec.partition
+            off = rec.offset
+            tracker.track((topic, part), off)
+            counters.events_in += 1
+            value = rec.value
+            ts_ms = rec.timestamp
+            kafka_ns = ts_ms * 1_000_000 if ts_ms >= 0 else None
+            if value is None or len(value) > self._max_bytes:
+                reason = "empty" if value is None else "oversized"
+                detail = (
+                    "record has no value"
+                    if value is None
+                    else f"record of {len(value)} bytes exceeds max_event_bytes={self._max_bytes}"
+                )
+                await self._dead_letter(rec, reason, detail, kafka_ns)
+                continue
+            try:
+                event = codec.decode(value, topic=topic, partition=part, offset=off)
+                state = store.update(event, kafka_ns if kafka_ns is not None else wall_now)
+            except DecodeError as exc:
+                await self._dead_letter(rec, exc.code, str(exc), kafka_ns)
+                continue
+            except SchemaError as exc:
+                await self._dead_letter(rec, "wrong_task", str(exc), kafka_ns)
+                continue
+            key = event.key
+            if not state.ready:
+                await self._publish(
+                    topic, part, off, key, Status.WARMING, kafka_ns, event.source_ts_ns, now
+                )
+                continue
+            if not free:
+                await self._publish(
+                    topic, part, off, key, Status.SHED, kafka_ns, event.source_ts_ns, now
+                )
+                continue
+            slot = free.pop()
+            state.write_window(slab[slot])
+            self._targets[slot] = target_of(state)
+            self._topic[slot] = topic
+            self._part[slot] = part
+            self._off[slot] = off
+            self._key[slot] = key
+            self._kafka_ts[slot] = kafka_ns
+            self._source_ts[slot] = event.source_ts_ns
+            self._ingest[slot] = now
+            d = self.budgets.policy(topic).deadline_ns(
+                now, kafka_wall_ns=kafka_ns, source_wall_ns=event.source_ts_ns, wall_to_mono_ns=w2m
+            )
+            self._deadline[slot] = d
+            outcome = sched.submit(Item(slot, key, Deadline(d)), now)
+            if outcome is not None:
+                status = Status.SHED if outcome is Outcome.SHED else Status.EXPIRED
+                await self._publish_slot(slot, status)
+        self._wake.set()
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        sched = self.scheduler
+        wake = self._wake
+        clock = self._clock
+        timer = make_timer(wake.set, loop=loop, clock=clock)
+        try:
+            await self._dispatch(sched, wake, clock, timer, loop)
+        finally:
+            timer.close()
+
+    async def _dispatch(
+        self,
+        sched: Scheduler[int],
+        wake: asyncio.Event,
+        clock: Clock,
+        timer: Any,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        while True:
+            now = clock()
+            result = sched.poll(now)
+            if isinstance(result, Batch):
+                for item in result.expired:
+                    await self._publish_slot(item.payload, Status.EXPIRED)
+                if result.items:
+                    await self._run_batch(result, loop)
+                continue
+            if self.idle:
+                self._idle.set()
+            wake.clear()
+            if result is None:
+                await wake.wait()
+                continue
+            if result <= now:
+                continue
+            timer.arm(result)
+            await wake.wait()
+            timer.disarm()
+
+    async def _run_batch(self, batch: Batch[int], loop: asyncio.AbstractEventLoop) -> None:
+        items = batch.items
+        n = len(items)
+        bucket = batch.bucket
+        engine = self.engine
+        idx = self._idx[:n]
+        for i, item in enumerate(items):
+            idx[i] = item.payload
+        np.take(self._slab, idx, axis=0, out=engine.input_buffer(bucket)[:n])
+        dispatch = self._clock()
+        counters = self.counters
+        counters.batches += 1
+        counters.batch_rows += n
+        error: str | None = None
+        try:
+            if self._executor is None:
+                out = engine.infer(bucket, n)
+            else:
+                out = await loop.run_in_executor(self._executor, engine.infer, bucket, n)
+        except EngineError as exc:
+            error = str(exc)
+            counters.engine_errors += 1
+        done = self._clock()
+        self.scheduler.complete(batch, engine.last_latency_ns if error is None else done - dispatch)
+        if error is not None:
+            for item in items:
+                await self._publish_slot(
+                    item.payload, Status.ERROR, dispatch=dispatch, done=done, error=error, n=n
+                )
+            return
+        labels, scores = self.head.decide(out, self._targets[idx])
+        names = self.head.labels
+        score_rows = scores.tolist()
+        for i, item in enumerate(items):
+            await self._publish_slot(
+                item.payload,
+                Status.OK,
+                dispatch=dispatch,
+                done=done,
+                label=names[labels[i]],
+                scores=score_rows[i],
+                late=item.late,
+                n=n,
+            )
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def _publish_slot(
+        self,
+        slot: int,
+        status: Status,
+        *,
+        dispatch: int | None = None,
+        done: int | None = None,
+        label: str = "",
+        scores: list[float] | None = None,
+        late: bool = False,
+        error: str | None = None,
+        n: int = 0,
+    ) -> None:
+        await self._publish(
+            self._topic[slot],
+            self._part[slot],
+            self._off[slot],
+            self._key[slot],
+            status,
+            self._kafka_ts[slot],
+            self._source_ts[slot],
+            self._ingest[slot],
+            deadline=self._deadline[slot],
+            dispatch=dispatch,
+            done=done,
+            label=label,
+            scores=scores,
+            late=late,
+            error=error,
+            n=n,
+        )
+        self._free.append(slot)
+
+    async def _publish(
+        self,
+        topic: str,
+        part: int,
+        off: int,
+        key: str,
+        status: Status,
+        kafka_ns: int | None,
+        source_ns: int | None,
+        ingest: int,
+        *,
+        deadline: int | None = None,
+        dispatch: int | None = None,
+        done: int | None = None,
+        label: str = "",
+        scores: list[float] | None = None,
+        late: bool = False,
+        error: str | None = None,
+        n: int = 0,
+    ) -> None:
+        m2w = -self.w2m.offset_ns
+        now = self._clock()
+        if late:
+            self.counters.late += 1
+        decision = Decision(
+            topic=topic,
+            partition=part,
+            offset=off,
+            key=key,
+            model_version=self.model_version,
+            status=status,
+            label=label,
+            scores=scores if scores is not None else [],
+            late=late,
+            batch_size=n,
+            error=error,
+            stamps=Stamps(
+                source_ts_ns=source_ns,
+                kafka_ts_ns=kafka_ns,
+                ingest_wall_ns=ingest + m2w,
+                dispatch_wall_ns=None if dispatch is None else dispatch + m2w,
+                infer_done_wall_ns=None if done is None else done + m2w,
+                publish_wall_ns=now + m2w,
+                deadline_wall_ns=None if deadline is None else deadline + m2w,
+            ),
+        )
+        self.counters.decisions[status] += 1
+        await self.sink.send(
+            self._decision_topic,
+            key.encode(),
+            self._out.encode(decision),
+            [self._model_header, (STATUS_HEADER, _STATUS_BYTES[status])],
+            (topic, part, off),
+            self._on_ack,
+        )
+
+    async def _dead_letter(
+        self, rec: Record, reason: str, detail: str, kafka_ns: int | None
+    ) -> None:
+        counters = self.counters
+        counters.dead[reason] = counters.dead.get(reason, 0) + 1
+        dead = DeadLetter(
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            reason=reason,
+            detail=detail,
+            value=rec.value,
+            key=rec.key,
+            headers=list(rec.headers),
+            kafka_ts_ns=kafka_ns,
+            dead_wall_ns=self._wall(),
+        )
+        await self.sink.send(
+            self._dlq_topic,
+            rec.key,
+            self._dead_codec.encode(dead),
+            [("weir-reason", reason.encode())],
+            (rec.topic, rec.partition, rec.offset),
+            self._on_ack,
+        )
+
+    def _on_ack(self, token: Any, error: BaseException | None) -> None:
+        topic, part, off = token
+        if error is not None:
+            self.counters.produce_errors += 1
+            if self.failed is None:
+                self.failed = error
+            return
+        self.tracker.ack((topic, part), off)

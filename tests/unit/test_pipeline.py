@@ -1,0 +1,250 @@
+"""The pipeline end to end in memory: one outcome per input, in key order, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from engines.fake import FakeEngine, LatencyModel
+from engines.head import Head
+from schemas.codec import dead_letter_codec, decision_codec, event_codec
+from schemas.decision import Decision, Status
+from schemas.events import Quote, SensorReading
+from schemas.features import FeatureSpec, Task
+from service.memory import MemoryRecord, MemorySink
+from service.pipeline import Pipeline
+from service.settings import Settings, load_settings
+
+WINDOW = 4
+TOPIC = "weir.events"
+
+
+def _settings(**sections: dict[str, Any]) -> Settings:
+    env = {}
+    for section, values in sections.items():
+        for k, v in values.items():
+            env[f"WEIR_{section.upper()}__{k.upper()}"] = (
+                msgspec.json.encode(v).decode() if not isinstance(v, str) else v
+            )
+    return load_settings(env=env)
+
+
+@pytest.fixture
+def make_pipeline() -> Callable[..., tuple[Pipeline, MemorySink, FakeEngine]]:
+    def make(
+        *,
+        settings: Settings | None = None,
+        task: Task = Task.TRADING,
+        fail_every: int = 0,
+        latency_ns: int = 50_000,
+        sink: MemorySink | None = None,
+    ) -> tuple[Pipeline, MemorySink, FakeEngine]:
+        spec = FeatureSpec(task=task, window=WINDOW)
+        n_out = 3 if task is Task.TRADING else 1
+        engine = FakeEngine(
+            n_features=spec.n_features,
+            n_outputs=n_out,
+            max_batch=8,
+            latency=LatencyModel(base_ns=latency_ns, per_row_ns=0),
+            fail=lambda call, bucket: armed[0] and fail_every > 0 and call % fail_every == 0,
+        )
+        armed = [False]
+        engine.warm_up(5)
+        armed[0] = True
+        head = Head(task.value, ["SELL", "HOLD", "BUY"])
+        sink = sink or MemorySink()
+        pipe = Pipeline(
+            settings=settings or _settings(scheduler={"budget_ms": 50.0}),
+            engine=engine,
+            head=head,
+            spec=spec,
+            sink=sink,
+            model_version="test-1",
+        )
+        return pipe, sink, engine
+
+    return make
+
+
+def _quote_record(i: int, key: str = "BTCUSDT", partition: int = 0) -> MemoryRecord:
+    q = Quote(symbol=key, bid_px=100.0 + i % 7, bid_qty=1.0, ask_px=100.5 + i % 7, ask_qty=2.0)
+    return MemoryRecord(
+        TOPIC, partition, i, event_codec().encode(q), timestamp=1_700_000_000_000 + i
+    )
+
+
+def _decisions(sink: MemorySink) -> list[Decision]:
+    codec = decision_codec()
+    return [codec.decode(m.value) for m in sink.on("weir.decisions")]
+
+
+async def _run(pipe: Pipeline, records: list[MemoryRecord], chunk: int = 7) -> None:
+    pipe.start()
+    for i in range(0, len(records), chunk):
+        await pipe.ingest(records[i : i + chunk])
+        await asyncio.sleep(0)
+    assert await pipe.drain(5.0)
+    await pipe.close()
+
+
+async def test_every_event_gets_one_decision_in_key_order(make_pipeline: Any) -> None:
+    """N events across keys and partitions give N decisions, each key's in offset order."""
+    pipe, sink, _ = make_pipeline()
+    records = [_quote_record(i, key=f"K{i % 3}", partition=i % 2) for i in range(200)]
+    await _run(pipe, records)
+    got = _decisions(sink)
+    assert len(got) == 200
+    assert sorted((d.partition, d.offset) for d in got) == sorted((i % 2, i) for i in range(200))
+    for k in ("K0", "K1", "K2"):
+        offs = [d.offset for d in got if d.key == k]
+        assert offs == sorted(offs)
+    statuses = {d.status for d in got}
+    assert statuses <= {Status.OK, Status.WARMING}
+    assert sum(d.status is Status.WARMING for d in got) == 3 * (WINDOW - 1)
+    assert pipe.tracker.to_commit() == {(TOPIC, 0): 199, (TOPIC, 1): 200}
+
+
+async def test_decisions_match_the_model_on_the_window(make_pipeline: Any) -> None:
+    """An ok decision's scores are the model's output on its key's window at that event."""
+    pipe, sink, engine = make_pipeline()
+    records = [_quote_record(i) for i in range(WINDOW + 3)]
+    spec = pipe.spec
+    state = spec.new_state()
+    expected = []
+    for r in records:
+        state.update(event_codec().decode(r.value), r.timestamp * 1_000_000)
+        row = np.zeros(spec.n_features, dtype=np.float32)
+        state.write_window(row)
+        expected.append(engine.expected(row[None, :])[0])
+    await _run(pipe, records)
+    got = [d for d in _decisions(sink) if d.status is Status.OK]
+    assert len(got) == 4
+    for d in got:
+        assert d.scores == pytest.approx(expected[d.offset].tolist(), rel=1e-5)
+        assert d.label == ["SELL", "HOLD", "BUY"][int(np.argmax(expected[d.offset]))]
+        assert d.model_version == "test-1"
+        s = d.stamps
+        assert s.ingest_wall_ns is not None and s.publish_wall_ns is not None
+        assert s.dispatch_wall_ns is not None and s.infer_done_wall_ns is not None
+        assert s.ingest_wall_ns <= s.dispatch_wall_ns <= s.infer_done_wall_ns <= s.publish_wall_ns
+        assert s.kafka_ts_ns == (1_700_000_000_000 + d.offset) * 1_000_000
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic(make_pipeline: Any) -> None:
+    """Undecodable, invalid, oversized and empty records are dead-lettered; good ones decided."""
+    settings = _settings(kafka={"max_event_bytes": 400})
+    pipe, sink, _ = make_pipeline(settings=settings)
+    good = [_quote_record(i) for i in range(6)]
+    bad = [
+        MemoryRecord(TOPIC, 0, 6, b"{not json", key=b"k", headers=[("h", b"1")]),
+        MemoryRecord(TOPIC, 0, 7, b'{"kind":"quote","symbol":"B","bid_px":"x"}'),
+        MemoryRecord(TOPIC, 0, 8, b'{"kind":"weather"}'),
+        MemoryRecord(TOPIC, 0, 9, None),
+        MemoryRecord(TOPIC, 0, 10, b"x" * 401),
+        MemoryRecord(TOPIC, 0, 11, event_codec().encode(SensorReading(sensor_id="s", value=1.0))),
+    ]
+    more = [_quote_record(i) for i in range(12, 16)]
+    await _run(pipe, good + bad + more)
+    dead = [dead_letter_codec().decode(m.value) for m in sink.on("weir.dlq")]
+    assert [(d.offset, d.reason) for d in dead] == [
+        (6, "malformed"),
+        (7, "invalid_value"),
+        (8, "unknown_kind"),
+        (9, "empty"),
+        (10, "oversized"),
+        (11, "wrong_task"),
+    ]
+    assert (
+        dead[0].value == b"{not json" and dead[0].key == b"k" and dead[0].headers == [("h", b"1")]
+    )
+    assert dead[1].detail == (
+        "decode failed: Expected `float`, got `str` - at `$.bid_px` "
+        "- topic=weir.events partition=0 offset=7"
+    )
+    assert dead[4].detail == "record of 401 bytes exceeds max_event_bytes=400"
+    assert len(_decisions(sink)) == 10
+    assert pipe.counters.dead == {
+        "malformed": 1,
+        "invalid_value": 1,
+        "unknown_kind": 1,
+        "empty": 1,
+        "oversized": 1,
+        "wrong_task": 1,
+    }
+    assert pipe.tracker.to_commit() == {(TOPIC, 0): 16}
+
+
+async def test_engine_error_gives_error_decisions_and_goes_on(make_pipeline: Any) -> None:
+    """A failing batch is decided `error` with the reason; later batches are fine."""
+    pipe, sink, engine = make_pipeline(fail_every=2)
+    calls_before = engine.calls
+    records = [_quote_record(i) for i in range(40)]
+    await _run(pipe, records, chunk=1)
+    got = _decisions(sink)
+    assert len(got) == 40
+    errors = [d for d in got if d.status is Status.ERROR]
+    oks = [d for d in got if d.status is Status.OK]
+    assert errors and oks
+    assert errors[0].error is not None and "injected failure" in errors[0].error
+    assert pipe.counters.engine_errors == sum(
+        1 for c in range(calls_before + 1, engine.calls + 1) if c % 2 == 0
+    )
+
+
+async def test_overload_sheds_never_loses(make_pipeline: Any) -> None:
+    """With a tiny queue and a slow engine, excess events get `shed`, every input decided."""
+    settings = _settings(scheduler={"budget_ms": 1000.0, "max_queue": 4})
+    pipe, sink, _ = make_pipeline(settings=settings)
+    records = [_quote_record(i) for i in range(300)]
+    pipe.start()
+    await pipe.ingest(records)
+    assert await pipe.drain(5.0)
+    await pipe.close()
+    got = _decisions(sink)
+    assert len(got) == 300
+    assert any(d.status is Status.SHED for d in got)
+
+
+async def test_tight_budget_expires_explicitly(make_pipeline: Any) -> None:
+    """Events whose budget is below the engine's latency are decided `expired`, not dropped."""
+    settings = _settings(scheduler={"budget_ms": 0.01})
+    pipe, sink, _ = make_pipeline(settings=settings, latency_ns=1_000_000)
+    await _run(pipe, [_quote_record(i) for i in range(20)])
+    got = _decisions(sink)
+    assert len(got) == 20
+    assert {d.status for d in got} == {Status.WARMING, Status.EXPIRED}
+
+
+async def test_sensor_alerts_on_a_spike(make_pipeline: Any) -> None:
+    """Sensor decisions are OK/ALERT with the anomaly score first."""
+    pipe, sink, _ = make_pipeline(task=Task.SENSOR)
+    values = [1.0, 1.1] * 20 + [500.0]
+    records = [
+        MemoryRecord(
+            TOPIC, 0, i, event_codec().encode(SensorReading(sensor_id="m", value=v)), timestamp=i
+        )
+        for i, v in enumerate(values)
+    ]
+    await _run(pipe, records)
+    got = [d for d in _decisions(sink) if d.status is Status.OK]
+    assert {d.label for d in got} <= {"OK", "ALERT"}
+    assert got[-1].label == "ALERT" and got[-1].scores[0] > 3.0
+
+
+async def test_publish_failure_holds_the_commit_point(make_pipeline: Any) -> None:
+    """A decision the broker refused is never acknowledged, so its offset is never committed."""
+
+    def fail(msg: Any) -> BaseException | None:
+        d = decision_codec().decode(msg.value)
+        return RuntimeError("broker said no") if d.offset == 5 else None
+
+    pipe, _, _ = make_pipeline(sink=MemorySink(fail=fail))
+    await _run(pipe, [_quote_record(i) for i in range(10)])
+    assert isinstance(pipe.failed, RuntimeError)
+    assert pipe.tracker.committable((TOPIC, 0)) == 5
+    assert pipe.counters.produce_errors == 1
