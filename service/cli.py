@@ -20,7 +20,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 # Groups owned by this package and the ones below it, imported lazily by module name so
 # that ``weir --help`` stays fast and a missing optional dependency breaks one group only.
-_BUILTIN_GROUPS: tuple[str, ...] = ("service.broker.cli",)
+_BUILTIN_GROUPS: tuple[str, ...] = ("service.commands", "service.broker.cli", "engines.cli")
 
 
 def _load_groups() -> list[Register]:

@@ -281,6 +281,21 @@ class Pipeline:
                 await self._publish_slot(slot, status)
         self._wake.set()
 
+    def warm(self, records: Iterable[Record]) -> None:
+        """Fold already-decided records into the key windows only (after a seek back)."""
+        codec = self._codec
+        store = self.state
+        wall_now = self._wall()
+        for rec in records:
+            value = rec.value
+            if value is None or len(value) > self._max_bytes:
+                continue
+            ts_ms = rec.timestamp
+            try:
+                store.update(codec.decode(value), ts_ms * 1_000_000 if ts_ms >= 0 else wall_now)
+            except SchemaError:
+                continue  # it went to the dead-letter topic the first time
+
     # -- dispatch ----------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:

@@ -121,6 +121,8 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_poll_interval_ms: Positive = 300_000
     linger_ms: NonNegative = 0
     acks: str = "all"
+    enable_idempotence: bool = False
+    """Idempotent producer (off by default: the embedded Tansu broker refuses InitProducerId)."""
     compression_type: str | None = None
     request_timeout_ms: Positive = 30_000
     retry_backoff_ms: Positive = 100
@@ -140,6 +142,8 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     mode: DeliveryMode = DeliveryMode.AT_LEAST_ONCE
     commit_interval_ms: Positive = 200
     transactional_id_prefix: str = "weir"
+    startup_timeout_ms: Positive = 60_000
+    """How long to retry reaching the brokers at start before giving up."""
     flush_interval_ms: Positive = 20
     """Exactly-once: how often a transaction is committed."""
 

@@ -1,0 +1,363 @@
+"""``weir serve``: the Kafka runtime around the pipeline.
+
+One consumer (a member of the group), one producer, one pipeline, on one event loop:
+
+- fetch with ``getmany`` and hand each partition's records to the pipeline in order;
+- pause every assigned partition while the scheduler signals backpressure, resume after;
+- at-least-once: commit, every ``commit_interval_ms``, the offsets the tracker allows
+  (decisions below them are produced *and* acknowledged), and on revoke and shutdown;
+- exactly-once: decisions go out in a transaction; every ``flush_interval_ms`` fetching
+  stops until the pipeline is idle, then the consumed offsets join the transaction
+  (``send_offsets_to_transaction``) and it commits. A failed transaction is aborted, the
+  assigned partitions are rewound to their committed offsets and the key windows cleared;
+- on revoke: drain within ``revoke_timeout_ms``, commit, forget the partitions; on
+  assign: start tracking at the consumer's position; with ``warmup = "seek"`` seek back
+  ``seek_back`` records and fold them into the key windows without deciding them;
+- SIGTERM/SIGINT: stop fetching, drain within ``drain_timeout_ms``, commit, exit 0; a
+  second signal exits at once (status 130).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from engines.base import Engine, load_engine
+from engines.bundle import Bundle
+from engines.defaults import default_bundle_path
+from engines.head import Head
+from schemas.features import FeatureSpec
+from service.errors import BrokerError, ServiceError
+from service.kafka import KafkaSink, make_consumer, make_producer
+from service.logs import get_logger
+from service.pipeline import Pipeline
+from service.settings import DeliveryMode, Settings, WarmupMode
+
+log = get_logger("weir.serve")
+
+FailHook = Callable[[str], None]
+
+
+def load_model(settings: Settings) -> tuple[Bundle, Engine, Head, FeatureSpec]:
+    """Load and verify the bundle, build and warm the engine, read head and feature spec."""
+    path = settings.engine.bundle or str(default_bundle_path())
+    bundle = Bundle.load(path)
+    spec = msgspec.convert(bundle.feature_spec, FeatureSpec)
+    opts: dict[str, Any] = {}
+    if settings.engine.kind == "onnx":
+        opts["threads"] = settings.engine.threads
+    engine = load_engine(
+        bundle, settings.engine.kind, max_batch=settings.engine.max_batch, options=opts
+    )
+    engine.warm_up(settings.engine.warmup_iters)
+    return bundle, engine, Head.from_bundle(bundle), spec
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._rt._on_revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._rt._on_assigned(list(assigned))
+
+
+class Runtime:
+    """One worker: consumer, pipeline, producer (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        head: Head | None = None,
+        spec: FeatureSpec | None = None,
+        model_version: str | None = None,
+        worker_index: int = 0,
+        fail_hook: FailHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.worker_index = worker_index
+        if engine is None or head is None or spec is None:
+            bundle, engine, head, spec = load_model(settings)
+            model_version = bundle.metadata.model_version
+        self.engine = engine
+        self.head = head
+        self.spec = spec
+        self.model_version = model_version or engine.describe().model_version
+        self.eos = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
+        self._fail_hook = fail_hook
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._paused = False
+        self._assigned: set[TopicPartition] = set()
+        self._rebuild_until: dict[TopicPartition, int] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.pipeline: Pipeline | None = None
+        self.rebalances = 0
+        self.commits = 0
+        self.ready = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to stop fetching, drain, commit and return."""
+        self._stop.set()
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second_signal_exit")
+            os._exit(130)
+        log.info("stopping", reason="signal")
+        self.stop()
+
+    async def _start_clients(self) -> None:
+        s = self.settings
+        k = s.kafka
+        tid = None
+        if self.eos:
+            tid = f"{s.delivery.transactional_id_prefix}-{k.group_id}-{self.worker_index}"
+        self.producer = make_producer(k, **({"transactional_id": tid} if tid else {}))
+        iso = "read_committed" if self.eos else "read_uncommitted"
+        self.consumer = make_consumer(k, isolation_level=iso)
+        deadline = time.monotonic() + s.delivery.startup_timeout_ms / 1000
+        delay = 0.2
+        while True:
+            try:
+                await self.producer.start()
+                await self.consumer.start()
+                break
+            except KafkaError as exc:
+                with contextlib.suppress(KafkaError):
+                    await self.consumer.stop()
+                with contextlib.suppress(KafkaError):
+                    await self.producer.stop()
+                if time.monotonic() + delay > deadline:
+                    raise BrokerError(
+                        f"cannot reach Kafka at {k.bootstrap_servers} within "
+                        f"{s.delivery.startup_timeout_ms} ms: {exc}"
+                    ) from exc
+                log.warning("kafka_unreachable_retrying", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self.producer = make_producer(k, **({"transactional_id": tid} if tid else {}))
+                self.consumer = make_consumer(k, isolation_level=iso)
+        self.consumer.subscribe(topics=list(k.input_topics), listener=_Listener(self))
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        """Serve until stopped; returns the exit status (0 after a clean drain)."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal)
+        await self._start_clients()
+        assert self.producer is not None and self.consumer is not None
+        self.pipeline = Pipeline(
+            settings=self.settings,
+            engine=self.engine,
+            head=self.head,
+            spec=self.spec,
+            sink=KafkaSink(self.producer),
+            model_version=self.model_version,
+        )
+        self.pipeline.start()
+        if self.eos:
+            await self.producer.begin_transaction()
+        log.info(
+            "serving",
+            worker=self.worker_index,
+            topics=list(self.settings.kafka.input_topics),
+            mode=self.settings.delivery.mode.value,
+            model=self.model_version,
+        )
+        status = 0
+        try:
+            await self._loop()
+        finally:
+            status = await self._shutdown()
+        return status
+
+    async def _loop(self) -> None:
+        assert self.consumer is not None and self.pipeline is not None
+        consumer = self.consumer
+        pipe = self.pipeline
+        s = self.settings
+        commit_every = (
+            s.delivery.flush_interval_ms if self.eos else s.delivery.commit_interval_ms
+        ) / 1000
+        next_commit = time.monotonic() + commit_every
+        max_records = s.kafka.max_poll_records
+        stop = self._stop
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=50, max_records=max_records)
+            for tp, records in batches.items():
+                until = self._rebuild_until.get(tp)
+                if until is not None:
+                    records = self._rebuild(tp, records, until)
+                if records:
+                    await pipe.ingest(records)
+            if pipe.failed is not None:
+                raise ServiceError(f"publishing decisions failed: {pipe.failed}") from pipe.failed
+            self._backpressure()
+            if time.monotonic() >= next_commit:
+                await self._commit()
+                next_commit = time.monotonic() + commit_every
+
+    def _rebuild(self, tp: TopicPartition, records: list[Any], until: int) -> list[Any]:
+        assert self.pipeline is not None
+        old = [r for r in records if r.offset < until]
+        self.pipeline.warm(old)
+        if not records or records[-1].offset >= until - 1:
+            del self._rebuild_until[tp]
+        return [r for r in records if r.offset >= until]
+
+    def _backpressure(self) -> None:
+        assert self.consumer is not None and self.pipeline is not None
+        want = self.pipeline.scheduler.paused
+        if want == self._paused:
+            return
+        parts = list(self.consumer.assignment())
+        if want:
+            self.consumer.pause(*parts)
+        else:
+            self.consumer.resume(*parts)
+        self._paused = want
+
+    # -- commits --------------------------------------------------------------------------------
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        assert self.consumer is not None and self.pipeline is not None
+        if self.eos:
+            await self._commit_transaction()
+            return
+        moved = self.pipeline.tracker.to_commit()
+        offsets = {
+            TopicPartition(t, p): off
+            for (t, p), off in moved.items()
+            if only is None or TopicPartition(t, p) in only
+        }
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("commit_failed", error=str(exc))
+            return
+        self.pipeline.tracker.committed({(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        self.commits += 1
+
+    async def _commit_transaction(self) -> None:
+        assert self.producer is not None and self.pipeline is not None
+        pipe = self.pipeline
+        # Every decision of a consumed record must be in the transaction that commits its
+        # offset: stop and let the pipeline finish what it holds (bounded by the budget).
+        drained = await pipe.drain(self.settings.shutdown.drain_timeout_ms / 1000)
+        moved = pipe.tracker.to_commit()
+        offsets = {TopicPartition(t, p): off for (t, p), off in moved.items()}
+        try:
+            if not drained:
+                raise ServiceError("pipeline did not drain before the transaction commit")
+            if self._fail_hook is not None:
+                self._fail_hook("commit_transaction")
+            if offsets:
+                await self.producer.send_offsets_to_transaction(
+                    offsets, self.settings.kafka.group_id
+                )
+            await self.producer.commit_transaction()
+        except (KafkaError, ServiceError) as exc:
+            log.warning("transaction_aborted", error=str(exc))
+            await self._abort()
+            return
+        pipe.tracker.committed(moved)
+        self.commits += 1
+        await self.producer.begin_transaction()
+
+    async def _abort(self) -> None:
+        assert self.producer is not None and self.consumer is not None
+        assert self.pipeline is not None
+        await self.producer.abort_transaction()
+        # Rewind to what the group has committed; the aborted decisions will be made again.
+        for tp in list(self.consumer.assignment()):
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+                start = 0
+            else:
+                self.consumer.seek(tp, committed)
+                start = committed
+            self.pipeline.tracker.reset((tp.topic, tp.partition), start)
+        self.pipeline.state.clear()
+        await self.producer.begin_transaction()
+
+    # -- rebalance --------------------------------------------------------------------------------
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.rebalances += 1
+        self.ready = False
+        pipe = self.pipeline
+        if pipe is None or not revoked:
+            return
+        drained = await pipe.drain(self.settings.shutdown.revoke_timeout_ms / 1000)
+        if not drained:
+            log.warning("revoke_drain_timeout", queued=pipe.queued)
+        await self._commit(set(revoked))
+        for tp in revoked:
+            pipe.tracker.forget((tp.topic, tp.partition))
+            self._assigned.discard(tp)
+            self._rebuild_until.pop(tp, None)
+        if not self._assigned:
+            pipe.state.clear()
+        log.info("partitions_revoked", count=len(revoked))
+
+    async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        assert self.consumer is not None
+        pipe = self.pipeline
+        s = self.settings.state
+        for tp in assigned:
+            self._assigned.add(tp)
+            pos = await self.consumer.position(tp)
+            if pipe is not None:
+                pipe.tracker.reset((tp.topic, tp.partition), pos)
+            if s.warmup is WarmupMode.SEEK and s.seek_back > 0 and pos > 0:
+                start = max(0, pos - s.seek_back)
+                self.consumer.seek(tp, start)
+                self._rebuild_until[tp] = pos
+        self.ready = True
+        log.info("partitions_assigned", count=len(assigned))
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    async def _shutdown(self) -> int:
+        status = 0
+        pipe = self.pipeline
+        try:
+            if pipe is not None:
+                if not await pipe.drain(self.settings.shutdown.drain_timeout_ms / 1000):
+                    log.warning("drain_timeout", queued=pipe.queued)
+                    status = 1
+                if pipe.failed is None:
+                    await self._commit()
+                await pipe.close()
+        finally:
+            if self.consumer is not None:
+                with contextlib.suppress(KafkaError):
+                    await self.consumer.stop()
+            if self.producer is not None:
+                with contextlib.suppress(KafkaError):
+                    await self.producer.stop()
+        log.info("stopped", status=status, commits=self.commits)
+        return status
