@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 import msgspec
 
@@ -26,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
+        runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a runtime dependency
         runner = asyncio.run
     runtime = Runtime(settings, worker_index=args.worker_index or 0)

@@ -1,0 +1,278 @@
+"""`weir serve` against a real broker: every input decided, nothing lost, commits honest."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from engines.bundle import Bundle
+from engines.fake import tiny_mlp_onnx
+from schemas.codec import dead_letter_codec, decision_codec, event_codec
+from schemas.decision import Decision, Status
+from schemas.events import Quote
+from schemas.features import FeatureSpec, Task
+from service.errors import ServiceError
+from service.runtime import Runtime
+from service.settings import Settings, load_settings
+
+WINDOW = 4
+KEYS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = FeatureSpec(task=Task.TRADING, window=WINDOW)
+    path = tmp_path_factory.mktemp("bundle") / "b"
+    Bundle.write(
+        path,
+        models={"fp32": tiny_mlp_onnx(spec.n_features, (16,), 3)},
+        feature_spec=msgspec.to_builtins(spec),
+        model_version="it-1",
+        task="trading",
+        n_features=spec.n_features,
+        n_outputs=3,
+        labels=["SELL", "HOLD", "BUY"],
+    )
+    return path
+
+
+@pytest.fixture
+def make_settings(kafka_bootstrap: str, bundle_dir: Path) -> Callable[..., Settings]:
+    def make(inp: str, out: str, dlq: str, group: str, **env: str) -> Settings:
+        base = {
+            "WEIR_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "WEIR_KAFKA__INPUT_TOPICS": f'["{inp}"]',
+            "WEIR_KAFKA__DECISION_TOPIC": out,
+            "WEIR_KAFKA__DLQ_TOPIC": dlq,
+            "WEIR_KAFKA__GROUP_ID": group,
+            "WEIR_KAFKA__FETCH_MAX_WAIT_MS": "5",
+            "WEIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "WEIR_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+            "WEIR_ENGINE__BUNDLE": str(bundle_dir),
+            "WEIR_ENGINE__MAX_BATCH": "16",
+            "WEIR_ENGINE__WARMUP_ITERS": "20",
+            "WEIR_SCHEDULER__BUDGET_MS": "200",
+            "WEIR_DELIVERY__COMMIT_INTERVAL_MS": "50",
+            "WEIR_LOG__LEVEL": "warning",
+        }
+        base.update(env)
+        return load_settings(env=base)
+
+    return make
+
+
+@pytest.fixture
+async def topics(topic_factory: Any) -> dict[str, str]:
+    return {
+        "inp": await topic_factory(3, prefix="in"),
+        "out": await topic_factory(3, prefix="out"),
+        "dlq": await topic_factory(1, prefix="dlq"),
+        "group": f"g-{id(object())}",
+    }
+
+
+def _quote(i: int) -> tuple[bytes, bytes]:
+    key = KEYS[i % len(KEYS)]
+    q = Quote(symbol=key, bid_px=100.0 + (i % 5), bid_qty=1.0, ask_px=100.5 + (i % 5), ask_qty=1.0)
+    return key.encode(), event_codec().encode(q)
+
+
+async def _produce(
+    bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]
+) -> list[tuple[int, int]]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await producer.start()
+    try:
+        futs = [await producer.send(topic, value=v, key=k) for k, v in items]
+        metas = await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+    return [(m.partition, m.offset) for m in metas]
+
+
+async def _read(
+    bootstrap: str, topic: str, n: int, *, timeout: float = 60.0, committed_only: bool = False
+) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(got) < n:
+                batch = await consumer.getmany(timeout_ms=200)
+                for recs in batch.values():
+                    got.extend(recs)
+    except TimeoutError:
+        pass
+    finally:
+        await consumer.stop()
+    return got
+
+
+@contextlib.asynccontextmanager
+async def _serving(settings: Settings, **kw: Any) -> AsyncIterator[Runtime]:
+    rt = Runtime(settings, **kw)
+    task = asyncio.create_task(rt.run(install_signals=False))
+    try:
+        async with asyncio.timeout(30):
+            while not rt.ready:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+        yield rt
+    finally:
+        rt.stop()
+        status = await asyncio.wait_for(task, 30)
+        assert status == 0
+
+
+def _decisions(records: list[Any]) -> list[Decision]:
+    codec = decision_codec()
+    return [codec.decode(r.value) for r in records]
+
+
+async def test_n_in_n_out_in_key_order(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """Every input gets one decision whose coordinates match it, each key's in order."""
+    s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
+    n = 400
+    async with _serving(s):
+        coords = await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(n)])
+        got = await _read(kafka_bootstrap, topics["out"], n)
+    decisions = _decisions(got)
+    assert len(decisions) >= n
+    seen = {(d.partition, d.offset) for d in decisions}
+    assert seen == set(coords)
+    by_key: dict[str, list[int]] = {}
+    for rec, d in zip(got, decisions, strict=True):
+        assert rec.key == d.key.encode()
+        assert dict(rec.headers)["weir-model"] == b"it-1"
+        assert dict(rec.headers)["weir-status"] == d.status.value.encode()
+        by_key.setdefault(f"{d.key}/{d.partition}", []).append(d.offset)
+    for offs in by_key.values():
+        assert offs == sorted(offs)
+    odd = [d for d in decisions if d.status not in (Status.OK, Status.WARMING)]
+    assert not odd, odd[:3]
+
+
+async def test_bad_records_dead_lettered(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """Malformed inputs land on the DLQ with their reason; good ones around them are decided."""
+    s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
+    items = [_quote(i) for i in range(10)]
+    items.insert(3, (b"BTCUSDT", b"{nope"))
+    items.insert(7, (b"BTCUSDT", b'{"kind":"quote","symbol":"BTCUSDT","bid_px":NaN}'))
+    items.insert(9, (b"BTCUSDT", b'{"kind":"sensor","sensor_id":"x","value":1e99}'))
+    async with _serving(s):
+        await _produce(kafka_bootstrap, topics["inp"], items)
+        dead = await _read(kafka_bootstrap, topics["dlq"], 3)
+        good = await _read(kafka_bootstrap, topics["out"], 10)
+    letters = [dead_letter_codec().decode(r.value) for r in dead]
+    assert sorted(d.reason for d in letters) == ["invalid_value", "malformed", "malformed"]
+    assert {d.value for d in letters} == {items[3][1], items[7][1], items[9][1]}
+    assert all(d.topic == topics["inp"] and d.detail.startswith("decode failed") for d in letters)
+    assert len(_decisions(good)) == 10
+
+
+async def test_restart_resumes_after_last_commit(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """A clean stop commits everything decided; a restart decides only what came after."""
+    s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
+    async with _serving(s):
+        await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(100)])
+        first = await _read(kafka_bootstrap, topics["out"], 100)
+    assert len(first) == 100
+    await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(100, 150)])
+    async with _serving(s):
+        everything = await _read(kafka_bootstrap, topics["out"], 150)
+    decisions = _decisions(everything)
+    assert len(decisions) == 150  # no reprocessing: the stop committed its tail
+    assert len({(d.partition, d.offset) for d in decisions}) == 150
+
+
+@pytest.mark.requires_kafka(reason="two consumers in one group need real rebalances")
+async def test_two_workers_split_and_hand_over(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """Two workers share the partitions; when one stops, the other takes over and nothing is lost."""
+    s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
+    async with _serving(s, worker_index=0) as a:
+        async with _serving(s, worker_index=1) as b:
+            async with asyncio.timeout(30):
+                while not (
+                    a.consumer
+                    and b.consumer
+                    and a.consumer.assignment()
+                    and b.consumer.assignment()
+                ):
+                    await asyncio.sleep(0.1)
+            assert len(a.consumer.assignment()) + len(b.consumer.assignment()) == 3
+            await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(200)])
+            await asyncio.sleep(1.0)
+        # b stopped (drained and committed); a must own all partitions now
+        async with asyncio.timeout(30):
+            while a.consumer is None or len(a.consumer.assignment()) != 3:
+                await asyncio.sleep(0.1)
+        await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(200, 300)])
+        got = await _read(kafka_bootstrap, topics["out"], 300)
+    decisions = _decisions(got)
+    assert len({(d.partition, d.offset) for d in decisions}) == 300
+    assert a.rebalances >= 1
+
+
+@pytest.mark.requires_transactions
+async def test_exactly_once_with_abort(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """In exactly-once mode a read_committed reader sees exactly one decision per input, even after an aborted transaction."""
+    s = make_settings(
+        topics["inp"],
+        topics["out"],
+        topics["dlq"],
+        topics["group"],
+        WEIR_DELIVERY__MODE="exactly_once",
+        WEIR_DELIVERY__FLUSH_INTERVAL_MS="100",
+    )
+    aborted = []
+
+    def fail_once(point: str) -> None:
+        if not aborted:
+            aborted.append(point)
+            raise ServiceError("injected failure before commit_transaction")
+
+    n = 120
+    await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(n)])
+    async with _serving(s, fail_hook=fail_once) as rt:
+        got = await _read(kafka_bootstrap, topics["out"], n, committed_only=True, timeout=40)
+        assert rt.commits >= 1
+    assert aborted == ["commit_transaction"]
+    decisions = _decisions(got)
+    coords = [(d.partition, d.offset) for d in decisions]
+    assert len(coords) == n
+    assert len(set(coords)) == n
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=topics["group"])
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics["inp"], p) for p in range(3)]
+        committed = sum([(await consumer.committed(tp)) or 0 for tp in tps])
+    finally:
+        await consumer.stop()
+    assert committed == n
