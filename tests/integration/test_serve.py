@@ -99,8 +99,15 @@ async def _produce(
 
 
 async def _read(
-    bootstrap: str, topic: str, n: int, *, timeout: float = 60.0, committed_only: bool = False
+    bootstrap: str,
+    topic: str,
+    n: int,
+    *,
+    timeout: float = 60.0,
+    committed_only: bool = False,
+    distinct: bool = False,
 ) -> list[Any]:
+    """Records of ``topic`` until ``n`` (``distinct``: ``n`` different decided inputs)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -111,12 +118,18 @@ async def _read(
     )
     await consumer.start()
     got: list[Any] = []
+    coords: set[tuple[int, int]] = set()
+    codec = decision_codec()
     try:
         async with asyncio.timeout(timeout):
-            while len(got) < n:
+            while (len(coords) if distinct else len(got)) < n:
                 batch = await consumer.getmany(timeout_ms=200)
                 for recs in batch.values():
                     got.extend(recs)
+                    if distinct:
+                        for r in recs:
+                            d = codec.decode(r.value)
+                            coords.add((d.partition, d.offset))
     except TimeoutError:
         pass
     finally:
@@ -276,3 +289,135 @@ async def test_exactly_once_with_abort(
     finally:
         await consumer.stop()
     assert committed == n
+
+
+def _config_file(tmp_path: Path, settings: Settings) -> Path:
+    k = settings.kafka
+    text = f"""
+[kafka]
+bootstrap_servers = "{k.bootstrap_servers}"
+input_topics = ["{k.input_topics[0]}"]
+decision_topic = "{k.decision_topic}"
+dlq_topic = "{k.dlq_topic}"
+group_id = "{k.group_id}"
+fetch_max_wait_ms = 5
+session_timeout_ms = 6000
+heartbeat_interval_ms = 500
+
+[engine]
+bundle = "{settings.engine.bundle}"
+max_batch = 16
+warmup_iters = 20
+
+[delivery]
+commit_interval_ms = 50
+
+[log]
+level = "info"
+"""
+    path = tmp_path / "weir.toml"
+    path.write_text(text)
+    return path
+
+
+async def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return sum([(await consumer.committed(tp)) or 0 for tp in tps])
+    finally:
+        await consumer.stop()
+
+
+async def test_sigterm_drains_commits_and_exits_zero(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any, tmp_path: Path
+) -> None:
+    """`weir serve` on SIGTERM stops fetching, publishes, commits every decided offset, exits 0."""
+    import signal
+    import sys
+
+    s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
+    cfg = _config_file(tmp_path, s)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--config",
+        str(cfg),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(200)])
+        got = await _read(kafka_bootstrap, topics["out"], 200)
+        assert len(got) == 200
+        proc.send_signal(signal.SIGTERM)
+        status = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert status == 0
+    assert proc.stderr is not None
+    log = (await proc.stderr.read()).decode()
+    assert '"event":"stopped"' in log and '"status":0' in log
+    assert await _committed(kafka_bootstrap, topics["group"], topics["inp"], 3) == 200
+
+
+@pytest.mark.requires_kafka(reason="two worker processes in one group need real rebalances")
+async def test_workers_supervisor_restarts_a_killed_worker(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any, tmp_path: Path
+) -> None:
+    """With --workers 2, a worker killed with SIGKILL is restarted and every input is decided."""
+    import signal
+    import sys
+
+    s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
+    cfg = _config_file(tmp_path, s)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--config",
+        str(cfg),
+        "--workers",
+        "2",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    pids: list[int] = []
+    restarted = asyncio.Event()
+
+    async def watch() -> None:
+        assert proc.stderr is not None
+        async for line in proc.stderr:
+            text = line.decode()
+            if '"event":"worker_started"' in text:
+                pids.append(int(text.split('"pid":')[1].split(",")[0].split("}")[0]))
+                if len(pids) == 3:
+                    restarted.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(100)])
+        first = await _read(kafka_bootstrap, topics["out"], 100)
+        assert len({(r.partition, r.offset) for r in first}) == 100
+        assert len(pids) == 2
+        import os
+
+        os.kill(pids[0], signal.SIGKILL)
+        await asyncio.wait_for(restarted.wait(), 30)
+        await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(100, 200)])
+        got = await _read(kafka_bootstrap, topics["out"], 200, timeout=60, distinct=True)
+        proc.send_signal(signal.SIGTERM)
+        status = await asyncio.wait_for(proc.wait(), 40)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        watcher.cancel()
+    assert status == 0
+    coords = {(d.partition, d.offset) for d in _decisions(got)}
+    assert len(coords) == 200  # at-least-once: duplicates allowed, none missing
