@@ -1,0 +1,395 @@
+"""Apache Kafka 4.x, single node in KRaft mode (broker + controller), assembled from Maven Central.
+
+No Kafka download or Docker image: ``deploy/kafka/pom.xml`` names the broker's artifact and
+``mvn dependency:copy-dependencies`` copies its jars, once per version, into
+``<cache>/kafka/<version>/libs`` (``<cache>`` is ``$WEIR_CACHE``, else ``~/.cache/weir``).
+Each start renders ``deploy/kafka/server.properties`` into the state directory (default
+``<cache>/run/kafka``: ``server.properties``, ``data/``, ``logs/``, ``state.json``), formats the
+storage on the first start and runs ``java -cp 'libs/*' kafka.Kafka server.properties``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import string
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.broker import _process
+from service.broker.base import BrokerKind, BrokerStatus, Progress
+from service.errors import BrokerError
+
+__all__ = [
+    "DEFAULT_JVM_OPTIONS",
+    "KAFKA_VERSION",
+    "ApacheKafka",
+    "deploy_dir",
+    "new_cluster_id",
+    "render_server_properties",
+]
+
+#: The Kafka release weir develops and tests against.
+KAFKA_VERSION = "4.1.1"
+
+#: Heap capped for a small (2-core) box; G1 with Kafka's own pause settings.
+DEFAULT_JVM_OPTIONS: tuple[str, ...] = (
+    "-Xms256m",
+    "-Xmx1g",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:ParallelGCThreads=2",
+    "-XX:ConcGCThreads=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+_VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
+_SCALA = "2.13"
+_MVN_TIMEOUT_S = 900.0
+
+
+def deploy_dir() -> Path:
+    """Where ``pom.xml``, ``server.properties`` and ``log4j2.properties`` live.
+
+    ``$WEIR_KAFKA_DEPLOY`` when set, else ``deploy/kafka`` in the source tree.
+    """
+    env = os.environ.get("WEIR_KAFKA_DEPLOY")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "deploy" / "kafka"
+
+
+def render_server_properties(
+    template: str, *, port: int, controller_port: int, data_dir: Path
+) -> str:
+    """``server.properties`` for one node: the template with its ``${...}`` fields filled in."""
+    for what, value in (("port", port), ("controller port", controller_port)):
+        if _process.check_port(value, what=what) == 0:
+            raise BrokerError(f"bad {what} 0: server.properties needs the actual port")
+    if port == controller_port:
+        raise BrokerError(f"port and controller port are both {port}: they must differ")
+    # Properties files treat backslash as an escape; ':' '=' and spaces in values are fine.
+    escaped_dir = str(data_dir).replace("\\", "\\\\")
+    try:
+        return string.Template(template).substitute(
+            port=port, controller_port=controller_port, data_dir=escaped_dir
+        )
+    except KeyError as exc:
+        raise BrokerError(
+            f"server.properties template has an unknown field: ${{{exc.args[0]}}}"
+        ) from exc
+    except ValueError as exc:
+        raise BrokerError(f"server.properties template is malformed: {exc}") from exc
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):  # Kafka avoids ids a command line would read as a flag
+            return cid
+
+
+def _check_version(version: str) -> str:
+    match = _VERSION.fullmatch(version)
+    if match is None or int(match.group(1)) < 4:
+        raise BrokerError(
+            f"bad Kafka version {version!r}: expected a 4.x release such as {KAFKA_VERSION} "
+            "(KRaft with log4j2; 3.x is not supported)"
+        )
+    return version
+
+
+def _find_java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        java = Path(java_home) / "bin" / "java"
+        if java.is_file() and os.access(java, os.X_OK):
+            return str(java)
+    found = shutil.which("java")
+    if found is None:
+        where = f"JAVA_HOME={java_home} has no bin/java" if java_home else "JAVA_HOME unset"
+        raise BrokerError(
+            f"java not found ({where}, no java on PATH): Apache Kafka needs Java 17 or newer; "
+            "install a JDK, or use the embedded broker (weir broker start --kind tansu)"
+        )
+    return found
+
+
+class ApacheKafka:
+    """A single-node Apache Kafka broker on loopback; see ``service.broker.base`` for the contract.
+
+    ``port=0`` reuses the previous run's port when free, else picks a free one.
+    """
+
+    def __init__(
+        self,
+        *,
+        version: str = KAFKA_VERSION,
+        port: int = 0,
+        state_dir: Path | None = None,
+        cache_dir: Path | None = None,
+        deploy: Path | None = None,
+        jvm_options: Sequence[str] = DEFAULT_JVM_OPTIONS,
+        start_timeout: float = 90.0,
+        stop_timeout: float = 30.0,
+        progress: Progress | None = None,
+    ) -> None:
+        self.version = _check_version(version)
+        self.port = _process.check_port(port)
+        root = _process.cache_root()
+        self.state_dir = (state_dir or root / "run" / "kafka").expanduser().absolute()
+        self.cache_dir = (cache_dir or root / "kafka" / version).expanduser().absolute()
+        self.deploy = (deploy or deploy_dir()).absolute()
+        self.jvm_options = tuple(jvm_options)
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._progress = progress or _process.no_progress
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def kind(self) -> BrokerKind:
+        return "kafka"
+
+    @property
+    def libs_dir(self) -> Path:
+        """The jar cache of this version."""
+        return self.cache_dir / "libs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / _process.STATE_FILE
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's own log (log4j2); the JVM's stdout/stderr go to ``kafka.out`` beside it."""
+        return self.state_dir / "logs" / "server.log"
+
+    # ------------------------------------------------------------------------- contract
+
+    def start(self) -> str:
+        began = time.monotonic()
+        previous = _process.read_state(self.state_file)
+        if previous is not None and _process.pid_alive(previous.pid, previous.marker):
+            self._progress(
+                f"Apache Kafka {previous.version} already running at {previous.bootstrap} "
+                f"(pid {previous.pid}, state dir {self.state_dir})"
+            )
+            return previous.bootstrap
+        java = _find_java()
+        libs = self.resolve_jars()
+        port = _process.choose_port(self.port, previous.port if previous else None)
+        controller_port = _process.choose_port(
+            0, previous.controller_port if previous else None, what="controller port"
+        )
+        while controller_port == port:
+            controller_port = _process.free_port()
+        props = self._write_config(port, controller_port)
+        data_dir = self.state_dir / "data"
+        if not (data_dir / "meta.properties").is_file():
+            self._format(java, libs, props)
+        out_file = self.state_dir / "logs" / "kafka.out"
+        argv = [
+            java,
+            *self.jvm_options,
+            f"-Dkafka.logs.dir={self.state_dir / 'logs'}",
+            f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}{os.sep}*",
+            "kafka.Kafka",
+            str(props),
+        ]
+        proc = _process.spawn(argv, log_file=out_file, cwd=self.state_dir)
+        self._proc = proc
+        bootstrap = f"{_process.HOST}:{port}"
+        _process.write_state(
+            self.state_file,
+            _process.BrokerState(
+                kind="kafka",
+                pid=proc.pid,
+                bootstrap=bootstrap,
+                port=port,
+                controller_port=controller_port,
+                version=self.version,
+                marker=str(props),
+                log_file=str(self.log_file),
+                started_wall_ns=time.time_ns(),
+            ),
+        )
+        self._progress(f"started Apache Kafka {self.version} (pid {proc.pid}), log {self.log_file}")
+        _process.wait_ready(
+            bootstrap,
+            what=f"Apache Kafka {self.version}",
+            timeout=self.start_timeout,
+            progress=self._progress,
+            proc=proc,
+            logs=(self.log_file, out_file),
+        )
+        self._progress(f"ready in {time.monotonic() - began:.1f} s at {bootstrap}")
+        return bootstrap
+
+    def stop(self) -> None:
+        state = _process.read_state(self.state_file)
+        if state is None or not _process.pid_alive(state.pid, state.marker):
+            self._progress(f"Apache Kafka not running (state dir {self.state_dir})")
+            return
+        began = time.monotonic()
+        self._progress(f"stopping Apache Kafka {state.version} (pid {state.pid})")
+        clean = _process.terminate(
+            state.pid, state.marker, timeout=self.stop_timeout, proc=self._proc
+        )
+        took = time.monotonic() - began
+        if clean:
+            self._progress(f"stopped in {took:.1f} s")
+        else:
+            self._progress(f"killed (SIGKILL) after {self.stop_timeout:g} s without a clean exit")
+
+    def status(self) -> BrokerStatus:
+        state = _process.read_state(self.state_file)
+        if state is None:
+            return BrokerStatus(kind="kafka", running=False, state_dir=str(self.state_dir))
+        running = _process.pid_alive(state.pid, state.marker)
+        return BrokerStatus(
+            kind="kafka",
+            running=running,
+            bootstrap=state.bootstrap,
+            pid=state.pid,
+            version=f"Apache Kafka {state.version}",
+            state_dir=str(self.state_dir),
+            log_file=state.log_file,
+        )
+
+    # -------------------------------------------------------------------------- helpers
+
+    def resolve_jars(self) -> Path:
+        """The jar directory of this version, fetched with Maven on first use; returns it."""
+        libs = self.libs_dir
+        if (libs / f"kafka_{_SCALA}-{self.version}.jar").is_file():
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError(
+                f"mvn not found on PATH: it fetches the Apache Kafka {self.version} jars from "
+                f"Maven Central once, into {libs}; install Maven 3.6+ (or fill that directory)"
+            )
+        pom = self._deploy_file("pom.xml")
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pom, self.cache_dir / "pom.xml")
+        tmp = self.cache_dir / f".libs-{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._progress(
+            f"resolving Apache Kafka {self.version} jars from Maven Central into {libs}..."
+        )
+        began = time.monotonic()
+        argv = [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(self.cache_dir / "pom.xml"),
+            f"-Dkafka.version={self.version}",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+            "dependency:copy-dependencies",
+        ]
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=self.cache_dir,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=_MVN_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BrokerError(
+                f"mvn did not fetch Apache Kafka {self.version} within {_MVN_TIMEOUT_S:g} s"
+            ) from exc
+        jar = tmp / f"kafka_{_SCALA}-{self.version}.jar"
+        if done.returncode != 0 or not jar.is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            raise BrokerError(
+                f"mvn could not fetch org.apache.kafka:kafka_{_SCALA}:{self.version} "
+                f"(exit {done.returncode}):\n{tail}"
+            )
+        if (libs / jar.name).is_file():  # another process fetched them meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(libs, ignore_errors=True)  # a partial copy, if any
+            os.replace(tmp, libs)
+        count = sum(1 for _ in libs.glob("*.jar"))
+        self._progress(f"resolved {count} jars in {time.monotonic() - began:.1f} s")
+        return libs
+
+    def _deploy_file(self, name: str) -> Path:
+        path = self.deploy / name
+        if not path.is_file():
+            raise BrokerError(
+                f"{name} not found in {self.deploy}: run from a weir source tree or set "
+                "WEIR_KAFKA_DEPLOY to a directory holding deploy/kafka's files"
+            )
+        return path
+
+    def _write_config(self, port: int, controller_port: int) -> Path:
+        template = self._deploy_file("server.properties").read_text()
+        data_dir = self.state_dir / "data"
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.state_dir / "server.properties"
+        props.write_text(
+            render_server_properties(
+                template, port=port, controller_port=controller_port, data_dir=data_dir
+            )
+        )
+        shutil.copyfile(
+            self._deploy_file("log4j2.properties"), self.state_dir / "log4j2.properties"
+        )
+        return props
+
+    def _format(self, java: str, libs: Path, props: Path) -> None:
+        cluster_id = new_cluster_id()
+        self._progress(f"formatting storage in {self.state_dir / 'data'} (cluster id {cluster_id})")
+        argv = [
+            java,
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            f"-Dkafka.logs.dir={self.state_dir / 'logs'}",
+            f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}{os.sep}*",
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(props),
+        ]
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=self.state_dir,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BrokerError(f"formatting Kafka storage in {self.state_dir} hung") from exc
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            raise BrokerError(
+                f"formatting Kafka storage in {self.state_dir / 'data'} failed "
+                f"(exit {done.returncode}):\n{tail}"
+            )

@@ -1,0 +1,16 @@
+"""Options shared by every suite; fixtures live next to the tests that use them."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default="kafka",
+        help="broker the integration suite starts when WEIR_KAFKA_BOOTSTRAP is unset (or, when "
+        "set, which kind it names): kafka = Apache Kafka 4.x KRaft, tansu = embedded Tansu "
+        "(tests marked requires_transactions/requires_idempotence/requires_kafka then skip)",
+    )
