@@ -1,1 +1,85 @@
-"""weir: engines package."""
+"""weir engines: compiled models behind one seam, their bundles and latency profiles.
+
+Start from a bundle::
+
+    bundle = Bundle.load("models/quotes-v3")          # hashes checked, no pickles
+    engine = load_engine(bundle, "onnx", options={"threads": 1})
+    engine.warm_up()                                  # measures p50/p99/p99.9 per bucket
+    b = engine.bucket_for(n)
+    engine.input_buffer(b)[:n] = features             # fill in place
+    probs = engine.infer(b, n)                        # view of the preallocated output
+    engine.profile.p99_ns(b)                          # refreshed from real calls
+
+See ``engines.base`` for the call contract. ``OnnxEngine``, ``TorchEngine`` and
+``TensorRTEngine`` are imported on first use, so importing this package pulls in neither
+onnxruntime, torch nor tensorrt.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from engines.base import ENGINE_KINDS, Engine, EngineInfo, load_engine
+from engines.bundle import (
+    Bundle,
+    BundleMetadata,
+    EngineProfile,
+    FileDigest,
+    ParityResult,
+    TensorSpec,
+)
+from engines.errors import BundleError, EngineError, ProfileError
+from engines.fake import FakeEngine, LatencyModel, tiny_mlp_onnx, write_tiny_bundle
+from engines.profile import BucketStats, LatencyProfile, bucket_sizes
+
+if TYPE_CHECKING:
+    from engines.onnx import OnnxEngine
+    from engines.tensorrt import PlanKey, PlanSidecar, TensorRTEngine
+    from engines.torch import TorchEngine
+
+_LAZY = {
+    "OnnxEngine": "engines.onnx",
+    "PlanKey": "engines.tensorrt",
+    "PlanSidecar": "engines.tensorrt",
+    "TensorRTEngine": "engines.tensorrt",
+    "TorchEngine": "engines.torch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engines' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "ENGINE_KINDS",
+    "BucketStats",
+    "Bundle",
+    "BundleError",
+    "BundleMetadata",
+    "Engine",
+    "EngineError",
+    "EngineInfo",
+    "EngineProfile",
+    "FakeEngine",
+    "FileDigest",
+    "LatencyModel",
+    "LatencyProfile",
+    "OnnxEngine",
+    "ParityResult",
+    "PlanKey",
+    "PlanSidecar",
+    "ProfileError",
+    "TensorRTEngine",
+    "TensorSpec",
+    "TorchEngine",
+    "bucket_sizes",
+    "load_engine",
+    "tiny_mlp_onnx",
+    "write_tiny_bundle",
+]

@@ -184,3 +184,14 @@ class LatencyProfile:
             )
             for i, b in enumerate(self.buckets)
         ]
+
+
+def format_stats(stats: Iterable[BucketStats]) -> str:
+    """A fixed-width table of per-bucket quantiles in microseconds (for CLIs and benches)."""
+    lines = [f"{'bucket':>6}  {'p50_us':>9}  {'p99_us':>9}  {'p99.9_us':>9}  {'samples':>7}"]
+    lines += [
+        f"{s.bucket:>6}  {s.p50_ns / 1e3:>9.1f}  {s.p99_ns / 1e3:>9.1f}  "
+        f"{s.p999_ns / 1e3:>9.1f}  {s.samples:>7}"
+        for s in stats
+    ]
+    return "\n".join(lines)
