@@ -22,7 +22,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from service.scheduler.factory import build_scheduler
 from service.settings import ExpiryPolicy, Settings
 from service.state import StateStore
 
+if TYPE_CHECKING:
+    from service.metrics import BatchObserver
+
 TP = tuple[str, int]
 Clock = Callable[[], int]
 
@@ -60,6 +63,7 @@ class Counters:
         "decisions",
         "engine_errors",
         "events_in",
+        "kinds",
         "late",
         "produce_errors",
     )
@@ -73,6 +77,8 @@ class Counters:
         self.engine_errors = 0
         self.produce_errors = 0
         self.late = 0
+        self.kinds: dict[tuple[str, type | None], int] = {}
+        """Records in by (topic, event type); ``None``: dead-lettered."""
 
 
 class Pipeline:
@@ -91,6 +97,7 @@ class Pipeline:
         clock: Clock = time.monotonic_ns,
         wall: Clock = time.time_ns,
         on_backpressure: Callable[[bool], None] | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         if spec.n_features != engine.n_features:
             raise EngineError(
@@ -148,6 +155,8 @@ class Pipeline:
         self._idle.set()
         self.failed: BaseException | None = None
         """The first publish failure; the runtime stops and restarts from the last commit."""
+        self.observer = observer
+        """Told of every batch, twice (``service.metrics.BatchObserver``); ``None``: off."""
 
     def _target_getter(self) -> Callable[[Any], float]:
         def sensor(state: Any) -> float:
@@ -219,6 +228,7 @@ class Pipeline:
         sched = self.scheduler
         tracker = self.tracker
         counters = self.counters
+        kinds = counters.kinds
         target_of = self._get_target
         free = self._free
         slab = self._slab
@@ -250,6 +260,8 @@ class Pipeline:
             except SchemaError as exc:
                 await self._dead_letter(rec, "wrong_task", str(exc), kafka_ns)
                 continue
+            tk = (topic, type(event))
+            kinds[tk] = kinds.get(tk, 0) + 1
             key = event.key
             if not state.ready:
                 await self._publish(
@@ -362,11 +374,18 @@ class Pipeline:
             counters.engine_errors += 1
         done = self._clock()
         self.scheduler.complete(batch, engine.last_latency_ns if error is None else done - dispatch)
+        obs = self.observer
+        if obs is not None:
+            obs.on_batch(
+                bucket, items, self._ingest, self._kafka_ts, self._source_ts, dispatch, done
+            )
         if error is not None:
             for item in items:
                 await self._publish_slot(
                     item.payload, Status.ERROR, dispatch=dispatch, done=done, error=error, n=n
                 )
+            if obs is not None:
+                obs.on_published(self._clock(), -self.w2m.offset_ns)
             return
         labels, scores = self.head.decide(out, self._targets[idx])
         names = self.head.labels
@@ -382,6 +401,8 @@ class Pipeline:
                 late=item.late,
                 n=n,
             )
+        if obs is not None:
+            obs.on_published(self._clock(), -self.w2m.offset_ns)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -479,6 +500,7 @@ class Pipeline:
     ) -> None:
         counters = self.counters
         counters.dead[reason] = counters.dead.get(reason, 0) + 1
+        counters.kinds[(rec.topic, None)] = counters.kinds.get((rec.topic, None), 0) + 1
         dead = DeadLetter(
             topic=rec.topic,
             partition=rec.partition,

@@ -38,8 +38,10 @@ from engines.defaults import default_bundle_path
 from engines.head import Head
 from schemas.features import FeatureSpec
 from service.errors import BrokerError, ServiceError
+from service.http import OpsServer
 from service.kafka import KafkaSink, make_consumer, make_producer
 from service.logs import get_logger
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import DeliveryMode, Settings, WarmupMode
 
@@ -110,6 +112,9 @@ class Runtime:
         self.rebalances = 0
         self.commits = 0
         self.ready = False
+        self.metrics = Metrics(self)
+        """Prometheus registry, stage histograms, lag and live series of this worker."""
+        self._http: OpsServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -164,7 +169,12 @@ class Runtime:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal)
-        await self._start_clients()
+        await self._start_http()
+        try:
+            await self._start_clients()
+        except BaseException:
+            await self._stop_http()
+            raise
         assert self.producer is not None and self.consumer is not None
         self.pipeline = Pipeline(
             settings=self.settings,
@@ -173,6 +183,7 @@ class Runtime:
             spec=self.spec,
             sink=KafkaSink(self.producer),
             model_version=self.model_version,
+            observer=self.metrics,
         )
         self.pipeline.start()
         if self.eos:
@@ -205,6 +216,7 @@ class Runtime:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=50, max_records=max_records)
             for tp, records in batches.items():
+                self.metrics.lag.seen(tp, records)
                 until = self._rebuild_until.get(tp)
                 if until is not None:
                     records = self._rebuild(tp, records, until)
@@ -252,6 +264,7 @@ class Runtime:
         }
         if not offsets:
             return
+        t0 = time.monotonic_ns()
         try:
             await self.consumer.commit(offsets)
         except KafkaError as exc:
@@ -259,6 +272,7 @@ class Runtime:
             return
         self.pipeline.tracker.committed({(tp.topic, tp.partition): o for tp, o in offsets.items()})
         self.commits += 1
+        self.metrics.observe_commit(time.monotonic_ns() - t0)
 
     async def _commit_transaction(self) -> None:
         assert self.producer is not None and self.pipeline is not None
@@ -268,6 +282,7 @@ class Runtime:
         drained = await pipe.drain(self.settings.shutdown.drain_timeout_ms / 1000)
         moved = pipe.tracker.to_commit()
         offsets = {TopicPartition(t, p): off for (t, p), off in moved.items()}
+        t0 = time.monotonic_ns()
         try:
             if not drained:
                 raise ServiceError("pipeline did not drain before the transaction commit")
@@ -284,6 +299,7 @@ class Runtime:
             return
         pipe.tracker.committed(moved)
         self.commits += 1
+        self.metrics.observe_commit(time.monotonic_ns() - t0)
         await self.producer.begin_transaction()
 
     async def _abort(self) -> None:
@@ -359,5 +375,28 @@ class Runtime:
             if self.producer is not None:
                 with contextlib.suppress(KafkaError):
                     await self.producer.stop()
+            await self._stop_http()
         log.info("stopped", status=status, commits=self.commits)
         return status
+
+    # -- http endpoints ---------------------------------------------------------------------------
+
+    async def _start_http(self) -> None:
+        """Serve /metrics, /healthz, /readyz, /status, /live, / on ``[http]``; worker i
+        binds ``port + i`` (port 0: any free port). A taken port is logged, not fatal."""
+        h = self.settings.http
+        if not h.enabled:
+            return
+        port = h.port + self.worker_index if h.port else 0
+        server = OpsServer(self.metrics, h.host, port)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.warning("http_bind_failed", host=h.host, port=port, error=str(exc))
+            return
+        self._http = server
+
+    async def _stop_http(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
