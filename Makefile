@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev demo test test-unit test-integration lint format bench bundle clean
+.PHONY: help setup setup-dev system-deps demo test test-unit test-integration lint format bench deploy-check bundle clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -18,12 +18,17 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,train]'
 	@touch $@ $(VENV)/.runtime
 
 setup: $(VENV)/.runtime ## create .venv with the runtime install (no torch)
 
-setup-dev: $(VENV)/.dev ## create .venv with the runtime and dev tools
+setup-dev: $(VENV)/.dev ## create .venv with the runtime, dev tools and the train extra (torch)
+
+system-deps: ## Debian packages the full suite uses: JDK + Maven (Kafka), prometheus, chromium (needs root)
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  openjdk-17-jre-headless maven prometheus chromium >/dev/null
 
 demo: $(VENV)/.runtime ## run the demo on the embedded broker
 	$(BIN)/weir demo
@@ -46,9 +51,14 @@ format: $(VENV)/.dev ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(VENV)/.dev ## engine and scheduler benchmarks (print figures)
+bench: $(VENV)/.dev ## engine, scheduler, service and metrics benchmarks (print figures)
 	$(BIN)/python -m bench.engines
 	$(BIN)/python -m bench.scheduler
+	$(BIN)/python -m bench.service
+	$(BIN)/python -m bench.metrics
+
+deploy-check: $(VENV)/.dev ## promtool, hadolint, kubernetes-validate, dashboard and compose checks
+	$(BIN)/python -m pytest tests/unit/test_deploy.py
 
 clean: ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
