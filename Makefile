@@ -60,5 +60,10 @@ bench: $(VENV)/.dev ## engine, scheduler, service and metrics benchmarks (print 
 deploy-check: $(VENV)/.dev ## promtool, hadolint, kubernetes-validate, dashboard and compose checks
 	$(BIN)/python -m pytest tests/unit/test_deploy.py
 
+bundle: $(VENV)/.dev ## retrain engines/default_bundle on the synthetic market feed (1-2 min CPU)
+	$(BIN)/weir replay synth --kind market --seconds 300 --seed 7 --out build/bundle/synth-market-s7.parquet
+	$(BIN)/weir model build --feed build/bundle/synth-market-s7.parquet --task trading --window 16 --seed 0 --threads 1 --out engines/default_bundle
+	$(BIN)/weir model verify engines/default_bundle
+
 clean: ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,589 @@
+"""Scheduler benchmark: weir's EDF against per-event, fixed-window and greedy batching.
+
+Prints figures, asserts nothing about speed. Three parts:
+
+1. Timer wake-up error of the asyncio driver's timers (call_at vs timerfd, asyncio vs uvloop).
+2. Discrete-event simulation on the real arrival times of two Binance captures (spot, and
+   bursty USD-M futures) replayed at 1x, 10x, 100x, with (a) a CPU profile measured now
+   on ONNX Runtime (small MLP 64-64-32-3, one thread) or loaded with ``--profile``, and
+   (b) an assumed GPU-like profile. One table: SLO attainment, latency, batches.
+3. The same traces through the real scheduler, driver and ONNX Runtime on a real event
+   loop (no Kafka), next to the simulation of the same cut.
+
+Run: ``PYTHONPATH=. python -m bench.scheduler`` (about 3-4 minutes; ``--quick`` for less).
+Only the leading ns stamp of each feed line is read; events get one of 16 keys at random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import gzip
+import itertools
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.profile import LatencyProfile, bucket_sizes
+from service.scheduler import (
+    Batch,
+    Deadline,
+    Driver,
+    EdfScheduler,
+    EmpiricalService,
+    FixedWindowScheduler,
+    GreedyScheduler,
+    Item,
+    Outcome,
+    PerEventScheduler,
+    Scheduler,
+    SimResult,
+    make_timer,
+    simulate,
+)
+from service.scheduler.sim import EXPIRED, OK, SHED
+
+FEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "feeds" / "binance"
+TRACES = {"spot": "btcusdt_20240808.gz", "futures": "btcusdt_usdm_20240808.gz"}
+N_FEATURES = 64
+N_KEYS = 16
+Samples = dict[int, np.ndarray]
+
+
+# -- traces --------------------------------------------------------------------------------
+
+
+def load_trace(name: str, feeds: Path) -> np.ndarray:
+    """Arrival times (ns, from 0) of a capture: the leading ns stamp of each line."""
+    with gzip.open(feeds / TRACES[name], "rb") as f:
+        stamps = [int(line[: line.index(b" ")]) for line in f]
+    arr = np.asarray(stamps, dtype=np.int64)
+    arr.sort(kind="stable")
+    return arr - arr[0]
+
+
+def cut(arr: np.ndarray, speed: float, seconds: float | None, limit: int | None) -> np.ndarray:
+    """The trace replayed at ``speed``, cut to ``seconds`` of replay time and ``limit`` events."""
+    out = (arr / speed).astype(np.int64)
+    if seconds is not None:
+        out = out[out <= int(seconds * 1e9)]
+    if limit is not None:
+        out = out[:limit]
+    return out
+
+
+# -- profiles ------------------------------------------------------------------------------
+
+
+def build_mlp() -> bytes:
+    """A 64-64-32-3 MLP with a dynamic batch axis, random weights, as ONNX bytes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    dims = [N_FEATURES, 64, 32, 3]
+    inits, nodes, prev = [], [], "x"
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}"),
+        ]
+        out = "y" if i == len(dims) - 2 else f"h{i}"
+        gemm = f"g{i}" if out != "y" else "y"
+        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [gemm]))
+        if out != "y":
+            nodes.append(helper.make_node("Relu", [gemm], [out]))
+        prev = out
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", N_FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+class MlpEngine:
+    """ONNX Runtime on one thread, fed rows of a fixed feature matrix by index."""
+
+    def __init__(self, n_rows: int) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sess = ort.InferenceSession(build_mlp(), so, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(1)
+        self.x = rng.standard_normal((max(n_rows, 256), N_FEATURES)).astype(np.float32)
+
+    def infer(self, rows: list[int]) -> np.ndarray:
+        """Gather the rows and run the model (what one dispatch costs)."""
+        out: np.ndarray = self.sess.run(None, {"x": self.x[rows]})[0]
+        return out
+
+
+def measure_ort(engine: MlpEngine, max_batch: int, reps: int) -> tuple[Samples, Samples]:
+    """Time gather + run per bucket (ns) after a warm-up: wall time and thread CPU time.
+
+    With one intra-op thread ORT runs on the calling thread, so its CPU time is what the
+    call takes on a dedicated core; wall time adds whatever else this host is running.
+    """
+    wall: Samples = {}
+    cpu: Samples = {}
+    rng = random.Random(2)
+    n = engine.x.shape[0]
+    mono, thread = time.monotonic_ns, time.thread_time_ns
+    for b in bucket_sizes(max_batch):
+        rows = [rng.randrange(n) for _ in range(b)]
+        for _ in range(100):
+            engine.infer(rows)
+        w = np.empty(reps, dtype=np.int64)
+        c = np.empty(reps, dtype=np.int64)
+        for r in range(reps):
+            t0, c0 = mono(), thread()
+            engine.infer(rows)
+            c[r], w[r] = thread() - c0, mono() - t0
+        wall[b], cpu[b] = w, c
+    return wall, cpu
+
+
+GPU_NOTE = "GPU-like (assumed): 80 us + 0.15 us/row, lognormal sigma 0.05, 0.5% x1.5-3 tail"
+
+
+def gpu_like(max_batch: int, reps: int = 5000) -> Samples:
+    """The assumed GPU-like profile (see ``GPU_NOTE``)."""
+    rng = np.random.default_rng(3)
+    out: Samples = {}
+    for b in bucket_sizes(max_batch):
+        base = 80_000 + 150 * b
+        s = base * rng.lognormal(0.0, 0.05, reps)
+        tail = rng.random(reps) < 0.005
+        s[tail] *= rng.uniform(1.5, 3.0, int(tail.sum()))
+        out[b] = s.astype(np.int64)
+    return out
+
+
+def load_profile(path: Path) -> Samples:
+    """Samples from JSON: ``{"samples_ns": {"1": [...]}}`` or a list of bucket quantiles
+    (``[{"bucket", "p50_ns", "p99_ns", "p999_ns"}, ...]``, turned into 1000 samples each)."""
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and "samples_ns" in data:
+        return {int(b): np.asarray(v, dtype=np.int64) for b, v in data["samples_ns"].items()}
+    out: Samples = {}
+    for s in data:
+        arr = np.empty(1000, dtype=np.int64)
+        arr[:990], arr[990:999], arr[999:] = s["p50_ns"], s["p99_ns"], s["p999_ns"]
+        out[int(s["bucket"])] = arr
+    return out
+
+
+def describe(samples: Samples) -> str:
+    """p50/p99/p99.9 in us for a few buckets."""
+    parts = []
+    for b in sorted(samples):
+        q = np.percentile(samples[b], [50, 99, 99.9]) / 1e3
+        parts.append(f"{b}:{q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f}")
+    return "p50/p99/p99.9 us per bucket  " + "  ".join(parts)
+
+
+# -- schedulers ----------------------------------------------------------------------------
+
+
+SCHEDULERS = ("weir", "per-event", "fixed-1ms", "greedy")
+
+
+def make_scheduler(
+    name: str, prof: LatencyProfile, budget_ns: int, hold_ns: int | None
+) -> Scheduler[int]:
+    """A fresh scheduler by name."""
+    if name == "weir":
+        return EdfScheduler(prof, budget_ns=budget_ns)
+    if name.startswith("weir/h"):
+        return EdfScheduler(prof, budget_ns=budget_ns, max_hold_ns=hold_ns)
+    if name == "per-event":
+        return PerEventScheduler(prof)
+    if name == "fixed-1ms":
+        return FixedWindowScheduler(prof, max_wait_ns=1_000_000)
+    return GreedyScheduler(prof)
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    events: int
+    attain: float
+    expired: int
+    shed: int
+    late: int
+    p50: float
+    p99: float
+    p999: float
+    thr: float
+    util: float
+    batches: int
+    bmean: float
+    bp99: float
+    bmax: int
+    pauses: int
+
+
+def figures(
+    arrival: np.ndarray,
+    deadline: np.ndarray,
+    decided: np.ndarray,
+    outcome: np.ndarray,
+    sizes: list[int],
+    busy_ns: int,
+    pauses: int,
+) -> Row:
+    """Attainment (ok and decided by the deadline), latency of ok decisions, batches."""
+    ok = outcome == OK
+    hit = ok & (decided <= deadline)
+    lat = (decided[ok] - arrival[ok]) / 1e3
+    q = np.percentile(lat, [50, 99, 99.9]) if lat.size else np.zeros(3)
+    span = max(1, int(decided.max() - arrival.min()))
+    bs = np.asarray(sizes) if sizes else np.zeros(1)
+    return Row(
+        events=int(arrival.size),
+        attain=100.0 * float(hit.mean()),
+        expired=int((outcome == EXPIRED).sum()),
+        shed=int((outcome == SHED).sum()),
+        late=int((ok & ~hit).sum()),
+        p50=float(q[0]),
+        p99=float(q[1]),
+        p999=float(q[2]),
+        thr=arrival.size / (span / 1e9),
+        util=100.0 * busy_ns / span,
+        batches=len(sizes),
+        bmean=float(bs.mean()),
+        bp99=float(np.percentile(bs, 99)),
+        bmax=int(bs.max()),
+        pauses=pauses,
+    )
+
+
+def sim_row(res: SimResult) -> Row:
+    """Figures of a simulation run."""
+    return figures(
+        res.arrival_ns,
+        res.deadline_ns,
+        res.decided_ns,
+        res.outcome,
+        res.batch_sizes,
+        res.busy_ns,
+        res.pauses,
+    )
+
+
+HEADER = (
+    f"{'trace':<8}{'x':>4} {'profile':<5} {'scheduler':<10}{'events':>7} {'attain%':>8} "
+    f"{'exp':>5} {'shed':>5} {'late':>5} {'p50us':>7} {'p99us':>7} {'p99.9us':>8} "
+    f"{'ev/s':>7} {'util%':>6} {'batches':>7} {'mean':>5} {'p99':>4} {'max':>4} {'pause':>5}"
+)
+
+
+def fmt(trace: str, speed: float, prof: str, sched: str, r: Row) -> str:
+    """One table line."""
+    return (
+        f"{trace:<8}{speed:>3g}x {prof:<5} {sched:<10}{r.events:>7} {r.attain:>8.3f} "
+        f"{r.expired:>5} {r.shed:>5} {r.late:>5} {r.p50:>7.0f} {r.p99:>7.0f} {r.p999:>8.0f} "
+        f"{r.thr:>7.0f} {r.util:>6.1f} {r.batches:>7} {r.bmean:>5.1f} {r.bp99:>4.0f} "
+        f"{r.bmax:>4} {r.pauses:>5}"
+    )
+
+
+# -- part 1: timer wake-up error -----------------------------------------------------------
+
+
+async def _wake_errors(kind: str, n: int) -> np.ndarray:
+    loop = asyncio.get_running_loop()
+    errs = np.empty(n, dtype=np.int64)
+    state: dict[str, Any] = {}
+
+    def fire() -> None:
+        state["fut"].set_result(time.monotonic_ns())
+
+    timer = make_timer(fire, kind=kind)  # type: ignore[arg-type]
+    rng = random.Random(4)
+    for i in range(n):
+        state["fut"] = loop.create_future()
+        target = time.monotonic_ns() + rng.randint(20_000, 2_000_000)
+        timer.arm(target)
+        errs[i] = await state["fut"] - target
+    timer.close()
+    return errs
+
+
+def run_on(loop_name: str, coro: Any) -> Any:
+    """Run a coroutine on a fresh asyncio or uvloop loop."""
+    if loop_name == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def wake_bench(n: int) -> dict[tuple[str, str], np.ndarray]:
+    """Wake-up error (actual - armed, ns) per loop and timer kind."""
+    out = {}
+    print(f"\n== timer wake-up error: {n} one-shot wakes each, 20 us - 2 ms ahead ==")
+    print(
+        f"{'loop':<8} {'timer':<8} {'p50us':>8} {'p99us':>8} {'p99.9us':>8} {'min':>8} "
+        f"{'early%':>7}"
+    )
+    for loop_name in ("asyncio", "uvloop"):
+        for kind in ("call_at", "timerfd"):
+            e = run_on(loop_name, _wake_errors(kind, n))
+            out[(loop_name, kind)] = e
+            q = np.percentile(e, [50, 99, 99.9]) / 1e3
+            print(
+                f"{loop_name:<8} {kind:<8} {q[0]:>8.1f} {q[1]:>8.1f} {q[2]:>8.1f} "
+                f"{e.min() / 1e3:>8.1f} {100 * (e < 0).mean():>7.2f}"
+            )
+    return out
+
+
+# -- part 3: real loop ---------------------------------------------------------------------
+
+
+async def real_run(
+    sched: Scheduler[int],
+    engine: MlpEngine,
+    arrivals: np.ndarray,
+    keys: np.ndarray,
+    budget_ns: int,
+) -> Row:
+    """Replay ``arrivals`` open-loop into the driver; infer inline; measure from intended time."""
+    loop = asyncio.get_running_loop()
+    n = int(arrivals.size)
+    decided = np.zeros(n, dtype=np.int64)
+    outcome = np.full(n, -1, dtype=np.int8)
+    sizes: list[int] = []
+    busy = [0]
+    remaining = [n]
+    done = loop.create_future()
+    key_l = keys.tolist()
+
+    def settle(count: int) -> None:
+        remaining[0] -= count
+        if remaining[0] == 0 and not done.done():
+            done.set_result(None)
+
+    def dispatch(batch: Batch[int]) -> None:
+        if batch.expired:
+            now = time.monotonic_ns()
+            for it in batch.expired:
+                decided[it.payload], outcome[it.payload] = now, EXPIRED
+            settle(len(batch.expired))
+        if not batch.items:
+            return
+        rows = [it.payload for it in batch.items]
+        t0 = time.monotonic_ns()
+        engine.infer(rows)
+        t1 = time.monotonic_ns()
+        decided[rows] = t1
+        outcome[rows] = OK
+        sizes.append(len(rows))
+        busy[0] += t1 - t0
+        driver.complete(batch, t1 - t0)
+        settle(len(rows))
+
+    driver: Driver[int] = Driver(sched, dispatch, loop=loop)
+    start = time.monotonic_ns() + 20_000_000
+    intended = arrivals + start
+    intended_l = intended.tolist()
+    i = [0]
+    codes = {Outcome.EXPIRED: EXPIRED, Outcome.SHED: SHED}
+
+    def feed() -> None:
+        j = i[0]
+        clock = time.monotonic_ns
+        while j < n and intended_l[j] <= clock():
+            out = driver.submit(Item(j, key_l[j], Deadline(intended_l[j] + budget_ns)), kick=False)
+            if out is not None:
+                decided[j], outcome[j] = clock(), codes[out]
+                settle(1)
+            j += 1
+        i[0] = j
+        driver.kick()
+        if j < n:
+            feeder.arm(intended_l[j])
+
+    feeder = make_timer(feed, loop=loop)
+    feeder.arm(intended_l[0])
+    await done
+    feeder.close()
+    driver.close()
+    return figures(intended, intended + budget_ns, decided, outcome, sizes, busy[0], 0)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--budget-ms", type=float, default=5.0, help="deadline budget (default 5)")
+    ap.add_argument("--speeds", default="1,10,100", help="replay speeds (default 1,10,100)")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="cut each simulated trace to this many seconds of replay time",
+    )
+    ap.add_argument("--limit", type=int, default=None, help="at most this many events per trace")
+    ap.add_argument("--max-batch", type=int, default=256, help="largest bucket (default 256)")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="CPU profile JSON to simulate with instead of the MLP measured now",
+    )
+    ap.add_argument(
+        "--wall-profile",
+        action="store_true",
+        help="simulate with the MLP's wall-clock samples (this host's load included) "
+        "instead of its thread CPU time (a dedicated core)",
+    )
+    ap.add_argument(
+        "--save-profile",
+        type=Path,
+        default=None,
+        help="write the CPU samples simulated with to this JSON file",
+    )
+    ap.add_argument(
+        "--hold-ms",
+        type=float,
+        default=0.0,
+        help="also run weir with max_hold_ns = this, row 'weir/h<ms>' (default 0: dispatch "
+        "as soon as the engine is free; negative: skip)",
+    )
+    ap.add_argument(
+        "--real-seconds",
+        type=float,
+        default=10.0,
+        help="wall seconds of each real-loop run (default 10; 0 skips part 3)",
+    )
+    ap.add_argument("--real-loop", choices=("asyncio", "uvloop"), default="uvloop")
+    ap.add_argument("--wake-n", type=int, default=1500, help="wakes per timer (default 1500)")
+    ap.add_argument("--feeds", type=Path, default=FEEDS, help="directory of the Binance feeds")
+    ap.add_argument("--quick", action="store_true", help="short cuts everywhere (smoke run)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seconds = args.seconds or 30.0
+        args.real_seconds = min(args.real_seconds, 3.0)
+        args.wake_n = min(args.wake_n, 300)
+    budget = int(args.budget_ms * 1e6)
+    hold = int(args.hold_ms * 1e6) if args.hold_ms >= 0 else None
+    speeds = [float(s) for s in args.speeds.split(",")]
+    scheds = ["weir"] + ([f"weir/h{args.hold_ms:g}"] if hold is not None else [])
+    scheds += [s for s in SCHEDULERS if s != "weir"]
+    t_start = time.monotonic()
+
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
+        f"python {sys.version.split()[0]}; budget {args.budget_ms:g} ms; buckets "
+        f"{list(bucket_sizes(args.max_batch))}\nattain% = decided ok by the deadline (expired, "
+        f"shed, late count as misses); latency = ok decisions, from arrival\nweir = EDF, waits "
+        f"up to the latest safe start (guard >= 200 us, measured); weir/h<ms> = weir with "
+        f"max_hold <ms>; fixed window = 1 ms / 256; 16 keys at random"
+    )
+    wake = wake_bench(args.wake_n)
+    wake_samples = np.maximum(wake[(args.real_loop, "timerfd")], 0)
+
+    traces = {t: load_trace(t, args.feeds) for t in TRACES}
+    engine = MlpEngine(max(int(a.size) for a in traces.values()))
+    wall, dedicated = measure_ort(engine, args.max_batch, reps=3000)
+    if args.profile is not None:
+        cpu, cpu_name = load_profile(args.profile), f"from {args.profile}"
+    elif args.wall_profile:
+        cpu, cpu_name = wall, "ORT 1 thread, MLP 64-64-32-3, gather+run, wall time on this host"
+    else:
+        cpu, cpu_name = dedicated, "ORT 1 thread, MLP 64-64-32-3, gather+run, thread CPU time"
+    if args.save_profile is not None:
+        args.save_profile.write_text(
+            json.dumps({"samples_ns": {str(b): v.tolist() for b, v in cpu.items()}})
+        )
+    profiles: Mapping[str, Samples] = {"cpu": cpu, "gpu": gpu_like(args.max_batch)}
+    print(f"\ncpu = {cpu_name}\n      {describe(cpu)}")
+    print(f"      wall time on this host: {describe(wall)}")
+    print(f"gpu = {GPU_NOTE}\n      {describe(profiles['gpu'])}")
+
+    rng = np.random.default_rng(5)
+    keys = {t: rng.integers(0, N_KEYS, a.size) for t, a in traces.items()}
+    wake_rng = random.Random(6)
+
+    def wake_late() -> int:
+        return int(wake_samples[wake_rng.randrange(wake_samples.size)])
+
+    def sim(name: str, samples: Samples, a: np.ndarray, k: np.ndarray) -> Row:
+        svc = EmpiricalService(samples, seed=7)
+        sched = make_scheduler(name, svc.profile(), budget, hold)
+        res = simulate(
+            sched, a, service=svc, budget_ns=budget, keys=k.tolist(), wake_late_ns=wake_late
+        )
+        return sim_row(res)
+
+    print(
+        f"\n== simulation: virtual clock, service times drawn from the profile, timer lateness "
+        f"drawn from the measured {args.real_loop}+timerfd errors =="
+    )
+    print(HEADER)
+    for trace, arr in traces.items():
+        for speed in speeds:
+            a = cut(arr, speed, args.seconds, args.limit)
+            k = keys[trace][: a.size]
+            for pname, samples in profiles.items():
+                for name in scheds:
+                    print(fmt(trace, speed, pname, name, sim(name, samples, a, k)), flush=True)
+    print(f"(simulation done at {time.monotonic() - t_start:.0f} s)")
+
+    if args.real_seconds > 0:
+        print(
+            f"\n== real loop ({args.real_loop} + timerfd driver, ORT inline, no Kafka) vs the "
+            f"simulation of the same cut with the wall-time ORT profile; spot trace, "
+            f"{args.real_seconds:g} s wall each =="
+        )
+        half = f"{'attain%':>8} {'p50us':>7} {'p99us':>7} {'p99.9us':>8} {'mean b':>6}"
+        print(f"{'':<21}{'simulated':^38}  {'real':^38}")
+        print(f"{'x':>3} {'scheduler':<10}{'events':>7}  {half}  {half}")
+        gc.collect()
+        gc.freeze()
+        for speed in (1.0, 10.0):
+            a = cut(traces["spot"], speed, args.real_seconds, args.limit)
+            k = keys["spot"][: a.size]
+            for name in scheds:
+                simulated = sim(name, wall, a, k)
+                sched = make_scheduler(name, LatencyProfile(wall), budget, hold)
+                real = run_on(args.real_loop, real_run(sched, engine, a, k, budget))
+                cols = [
+                    f"{r.attain:>8.3f} {r.p50:>7.0f} {r.p99:>7.0f} {r.p999:>8.0f} {r.bmean:>6.1f}"
+                    for r in (simulated, real)
+                ]
+                print(f"{speed:>2g}x {name:<10}{a.size:>7}  " + "  ".join(cols), flush=True)
+        gc.unfreeze()
+    print(f"\ntotal {time.monotonic() - t_start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

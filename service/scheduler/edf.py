@@ -1,0 +1,355 @@
+"""weir's scheduler: earliest deadline first, batch sized from the engine's latency profile.
+
+Queue: one FIFO per key and a heap of the key heads ordered by *effective* deadline, the
+earliest deadline of the head and everything queued behind it in its key (an event must go
+before any later event of its key, so it inherits their urgency). An event becomes eligible
+when the one before it in its key is dispatched; it may join that same batch, after it.
+
+Rule, at ``poll(now)`` with the engine idle and ``d0`` the earliest effective deadline:
+
+1. Expiry: a head whose own deadline is before ``now + p99(1)`` cannot be met even alone;
+   it is decided ``expired`` (policy ``publish``) or inferred and marked ``late``.
+2. ``b`` = the largest bucket with ``now + p99(b) <= d0`` (and so for every smaller one).
+3. Dispatch the ``b`` most urgent events now when ``queued >= b``; otherwise wait for more
+   events until the latest safe start of what is queued, ``d0 - p999(bucket(queued)) -
+   guard``, and dispatch then. The wait is planned at p99.9 plus a guard for timer wake-up
+   error because waiting is the one choice that can make a batch miss that dispatching at
+   once would not; ``max_hold_ns`` caps it for callers who prefer latency to batch size.
+
+The guard is measured, like the profile: the driver reports how late each timer wake was
+(``note_wake``) and the guard is the largest lateness seen in the current and the previous
+``guard_window_ns`` (10 s), never below ``guard_ns``. A loaded host (late wakes) makes weir
+wait less; a quiet one lets it wait longer. Waiting still bets that the loop is not stalled
+longer than the guard during the wait; where stalls approach the budget, ``max_hold_ns=0``
+(dispatch as soon as the engine is free, still EDF, bucket capped by the earliest deadline,
+with expiry and backpressure) decides more events in time: see ``bench/scheduler.py``.
+
+Overload: when the predicted queueing delay (``queued * p99(max) / max``) exceeds the
+budget, or the queue passes ``pause_fraction`` of its bound, ``paused`` turns on (the
+source pauses its partitions) and ``on_backpressure(True)`` is called; it turns off below
+``resume_fraction`` of that level. At ``max_queued`` new events are shed.
+
+Costs: ``submit`` O(log keys) with one tuple pushed (plus a walk back through its key's
+queue when it is more urgent than events before it); ``poll`` O(batch * log keys); no
+allocation per event beyond that, no clock reads, no logging.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from heapq import heapify, heappop, heappush
+from typing import Generic
+
+from engines.profile import LatencyProfile
+from service.errors import ConfigError
+from service.scheduler.base import Batch, Item, Outcome, P, SchedulerError
+from service.settings import ExpiryPolicy
+
+_Entry = tuple[int, int, Item[P]]
+
+
+class EdfScheduler(Generic[P]):
+    """Deadline-aware micro-batching scheduler (see the module docstring for the rule)."""
+
+    __slots__ = (
+        "_asc",
+        "_b1",
+        "_budget",
+        "_expire",
+        "_guard",
+        "_guard_floor",
+        "_heap",
+        "_hold",
+        "_inflight",
+        "_keys",
+        "_late_cur",
+        "_late_prev",
+        "_late_since",
+        "_late_window",
+        "_max",
+        "_maxb",
+        "_n",
+        "_on_bp",
+        "_pause_cap",
+        "_paused",
+        "_profile",
+        "_resume",
+        "_seq",
+    )
+
+    def __init__(
+        self,
+        profile: LatencyProfile,
+        *,
+        max_queued: int = 20_000,
+        expiry: ExpiryPolicy = ExpiryPolicy.PUBLISH,
+        guard_ns: int = 200_000,
+        guard_window_ns: int = 10_000_000_000,
+        max_hold_ns: int | None = None,
+        budget_ns: int | None = None,
+        pause_fraction: float = 0.75,
+        resume_fraction: float = 0.5,
+        on_backpressure: Callable[[bool], None] | None = None,
+    ) -> None:
+        if max_queued < 1:
+            raise ConfigError(f"max_queued must be >= 1, got {max_queued}")
+        if guard_ns < 0:
+            raise ConfigError(f"guard_ns must be >= 0, got {guard_ns}")
+        if not 0.0 < resume_fraction < 1.0:
+            raise ConfigError(f"resume_fraction must be in (0, 1), got {resume_fraction}")
+        if not 0.0 < pause_fraction <= 1.0:
+            raise ConfigError(f"pause_fraction must be in (0, 1], got {pause_fraction}")
+        self._profile = profile
+        self._b1 = profile.buckets[0]
+        self._maxb = profile.max_batch
+        self._asc = profile.buckets
+        self._max = max_queued
+        self._expire = expiry is ExpiryPolicy.PUBLISH
+        self._guard = guard_ns
+        self._guard_floor = guard_ns
+        self._late_window = max(1, guard_window_ns)
+        self._late_cur = 0
+        self._late_prev = 0
+        self._late_since: int | None = None
+        self._hold = max_hold_ns
+        self._budget = budget_ns
+        self._pause_cap = max(1, int(max_queued * pause_fraction))
+        self._resume = resume_fraction
+        self._on_bp = on_backpressure
+        self._paused = False
+        self._keys: dict[Hashable, deque[Item[P]]] = {}
+        self._heap: list[_Entry[P]] = []
+        self._n = 0
+        self._seq = 0
+        self._inflight: Batch[P] | None = None
+
+    # -- Scheduler protocol -------------------------------------------------------------
+
+    @property
+    def profile(self) -> LatencyProfile:
+        """The latency profile this scheduler plans with."""
+        return self._profile
+
+    @property
+    def queued(self) -> int:
+        """Events queued, not yet dispatched or decided."""
+        return self._n
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch is in flight."""
+        return self._inflight is not None
+
+    @property
+    def paused(self) -> bool:
+        """Backpressure flag (see the module docstring)."""
+        return self._paused
+
+    def submit(self, item: Item[P], now_ns: int) -> Outcome | None:
+        """Queue ``item``; ``SHED`` at the bound, ``EXPIRED`` if hopeless with its key idle.
+
+        "Idle" means nothing of its key queued and no batch in flight (which might hold an
+        earlier event of the key); otherwise a hopeless event queues and expires at a poll.
+        """
+        key = item.key
+        q = self._keys.get(key)
+        dl = item.deadline.mono_ns
+        if (
+            q is None
+            and self._expire
+            and self._inflight is None  # else an earlier event of the key may be in flight
+            and dl < now_ns + self._profile.p99_ns(self._b1)
+        ):
+            return Outcome.EXPIRED
+        if self._n >= self._max:
+            return Outcome.SHED
+        seq = self._seq
+        self._seq = seq + 1
+        item.seq = seq
+        item.enqueued_ns = now_ns
+        item.late = False
+        item._eff = dl
+        item._live = True
+        self._n += 1
+        heap = self._heap
+        if q is None:
+            self._keys[key] = deque((item,))
+            heappush(heap, (dl, seq, item))
+        else:
+            if dl < q[-1]._eff:
+                # Suffix minimum: earlier events of the key inherit this deadline.
+                head = q[0]
+                before = head._eff
+                for prev in reversed(q):
+                    if prev._eff <= dl:
+                        break
+                    prev._eff = dl
+                if head._eff != before:
+                    heappush(heap, (head._eff, head.seq, head))
+            q.append(item)
+            if len(heap) > 2 * len(self._keys) + 64:
+                self._compact()
+        self._pressure()
+        return None
+
+    def poll(self, now_ns: int) -> Batch[P] | int | None:
+        """The batch to dispatch now, the time to poll again, or ``None`` (idle or busy)."""
+        if self._inflight is not None or not self._heap:
+            return None
+        prof = self._profile
+        heap = self._heap
+        hopeless = now_ns + prof.p99_ns(self._b1)
+        expire = self._expire
+        maxb = self._maxb
+        expired: list[Item[P]] = []
+        items: list[Item[P]] = []
+        # 1. Heads that cannot make it even alone.
+        while heap:
+            eff, _, it = heap[0]
+            if not it._live or it._eff != eff:
+                heappop(heap)
+                continue
+            if it.deadline.mono_ns >= hopeless or (not expire and len(items) >= maxb):
+                break
+            heappop(heap)
+            self._take(it)
+            if expire:
+                expired.append(it)
+            else:
+                it.late = True
+                items.append(it)
+        top = self._top()
+        if top is None:
+            if items:
+                return self._dispatch(items, expired, now_ns)
+            self._pressure()
+            return Batch(items, expired, 0, now_ns) if expired else None
+        d0 = top._eff
+        b = self._fit(d0 - now_ns)
+        # 2./3. Wait for more events while that is safe.
+        if not items and b and self._n < b:
+            bn = prof.bucket_for(self._n)
+            if self._late_since is not None and now_ns - self._late_since >= self._late_window:
+                self._rotate(now_ns)
+            latest = d0 - prof.p999_ns(bn) - self._guard
+            if self._hold is not None:
+                latest = min(latest, top.enqueued_ns + self._hold)
+            if now_ns < latest:
+                if expired:
+                    self._pressure()
+                    return Batch(items, expired, 0, now_ns)
+                return latest
+        # Every event taken below has an effective deadline >= d0, so its own deadline is
+        # not hopeless when b > 0 (d0 >= now + p99(1)); when b == 0 only the top goes, and
+        # step 1 left the top because its own deadline is not hopeless.
+        target = max(b, len(items), 1)
+        while len(items) < target:
+            nxt = self._top()
+            if nxt is None:
+                break
+            heappop(heap)
+            self._take(nxt)
+            items.append(nxt)
+        return self._dispatch(items, expired, now_ns)
+
+    def note_wake(self, lateness_ns: int, now_ns: int) -> None:
+        """A timer asked for by ``poll`` fired ``lateness_ns`` late, at ``now_ns``."""
+        if self._late_since is None:
+            self._late_since = now_ns
+        elif now_ns - self._late_since >= self._late_window:
+            self._rotate(now_ns)
+        if lateness_ns > self._late_cur:
+            self._late_cur = lateness_ns
+            if lateness_ns > self._guard:
+                self._guard = lateness_ns
+
+    @property
+    def guard_ns(self) -> int:
+        """The current guard for timer wake-up error (ns)."""
+        return self._guard
+
+    def complete(self, batch: Batch[P], latency_ns: int) -> None:
+        """End the in-flight batch and feed its latency to the profile."""
+        if batch is not self._inflight:
+            raise SchedulerError(
+                f"complete() for a batch that is not in flight: {batch!r}, "
+                f"in flight: {self._inflight!r}"
+            )
+        self._inflight = None
+        self._profile.observe(batch.bucket, latency_ns)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _rotate(self, now_ns: int) -> None:
+        """Start a new lateness window; keep the last one only if it just ended."""
+        assert self._late_since is not None
+        recent = now_ns - self._late_since < 2 * self._late_window
+        self._late_prev = self._late_cur if recent else 0
+        self._late_cur = 0
+        self._late_since = now_ns
+        self._guard = max(self._guard_floor, self._late_prev)
+
+    def _fit(self, slack_ns: int) -> int:
+        """The largest bucket whose p99, and every smaller bucket's, fits in ``slack_ns``.
+
+        Measured profiles are not always monotone; requiring the smaller buckets to fit too
+        means a partial batch (fewer rows, smaller bucket) never takes longer than planned.
+        0 when not even the smallest bucket fits.
+        """
+        p99 = self._profile.p99_ns
+        fit = 0
+        for b in self._asc:
+            if p99(b) > slack_ns:
+                break
+            fit = b
+        return fit
+
+    def _top(self) -> Item[P] | None:
+        heap = self._heap
+        while heap:
+            eff, _, it = heap[0]
+            if it._live and it._eff == eff:
+                return it
+            heappop(heap)
+        return None
+
+    def _take(self, it: Item[P]) -> None:
+        """Remove the head ``it`` from its key's queue; its successor becomes a head."""
+        q = self._keys[it.key]
+        q.popleft()
+        it._live = False
+        self._n -= 1
+        if q:
+            nxt = q[0]
+            heappush(self._heap, (nxt._eff, nxt.seq, nxt))
+        else:
+            del self._keys[it.key]
+
+    def _dispatch(self, items: list[Item[P]], expired: Sequence[Item[P]], now_ns: int) -> Batch[P]:
+        batch = Batch(items, expired, self._profile.bucket_for(len(items)), now_ns)
+        self._inflight = batch
+        self._pressure()
+        return batch
+
+    def _compact(self) -> None:
+        """Drop stale heap entries (left by deadline inheritance); keeps memory bounded."""
+        heap: list[_Entry[P]] = [(q[0]._eff, q[0].seq, q[0]) for q in self._keys.values()]
+        heapify(heap)
+        self._heap = heap
+
+    def _pressure(self) -> None:
+        """Update the backpressure flag from the predicted queueing delay (hysteresis)."""
+        limit = self._pause_cap
+        if self._budget is not None:
+            per_batch = max(1, self._profile.p99_ns(self._maxb))
+            limit = min(limit, self._budget * self._maxb // per_batch)
+        if not self._paused:
+            if self._n > limit:
+                self._paused = True
+                if self._on_bp is not None:
+                    self._on_bp(True)
+        elif self._n <= limit * self._resume:
+            self._paused = False
+            if self._on_bp is not None:
+                self._on_bp(False)

@@ -1,0 +1,193 @@
+"""weir's EDF scheduler: example cases of the dispatch rule, expiry, shedding, backpressure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engines.profile import LatencyProfile
+from service.scheduler import Batch, Deadline, EdfScheduler, Item, Outcome, SchedulerError
+from service.settings import ExpiryPolicy
+
+US = 1_000
+
+
+def make_profile(base_us: int = 100, slope_us: int = 10, max_batch: int = 16) -> LatencyProfile:
+    """p50 = base + slope*b, p99 = 1.5x, p99.9 = 2x (us); never refreshed online."""
+    samples = {}
+    b = 1
+    while b <= max_batch:
+        p50 = (base_us + slope_us * b) * US
+        arr = np.empty(1000, dtype=np.int64)
+        arr[:990], arr[990:999], arr[999:] = p50, p50 * 3 // 2, p50 * 2
+        samples[b] = arr
+        b *= 2
+    return LatencyProfile(samples, refresh_every=10**9)
+
+
+def make_edf(**kw: object) -> EdfScheduler[int]:
+    """An EDF scheduler on the default test profile, guard 0 unless stated."""
+    kw.setdefault("guard_ns", 0)
+    return EdfScheduler(make_profile(), **kw)  # type: ignore[arg-type]
+
+
+def item(p: int, key: object, deadline_ns: int) -> Item[int]:
+    """An item with payload ``p``."""
+    return Item(p, key, Deadline(deadline_ns))
+
+
+def test_profile_helper_has_the_stated_quantiles() -> None:
+    """The test profile's p99 and p99.9 are 1.5x and 2x its p50."""
+    prof = make_profile()
+    assert (prof.p50_ns(4), prof.p99_ns(4), prof.p999_ns(4)) == (140 * US, 210 * US, 280 * US)
+
+
+def test_lone_event_waits_until_latest_safe_start() -> None:
+    """One event with slack waits until deadline - p99.9(1) - guard, then dispatches alone."""
+    s = make_edf(guard_ns=5 * US)
+    assert s.submit(item(0, "a", 10_000 * US), 0) is None
+    assert s.poll(0) == 10_000 * US - 220 * US - 5 * US
+    batch = s.poll(10_000 * US - 225 * US)
+    assert isinstance(batch, Batch)
+    assert [i.payload for i in batch.items] == [0] and batch.bucket == 1
+
+
+def test_dispatches_at_once_when_queue_fills_the_bucket() -> None:
+    """When queued events fill the largest bucket that fits, they go now, most urgent first."""
+    s = make_edf()
+    # Slack 400us: p99(4) = 210us fits, p99(8) = 270us fits, p99(16) = 390us fits.
+    for p in range(16):
+        s.submit(item(p, p, 400 * US + (15 - p) * US), 0)
+    batch = s.poll(0)
+    assert isinstance(batch, Batch)
+    assert batch.bucket == 16
+    assert [i.payload for i in batch.items] == list(range(15, -1, -1))
+
+
+def test_bucket_is_bounded_by_the_earliest_deadline() -> None:
+    """Only as many events go as the earliest deadline allows; the rest wait for the next poll."""
+    s = make_edf()
+    for p in range(10):
+        s.submit(item(p, p, 250 * US), 0)  # p99(4) = 210 fits, p99(8) = 270 does not
+    batch = s.poll(0)
+    assert isinstance(batch, Batch) and len(batch.items) == 4
+    assert s.queued == 6 and s.busy and s.poll(0) is None
+
+
+def test_hopeless_event_with_idle_key_is_expired_at_submit() -> None:
+    """An event that cannot finish even alone, with nothing of its key queued, expires at once."""
+    s = make_edf()
+    assert s.submit(item(0, "a", 149 * US), 0) is Outcome.EXPIRED
+    assert s.queued == 0
+
+
+def test_event_turning_hopeless_in_queue_is_expired_by_poll() -> None:
+    """A queued event whose deadline can no longer be met comes back in batch.expired."""
+    s = make_edf()
+    s.submit(item(0, "a", 1_000 * US), 0)
+    s.submit(item(1, "b", 5_000 * US), 0)
+    batch = s.poll(900 * US)
+    assert isinstance(batch, Batch)
+    assert [i.payload for i in batch.expired] == [0] and batch.items == []
+    assert s.queued == 1 and not s.busy
+
+
+def test_infer_late_policy_runs_hopeless_events_marked_late() -> None:
+    """With the infer-late policy a hopeless event is inferred at once with ``late`` set."""
+    s = make_edf(expiry=ExpiryPolicy.INFER_LATE)
+    assert s.submit(item(0, "a", 100 * US), 0) is None
+    batch = s.poll(0)
+    assert isinstance(batch, Batch)
+    assert [(i.payload, i.late) for i in batch.items] == [(0, True)] and not batch.expired
+
+
+def test_later_urgent_event_pulls_its_key_forward() -> None:
+    """An earlier event of a key inherits the deadline of a more urgent later one."""
+    s = make_edf()
+    s.submit(item(0, "slow", 9_000 * US), 0)
+    s.submit(item(1, "other", 3_000 * US), 0)
+    s.submit(item(2, "slow", 1_000 * US), 0)  # key "slow" is now due at 1 ms
+    assert s.poll(0) == 1_000 * US - 280 * US  # latest start for 3 queued (bucket 4)
+    batch = s.poll(720 * US)
+    assert isinstance(batch, Batch)
+    assert [i.payload for i in batch.items] == [0, 2, 1]
+
+
+def test_queue_bound_sheds_new_events() -> None:
+    """Past max_queued a new event is shed and the queue does not grow."""
+    s = make_edf(max_queued=2)
+    assert s.submit(item(0, "a", 10**9), 0) is None
+    assert s.submit(item(1, "a", 10**9), 0) is None
+    assert s.submit(item(2, "b", 10**9), 0) is Outcome.SHED
+    assert s.queued == 2
+
+
+def test_backpressure_pauses_and_resumes_with_hysteresis() -> None:
+    """Predicted delay past the budget pauses; it resumes only below half of that level."""
+    calls: list[bool] = []
+    # p99(16) = 390us per 16 events: a 1 ms budget holds 1_000*16//390 = 41 events.
+    s = make_edf(budget_ns=1_000 * US, on_backpressure=calls.append)
+    for p in range(42):
+        s.submit(item(p, p, 10**9), 0)
+    assert s.paused and calls == [True]
+    while s.queued > 20:
+        b = s.poll(10**9 - 10**6)
+        assert isinstance(b, Batch)
+        assert s.paused or s.queued <= 20
+        s.complete(b, 100 * US)
+    assert not s.paused and calls == [True, False]
+
+
+def test_backpressure_pauses_before_the_queue_bound() -> None:
+    """Without a budget the flag still rises at pause_fraction of max_queued."""
+    s = make_edf(max_queued=8, pause_fraction=0.5)
+    for p in range(5):
+        s.submit(item(p, p, 10**9), 0)
+    assert s.paused
+
+
+def test_max_hold_caps_the_wait() -> None:
+    """With max_hold_ns a lone event waits at most that long after it was queued."""
+    s = make_edf(max_hold_ns=50 * US)
+    s.submit(item(0, "a", 10_000 * US), 1_000)
+    assert s.poll(1_000) == 1_000 + 50 * US
+
+
+def test_guard_follows_measured_wake_lateness() -> None:
+    """Late timer wakes raise the guard (so waits end earlier); it falls back after two windows."""
+    s = make_edf(guard_ns=10 * US, guard_window_ns=1_000_000)
+    s.submit(item(0, "a", 10_000 * US), 0)
+    assert s.poll(0) == 10_000 * US - 220 * US - 10 * US
+    s.note_wake(500 * US, 100)
+    assert s.guard_ns == 500 * US
+    assert s.poll(200) == 10_000 * US - 220 * US - 500 * US
+    s.note_wake(5 * US, 1_000_100)  # next window: the last one's maximum still counts
+    assert s.guard_ns == 500 * US
+    assert s.poll(2_000_200) == 10_000 * US - 220 * US - 10 * US  # two windows on: floor
+    assert s.guard_ns == 10 * US
+
+
+def test_poll_is_none_while_busy_and_complete_checks_the_batch() -> None:
+    """A second batch waits for complete(); completing a foreign batch is an error."""
+    s = make_edf()
+    for p in range(20):
+        s.submit(item(p, p, 10**6), 0)
+    b = s.poll(10**6)  # everything hopeless: all expired, nothing in flight
+    assert isinstance(b, Batch) and len(b.expired) == 20 and not s.busy
+    s.submit(item(99, "a", 10**9), 0)
+    b = s.poll(10**9 - 200 * US)
+    assert isinstance(b, Batch) and s.poll(10**9 - 200 * US) is None
+    other: Batch[int] = Batch([], (), 0, 0)
+    with pytest.raises(SchedulerError) as e:
+        s.complete(other, 1)
+    assert str(e.value).startswith("complete() for a batch that is not in flight: Batch(items=0")
+    s.complete(b, 123 * US)
+    assert not s.busy and s.poll(0) is None
+
+
+def test_bad_settings_are_refused() -> None:
+    """Constructor arguments out of range raise ConfigError naming the value."""
+    with pytest.raises(Exception, match=r"^max_queued must be >= 1, got 0$"):
+        make_edf(max_queued=0)
+    with pytest.raises(Exception, match=r"^resume_fraction must be in \(0, 1\), got 1.0$"):
+        make_edf(resume_fraction=1.0)
