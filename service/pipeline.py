@@ -349,6 +349,9 @@ class Pipeline:
             timer.arm(result)
             await wake.wait()
             timer.disarm()
+            woke = clock()
+            if woke >= result:  # the timer (not a new event) woke us: report its lateness
+                sched.note_wake(woke - result, woke)
 
     async def _run_batch(self, batch: Batch[int], loop: asyncio.AbstractEventLoop) -> None:
         items = batch.items

@@ -27,7 +27,7 @@ def build_scheduler(
                 expiry=settings.expiry,
                 budget_ns=budget_ns,
                 max_hold_ns=None
-                if settings.max_hold_ms is None
+                if settings.hold_until_safe_start
                 else int(settings.max_hold_ms * 1e6),
                 on_backpressure=on_backpressure,
             )
