@@ -8,8 +8,15 @@ One root, one subtree per package; a third-party error is wrapped at the seam an
     │   ├── DecodeError                                 a payload that does not decode
     │   └── FeedError                                   a feed file or import that fails
     ├── EngineError                 (engines.errors)    compiled models and bundles
+    │   ├── BundleError                                 missing, tampered or foreign bundle
+    │   └── ProfileError                                malformed latency profile
     ├── ServiceError                (service.errors)    Kafka runtime, settings, brokers
+    │   ├── ConfigError                                 a bad setting, named with its source
+    │   ├── BrokerError             (retriable)         a broker not reachable or startable
+    │   ├── SchedulerError          (service.scheduler) the scheduler called off-contract
+    │   └── OffsetError             (service.offsets)   offsets tracked out of order
     └── ReplayError                 (replay.errors)     record, replay, measure, report
+        └── SloError                (replay.slo)        a bad SLO file
 """
 
 from __future__ import annotations
