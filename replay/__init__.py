@@ -1,5 +1,6 @@
-"""weir's replay package: feed importers, the synthetic generator, the ``weir replay`` CLI."""
+"""weir's replay package: importers, synthetic feeds, record, replay, measure, report, demo."""
 
+from replay.echo import Echo
 from replay.errors import ReplayError
 from replay.importers import (
     AnomalyWindow,
@@ -15,22 +16,41 @@ from replay.importers import (
     import_ndjson,
     read_source_info,
 )
+from replay.report import compare, render_html, write_html
+from replay.results import RunResult, read_result, write_result
+from replay.runner import InProcessTransport, KafkaTransport, Pacing, load_plan
+from replay.slo import Slo, SloError, evaluate, load_slo
 from replay.synthetic import synthesize_market, synthesize_sensor
 
 __all__ = [
     "AnomalyWindow",
     "BadLine",
     "ColumnMap",
+    "Echo",
     "ImportLog",
     "ImportReport",
+    "InProcessTransport",
+    "KafkaTransport",
+    "Pacing",
     "ReplayError",
+    "RunResult",
+    "Slo",
+    "SloError",
     "SourceInfo",
     "anomaly_windows",
+    "compare",
+    "evaluate",
     "import_binance",
     "import_csv",
     "import_nab",
     "import_ndjson",
+    "load_plan",
+    "load_slo",
+    "read_result",
     "read_source_info",
+    "render_html",
     "synthesize_market",
     "synthesize_sensor",
+    "write_html",
+    "write_result",
 ]

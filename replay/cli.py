@@ -33,10 +33,14 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from replay.echo import register_echo
 from replay.importers.base import ON_ERROR_CHOICES, ImportReport, SourceInfo, read_source_info
 from replay.importers.binance import import_binance
 from replay.importers.generic import TS_UNITS, ColumnMap, import_csv, import_ndjson
 from replay.importers.nab import import_nab
+from replay.record import register_record
+from replay.report import register_compare, register_report
+from replay.runner import register_run
 from replay.synthetic import DEFAULT_SYMBOLS, synthesize_market, synthesize_sensor
 from schemas.codec import Encoding
 from schemas.events import EVENT_KINDS
@@ -380,6 +384,11 @@ _commands: list[tuple[str, Register]] = [
     ("import", _register_import),
     ("synth", _register_synth),
     ("inspect", _register_inspect),
+    ("record", register_record),
+    ("run", register_run),
+    ("report", register_report),
+    ("compare", register_compare),
+    ("echo", register_echo),
 ]
 """The group's subcommands, in help order; append ``(name, register)`` to add one."""
 

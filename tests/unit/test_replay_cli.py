@@ -42,8 +42,17 @@ def capture(tmp_path: Path) -> Path:
 
 
 def test_group_lists_its_subcommands() -> None:
-    """The replay group registers import, synth and inspect through _commands."""
-    assert [name for name, _ in _commands] == ["import", "synth", "inspect"]
+    """The replay group registers every subcommand through _commands, in help order."""
+    assert [name for name, _ in _commands] == [
+        "import",
+        "synth",
+        "inspect",
+        "record",
+        "run",
+        "report",
+        "compare",
+        "echo",
+    ]
     parser = argparse.ArgumentParser(prog="weir")
     register(parser.add_subparsers(dest="command", required=True))
     with pytest.raises(SystemExit) as exc:
@@ -155,18 +164,33 @@ def test_exported_members() -> None:
         "AnomalyWindow",
         "BadLine",
         "ColumnMap",
+        "Echo",
         "ImportLog",
         "ImportReport",
+        "InProcessTransport",
+        "KafkaTransport",
+        "Pacing",
         "ReplayError",
+        "RunResult",
+        "Slo",
+        "SloError",
         "SourceInfo",
         "anomaly_windows",
+        "compare",
+        "evaluate",
         "import_binance",
         "import_csv",
         "import_nab",
         "import_ndjson",
+        "load_plan",
+        "load_slo",
+        "read_result",
         "read_source_info",
+        "render_html",
         "synthesize_market",
         "synthesize_sensor",
+        "write_html",
+        "write_result",
     ]
     assert replay.importers.__all__ == sorted(replay.importers.__all__)
     assert {"import_binance", "iter_binance", "iter_nab", "write_feed"} <= set(

@@ -1,0 +1,364 @@
+"""``weir demo``: the whole loop on one machine in about a minute, then everything stopped.
+
+1. start the embedded Tansu broker (a fresh one, state in ``OUT/tansu``);
+2. start the service (``service.runtime.Runtime`` with the committed default bundle, or
+   ``--bundle``) in a child process, and wait until it owns its partitions;
+3. write the synthetic market feed (``replay.synthetic``; or use ``--feed``);
+4. replay it open-loop at ``--speed`` through Kafka and match every decision;
+5. print the verdict table and the key figures, write ``results.json`` and ``report.html``;
+6. stop the service and the broker.
+
+Tansu answers a fetch only when ``fetch_max_wait_ms`` runs out (new data does not wake a
+waiting fetch), so each consumer hop (service in, harness back) costs up to that long: the
+demo sets 5 ms on both sides and says so. :class:`ServiceProcess` (the service or the echo
+in a child process) is also what measurements against Apache Kafka use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from engines.defaults import default_bundle_path
+from replay.errors import ReplayError
+from replay.report import format_summary, format_verdict, write_html
+from replay.results import RunResult, write_result
+from replay.runner import (
+    KafkaTransport,
+    Pacing,
+    Progress,
+    config_for,
+    ensure_topics,
+    load_plan,
+    run_feed,
+)
+from replay.slo import Slo, load_slo
+from replay.synthetic import synthesize_market
+from service.settings import Secret, Settings, load_settings
+
+ServiceKind = Literal["service", "echo"]
+
+DEMO_FETCH_MAX_WAIT_MS = 5
+"""Tansu's fetch floor per consumer hop. 2 ms doubles Tansu's fetch load and, on a 2-core
+box, overloads it within ~20 s (seconds of broker lag); 5 ms keeps it steady."""
+DEMO_SECONDS = 20.0
+DEMO_SLO = Slo(
+    budget_ms=100.0,
+    percentiles=((50.0, 25.0), (99.0, 100.0), (99.9, 200.0)),
+    min_attainment=0.99,
+    max_lost=0,
+    max_duplicates=0,
+    source="built-in demo SLO",
+)
+"""Loose enough for a busy laptop on Tansu (5 ms fetch floor per hop, and its in-memory
+storage serves fetches more slowly as topics grow); tighten it with --slo."""
+
+
+# -- the service in a child process ------------------------------------------------------------
+
+
+def _reveal(obj: Any) -> Any:
+    if isinstance(obj, Secret):
+        return obj.reveal()
+    raise NotImplementedError(f"cannot encode {type(obj)!r}")
+
+
+def _conceal(type_: type, obj: Any) -> Any:
+    if type_ is Secret and isinstance(obj, str):
+        return Secret(obj)
+    raise NotImplementedError(f"cannot decode {type_!r}")
+
+
+def _child_main() -> None:
+    """Child process body: settings JSON on stdin; prints ``ready`` once partitions are
+    assigned; runs the service (or echo, ``argv[1]``) until SIGTERM; logs on stderr."""
+    kind = sys.argv[1] if len(sys.argv) > 1 else "service"
+    settings = msgspec.json.decode(sys.stdin.buffer.read(), type=Settings, dec_hook=_conceal)
+    from service.logs import configure_logging
+
+    configure_logging(settings.log.level, settings.log.format)
+
+    async def main() -> int:
+        svc: Any
+        if kind == "echo":
+            from replay.echo import Echo
+
+            svc = Echo(settings)
+        else:
+            from service.runtime import Runtime
+
+            svc = Runtime(settings)
+        task = asyncio.get_running_loop().create_task(svc.run(install_signals=True))
+        while not task.done():
+            if svc.ready:
+                sys.stdout.write("ready\n")
+                sys.stdout.flush()
+                break
+            await asyncio.sleep(0.02)
+        return int(await task)
+
+    try:
+        import uvloop
+
+        status = uvloop.run(main())
+    except ImportError:  # pragma: no cover - uvloop is a runtime dependency
+        status = asyncio.run(main())
+    sys.exit(status)
+
+
+class ServiceProcess:
+    """The service (``kind="service"``) or the echo in a child process, stopped by SIGTERM.
+
+    ``start`` returns once the child's consumer owns its partitions, or raises
+    ``ReplayError`` quoting the end of its log. Its stderr (the logs) goes to ``log_file``.
+    Settings travel on the child's stdin (secrets included, never on its command line).
+    """
+
+    def __init__(
+        self, settings: Settings, *, kind: ServiceKind = "service", log_file: str | Path
+    ) -> None:
+        self.settings = settings
+        self.kind = kind
+        self.log_file = Path(log_file)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Start the child and wait until it is ready."""
+        payload = msgspec.json.encode(self.settings, enc_hook=_reveal)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        code = "from replay.demo import _child_main; _child_main()"
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, self.kind],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        self._proc = proc
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(payload)
+        proc.stdin.close()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.1)
+            if ready and proc.stdout.readline().strip() == b"ready":
+                return
+            if proc.poll() is not None or time.monotonic() > deadline:
+                why = (
+                    f"exited with status {proc.returncode}"
+                    if proc.returncode is not None
+                    else f"was not ready within {timeout_s:g} s"
+                )
+                self.stop()
+                raise ReplayError(f"the {self.kind} {why}; its log ends:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the child's log."""
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM (drain, commit, exit), SIGKILL after ``timeout_s``; returns the status."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._proc = None
+        return proc.returncode
+
+
+# -- the demo ------------------------------------------------------------------------------------
+
+
+def demo_settings(
+    bootstrap: str, *, bundle: str = "", fetch_max_wait_ms: int = DEMO_FETCH_MAX_WAIT_MS
+) -> Settings:
+    """The service's settings for the demo (defaults + ``WEIR_*`` with the demo's broker)."""
+    base = load_settings(None)
+    kafka = msgspec.structs.replace(
+        base.kafka,
+        bootstrap_servers=bootstrap,
+        group_id="weir-demo",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=500,
+    )
+    return msgspec.structs.replace(
+        base,
+        kafka=kafka,
+        engine=msgspec.structs.replace(base.engine, bundle=bundle),
+        http=msgspec.structs.replace(base.http, enabled=False),
+        log=msgspec.structs.replace(base.log, level="warning"),
+    )
+
+
+def _say(text: str) -> None:
+    print(f"demo: {text}", file=sys.stderr, flush=True)
+
+
+def run_demo(
+    *,
+    out_dir: Path,
+    feed: Path | None = None,
+    seconds: float = DEMO_SECONDS,
+    speed: str = "1",
+    bundle: str = "",
+    slo: Slo = DEMO_SLO,
+    partitions: int = 2,
+    progress: bool = True,
+) -> RunResult:
+    """Run the demo (see the module docstring); everything it started is stopped."""
+    from service.broker import Tansu
+
+    if not bundle and not (default_bundle_path() / "metadata.json").exists():
+        raise ReplayError(
+            f"the default bundle is missing at {default_bundle_path()}: train it "
+            "(`weir model train`) or pass --bundle DIR"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pacing = Pacing.parse(speed)
+    broker = Tansu(state_dir=out_dir / "tansu", progress=_say)
+    service: ServiceProcess | None = None
+    try:
+        bootstrap = broker.start()
+        settings = demo_settings(bootstrap, bundle=bundle)
+        asyncio.run(
+            ensure_topics(
+                settings.kafka,
+                {
+                    settings.kafka.input_topics[0]: partitions,
+                    settings.kafka.decision_topic: partitions,
+                    settings.kafka.dlq_topic: 1,
+                },
+            )
+        )
+        service = ServiceProcess(settings, log_file=out_dir / "service.log")
+        _say("starting the service (model load and warm-up) ...")
+        began = time.monotonic()
+        service.start()
+        _say(f"service ready in {time.monotonic() - began:.1f} s (pid {service.pid})")
+        if feed is None:
+            feed = out_dir / "feed.parquet"
+            report = synthesize_market(feed, seconds=seconds, seed=0)
+            _say(f"wrote the synthetic market feed: {report.rows_written:,} events, {seconds:g} s")
+        plan = load_plan(feed, encoding=settings.kafka.input_encoding)
+        transport = KafkaTransport(settings.kafka, fetch_max_wait_ms=DEMO_FETCH_MAX_WAIT_MS)
+        config = config_for(
+            plan,
+            pacing,
+            settings,
+            transport,
+            budget_source=slo.source or "SLO",
+            quiet_s=5.0,
+            service=f"weir serve ({bundle or 'default bundle'}) on Tansu",
+        )
+        config.notes.append(
+            f"Tansu does not wake a waiting fetch when data arrives: each consumer hop "
+            f"(service in, harness back) waits up to fetch_max_wait_ms = "
+            f"{DEMO_FETCH_MAX_WAIT_MS} ms, a floor of about {2 * DEMO_FETCH_MAX_WAIT_MS} ms; "
+            "its in-memory storage also serves fetches more slowly as topics grow. Apache "
+            "Kafka wakes fetches on new data: replay against it for service figures"
+        )
+        _say(f"replaying {plan.n:,} events at {pacing.label()}x ...")
+        planned = plan.span_s / pacing.speed if pacing.speed else None
+        result = asyncio.run(
+            run_feed(
+                plan,
+                transport,
+                pacing=pacing,
+                slo=slo,
+                config=config,
+                quiet_s=5.0,
+                progress=Progress(plan.n, planned, enabled=progress),
+            )
+        )
+    finally:
+        if service is not None:
+            _say("stopping the service")
+            status = service.stop()
+            if status not in (0, None):
+                _say(f"the service exited with status {status}; log: {service.log_file}")
+        broker.stop()
+    return result
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    slo = load_slo(args.slo) if args.slo is not None else DEMO_SLO
+    out_dir: Path = args.out_dir
+    result = run_demo(
+        out_dir=out_dir,
+        feed=args.feed,
+        seconds=args.seconds,
+        speed=args.speed,
+        bundle=args.bundle or "",
+        slo=slo,
+        progress=not args.no_progress,
+    )
+    results = write_result(result, out_dir / "results.json")
+    html = write_html(result, out_dir / "report.html")
+    print(format_summary(result))
+    assert result.verdict is not None
+    print(format_verdict(result.verdict))
+    print(f"results: {results}")
+    print(f"report:  {html}   (open it in a browser)")
+    return 0 if result.verdict.passed else 1
+
+
+def register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``weir demo`` to ``weir``'s subparsers."""
+    p = subparsers.add_parser(
+        "demo",
+        help="broker + service + synthetic feed + replay + verdict, in about a minute",
+        description="Start the embedded Tansu broker and the service, replay a synthetic "
+        "market feed through them, print the SLO verdict and write an HTML report; stop "
+        "everything it started. Exits 1 when the SLO is violated.",
+    )
+    p.add_argument("--feed", type=Path, metavar="FEED", help="replay this feed instead")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=DEMO_SECONDS,
+        metavar="S",
+        help=f"length of the synthetic feed (default {DEMO_SECONDS:g})",
+    )
+    p.add_argument("--speed", default="1", metavar="X|max", help="replay pace (default 1)")
+    p.add_argument("--bundle", metavar="DIR", help="model bundle (default: the committed one)")
+    p.add_argument("--slo", type=Path, metavar="slo.toml", help="SLO file (default: built in)")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("weir-demo"),
+        metavar="DIR",
+        help="feed, results.json, report.html, logs (default ./weir-demo)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=_run_cli)
+
+
+register = register_demo
+"""The ``weir.commands`` entry point (``demo = "replay.demo:register"``)."""
