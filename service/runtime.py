@@ -110,6 +110,8 @@ class Runtime:
         self.producer: AIOKafkaProducer | None = None
         self.pipeline: Pipeline | None = None
         self.rebalances = 0
+        self.pauses = 0
+        """How many times backpressure paused the assigned partitions."""
         self.commits = 0
         self.ready = False
         self.metrics = Metrics(self)
@@ -245,6 +247,7 @@ class Runtime:
         parts = list(self.consumer.assignment())
         if want:
             self.consumer.pause(*parts)
+            self.pauses += 1
         else:
             self.consumer.resume(*parts)
         self._paused = want

@@ -421,3 +421,62 @@ async def test_workers_supervisor_restarts_a_killed_worker(
     assert status == 0
     coords = {(d.partition, d.offset) for d in _decisions(got)}
     assert len(coords) == 200  # at-least-once: duplicates allowed, none missing
+
+
+async def test_backpressure_pauses_and_nothing_is_lost(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """A slow engine fills the queue: partitions are paused and resumed, every input decided."""
+    from engines.fake import FakeEngine, LatencyModel
+    from engines.head import Head
+
+    s = make_settings(
+        topics["inp"],
+        topics["out"],
+        topics["dlq"],
+        topics["group"],
+        WEIR_SCHEDULER__MAX_QUEUE="200",
+        WEIR_SCHEDULER__BUDGET_MS="5000",
+        WEIR_KAFKA__MAX_POLL_RECORDS="40",
+    )
+    spec = FeatureSpec(task=Task.TRADING, window=WINDOW)
+    engine = FakeEngine(
+        n_features=spec.n_features,
+        n_outputs=3,
+        max_batch=4,
+        latency=LatencyModel(base_ns=2_000_000, per_row_ns=0),
+        wait="sleep",
+    )
+    engine.warm_up(3)
+    head = Head("trading", ["SELL", "HOLD", "BUY"])
+    n = 1500
+    await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(n)])
+    async with _serving(s, engine=engine, head=head, spec=spec, model_version="slow") as rt:
+        got = await _read(kafka_bootstrap, topics["out"], n, timeout=90, distinct=True)
+        assert rt.pauses >= 1
+        assert not rt._paused  # resumed once drained
+    decisions = _decisions(got)
+    assert len({(d.partition, d.offset) for d in decisions}) == n
+    assert {d.status for d in decisions} <= {Status.OK, Status.WARMING, Status.SHED}
+
+
+async def test_seek_back_rebuilds_windows_without_deciding_twice(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """With warmup = "seek", a restart folds the last records into the windows: no warming, no re-decisions."""
+    env = {"WEIR_STATE__WARMUP": "seek", "WEIR_STATE__SEEK_BACK": "10"}
+    s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"], **env)
+    one_key = [(b"BTCUSDT", _quote(4 * i)[1]) for i in range(30)]
+    async with _serving(s):
+        await _produce(kafka_bootstrap, topics["inp"], one_key)
+        first = _decisions(await _read(kafka_bootstrap, topics["out"], 30))
+    assert sum(d.status is Status.WARMING for d in first) == WINDOW - 1
+    more = [(b"BTCUSDT", _quote(4 * i)[1]) for i in range(30, 45)]
+    await _produce(kafka_bootstrap, topics["inp"], more)
+    async with _serving(s):
+        everything = _decisions(await _read(kafka_bootstrap, topics["out"], 45))
+        await asyncio.sleep(0.5)  # nothing else may arrive
+    later = everything[30:]
+    assert len(everything) == 45
+    assert [d.status for d in later] == [Status.OK] * 15
+    assert len({(d.partition, d.offset) for d in everything}) == 45
