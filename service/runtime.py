@@ -159,7 +159,12 @@ class Runtime:
                         f"{s.delivery.startup_timeout_ms} ms: {exc}"
                     ) from exc
                 log.warning("kafka_unreachable_retrying", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    raise BrokerError(
+                        f"stopped before Kafka at {k.bootstrap_servers} was reachable: {exc}"
+                    ) from exc
                 delay = min(delay * 2, 5.0)
                 self.producer = make_producer(k, **({"transactional_id": tid} if tid else {}))
                 self.consumer = make_consumer(k, isolation_level=iso)

@@ -480,3 +480,44 @@ async def test_seek_back_rebuilds_windows_without_deciding_twice(
     assert len(everything) == 45
     assert [d.status for d in later] == [Status.OK] * 15
     assert len({(d.partition, d.offset) for d in everything}) == 45
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_broker_down_at_start_retries_then_stops_on_signal(
+    tmp_path: Path, bundle_dir: Path
+) -> None:
+    """With no broker, `weir serve` retries with backoff; SIGTERM ends it at once with a clear error."""
+    import signal
+    import sys
+
+    cfg = tmp_path / "weir.toml"
+    cfg.write_text(
+        f'[kafka]\nbootstrap_servers = "127.0.0.1:{_free_port()}"\n'
+        f'[engine]\nbundle = "{bundle_dir}"\nwarmup_iters = 5\n[http]\nenabled = false\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--config",
+        str(cfg),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    seen = b""
+    async with asyncio.timeout(30):
+        while seen.count(b"kafka_unreachable_retrying") < 2:
+            seen += await proc.stderr.readline()
+    proc.send_signal(signal.SIGTERM)
+    status = await asyncio.wait_for(proc.wait(), 10)
+    rest = seen + await proc.stderr.read()
+    assert status == 2
+    assert b"weir: error: stopped before Kafka at 127.0.0.1:" in rest
