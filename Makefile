@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev system-deps demo test test-unit test-integration lint format bench deploy-check bundle clean
+.PHONY: help setup setup-dev system-deps demo test test-unit test-integration lint format bench deploy-check chaos chaos-fast bundle clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -59,6 +59,12 @@ bench: $(VENV)/.dev ## engine, scheduler, service and metrics benchmarks (print 
 
 deploy-check: $(VENV)/.dev ## promtool, hadolint, kubernetes-validate, dashboard and compose checks
 	$(BIN)/python -m pytest tests/unit/test_deploy.py
+
+chaos: $(VENV)/.dev ## reliability and security scenarios against Apache Kafka: one table + chaos-results.json
+	$(BIN)/python -m chaos --json chaos-results.json
+
+chaos-fast: $(VENV)/.dev ## the CI subset of the chaos scenarios
+	$(BIN)/python -m chaos --fast --json chaos-results.json
 
 bundle: $(VENV)/.dev ## retrain engines/default_bundle on the synthetic market feed (1-2 min CPU)
 	$(BIN)/weir replay synth --kind market --seconds 300 --seed 7 --out build/bundle/synth-market-s7.parquet

@@ -83,6 +83,12 @@ class Codec(Generic[T]):
             raise DecodeError(
                 str(exc), code=_code_for(exc), topic=topic, partition=partition, offset=offset
             ) from exc
+        except (UnicodeDecodeError, RecursionError) as exc:
+            # msgspec lets these through: invalid UTF-8 in a string, nesting past the C stack.
+            what = "invalid UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
+            raise DecodeError(
+                f"{what}: {exc}", code="malformed", topic=topic, partition=partition, offset=offset
+            ) from exc
 
     def encode(self, obj: T) -> bytes:
         """Encode ``obj`` to bytes."""

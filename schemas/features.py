@@ -249,7 +249,10 @@ class TradingState(KeyState):
                     f"trading features got a sensor reading for key {event.sensor_id!r}"
                 )
         mid = self.mid
-        ret = 0.0 if prev_mid == 0.0 or mid == 0.0 else self._clip(math.log(mid / prev_mid) * 1e4)
+        ret = 0.0
+        if prev_mid != 0.0 and mid != 0.0:
+            ratio = mid / prev_mid  # underflows to 0 for extreme (valid) prices: clip, not log(0)
+            ret = self._clip(math.log(ratio) * 1e4) if ratio > 0.0 else -self.spec.clip_bps
         spread = self._clip((self.ask - self.bid) / mid * 1e4) if self.bid > 0.0 else 0.0
         qsum = self.bid_qty + self.ask_qty
         l1 = (self.bid_qty - self.ask_qty) / qsum if qsum > 0.0 else 0.0
