@@ -126,6 +126,14 @@ class Engine(Protocol):
         """Wall time of the latest ``infer`` in ns (0 before the first)."""
         ...
 
+    @property
+    def observe(self) -> bool:
+        """Whether ``infer`` records its own latency in ``profile``."""
+        ...
+
+    @observe.setter
+    def observe(self, value: bool) -> None: ...
+
     def bucket_for(self, n_rows: int) -> int:
         """Smallest bucket holding ``n_rows`` rows."""
         ...
@@ -287,6 +295,15 @@ class _BucketEngine(abc.ABC):
     def last_latency_ns(self) -> int:
         """Wall time (or reported time) of the latest ``infer`` in ns."""
         return self._last_ns
+
+    @property
+    def observe(self) -> bool:
+        """Whether ``infer`` records its latency in ``profile`` (off when a scheduler does)."""
+        return self._observe
+
+    @observe.setter
+    def observe(self, value: bool) -> None:
+        self._observe = value
 
     def bucket_for(self, n_rows: int) -> int:
         """Smallest bucket holding ``n_rows`` rows."""

@@ -122,6 +122,18 @@ class LatencyProfile:
         return cls(samples)
 
     def _recompute(self, i: int) -> None:
+        count = self._count[i]
+        recent = self._since[i]
+        if 0 < recent < count:
+            # Regime change down (a latency spike is over): when the latest samples' p99 is
+            # below half the window's, keep only them, or the spike would dominate the
+            # window for ``window`` more batches.
+            idx = (self._pos[i] - recent + np.arange(recent)) % self.window
+            tail = self._rings[i, idx]
+            if 2 * int(np.percentile(tail, 99.0, method="higher")) < self._p99[i]:
+                self._rings[i, :recent] = tail
+                self._count[i] = recent
+                self._pos[i] = recent % self.window
         data = self._rings[i, : self._count[i]]
         p50, p99, p999 = np.percentile(data, (50.0, 99.0, 99.9), method="higher")
         self._p50[i] = int(p50)

@@ -489,6 +489,11 @@ class Metrics:
         consumer = v.consumer
         if consumer is not None and not consumer.assignment():
             return False, "no partitions assigned (more consumers than partitions?)"
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is not None and getattr(coordinator, "coordinator_id", 0) is None:
+            # aiokafka drops the coordinator when the broker goes away; it is found again
+            # once the broker answers (there is no public accessor for this).
+            return False, "broker unreachable: no group coordinator"
         return True, "ready"
 
     def misses(self) -> dict[str, int]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,8 @@ Clock = Callable[[], int]
 MODEL_HEADER = "weir-model"
 STATUS_HEADER = "weir-status"
 _STATUS_BYTES = {s: s.value.encode() for s in Status}
+PROBE_INTERVAL_NS = 50_000_000
+"""At most one probe run per 50 ms while everything expires (see ``Pipeline._probe``)."""
 
 
 class Counters:
@@ -65,6 +67,7 @@ class Counters:
         "events_in",
         "kinds",
         "late",
+        "probes",
         "produce_errors",
     )
 
@@ -76,6 +79,7 @@ class Counters:
         self.batch_rows = 0
         self.engine_errors = 0
         self.produce_errors = 0
+        self.probes = 0
         self.late = 0
         self.kinds: dict[tuple[str, type | None], int] = {}
         """Records in by (topic, event type); ``None``: dead-lettered."""
@@ -120,6 +124,9 @@ class Pipeline:
         self.scheduler: Scheduler[int] = scheduler or build_scheduler(
             settings.scheduler, engine.profile, on_backpressure=on_backpressure
         )
+        # The scheduler records every batch's latency in the profile on ``complete``.
+        engine.observe = False
+        self._last_probe = -PROBE_INTERVAL_NS
         k = settings.kafka
         self._codec = event_codec(k.input_encoding)
         self._out = decision_codec(k.output_encoding)
@@ -333,10 +340,23 @@ class Pipeline:
             now = clock()
             result = sched.poll(now)
             if isinstance(result, Batch):
-                for item in result.expired:
+                expired = result.expired
+                if not result.items:
+                    if expired:
+                        self._probe(expired, now)
+                    for item in expired:
+                        await self._publish_slot(item.payload, Status.EXPIRED)
+                    continue
+                # The planned batch has the tightest slack: run it before publishing the
+                # expired ones, unless one of its keys also expired here (per-key order).
+                late_keys = {item.key for item in expired} if expired else None
+                if late_keys and any(item.key in late_keys for item in result.items):
+                    for item in expired:
+                        await self._publish_slot(item.payload, Status.EXPIRED)
+                    expired = ()
+                await self._run_batch(result, loop)
+                for item in expired:
                     await self._publish_slot(item.payload, Status.EXPIRED)
-                if result.items:
-                    await self._run_batch(result, loop)
                 continue
             if self.idle:
                 self._idle.set()
@@ -352,6 +372,32 @@ class Pipeline:
             woke = clock()
             if woke >= result:  # the timer (not a new event) woke us: report its lateness
                 sched.note_wake(woke - result, woke)
+
+    def _probe(self, expired: Sequence[Item[int]], now: int) -> None:
+        """Time the engine on rows that just expired, at most once per probe interval.
+
+        When the profile says even one event cannot make its deadline (after a latency
+        spike), every event expires without inference and the profile would never see the
+        engine recover. A probe run (its output discarded, the events stay ``expired``)
+        feeds it fresh samples; the profile drops a finished spike after a few of them.
+        """
+        if now - self._last_probe < PROBE_INTERVAL_NS:
+            return
+        self._last_probe = now
+        engine = self.engine
+        n = min(len(expired), engine.max_batch)
+        bucket = engine.bucket_for(n)
+        idx = self._idx[:n]
+        for i in range(n):
+            idx[i] = expired[i].payload
+        np.take(self._slab, idx, axis=0, out=engine.input_buffer(bucket)[:n])
+        try:
+            engine.infer(bucket, n)
+        except EngineError:
+            self.counters.engine_errors += 1
+            return
+        self.scheduler.profile.observe(bucket, engine.last_latency_ns)
+        self.counters.probes += 1
 
     async def _run_batch(self, batch: Batch[int], loop: asyncio.AbstractEventLoop) -> None:
         items = batch.items
@@ -376,7 +422,7 @@ class Pipeline:
             error = str(exc)
             counters.engine_errors += 1
         done = self._clock()
-        self.scheduler.complete(batch, engine.last_latency_ns if error is None else done - dispatch)
+        self.scheduler.complete(batch, engine.last_latency_ns if error is None else -1)
         obs = self.observer
         if obs is not None:
             obs.on_batch(
@@ -394,8 +440,9 @@ class Pipeline:
         names = self.head.labels
         score_rows = scores.tolist()
         for i, item in enumerate(items):
+            slot = item.payload
             await self._publish_slot(
-                item.payload,
+                slot,
                 Status.OK,
                 dispatch=dispatch,
                 done=done,
@@ -464,6 +511,8 @@ class Pipeline:
     ) -> None:
         m2w = -self.w2m.offset_ns
         now = self._clock()
+        if status is Status.OK and deadline is not None and now > deadline:
+            late = True  # decided, but after its deadline: downstream can tell
         if late:
             self.counters.late += 1
         decision = Decision(

@@ -140,6 +140,11 @@ class Runtime:
             tid = f"{s.delivery.transactional_id_prefix}-{k.group_id}-{self.worker_index}"
         self.producer = make_producer(k, **({"transactional_id": tid} if tid else {}))
         iso = "read_committed" if self.eos else "read_uncommitted"
+        if k.group_instance_id:
+            # Static membership: each worker is its own member, or they fence each other.
+            k = msgspec.structs.replace(
+                k, group_instance_id=f"{k.group_instance_id}-{self.worker_index}"
+            )
         self.consumer = make_consumer(k, isolation_level=iso)
         deadline = time.monotonic() + s.delivery.startup_timeout_ms / 1000
         delay = 0.2

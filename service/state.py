@@ -32,14 +32,16 @@ class StateStore:
         key = event.key
         states = self._states
         state = states.get(key)
-        if state is None:
-            if len(states) >= self.max_keys:
-                states.popitem(last=False)
-                self.evictions += 1
-            state = states[key] = self.spec.new_state()
-        else:
+        if state is not None:
             states.move_to_end(key)
-        state.update(event, arrival_ns)
+            state.update(event, arrival_ns)
+            return state
+        state = self.spec.new_state()
+        state.update(event, arrival_ns)  # may raise: a bad event never takes a key's place
+        if len(states) >= self.max_keys:
+            states.popitem(last=False)
+            self.evictions += 1
+        states[key] = state
         return state
 
     def get(self, key: str) -> KeyState | None:

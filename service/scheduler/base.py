@@ -150,5 +150,5 @@ class Scheduler(Protocol[P]):
         ...
 
     def complete(self, batch: Batch[P], latency_ns: int) -> None:
-        """End the in-flight ``batch``; ``latency_ns`` is what the engine took."""
+        """End the in-flight ``batch``; ``latency_ns`` is what the engine took (-1: it failed)."""
         ...

@@ -91,7 +91,8 @@ class _FifoScheduler(Generic[P]):
                 f"in flight: {self._inflight!r}"
             )
         self._inflight = None
-        self._profile.observe(batch.bucket, latency_ns)
+        if latency_ns >= 0:  # negative: the batch failed, its time says nothing
+            self._profile.observe(batch.bucket, latency_ns)
 
     def _size(self, now_ns: int) -> int:
         """How many to dispatch now; 0 to wait until ``_wake_at()``."""

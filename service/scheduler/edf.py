@@ -277,7 +277,8 @@ class EdfScheduler(Generic[P]):
                 f"in flight: {self._inflight!r}"
             )
         self._inflight = None
-        self._profile.observe(batch.bucket, latency_ns)
+        if latency_ns >= 0:  # negative: the batch failed, its time says nothing
+            self._profile.observe(batch.bucket, latency_ns)
 
     # -- internals ------------------------------------------------------------------------
 

@@ -29,15 +29,9 @@ from service.settings import Secret
 pytestmark = pytest.mark.timeout(240)
 
 KNOWN = {
-    "not ready during outage": "service/metrics.py readiness() ignores the broker: /readyz "
-    "stays 200 while the group coordinator is unreachable",
-    "ok decisions in deadline (>= 99%)": "under overload some admitted events finish after "
-    "their deadline (expired decisions are published before the planned batch runs)",
-    "ok decisions again after the spike": "service/scheduler/edf.py: once p99(1) >= budget "
-    "every event expires without inference, so the profile never sees a fast batch again "
-    "and the service expires everything forever after a long latency spike",
-    "ok past deadline flagged late": "service/pipeline.py publishes an ok decision finished "
-    "after its deadline with late=false (only the infer_late policy sets it)",
+    "ok decisions in deadline (>= 99%)": "under 3x overload with the Kafka-timestamp anchor, "
+    "partitions paused by backpressure age in Kafka (FIFO), so most fetched events have "
+    "little slack left; some admitted ones finish after their deadline (flagged late)",
 }
 """Checks that fail because of a reported service bug: the test xfails on them, and only them."""
 

@@ -276,11 +276,6 @@ async def test_out_of_bounds_records_never_touch_state(case: str) -> None:
     assert len(pipe.state) == 1 and pipe.state.get("GOOD") is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/state.py StateStore.update inserts the key before KeyState.update raises "
-    "SchemaError for a wrong-task event (bad input can evict good keys)",
-)
 async def test_wrong_task_records_never_create_a_key() -> None:
     """A sensor reading sent to a trading model is dead-lettered and creates no key."""
     pipe, sink = _pipeline(load_settings(env={}))

@@ -31,3 +31,18 @@ def test_update_returns_the_keys_state() -> None:
         state = store.update(_r("s", float(i)), i)
     assert state.ready
     assert store.get("s") is state
+
+
+def test_wrong_task_event_takes_no_key_slot() -> None:
+    """An event the spec cannot use raises before it can evict a real key."""
+    import pytest
+
+    from schemas.errors import SchemaError
+    from schemas.events import Quote
+
+    store = StateStore(FeatureSpec(task=Task.SENSOR, window=2), max_keys=1)
+    store.update(_r("real"), 0)
+    with pytest.raises(SchemaError):
+        store.update(Quote(symbol="X", bid_px=1.0, bid_qty=1.0, ask_px=2.0, ask_qty=1.0), 1)
+    assert store.get("real") is not None and store.get("X") is None
+    assert store.evictions == 0
