@@ -107,3 +107,24 @@ def test_defaults_listing_is_valid_toml() -> None:
     data = tomllib.loads(text)
     assert load_settings(env={}) == Settings()
     assert data["engine"]["max_batch"] == Settings().engine.max_batch
+
+
+def test_repeated_library_logs_are_rate_limited() -> None:
+    """The same stdlib log template passes once per interval, then reports how many it dropped."""
+    import logging
+
+    from service.logs import RepeatFilter
+
+    now = [0.0]
+    f = RepeatFilter(interval_s=5.0, clock=lambda: now[0])
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, msg, None, None)
+
+    assert f.filter(rec("Unable connect to %s"))
+    assert not any(f.filter(rec("Unable connect to %s")) for _ in range(1000))
+    assert f.filter(rec("another message"))
+    now[0] = 6.0
+    r = rec("Unable connect to %s")
+    assert f.filter(r)
+    assert r.msg == "Unable connect to %s [1000 like this dropped in 5 s]"
