@@ -29,7 +29,7 @@ from service.metrics import LIVE_SERIES, METRIC_NAMES, InMemoryView, Metrics
 from service.pipeline import Pipeline
 from service.settings import load_settings
 
-SECRET = "hunter2-sasl-Secret-9f3a"  # noqa: S105 - the value that must never show
+SECRET = "hunter2-sasl-Secret-9f3a"
 TOPIC = "weir.events"
 REPO = Path(__file__).resolve().parents[2]
 

@@ -27,7 +27,7 @@ from service.settings import HttpSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "engines", "service", "replay", "chaos", "bench")
-SECRET = "s3cr3t-Sasl-pw-7d1e"  # noqa: S105 - the value that must never show
+SECRET = "s3cr3t-Sasl-pw-7d1e"
 TOPIC = "weir.events"
 
 
