@@ -17,9 +17,7 @@ the broker back at the same addresses.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from chaos.tls import Pki
 from service.broker import ApacheKafka
 from service.broker._process import free_port
 from service.broker.base import Progress
-from service.broker.kafka import deploy_dir, new_cluster_id
+from service.broker.kafka import deploy_dir
 from service.errors import BrokerError
 from service.settings import Secret
 
@@ -137,42 +135,17 @@ class ChaosKafka(ApacheKafka):
         text = _replace_line(text, "listener.security.protocol.map", ",".join(protocols))
         return text + "\n# chaos listeners\n" + "\n".join(extra) + "\n"
 
-    def _format(self, java: str, libs: Path, props: Path) -> None:
-        """Format the storage, adding the SCRAM users (``--add-scram``)."""
-        cluster_id = new_cluster_id()
-        argv = [
-            java,
-            "-Xmx256m",
-            "-XX:+UseSerialGC",
-            f"-Dkafka.logs.dir={self.state_dir / 'logs'}",
-            f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}",
-            "-cp",
-            f"{libs}{os.sep}*",
-            "kafka.tools.StorageTool",
-            "format",
-            "--cluster-id",
-            cluster_id,
-            "--config",
-            str(props),
-        ]
+    def _format_options(self) -> list[str]:
+        """The SCRAM users, added at storage format time (``--add-scram``)."""
+        options: list[str] = []
         for user in self.users:
             secret = user.password.reveal()
             if any(c in secret for c in ",]=[\"'") or any(c in user.name for c in ",]=["):
                 raise BrokerError(
                     f"SCRAM user {user.name!r}: name or password has , = [ ] or quotes"
                 )
-            argv += ["--add-scram", f"SCRAM-SHA-512=[name={user.name},password={secret}]"]
-        done = subprocess.run(
-            argv,
-            cwd=self.state_dir,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-            for user in self.users:
-                tail = tail.replace(user.password.reveal(), "***")
-            raise BrokerError(f"formatting Kafka storage in {self.state_dir} failed:\n{tail}")
+            options += ["--add-scram", f"SCRAM-SHA-512=[name={user.name},password={secret}]"]
+        return options
+
+    def _format_secrets(self) -> tuple[str, ...]:
+        return tuple(user.password.reveal() for user in self.users)

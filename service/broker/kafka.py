@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.broker import _process
-from service.broker.base import BrokerKind, BrokerStatus, Progress
+from service.broker._managed import ManagedBroker, Spawned
+from service.broker.base import Progress
 from service.errors import BrokerError
 
 __all__ = [
@@ -124,11 +125,14 @@ def _find_java() -> str:
     return found
 
 
-class ApacheKafka:
+class ApacheKafka(ManagedBroker):
     """A single-node Apache Kafka broker on loopback; see ``service.broker.base`` for the contract.
 
     ``port=0`` reuses the previous run's port when free, else picks a free one.
     """
+
+    KIND = "kafka"
+    display_name = "Apache Kafka"
 
     def __init__(
         self,
@@ -144,20 +148,17 @@ class ApacheKafka:
         progress: Progress | None = None,
     ) -> None:
         self.version = _check_version(version)
-        self.port = _process.check_port(port)
+        super().__init__(
+            port=port,
+            state_dir=state_dir,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+            progress=progress,
+        )
         root = _process.cache_root()
-        self.state_dir = (state_dir or root / "run" / "kafka").expanduser().absolute()
         self.cache_dir = (cache_dir or root / "kafka" / version).expanduser().absolute()
         self.deploy = (deploy or deploy_dir()).absolute()
         self.jvm_options = tuple(jvm_options)
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self._progress = progress or _process.no_progress
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def kind(self) -> BrokerKind:
-        return "kafka"
 
     @property
     def libs_dir(self) -> Path:
@@ -165,25 +166,11 @@ class ApacheKafka:
         return self.cache_dir / "libs"
 
     @property
-    def state_file(self) -> Path:
-        return self.state_dir / _process.STATE_FILE
-
-    @property
     def log_file(self) -> Path:
         """The broker's own log (log4j2); the JVM's stdout/stderr go to ``kafka.out`` beside it."""
         return self.state_dir / "logs" / "server.log"
 
-    # ------------------------------------------------------------------------- contract
-
-    def start(self) -> str:
-        began = time.monotonic()
-        previous = _process.read_state(self.state_file)
-        if previous is not None and _process.pid_alive(previous.pid, previous.marker):
-            self._progress(
-                f"Apache Kafka {previous.version} already running at {previous.bootstrap} "
-                f"(pid {previous.pid}, state dir {self.state_dir})"
-            )
-            return previous.bootstrap
+    def _spawn(self, previous: _process.BrokerState | None) -> Spawned:
         java = _find_java()
         libs = self.resolve_jars()
         port = _process.choose_port(self.port, previous.port if previous else None)
@@ -208,63 +195,13 @@ class ApacheKafka:
             str(props),
         ]
         proc = _process.spawn(argv, log_file=out_file, cwd=self.state_dir)
-        self._proc = proc
-        bootstrap = f"{_process.HOST}:{port}"
-        _process.write_state(
-            self.state_file,
-            _process.BrokerState(
-                kind="kafka",
-                pid=proc.pid,
-                bootstrap=bootstrap,
-                port=port,
-                controller_port=controller_port,
-                version=self.version,
-                marker=str(props),
-                log_file=str(self.log_file),
-                started_wall_ns=time.time_ns(),
-            ),
-        )
-        self._progress(f"started Apache Kafka {self.version} (pid {proc.pid}), log {self.log_file}")
-        _process.wait_ready(
-            bootstrap,
-            what=f"Apache Kafka {self.version}",
-            timeout=self.start_timeout,
-            progress=self._progress,
+        return Spawned(
             proc=proc,
+            port=port,
+            controller_port=controller_port,
+            version=self.version,
+            marker=str(props),
             logs=(self.log_file, out_file),
-        )
-        self._progress(f"ready in {time.monotonic() - began:.1f} s at {bootstrap}")
-        return bootstrap
-
-    def stop(self) -> None:
-        state = _process.read_state(self.state_file)
-        if state is None or not _process.pid_alive(state.pid, state.marker):
-            self._progress(f"Apache Kafka not running (state dir {self.state_dir})")
-            return
-        began = time.monotonic()
-        self._progress(f"stopping Apache Kafka {state.version} (pid {state.pid})")
-        clean = _process.terminate(
-            state.pid, state.marker, timeout=self.stop_timeout, proc=self._proc
-        )
-        took = time.monotonic() - began
-        if clean:
-            self._progress(f"stopped in {took:.1f} s")
-        else:
-            self._progress(f"killed (SIGKILL) after {self.stop_timeout:g} s without a clean exit")
-
-    def status(self) -> BrokerStatus:
-        state = _process.read_state(self.state_file)
-        if state is None:
-            return BrokerStatus(kind="kafka", running=False, state_dir=str(self.state_dir))
-        running = _process.pid_alive(state.pid, state.marker)
-        return BrokerStatus(
-            kind="kafka",
-            running=running,
-            bootstrap=state.bootstrap,
-            pid=state.pid,
-            version=f"Apache Kafka {state.version}",
-            state_dir=str(self.state_dir),
-            log_file=state.log_file,
         )
 
     # -------------------------------------------------------------------------- helpers
@@ -374,6 +311,7 @@ class ApacheKafka:
             cluster_id,
             "--config",
             str(props),
+            *self._format_options(),
         ]
         try:
             done = subprocess.run(
@@ -389,7 +327,17 @@ class ApacheKafka:
             raise BrokerError(f"formatting Kafka storage in {self.state_dir} hung") from exc
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            for secret in self._format_secrets():
+                tail = tail.replace(secret, "***")
             raise BrokerError(
                 f"formatting Kafka storage in {self.state_dir / 'data'} failed "
                 f"(exit {done.returncode}):\n{tail}"
             )
+
+    def _format_options(self) -> list[str]:
+        """Options a subclass adds to ``kafka-storage format`` (e.g. ``--add-scram``)."""
+        return []
+
+    def _format_secrets(self) -> tuple[str, ...]:
+        """Texts in those options to mask as ``***`` where the tool's output is quoted."""
+        return ()

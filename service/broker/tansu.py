@@ -12,11 +12,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
-import time
 from pathlib import Path
 
 from service.broker import _process
-from service.broker.base import BrokerKind, BrokerStatus, Progress
+from service.broker._managed import ManagedBroker, Spawned
+from service.broker.base import Progress
 from service.errors import BrokerError
 
 __all__ = ["Tansu", "find_tansu"]
@@ -70,11 +70,14 @@ def _tansu_version(binary: Path) -> str:
     return words[-1]  # "tansu 0.6.0"
 
 
-class Tansu:
+class Tansu(ManagedBroker):
     """The embedded Tansu broker on loopback; see ``service.broker.base`` for the contract.
 
     ``port=0`` reuses the previous run's port when free, else picks a free one.
     """
+
+    KIND = "tansu"
+    display_name = "Tansu"
 
     def __init__(
         self,
@@ -86,36 +89,20 @@ class Tansu:
         stop_timeout: float = 10.0,
         progress: Progress | None = None,
     ) -> None:
-        self.port = _process.check_port(port)
-        default = _process.cache_root() / "run" / "tansu"
-        self.state_dir = (state_dir or default).expanduser().absolute()
+        super().__init__(
+            port=port,
+            state_dir=state_dir,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+            progress=progress,
+        )
         self.binary = binary
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self._progress = progress or _process.no_progress
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def kind(self) -> BrokerKind:
-        return "tansu"
-
-    @property
-    def state_file(self) -> Path:
-        return self.state_dir / _process.STATE_FILE
 
     @property
     def log_file(self) -> Path:
         return self.state_dir / "tansu.log"
 
-    def start(self) -> str:
-        began = time.monotonic()
-        previous = _process.read_state(self.state_file)
-        if previous is not None and _process.pid_alive(previous.pid, previous.marker):
-            self._progress(
-                f"Tansu {previous.version} already running at {previous.bootstrap} "
-                f"(pid {previous.pid}, state dir {self.state_dir})"
-            )
-            return previous.bootstrap
+    def _spawn(self, previous: _process.BrokerState | None) -> Spawned:
         binary = find_tansu(self.binary)
         version = _tansu_version(binary)
         port = _process.choose_port(self.port, previous.port if previous else None)
@@ -135,58 +122,4 @@ class Tansu:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "NO_COLOR": "1"}
         proc = _process.spawn(argv, log_file=self.log_file, cwd=self.state_dir, env=env)
-        self._proc = proc
-        bootstrap = f"{_process.HOST}:{port}"
-        _process.write_state(
-            self.state_file,
-            _process.BrokerState(
-                kind="tansu",
-                pid=proc.pid,
-                bootstrap=bootstrap,
-                port=port,
-                version=version,
-                marker=url,
-                log_file=str(self.log_file),
-                started_wall_ns=time.time_ns(),
-            ),
-        )
-        self._progress(f"started Tansu {version} (pid {proc.pid}), log {self.log_file}")
-        _process.wait_ready(
-            bootstrap,
-            what=f"Tansu {version}",
-            timeout=self.start_timeout,
-            progress=self._progress,
-            proc=proc,
-            logs=(self.log_file,),
-        )
-        self._progress(f"ready in {time.monotonic() - began:.1f} s at {bootstrap}")
-        return bootstrap
-
-    def stop(self) -> None:
-        state = _process.read_state(self.state_file)
-        if state is None or not _process.pid_alive(state.pid, state.marker):
-            self._progress(f"Tansu not running (state dir {self.state_dir})")
-            return
-        began = time.monotonic()
-        self._progress(f"stopping Tansu {state.version} (pid {state.pid})")
-        clean = _process.terminate(
-            state.pid, state.marker, timeout=self.stop_timeout, proc=self._proc
-        )
-        if clean:
-            self._progress(f"stopped in {time.monotonic() - began:.1f} s")
-        else:
-            self._progress(f"killed (SIGKILL) after {self.stop_timeout:g} s without a clean exit")
-
-    def status(self) -> BrokerStatus:
-        state = _process.read_state(self.state_file)
-        if state is None:
-            return BrokerStatus(kind="tansu", running=False, state_dir=str(self.state_dir))
-        return BrokerStatus(
-            kind="tansu",
-            running=_process.pid_alive(state.pid, state.marker),
-            bootstrap=state.bootstrap,
-            pid=state.pid,
-            version=f"Tansu {state.version}",
-            state_dir=str(self.state_dir),
-            log_file=state.log_file,
-        )
+        return Spawned(proc=proc, port=port, version=version, marker=url, logs=(self.log_file,))
