@@ -88,6 +88,9 @@ async def sasl_tls(ctx: Context) -> Row:
         "right credentials: lost == 0": row.lost == 0 and run.complete and row.events > 0,
         "wrong password refused": bad.returncode not in (None, 0),
         "refusal says authentication failed": "Authentication failed" in bad.text(),
+        "final error names the refusal": "refused the connection" in _final_error(bad)
+        and "SaslAuthenticationFailed" in _final_error(bad)
+        and "CERTIFICATE_VERIFY_FAILED" in _final_error(untrusted),
         "unknown CA refused": untrusted.returncode not in (None, 0)
         and "CERTIFICATE_VERIFY_FAILED" in untrusted.text(),
         "no secret in logs": secret not in logs and wrong_pw not in logs,

@@ -21,15 +21,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    KafkaError,
+    SaslAuthenticationFailed,
+)
 from aiokafka.structs import TopicPartition
 
 from engines.base import Engine, load_engine
@@ -43,7 +50,7 @@ from service.kafka import KafkaSink, make_consumer, make_producer
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.pipeline import Pipeline
-from service.settings import DeliveryMode, Settings, WarmupMode
+from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
 
 log = get_logger("weir.serve")
 
@@ -63,6 +70,32 @@ def load_model(settings: Settings) -> tuple[Bundle, Engine, Head, FeatureSpec]:
     )
     engine.warm_up(settings.engine.warmup_iters)
     return bundle, engine, Head.from_bundle(bundle), spec
+
+
+_REFUSALS: tuple[type[BaseException], ...] = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    ssl.SSLCertVerificationError,
+)
+
+
+class _RefusalWatch(logging.Handler):
+    """Keeps the last credential or certificate refusal aiokafka logged while bootstrapping.
+
+    aiokafka logs why a bootstrap connection failed and then raises a bare "Unable to
+    bootstrap"; a refusal is not worth retrying, and its reason is what the operator needs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.refusal: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        for arg in args:
+            if isinstance(arg, _REFUSALS):
+                self.refusal = arg
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -148,6 +181,27 @@ class Runtime:
         self.consumer = make_consumer(k, isolation_level=iso)
         deadline = time.monotonic() + s.delivery.startup_timeout_ms / 1000
         delay = 0.2
+        watch = _RefusalWatch()
+        client_log = logging.getLogger("aiokafka")
+        client_log.addHandler(watch)
+        try:
+            await self._connect(k, tid, iso, deadline, delay, watch)
+        finally:
+            client_log.removeHandler(watch)
+        assert self.consumer is not None
+        self.consumer.subscribe(topics=list(k.input_topics), listener=_Listener(self))
+
+    async def _connect(
+        self,
+        k: KafkaSettings,
+        tid: str | None,
+        iso: str,
+        deadline: float,
+        delay: float,
+        watch: _RefusalWatch,
+    ) -> None:
+        s = self.settings
+        assert self.producer is not None and self.consumer is not None
         while True:
             try:
                 await self.producer.start()
@@ -158,6 +212,12 @@ class Runtime:
                     await self.consumer.stop()
                 with contextlib.suppress(KafkaError):
                     await self.producer.stop()
+                if watch.refusal is not None:
+                    raise BrokerError(
+                        f"Kafka at {k.bootstrap_servers} refused the connection "
+                        f"({k.security_protocol}, {k.sasl_mechanism or 'no SASL'}): "
+                        f"{watch.refusal}"
+                    ) from watch.refusal
                 if time.monotonic() + delay > deadline:
                     raise BrokerError(
                         f"cannot reach Kafka at {k.bootstrap_servers} within "
@@ -173,7 +233,6 @@ class Runtime:
                 delay = min(delay * 2, 5.0)
                 self.producer = make_producer(k, **({"transactional_id": tid} if tid else {}))
                 self.consumer = make_consumer(k, isolation_level=iso)
-        self.consumer.subscribe(topics=list(k.input_topics), listener=_Listener(self))
 
     async def run(self, *, install_signals: bool = True) -> int:
         """Serve until stopped; returns the exit status (0 after a clean drain)."""

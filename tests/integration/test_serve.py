@@ -521,3 +521,27 @@ async def test_broker_down_at_start_retries_then_stops_on_signal(
     rest = seen + await proc.stderr.read()
     assert status == 2
     assert b"weir: error: stopped before Kafka at 127.0.0.1:" in rest
+
+
+@pytest.mark.requires_kafka(reason="static membership needs real group coordination")
+async def test_static_membership_gives_each_worker_its_own_id(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """With group_instance_id set, two workers join as distinct static members and split the work."""
+    s = make_settings(
+        topics["inp"],
+        topics["out"],
+        topics["dlq"],
+        topics["group"],
+        WEIR_KAFKA__GROUP_INSTANCE_ID="weir-static",
+    )
+    async with _serving(s, worker_index=0) as a, _serving(s, worker_index=1) as b:
+        async with asyncio.timeout(30):
+            while not (
+                a.consumer and b.consumer and a.consumer.assignment() and b.consumer.assignment()
+            ):
+                await asyncio.sleep(0.1)
+        await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(100)])
+        got = await _read(kafka_bootstrap, topics["out"], 100, distinct=True)
+        assert a.rebalances + b.rebalances <= 4  # no fencing storm
+    assert len({(d.partition, d.offset) for d in _decisions(got)}) == 100
