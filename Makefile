@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev system-deps demo test test-unit test-integration lint format bench deploy-check chaos chaos-fast bundle clean
+.PHONY: help setup setup-dev system-deps demo test test-unit test-integration lint format bench deploy-check chaos chaos-fast bench-peers bundle clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ bench: $(VENV)/.dev ## engine, scheduler, service and metrics benchmarks (print 
 	$(BIN)/python -m bench.scheduler
 	$(BIN)/python -m bench.service
 	$(BIN)/python -m bench.metrics
+
+bench-peers: $(VENV)/.dev ## weir vs naive loop, fixed window, Faust, Quix Streams and the echo floor on Apache Kafka
+	$(PIP) install -e '.[bench]'
+	$(BIN)/python -m bench.peers --out build/peers
 
 deploy-check: $(VENV)/.dev ## promtool, hadolint, kubernetes-validate, dashboard and compose checks
 	$(BIN)/python -m pytest tests/unit/test_deploy.py

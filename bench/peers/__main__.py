@@ -1,0 +1,162 @@
+"""``python -m bench.peers``: run the side-by-side and write JSON, markdown and a plot.
+
+python -m bench.peers --out build/peers                     # everything, 3 repeats
+python -m bench.peers --out build/peers --repeats 1 --contenders weir,echo --seconds-1x 20
+python -m bench.peers --report build/peers                  # redraw from peers.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from bench.peers.base import CONTENDERS
+
+DEFAULT_FEED = Path(__file__).resolve().parents[3] / "shared" / "feeds" / "binance"
+DEFAULT_FEED = DEFAULT_FEED / "btcusdt_usdm_20240808.gz"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(CONTENDERS)}"
+        )
+    return names
+
+
+def _pythons(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or name not in CONTENDERS:
+            raise SystemExit(
+                f"--python wants NAME=INTERPRETER with NAME in {', '.join(CONTENDERS)}"
+            )
+        out[name] = path
+    return out
+
+
+def _weir_env(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("WEIR_"):
+            raise SystemExit(f"--weir-setting wants WEIR_SECTION__KEY=VALUE, got {item!r}")
+        out[name] = value
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench.peers",
+        description="Benchmark weir side by side with a naive aiokafka loop, a fixed-window "
+        "batcher, Faust, Quix Streams and the echo floor through one Apache Kafka.",
+    )
+    p.add_argument("--out", type=Path, default=Path("build/peers"), help="output directory")
+    p.add_argument("--feed", type=Path, default=DEFAULT_FEED, help="feed (.parquet) or Binance .gz")
+    p.add_argument(
+        "--contenders", type=_names, default=tuple(CONTENDERS), help="comma-separated names"
+    )
+    p.add_argument("--repeats", type=int, default=3, help="repeats (spread: min/median/max)")
+    p.add_argument("--budget-ms", type=float, default=5.0, help="SLO budget (weir's default)")
+    p.add_argument("--seconds-1x", type=float, default=60.0, help="feed prefix at 1x, s")
+    p.add_argument("--seconds-10x", type=float, default=345.0, help="feed prefix at 10x, s")
+    p.add_argument("--step-s", type=float, default=10.0, help="seconds per ramp step")
+    p.add_argument("--ramp-start", type=float, default=500.0, help="first ramp rate, events/s")
+    p.add_argument("--ramp-factor", type=float, default=2.0, help="rate multiplier per step")
+    p.add_argument("--ramp-max", type=float, default=64_000.0, help="highest ramp rate")
+    p.add_argument("--refine", type=int, default=1, help="bisection steps after the ramp")
+    p.add_argument("--warmup-events", type=int, default=3000)
+    p.add_argument("--warmup-rate", type=float, default=1000.0)
+    p.add_argument("--partitions", type=int, default=1, help="partitions of every topic")
+    p.add_argument("--bootstrap", help="use this Kafka instead of starting one")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--max-wait-ms", type=float, default=1.0, help="fixed-window / Faust wait")
+    p.add_argument(
+        "--profile",
+        type=lambda s: _names(s) if s else (),
+        default=("weir",),
+        help="contenders to profile with py-spy at their max rate ('' for none)",
+    )
+    p.add_argument("--profile-s", type=float, default=15.0)
+    p.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="interpreter per contender",
+    )
+    p.add_argument(
+        "--weir-setting",
+        action="append",
+        default=[],
+        metavar="WEIR_X__Y=V",
+        help="a settings override for the weir contender only (diagnostics; default none)",
+    )
+    p.add_argument("--report", type=Path, metavar="DIR", help="only redraw DIR/peers.json")
+    return p
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or redraw) and print the table."""
+    args = build_parser().parse_args(argv)
+    # SIGTERM (and SIGINT even where a shell started us with it ignored) stop the run the
+    # way Ctrl-C does: contender processes and the broker are stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    from bench.peers.report import render_markdown, write_all
+    from bench.peers.results import decode_result, expectations, summarize
+
+    if args.report is not None:
+        result = decode_result((args.report / "peers.json").read_bytes())
+        result.summary = summarize(result.runs)
+        result.checks = expectations(result.summary)
+        paths = write_all(result, args.report)
+    else:
+        from bench.peers.harness import Options, run_bench
+
+        opts = Options(
+            out=args.out,
+            feed=args.feed,
+            contenders=args.contenders,
+            repeats=args.repeats,
+            budget_ms=args.budget_ms,
+            seconds_1x=args.seconds_1x,
+            seconds_10x=args.seconds_10x,
+            step_s=args.step_s,
+            ramp_start=args.ramp_start,
+            ramp_factor=args.ramp_factor,
+            ramp_max=args.ramp_max,
+            refine=args.refine,
+            warmup_events=args.warmup_events,
+            warmup_rate=args.warmup_rate,
+            partitions=args.partitions,
+            bootstrap=args.bootstrap,
+            loop=args.loop,
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            profile=args.profile,
+            profile_s=args.profile_s,
+            python=_pythons(args.python),
+            weir_env=_weir_env(args.weir_setting),
+        )
+        result = run_bench(opts)
+        paths = write_all(result, args.out)
+    print(render_markdown(result))
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

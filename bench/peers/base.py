@@ -1,0 +1,125 @@
+"""The contenders: who they are, where their code lives, and how a child process runs one.
+
+Each contender is a module of this package with ``serve(cfg: PeerConfig) -> int``: it
+runs in a child process (``python -m bench.peers.worker NAME``), consumes
+``cfg.input_topic``, publishes one JSON ``Decision`` per input on ``cfg.decision_topic``
+(same coordinates and statuses as weir's), and returns its exit status after SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Callable, Coroutine
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import msgspec
+
+from bench.peers.config import PeerConfig
+
+
+class Contender(msgspec.Struct, frozen=True, kw_only=True):
+    """One system under test."""
+
+    name: str
+    """Short name on the command line and in the table."""
+    title: str
+    how: str
+    """One line: what it does per event."""
+    module: str
+    """Module with ``serve(cfg) -> int``."""
+    packages: tuple[str, ...] = ()
+    """Distributions whose versions the results record."""
+    model: bool = True
+    """False for the echo: no decode, no features, no inference."""
+
+    def serve(self) -> Callable[[PeerConfig], int]:
+        """The contender's ``serve`` function (imported on first use)."""
+        fn: Callable[[PeerConfig], int] = importlib.import_module(self.module).serve
+        return fn
+
+    def versions(self) -> dict[str, str]:
+        """Installed versions of ``packages`` (``missing`` when not installed)."""
+        out: dict[str, str] = {}
+        for pkg in self.packages:
+            try:
+                out[pkg] = version(pkg)
+            except PackageNotFoundError:
+                out[pkg] = "missing"
+        return out
+
+
+CONTENDERS: dict[str, Contender] = {
+    c.name: c
+    for c in (
+        Contender(
+            name="weir",
+            title="weir (deadline scheduler)",
+            how="weir serve, default settings: getmany, EDF deadline batching, aiokafka",
+            module="bench.peers.weir",
+            packages=("weir", "aiokafka", "onnxruntime"),
+        ),
+        Contender(
+            name="naive",
+            title="naive aiokafka loop",
+            how="async for record: decode, features, infer bucket 1, producer.send",
+            module="bench.peers.naive",
+            packages=("aiokafka", "onnxruntime"),
+        ),
+        Contender(
+            name="fixed-window",
+            title="fixed-window batcher (aiokafka)",
+            how="batch until max_batch or max_wait after the first arrival, then infer",
+            module="bench.peers.fixed_window",
+            packages=("aiokafka", "onnxruntime"),
+        ),
+        Contender(
+            name="faust",
+            title="Faust agent (faust-streaming)",
+            how="agent: stream.take_events(max_batch, within=max_wait), infer, topic.send",
+            module="bench.peers.faust_agent",
+            packages=("faust-streaming", "aiokafka", "onnxruntime"),
+        ),
+        Contender(
+            name="quix",
+            title="Quix Streams (librdkafka)",
+            how="StreamingDataFrame.apply per message (infer bucket 1), to_topic",
+            module="bench.peers.quix_app",
+            packages=("quixstreams", "confluent-kafka", "onnxruntime"),
+        ),
+        Contender(
+            name="echo",
+            title="echo floor (no model)",
+            how="replay.echo: consume, produce an ok decision, no decode or model",
+            module="bench.peers.echo",
+            packages=("aiokafka",),
+            model=False,
+        ),
+    )
+}
+"""Every contender, in table order."""
+
+
+def run_async(main: Coroutine[Any, Any, int], loop: str) -> int:
+    """Run ``main`` on uvloop (``loop="uvloop"``, as ``weir serve`` does) or asyncio."""
+    if loop == "uvloop":
+        import uvloop
+
+        return int(uvloop.run(main))
+    return int(asyncio.run(main))
+
+
+async def until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until it returns or SIGTERM/SIGINT cancels it (then return quietly)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(work)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise

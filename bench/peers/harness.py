@@ -1,0 +1,738 @@
+"""Runs the contenders one at a time against one Apache Kafka and measures each the same way.
+
+For every repeat, for every contender (order rotated each repeat, so a noisy minute on the
+shared host does not always hit the same one):
+
+1. fresh topics (input, decisions, dead letters; ``partitions`` each) and a fresh group;
+2. the contender in a child process (``bench.peers.worker``), alone on the box;
+3. warm-up: the feed's first ``warmup_events`` at ``warmup_rate``/s, waited for until every
+   one is decided (this is also the readiness test, the same for every system); excluded;
+4. the loads, each a ``replay.runner`` replay (open loop, e2e latency from the intended
+   send time, decisions matched by (topic, partition, offset)): the feed's first
+   ``seconds_1x`` s at 1x, its first ``seconds_10x`` s at 10x, then the fixed-rate ramp:
+   ``step_s`` s at ``ramp_start``/s, times ``ramp_factor`` per step until a step is not
+   sustainable (``results.Trial.sustainable``), then ``refine`` geometric bisections;
+   a step that left work undecided restarts the contender on fresh topics first;
+5. CPU seconds and peak RSS of the child from ``/proc`` around each trial; SIGTERM.
+
+Then, for the contenders named by ``profile``, one more trial at that contender's median
+max sustainable rate with py-spy sampling its process (``bench.peers.pyspy``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from bench.peers import procstat, pyspy
+from bench.peers.base import CONTENDERS, Contender
+from bench.peers.config import PeerConfig, weir_settings
+from bench.peers.results import (
+    MIN_ATTAINMENT,
+    MIN_SEND_RATIO,
+    BenchResult,
+    ContenderRun,
+    ProfileSummary,
+    Trial,
+    expectations,
+    summarize,
+)
+from replay.errors import ReplayError
+from replay.measure import Recorder
+from replay.results import RunResult, write_result
+from replay.runner import (
+    KafkaTransport,
+    Pacing,
+    Plan,
+    Timing,
+    build_result,
+    config_for,
+    ensure_topics,
+    load_plan,
+    replay,
+)
+from replay.slo import Slo
+
+REPO = Path(__file__).resolve().parents[2]
+Say = Callable[[str], None]
+
+
+class Options(msgspec.Struct, kw_only=True):
+    """Everything a run is told (the command line's flags)."""
+
+    out: Path
+    feed: Path
+    contenders: tuple[str, ...] = tuple(CONTENDERS)
+    repeats: int = 3
+    budget_ms: float = 5.0
+    seconds_1x: float = 60.0
+    seconds_10x: float = 345.0
+    step_s: float = 10.0
+    ramp_start: float = 500.0
+    ramp_factor: float = 2.0
+    ramp_max: float = 64_000.0
+    refine: int = 1
+    warmup_events: int = 3000
+    warmup_rate: float = 1000.0
+    partitions: int = 1
+    bootstrap: str | None = None
+    loop: str = "uvloop"
+    max_batch: int = 64
+    max_wait_ms: float = 1.0
+    profile: tuple[str, ...] = ("weir",)
+    profile_s: float = 15.0
+    settle_s: float = 2.0
+    quiet_s: float = 5.0
+    startup_timeout_s: float = 180.0
+    python: dict[str, str] = msgspec.field(default_factory=dict)
+    """Contender -> interpreter (a separate venv), default this one."""
+    weir_env: dict[str, str] = msgspec.field(default_factory=dict)
+    """``WEIR_*`` overrides for the weir contender (diagnostics only; default: none)."""
+
+
+# -- the contender process --------------------------------------------------------------------
+
+
+class Session:
+    """One contender process on its own topics, warmed up and ready to measure."""
+
+    def __init__(
+        self,
+        contender: Contender,
+        opts: Options,
+        bootstrap: str,
+        tag: str,
+        say: Say,
+        *,
+        broker_pid: int | None = None,
+    ) -> None:
+        self.contender = contender
+        self.broker_pid = broker_pid
+        self.opts = opts
+        name = f"peers-{tag}-{contender.name}"
+        work = opts.out / "work" / f"{tag}-{contender.name}"
+        self.cfg = PeerConfig(
+            bootstrap=bootstrap,
+            input_topic=f"{name}-in",
+            decision_topic=f"{name}-out",
+            dlq_topic=f"{name}-dlq",
+            group_id=name,
+            partitions=opts.partitions,
+            budget_ms=opts.budget_ms,
+            max_batch=opts.max_batch,
+            max_wait_ms=opts.max_wait_ms,
+            loop=opts.loop,
+            workdir=str(work),
+            weir_env=dict(opts.weir_env) if contender.name == "weir" else {},
+        )
+        self.settings = weir_settings(self.cfg)
+        self.log_file = opts.out / "logs" / f"{tag}-{contender.name}.log"
+        self.say = say
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.on_stop: Callable[[Session], None] | None = None
+        self.peak_rss: int | None = None
+        self.dirty = False
+        """Work left undecided by a trial: restart before measuring again."""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the child's log."""
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def start(self, warm: Plan) -> float:
+        """Create the topics, start the child, warm it up; seconds until it answered."""
+        k = self.settings.kafka
+        await ensure_topics(
+            k,
+            {
+                self.cfg.input_topic: self.opts.partitions,
+                self.cfg.decision_topic: self.opts.partitions,
+                self.cfg.dlq_topic: 1,
+            },
+        )
+        began = time.monotonic()
+        self._spawn()
+        result, _ = await self.measure(
+            warm, Pacing(rate=self.opts.warmup_rate), quiet_s=self.opts.startup_timeout_s
+        )
+        c = result.completeness
+        if c.lost or not self.alive:
+            status = None if self.proc is None else self.proc.poll()
+            self.stop()
+            raise ReplayError(
+                f"{self.contender.name} did not answer its warm-up ({c.decided:,} of "
+                f"{c.inputs:,} decided; exit status {status}); its log ends:\n{self.log_tail()}"
+            )
+        return time.monotonic() - began
+
+    def _spawn(self) -> None:
+        Path(self.cfg.workdir).mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        python = self.opts.python.get(self.contender.name, sys.executable)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [python, "-m", "bench.peers.worker", self.contender.name],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(msgspec.json.encode(self.cfg))
+        self.proc.stdin.close()
+
+    async def measure(
+        self, plan: Plan, pacing: Pacing, *, quiet_s: float, max_s: float | None = None
+    ) -> tuple[RunResult, Recorder]:
+        """One replay of ``plan`` into this contender (stopped early if the child dies)."""
+        transport = KafkaTransport(self.settings.kafka)
+        rec = Recorder(plan.n)
+        started = time.time_ns()
+        slo = Slo(budget_ms=self.opts.budget_ms, percentiles=((99.0, self.opts.budget_ms),))
+        config = config_for(
+            plan,
+            pacing,
+            self.settings,
+            transport,
+            budget_source="--budget-ms",
+            quiet_s=quiet_s,
+            service=self.contender.title,
+        )
+        task = asyncio.get_running_loop().create_task(
+            replay(plan, transport, pacing=pacing, recorder=rec, quiet_s=quiet_s)
+        )
+        deadline = None if max_s is None else time.monotonic() + max_s
+        why = ""
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            if task.done():
+                break
+            if not self.alive:
+                why = f"the contender exited (status {self.proc.poll() if self.proc else None})"
+            elif deadline is not None and time.monotonic() > deadline:
+                why = f"stopped waiting for decisions after {max_s:,.0f} s"
+            if why:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                break
+        timing = Timing(started_wall_ns=started, ended_wall_ns=time.time_ns())
+        if task.done() and not task.cancelled():
+            _, timing = task.result()
+        result = build_result(rec, timing, config=config, slo=slo, pacing=pacing)
+        if why:
+            result.config.notes.append(why)
+        if result.completeness.lost or why:
+            self.dirty = True
+        return result, rec
+
+    def sample_rss(self) -> None:
+        """Keep the largest high-water mark seen."""
+        if self.proc is None:
+            return
+        hwm = procstat.peak_rss_bytes(self.proc.pid)
+        if hwm is not None and (self.peak_rss is None or hwm > self.peak_rss):
+            self.peak_rss = hwm
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit status."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if self.on_stop is not None:
+            self.on_stop(self)
+        self.sample_rss()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        return proc.returncode
+
+
+# -- plans --------------------------------------------------------------------------------------
+
+
+def tile_plan(plan: Plan, n: int) -> Plan:
+    """``n`` events: the plan's events repeated in order (for ramps longer than the feed)."""
+    idx = np.arange(n) % plan.n
+    laps = np.arange(n) // plan.n
+    recv = plan.recv_rel[idx] + laps * (int(plan.recv_rel[-1]) + 1)
+    return Plan(
+        path=plan.path,
+        feed_rows=plan.feed_rows,
+        keys=[plan.keys[i] for i in idx.tolist()],
+        events=[plan.events[i] for i in idx.tolist()],
+        recv_rel=recv.astype(np.int64),
+        excess=plan.excess[idx],
+        encoding=plan.encoding,
+        source_ts=plan.source_ts,
+    )
+
+
+def prepare_feed(feed: Path, out: Path, say: Say) -> Path:
+    """A feed file: ``feed`` itself, or a Binance capture (``.gz``) imported under ``out``."""
+    if feed.suffix != ".gz":
+        return feed
+    target = out / f"{feed.name.removesuffix('.gz')}.parquet"
+    if not target.exists():
+        from replay.importers.binance import import_binance
+
+        say(f"importing {feed} -> {target}")
+        import_binance([feed], target)
+    return target
+
+
+# -- one trial ----------------------------------------------------------------------------------
+
+
+def _rate(r: float | None) -> str:
+    return "-" if r is None else f"{r:,.0f}/s"
+
+
+def _bracket(steps: list[Trial]) -> tuple[float | None, float | None]:
+    """The highest sustainable rate below the lowest unsustainable one, and that one."""
+    rates = sorted((t.offered_rate or 0.0, t.sustainable) for t in steps)
+    hi = next((r for r, ok in rates if not ok), None)
+    passing = [r for r, ok in rates if ok and (hi is None or r < hi)]
+    return (max(passing) if passing else None), hi
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def _loadavg() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
+def trial_of(
+    result: RunResult,
+    *,
+    contender: str,
+    load: str,
+    repeat: int,
+    budget_ms: float,
+    cpu_s: float | None,
+    harness_cpu_s: float | None = None,
+    broker_cpu_s: float | None = None,
+    peak_rss: int | None,
+    loadavg: tuple[float, float],
+    result_file: str,
+) -> Trial:
+    """The table's figures of one replay result."""
+    e2e = result.latency["e2e"]
+    c = result.completeness
+    s = result.sender
+    p99 = e2e.pct(99.0)
+    per_1k = 1000 / c.inputs if c.inputs else None
+
+    def per(cpu: float | None) -> float | None:
+        return None if cpu is None or per_1k is None else cpu * per_1k
+
+    batches = result.batch_sizes
+    rows = sum(batches.values())
+    batch_mean = sum(int(b) * n for b, n in batches.items()) / rows if rows else None
+    harness_limited = bool(s.intended_rate and s.achieved_rate < MIN_SEND_RATIO * s.intended_rate)
+    sustainable = (
+        p99 is not None
+        and p99 <= budget_ms
+        and c.lost == 0
+        and (c.attainment or 0.0) >= MIN_ATTAINMENT
+        and not harness_limited
+    )
+    return Trial(
+        contender=contender,
+        load=load,
+        repeat=repeat,
+        offered_rate=s.intended_rate,
+        events=c.inputs,
+        p50_ms=e2e.pct(50.0),
+        p99_ms=p99,
+        p999_ms=e2e.pct(99.9),
+        max_ms=e2e.max_ms,
+        attainment=c.attainment,
+        lost=c.lost,
+        duplicated=c.duplicated,
+        by_status={k: v for k, v in c.by_status.items() if v},
+        unmatched=c.unmatched,
+        sender_behind=s.behind,
+        harness_limited=harness_limited,
+        sender_lag_max_ms=s.lag.max_ms or 0.0,
+        throughput=result.throughput,
+        cpu_s=cpu_s,
+        cpu_s_per_1k=per(cpu_s),
+        harness_cpu_s_per_1k=per(harness_cpu_s),
+        broker_cpu_s_per_1k=per(broker_cpu_s),
+        peak_rss_mib=None if peak_rss is None else peak_rss / 2**20,
+        loadavg=loadavg,
+        stages_p99_ms={k: v.pct(99.0) for k, v in result.stages.items() if v.count},
+        batch_mean=batch_mean,
+        sustainable=sustainable,
+        result_file=result_file,
+        notes=list(result.config.notes),
+    )
+
+
+async def run_trial(
+    session: Session,
+    plan: Plan,
+    pacing: Pacing,
+    *,
+    load: str,
+    repeat: int,
+    name: str,
+) -> Trial:
+    """Replay ``plan`` into the session's contender and take its figures."""
+    opts = session.opts
+    pid = session.pid
+    me = os.getpid()
+    broker = session.broker_pid
+    cpu0 = procstat.cpu_seconds(pid)
+    own0 = procstat.cpu_seconds(me)
+    brk0 = procstat.cpu_seconds(broker) if broker else None
+    load0 = _loadavg()
+    planned = plan.n / pacing.rate if pacing.rate else plan.span_s / (pacing.speed or 1.0)
+    result, _ = await session.measure(plan, pacing, quiet_s=opts.quiet_s, max_s=3 * planned + 60.0)
+    cpu1 = procstat.cpu_seconds(pid)
+    own1 = procstat.cpu_seconds(me)
+    brk1 = procstat.cpu_seconds(broker) if broker else None
+    session.sample_rss()
+    path = opts.out / "runs" / f"{name}.json"
+    write_result(result, path)
+    return trial_of(
+        result,
+        contender=session.contender.name,
+        load=load,
+        repeat=repeat,
+        budget_ms=opts.budget_ms,
+        cpu_s=_delta(cpu0, cpu1),
+        harness_cpu_s=_delta(own0, own1),
+        broker_cpu_s=_delta(brk0, brk1),
+        peak_rss=session.peak_rss,
+        loadavg=(load0, _loadavg()),
+        result_file=str(path.relative_to(opts.out)),
+    )
+
+
+# -- one contender, one repeat ---------------------------------------------------------------
+
+
+class Plans:
+    """The prepared loads."""
+
+    def __init__(self, opts: Options, feed: Path) -> None:
+        self.warm = load_plan(feed, limit=opts.warmup_events)
+        self.x1 = load_plan(feed, seconds=opts.seconds_1x)
+        self.x10 = load_plan(feed, seconds=opts.seconds_10x)
+        self.base = load_plan(feed)
+
+    def at_rate(self, rate: float, seconds: float) -> Plan:
+        """``seconds`` worth of events at ``rate``/s (the feed repeated as needed)."""
+        return tile_plan(self.base, max(1, round(rate * seconds)))
+
+
+def ramp_rates(start: float, factor: float, top: float) -> list[float]:
+    """``start``, ``start * factor``, ... up to ``top``."""
+    rates = []
+    r = start
+    while r <= top * (1 + 1e-9):
+        rates.append(float(round(r)))
+        r *= factor
+    return rates
+
+
+def bisect_rate(lo: float, hi: float) -> float:
+    """The geometric midpoint of ``lo`` and ``hi``, to two significant digits."""
+    mid = math.sqrt(lo * hi)
+    mag = 10 ** (math.floor(math.log10(mid)) - 1)
+    return float(round(mid / mag) * mag)
+
+
+class Bench:
+    """Runs the whole side-by-side (see the module docstring)."""
+
+    def __init__(self, opts: Options, *, say: Say | None = None) -> None:
+        self.opts = opts
+        self.say = say or (lambda text: print(f"peers: {text}", file=sys.stderr, flush=True))
+        self.run_id = uuid.uuid4().hex[:6]
+        self._sessions = 0
+        self.bootstrap = ""
+        self.broker_pid: int | None = None
+        """The broker's pid when this run started it (its CPU is then measured too)."""
+        self.live: set[Session] = set()
+        """Sessions not stopped yet (stopped by ``run_bench`` if the run is interrupted)."""
+
+    def _session(self, contender: Contender) -> Session:
+        self._sessions += 1
+        tag = f"{self.run_id}-{self._sessions}"
+        session = Session(
+            contender, self.opts, self.bootstrap, tag, self.say, broker_pid=self.broker_pid
+        )
+        self.live.add(session)
+        session.on_stop = self.live.discard
+        return session
+
+    async def _fresh(self, contender: Contender, plans: Plans, run: ContenderRun) -> Session:
+        session = self._session(contender)
+        self.say(f"{contender.name}: starting (log {session.log_file})")
+        startup = await session.start(plans.warm)
+        if run.startup_s is None:
+            run.startup_s = startup
+        self.say(f"{contender.name}: ready and warm in {startup:.1f} s (pid {session.pid})")
+        return session
+
+    async def run_contender(self, contender: Contender, plans: Plans, repeat: int) -> ContenderRun:
+        """1x, 10x and the ramp of one contender (one repeat)."""
+        opts = self.opts
+        run = ContenderRun(contender=contender.name, repeat=repeat)
+        session: Session | None = None
+        try:
+            session = await self._fresh(contender, plans, run)
+            for load, plan, pacing in (
+                ("1x", plans.x1, Pacing(speed=1.0)),
+                ("10x", plans.x10, Pacing(speed=10.0)),
+            ):
+                await asyncio.sleep(opts.settle_s)
+                if session.dirty or not session.alive:
+                    session.stop()
+                    self._rss(run, session)
+                    run.restarts += 1
+                    session = await self._fresh(contender, plans, run)
+                t = await run_trial(
+                    session,
+                    plan,
+                    pacing,
+                    load=load,
+                    repeat=repeat,
+                    name=f"r{repeat}-{contender.name}-{load}",
+                )
+                self._report(t)
+                run.trials.append(t)
+            session = await self._ramp(contender, plans, run, session)
+        except ReplayError as exc:
+            run.error = str(exc)
+            self.say(f"{contender.name}: {exc}")
+        finally:
+            if session is not None:
+                status = session.stop()
+                self._rss(run, session)
+                if status not in (0, None, -signal.SIGTERM):
+                    self.say(f"{contender.name}: exited with status {status} ({session.log_file})")
+        return run
+
+    def _rss(self, run: ContenderRun, session: Session) -> None:
+        if session.peak_rss is not None:
+            mib = session.peak_rss / 2**20
+            run.peak_rss_mib = max(run.peak_rss_mib or 0.0, mib)
+
+    async def _ramp(
+        self, contender: Contender, plans: Plans, run: ContenderRun, session: Session
+    ) -> Session:
+        opts = self.opts
+        ramp = run.ramp
+
+        async def step(rate: float, session: Session) -> tuple[Trial, Session]:
+            await asyncio.sleep(opts.settle_s)
+            if session.dirty or not session.alive:
+                session.stop()
+                self._rss(run, session)
+                run.restarts += 1
+                session = await self._fresh(contender, plans, run)
+            t = await run_trial(
+                session,
+                plans.at_rate(rate, opts.step_s),
+                Pacing(rate=rate),
+                load="rate",
+                repeat=run.repeat,
+                name=f"r{run.repeat}-{contender.name}-rate{rate:.0f}",
+            )
+            self._report(t)
+            ramp.steps.append(t)
+            return t, session
+
+        for rate in ramp_rates(opts.ramp_start, opts.ramp_factor, opts.ramp_max):
+            t, session = await step(rate, session)
+            if t.sustainable:
+                continue
+            ramp.limited_by = "harness" if t.harness_limited else "slo"
+            break
+        else:
+            ramp.limited_by = "ceiling"
+        for _ in range(opts.refine):
+            lo, hi = _bracket(ramp.steps)
+            if lo is None or hi is None:
+                break
+            mid = bisect_rate(lo, hi)
+            if not lo < mid < hi:
+                break
+            _, session = await step(mid, session)
+        ramp.max_rate = _bracket(ramp.steps)[0]
+        self.say(
+            f"{contender.name}: max sustainable rate {_rate(ramp.max_rate)} at "
+            f"{opts.budget_ms:g} ms ({ramp.limited_by})"
+        )
+        return session
+
+    def _report(self, t: Trial) -> None:
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}"
+
+        rate = f"{t.offered_rate:,.0f}/s" if t.offered_rate else "-"
+        cpu = "-" if t.cpu_s_per_1k is None else f"{t.cpu_s_per_1k:.3f}"
+        self.say(
+            f"{t.contender} {t.load} {rate}: p50 {ms(t.p50_ms)} p99 {ms(t.p99_ms)} "
+            f"p99.9 {ms(t.p999_ms)} ms, attain {t.attainment or 0:.4f}, lost {t.lost}, "
+            f"dup {t.duplicated}, cpu/1k {cpu} s, "
+            f"{'ok' if t.sustainable else 'NOT sustainable'}"
+            f"{' (harness-limited)' if t.harness_limited else ''} load {t.loadavg[0]:.1f}"
+        )
+
+    async def profile(self, name: str, rate: float, plans: Plans) -> ProfileSummary | None:
+        """One trial at ``rate`` with py-spy sampling the contender."""
+        contender = CONTENDERS[name]
+        run = ContenderRun(contender=name, repeat=0)
+        session = await self._fresh(contender, plans, run)
+        raw = self.opts.out / f"profile-{name}.txt"
+        try:
+            await asyncio.sleep(self.opts.settle_s)
+            spy = pyspy.start(session.pid, raw, seconds=self.opts.profile_s)
+            if spy is None:
+                self.say("py-spy not found: no profile")
+                return None
+            t = await run_trial(
+                session,
+                plans.at_rate(rate, self.opts.profile_s),
+                Pacing(rate=rate),
+                load="rate",
+                repeat=0,
+                name=f"profile-{name}-rate{rate:.0f}",
+            )
+            self._report(t)
+            await asyncio.get_running_loop().run_in_executor(None, pyspy.wait, spy)
+        finally:
+            session.stop()
+        summary = pyspy.summarize(raw, contender=name, rate=rate, seconds=self.opts.profile_s)
+        summary.trial = t
+        return summary
+
+    async def run(self) -> BenchResult:
+        """Every repeat of every contender, the summary, the checks, the profiles."""
+        opts = self.opts
+        opts.out.mkdir(parents=True, exist_ok=True)
+        feed = prepare_feed(opts.feed, opts.out, self.say)
+        plans = Plans(opts, feed)
+        self.say(
+            f"feed {feed}: 1x = first {plans.x1.span_s:.0f} s ({plans.x1.n:,} events), "
+            f"10x = first {plans.x10.span_s:.0f} s ({plans.x10.n:,} events); "
+            f"warm-up {plans.warm.n:,} events"
+        )
+        result = BenchResult(
+            params=msgspec.to_builtins(opts, enc_hook=str),
+            env=_env(),
+            contenders={
+                n: {"title": c.title, "how": c.how, "versions": c.versions()}
+                for n, c in CONTENDERS.items()
+                if n in opts.contenders
+            },
+        )
+        result.notes.append(
+            f"1x: the first {plans.x1.span_s:.0f} s of {opts.feed.name} ({plans.x1.n:,} events); "
+            f"10x: its first {plans.x10.span_s:.0f} s at 10x ({plans.x10.n:,} events); "
+            f"ramp: {opts.step_s:g} s per fixed-rate step, x{opts.ramp_factor:g} from "
+            f"{opts.ramp_start:,.0f}/s, {opts.refine} bisection(s)"
+        )
+        names = [n for n in CONTENDERS if n in opts.contenders]
+        for repeat in range(1, opts.repeats + 1):
+            shift = (repeat - 1) % len(names)
+            order = names[shift:] + names[:shift]
+            self.say(f"repeat {repeat}/{opts.repeats}: {', '.join(order)}")
+            for name in order:
+                run = await self.run_contender(CONTENDERS[name], plans, repeat)
+                result.runs.append(run)
+                _save(result, opts.out)
+        result.summary = summarize(result.runs)
+        result.checks = expectations(result.summary)
+        for name in opts.profile:
+            if name not in result.summary:
+                continue
+            rate = result.summary[name]["max_rate"].median or opts.ramp_start
+            self.say(f"profiling {name} at {rate:,.0f}/s for {opts.profile_s:g} s")
+            try:
+                prof = await self.profile(name, rate, plans)
+            except ReplayError as exc:
+                self.say(f"profile of {name} failed: {exc}")
+                continue
+            if prof is not None:
+                result.profiles.append(prof)
+        _save(result, opts.out)
+        return result
+
+
+def _save(result: BenchResult, out: Path) -> None:
+    from bench.peers.results import encode_result
+
+    (out / "peers.json").write_bytes(encode_result(result) + b"\n")
+
+
+def _env() -> dict[str, str]:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else ""
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": str(os.cpu_count() or 0),
+        "loadavg_at_start": load,
+    }
+
+
+def run_bench(opts: Options, *, say: Say | None = None) -> BenchResult:
+    """Start Kafka (unless ``opts.bootstrap``), run the bench, stop what was started."""
+    bench = Bench(opts, say=say)
+    broker: Any = None
+    try:
+        if opts.bootstrap:
+            bench.bootstrap = opts.bootstrap
+        else:
+            from service.broker import ApacheKafka
+
+            broker = ApacheKafka(state_dir=opts.out / "kafka")
+            bench.say("starting Apache Kafka ...")
+            bench.bootstrap = broker.start()
+            bench.broker_pid = broker.status().pid
+            bench.say(f"Apache Kafka at {bench.bootstrap}")
+        return asyncio.run(bench.run())
+    finally:
+        for session in list(bench.live):
+            session.stop(timeout_s=5.0)
+        if broker is not None:
+            broker.stop()

@@ -1,0 +1,266 @@
+"""The figures of a side-by-side run: per trial, per contender run, and the summary.
+
+A *trial* is one replay (a load) against one contender process; a *contender run* is one
+repeat of one contender (its trials at 1x and 10x and its ramp); the *summary* gives each
+figure's min / median / max over the repeats. ``sustainable`` (per trial) is the ramp's
+test: e2e p99 within the budget, nothing lost, at least 99 % of inputs decided ``ok`` in
+budget (so weir's ``expired``/``shed`` decisions count against it), and the harness's
+sender keeping the offered rate (otherwise the trial measured the harness, not the
+contender; a stall it recovers from only shows as latency, charged like any other).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+RESULT_FORMAT = "weir.bench.peers/1"
+MIN_ATTAINMENT = 0.99
+MIN_SEND_RATIO = 0.95
+"""A sender that achieved less than this share of the offered rate limited the trial."""
+
+
+class Trial(msgspec.Struct, kw_only=True):
+    """One replay against one contender."""
+
+    contender: str
+    load: str
+    """``1x``, ``10x`` or ``rate`` (a ramp step)."""
+    repeat: int
+    offered_rate: float | None
+    """Events per second the schedule asked for."""
+    events: int
+    """Inputs the broker acknowledged."""
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    attainment: float | None = None
+    lost: int = 0
+    duplicated: int = 0
+    by_status: dict[str, int] = msgspec.field(default_factory=dict)
+    unmatched: int = 0
+    sender_behind: bool = False
+    """The runner's flag: the sender was late by more than 50 ms at least once."""
+    harness_limited: bool = False
+    """The sender could not keep the offered rate (achieved < 95 % of intended): the
+    trial measured the harness, not the contender."""
+    sender_lag_max_ms: float = 0.0
+    throughput: float = 0.0
+    cpu_s: float | None = None
+    cpu_s_per_1k: float | None = None
+    """Contender CPU (user + system) per 1,000 inputs over the trial, from /proc."""
+    harness_cpu_s_per_1k: float | None = None
+    """The replay harness's own CPU per 1,000 inputs (sender + decision reader)."""
+    broker_cpu_s_per_1k: float | None = None
+    """The Kafka broker's CPU per 1,000 inputs (when this run started the broker)."""
+    peak_rss_mib: float | None = None
+    """The contender's ``VmHWM`` at the end of the trial (since its start)."""
+    loadavg: tuple[float, float] = (0.0, 0.0)
+    """1-minute load average before and after (the box is shared)."""
+    stages_p99_ms: dict[str, float | None] = msgspec.field(default_factory=dict)
+    batch_mean: float | None = None
+    sustainable: bool = False
+    """Sustainable at the SLO budget (see the module docstring)."""
+    result_file: str = ""
+    notes: list[str] = msgspec.field(default_factory=list)
+
+
+class Ramp(msgspec.Struct, kw_only=True):
+    """The fixed-rate ramp of one contender in one repeat."""
+
+    steps: list[Trial] = msgspec.field(default_factory=list)
+    max_rate: float | None = None
+    """Highest sustainable rate found (events/s); None when even the first step failed."""
+    limited_by: str = ""
+    """Why the ramp stopped: ``slo`` (a step was not sustainable), ``harness`` (the
+    sender fell behind with nothing lost), ``ceiling`` (``ramp_max`` passed)."""
+
+
+class ContenderRun(msgspec.Struct, kw_only=True):
+    """One repeat of one contender."""
+
+    contender: str
+    repeat: int
+    trials: list[Trial] = msgspec.field(default_factory=list)
+    ramp: Ramp = msgspec.field(default_factory=Ramp)
+    peak_rss_mib: float | None = None
+    """Largest ``VmHWM`` of its processes over the whole run."""
+    startup_s: float | None = None
+    """Process start to the first warm-up decision back."""
+    restarts: int = 0
+    error: str | None = None
+
+
+class Spread(msgspec.Struct, kw_only=True):
+    """A figure over the repeats."""
+
+    min: float | None
+    median: float | None
+    max: float | None
+    n: int
+
+
+def spread(values: Iterable[float | None]) -> Spread:
+    """Min / median / max of the values that are not None."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return Spread(min=None, median=None, max=None, n=0)
+    return Spread(min=min(vals), median=statistics.median(vals), max=max(vals), n=len(vals))
+
+
+class Check(msgspec.Struct, kw_only=True):
+    """One expectation and how the run met it."""
+
+    name: str
+    expected: str
+    actual: float | None
+    passed: bool
+    detail: str = ""
+
+
+class ProfileSummary(msgspec.Struct, kw_only=True):
+    """Where one contender's CPU went during a profiled trial (py-spy samples)."""
+
+    contender: str
+    rate: float
+    seconds: float
+    samples: int
+    raw_file: str
+    categories: dict[str, float]
+    """Category -> share of on-CPU samples (inclusive, first matching frame wins)."""
+    top_self: list[tuple[str, float]]
+    """Leaf frames with the largest share of samples."""
+    trial: Trial | None = None
+
+
+class BenchResult(msgspec.Struct, kw_only=True):
+    """Everything ``python -m bench.peers`` measured."""
+
+    format: str = RESULT_FORMAT
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    contenders: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """Name -> title, how, library versions."""
+    runs: list[ContenderRun] = msgspec.field(default_factory=list)
+    summary: dict[str, dict[str, Spread]] = msgspec.field(default_factory=dict)
+    """Contender -> figure -> spread over repeats."""
+    checks: list[Check] = msgspec.field(default_factory=list)
+    profiles: list[ProfileSummary] = msgspec.field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
+
+
+FIGURES: tuple[str, ...] = (
+    "max_rate",
+    "p50_1x",
+    "p99_1x",
+    "p999_1x",
+    "attainment_1x",
+    "p50_10x",
+    "p99_10x",
+    "p999_10x",
+    "attainment_10x",
+    "lost",
+    "duplicated",
+    "cpu_s_per_1k_10x",
+    "harness_cpu_s_per_1k_10x",
+    "broker_cpu_s_per_1k_10x",
+    "peak_rss_mib",
+)
+
+
+def _trial(run: ContenderRun, load: str) -> Trial | None:
+    return next((t for t in run.trials if t.load == load), None)
+
+
+def run_figures(run: ContenderRun) -> dict[str, float | None]:
+    """The table's figures of one contender run."""
+    t1 = _trial(run, "1x")
+    t10 = _trial(run, "10x")
+    out: dict[str, float | None] = {"max_rate": run.ramp.max_rate}
+    for tag, t in (("1x", t1), ("10x", t10)):
+        out[f"p50_{tag}"] = t.p50_ms if t else None
+        out[f"p99_{tag}"] = t.p99_ms if t else None
+        out[f"p999_{tag}"] = t.p999_ms if t else None
+        out[f"attainment_{tag}"] = t.attainment if t else None
+    done = [t for t in run.trials if t is not None]
+    out["lost"] = float(sum(t.lost for t in done)) if done else None
+    out["duplicated"] = float(sum(t.duplicated for t in done)) if done else None
+    out["cpu_s_per_1k_10x"] = t10.cpu_s_per_1k if t10 else None
+    out["harness_cpu_s_per_1k_10x"] = t10.harness_cpu_s_per_1k if t10 else None
+    out["broker_cpu_s_per_1k_10x"] = t10.broker_cpu_s_per_1k if t10 else None
+    out["peak_rss_mib"] = run.peak_rss_mib
+    return out
+
+
+def summarize(runs: Iterable[ContenderRun]) -> dict[str, dict[str, Spread]]:
+    """Contender -> figure -> spread over its repeats (contenders in first-seen order)."""
+    by: dict[str, list[dict[str, float | None]]] = {}
+    for run in runs:
+        by.setdefault(run.contender, []).append(run_figures(run))
+    return {name: {f: spread(r[f] for r in rows) for f in FIGURES} for name, rows in by.items()}
+
+
+def expectations(
+    summary: dict[str, dict[str, Spread]],
+    *,
+    rate_factor: float = 3.0,
+    p99_factor: float = 1.25,
+) -> list[Check]:
+    """weir's max rate >= ``rate_factor`` x the best other model contender's, and its 1x
+    p99 <= ``p99_factor`` x the echo floor's (medians over repeats)."""
+    checks: list[Check] = []
+    weir = summary.get("weir")
+    if weir is None:
+        return checks
+    others = {n: s["max_rate"].median for n, s in summary.items() if n not in ("weir", "echo")}
+    w_rate = weir["max_rate"].median
+    known = {n: r for n, r in others.items() if r}
+    if others and (w_rate is not None or known):
+        if known:
+            best = max(known, key=lambda n: known[n] or 0.0)
+            ratio: float | None = (w_rate or 0.0) / known[best]
+            detail = f"weir {w_rate or 0:,.0f}/s vs {best} {known[best]:,.0f}/s"
+        else:
+            ratio = None
+            detail = f"weir {w_rate or 0:,.0f}/s; no other contender sustained the first step"
+        checks.append(
+            Check(
+                name="max_rate_vs_best_peer",
+                expected=f">= {rate_factor:g}x the best other contender",
+                actual=ratio,
+                passed=ratio is None or ratio >= rate_factor,
+                detail=detail,
+            )
+        )
+    echo = summary.get("echo")
+    w_p99 = weir["p99_1x"].median
+    if echo is not None and w_p99 is not None and echo["p99_1x"].median:
+        e_p99 = echo["p99_1x"].median
+        ratio = w_p99 / e_p99
+        checks.append(
+            Check(
+                name="p99_1x_vs_echo",
+                expected=f"<= {p99_factor:g}x the echo floor's 1x p99",
+                actual=ratio,
+                passed=ratio <= p99_factor,
+                detail=f"weir {w_p99:.2f} ms vs echo {e_p99:.2f} ms",
+            )
+        )
+    return checks
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_result(result: BenchResult) -> bytes:
+    """The result as indented JSON."""
+    return msgspec.json.format(_encoder.encode(result), indent=1)
+
+
+def decode_result(data: bytes) -> BenchResult:
+    """A result written by ``encode_result``."""
+    return msgspec.json.decode(data, type=BenchResult)

@@ -1,0 +1,52 @@
+"""The side-by-side through a real broker: a tiny run of three contenders loses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.peers.harness import Bench, Options
+from replay.synthetic import synthesize_market
+
+
+@pytest.mark.slow
+async def test_tiny_side_by_side_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """weir, the naive loop and the echo, each warmed up and replayed for a few seconds at
+    a low rate (1x, 10x and one 200/s ramp step), decide every input exactly once."""
+    feed = tmp_path / "feed.parquet"
+    synthesize_market(feed, seconds=20.0, rate=50.0, seed=3)
+    opts = Options(
+        out=tmp_path / "out",
+        feed=feed,
+        contenders=("weir", "naive", "echo"),
+        repeats=1,
+        budget_ms=1000.0,
+        seconds_1x=3.0,
+        seconds_10x=10.0,
+        step_s=2.0,
+        ramp_start=200.0,
+        ramp_max=200.0,
+        refine=0,
+        warmup_events=200,
+        warmup_rate=200.0,
+        bootstrap=kafka_bootstrap,
+        profile=(),
+        settle_s=0.2,
+        quiet_s=5.0,
+        startup_timeout_s=90.0,
+    )
+    bench = Bench(opts)
+    bench.bootstrap = kafka_bootstrap
+    result = await bench.run()
+    assert [r.contender for r in result.runs] == ["weir", "naive", "echo"]
+    for run in result.runs:
+        assert run.error is None, run.error
+        trials = [*run.trials, *run.ramp.steps]
+        assert [t.load for t in trials] == ["1x", "10x", "rate"]
+        for t in trials:
+            assert t.events > 100, (run.contender, t.load, t.events)
+            assert (t.lost, t.duplicated, t.unmatched) == (0, 0, 0), (run.contender, t.load)
+            assert t.cpu_s is not None and t.cpu_s > 0
+        assert run.peak_rss_mib is not None and run.peak_rss_mib > 20
+    assert (opts.out / "peers.json").exists()
