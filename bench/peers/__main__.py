@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WEIR_X__Y=V",
         help="a settings override for the weir contender only (diagnostics; default none)",
     )
+    p.add_argument(
+        "--inproc-events",
+        type=int,
+        default=40_000,
+        help="events for the in-process decision-path measurement (0: skip)",
+    )
     p.add_argument("--report", type=Path, metavar="DIR", help="only redraw DIR/peers.json")
     return p
 
@@ -149,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_s=args.profile_s,
             python=_pythons(args.python),
             weir_env=_weir_env(args.weir_setting),
+            inproc_events=args.inproc_events,
         )
         result = run_bench(opts)
         paths = write_all(result, args.out)

@@ -25,6 +25,7 @@ import asyncio
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,8 @@ class Options(msgspec.Struct, kw_only=True):
     """Contender -> interpreter (a separate venv), default this one."""
     weir_env: dict[str, str] = msgspec.field(default_factory=dict)
     """``WEIR_*`` overrides for the weir contender (diagnostics only; default: none)."""
+    inproc_events: int = 40_000
+    """Events for the in-process decision-path measurement (0: skip it)."""
 
 
 # -- the contender process --------------------------------------------------------------------
@@ -489,6 +492,7 @@ class Bench:
         self.bootstrap = ""
         self.broker_pid: int | None = None
         """The broker's pid when this run started it (its CPU is then measured too)."""
+        self.feed: Path | None = None
         self.live: set[Session] = set()
         """Sessions not stopped yet (stopped by ``run_bench`` if the run is interrupted)."""
 
@@ -649,7 +653,7 @@ class Bench:
         """Every repeat of every contender, the summary, the checks, the profiles."""
         opts = self.opts
         opts.out.mkdir(parents=True, exist_ok=True)
-        feed = prepare_feed(opts.feed, opts.out, self.say)
+        feed = self.feed = prepare_feed(opts.feed, opts.out, self.say)
         plans = Plans(opts, feed)
         self.say(
             f"feed {feed}: 1x = first {plans.x1.span_s:.0f} s ({plans.x1.n:,} events), "
@@ -730,9 +734,19 @@ def run_bench(opts: Options, *, say: Say | None = None) -> BenchResult:
             bench.bootstrap = broker.start()
             bench.broker_pid = broker.status().pid
             bench.say(f"Apache Kafka at {bench.bootstrap}")
-        return asyncio.run(bench.run())
+        result = asyncio.run(bench.run())
     finally:
         for session in list(bench.live):
             session.stop(timeout_s=5.0)
         if broker is not None:
             broker.stop()
+            # Our own broker's logs of every contender's topics (gigabytes after a ramp).
+            shutil.rmtree(opts.out / "kafka" / "data", ignore_errors=True)
+    if opts.inproc_events > 0 and bench.feed is not None:
+        from bench.peers import inproc
+
+        bench.say(f"decision paths without Kafka ({opts.inproc_events:,} events, best of 3)")
+        plan = load_plan(bench.feed, limit=opts.inproc_events)
+        result.inproc_us_per_event = inproc.measure(plan, events=plan.n)
+        _save(result, opts.out)
+    return result

@@ -138,6 +138,15 @@ def render_markdown(result: BenchResult) -> str:
             + ", ".join(f"`{k}={v}`" for k, v in sorted(overrides.items())),
             "",
         ]
+    if result.inproc_us_per_event:
+        out += [
+            "Decision path without Kafka (decode, features, batching or scheduling, "
+            "inference, decision encoding), CPU µs per event, best of 3 "
+            "(`bench.peers.inproc`): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in result.inproc_us_per_event.items())
+            + ".",
+            "",
+        ]
     if result.checks:
         out += ["## Expectations", ""]
         for c in result.checks:

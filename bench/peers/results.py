@@ -150,6 +150,9 @@ class BenchResult(msgspec.Struct, kw_only=True):
     """Contender -> figure -> spread over repeats."""
     checks: list[Check] = msgspec.field(default_factory=list)
     profiles: list[ProfileSummary] = msgspec.field(default_factory=list)
+    inproc_us_per_event: dict[str, float] = msgspec.field(default_factory=dict)
+    """Contender -> CPU microseconds per event of its decision path without Kafka
+    (``bench.peers.inproc``)."""
     notes: list[str] = msgspec.field(default_factory=list)
 
 

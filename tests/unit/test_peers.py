@@ -464,3 +464,25 @@ def test_public_surface() -> None:
     assert msgspec.json.decode(msgspec.json.encode(bench.peers.CONTENDERS["faust"]))["module"] == (
         "bench.peers.faust_agent"
     )
+
+
+def test_inproc_measures_every_decision_path(records: list[MemoryRecord]) -> None:
+    """The in-process measurement runs naive, fixed-window and weir over the same records
+    (weir deciding every one) and gives each a positive CPU cost per event."""
+    from bench.peers import inproc
+    from replay.runner import Plan
+
+    events = _events(200)
+    plan = Plan(
+        path=Path("f"),
+        feed_rows=200,
+        keys=[e.key.encode() for e in events],
+        events=events,
+        recv_rel=np.arange(200, dtype=np.int64),
+        excess=np.full(200, -1, np.int64),
+        encoding=event_codec("json").encoding,
+        source_ts="keep",
+    )
+    got = inproc.measure(plan, events=200, repeats=1)
+    assert list(got) == ["naive", "fixed-window", "weir"]
+    assert all(v > 0 for v in got.values())

@@ -1,0 +1,123 @@
+"""Each contender's decision path without Kafka: CPU microseconds per event, in process.
+
+The feed's records are handed to each decision path in fetch-sized chunks and every
+decision is encoded, as on the wire; no consumer, no producer, no broker. What is left is
+decode, features, batching or scheduling, inference and decision building:
+
+- ``naive``: ``NaiveCore.handle`` per record (one bucket-1 inference each);
+- ``fixed-window``: ``FixedWindowBatcher`` (windows closed by size; each chunk flushed);
+- ``weir``: ``service.pipeline.Pipeline`` (EDF scheduler, offset tracker, slab) with a sink
+  that acknowledges at once, each chunk ingested, then the dispatcher let run.
+
+Faust's and Quix's own machinery cannot run without their clients, so they are left out;
+their decision bodies are ``TakeCore`` / ``ApplyCore`` (the fixed-window and naive paths).
+Figures are the best of ``repeats`` (least disturbed by the rest of the host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from bench.peers.fixed_window import FixedWindowBatcher
+from bench.peers.model import PeerModel
+from bench.peers.naive import NaiveCore
+from replay.runner import Plan
+from schemas.codec import event_codec
+from service.memory import MemoryRecord
+
+_T0_MS = 1_700_000_000_000
+
+
+def records_of(plan: Plan, limit: int) -> list[MemoryRecord]:
+    """The plan's first ``limit`` events as consumed records (1 partition, 10 per ms)."""
+    enc = event_codec("json").encode
+    return [
+        MemoryRecord("in", 0, i, enc(e), key=e.key.encode(), timestamp=_T0_MS + i // 10)
+        for i, e in enumerate(plan.events[:limit])
+    ]
+
+
+class _AckSink:
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def send(
+        self, topic: str, key: Any, value: bytes, headers: Any, token: Any, on_ack: Any
+    ) -> None:
+        self.n += 1
+        on_ack(token, None)
+
+    async def flush(self) -> None:
+        return None
+
+
+def _naive(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
+    core = NaiveCore(model)
+    encode = model.encode
+    c0 = time.process_time()
+    for r in recs:
+        encode(core.handle(r))
+    return time.process_time() - c0
+
+
+def _fixed(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
+    b = FixedWindowBatcher(model, max_batch=model.engine.max_batch, max_wait_ns=10**15)
+    encode = model.encode
+    c0 = time.process_time()
+    for i in range(0, len(recs), chunk):
+        for r in recs[i : i + chunk]:
+            for d in b.add(r):
+                encode(d)
+        for d in b.flush():
+            encode(d)
+    return time.process_time() - c0
+
+
+def _weir(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
+    from service.pipeline import Pipeline
+    from service.settings import load_settings
+
+    async def run() -> float:
+        sink = _AckSink()
+        pipe = Pipeline(
+            settings=load_settings(None, env={"WEIR_SCHEDULER__BUDGET_MS": "600000"}),
+            engine=model.engine,
+            head=model.head,
+            spec=model.spec,
+            sink=sink,
+            model_version=model.model_version,
+        )
+        pipe.start()
+        c0 = time.process_time()
+        for i in range(0, len(recs), chunk):
+            await pipe.ingest(recs[i : i + chunk])
+            await asyncio.sleep(0)  # the dispatcher runs the chunk's batch
+        await pipe.drain(60.0)
+        used = time.process_time() - c0
+        await pipe.close()
+        if sink.n != len(recs):
+            raise RuntimeError(f"weir decided {sink.n} of {len(recs)} records")
+        return used
+
+    return asyncio.run(run())
+
+
+PATHS = {"naive": _naive, "fixed-window": _fixed, "weir": _weir}
+
+
+def measure(
+    plan: Plan, *, events: int = 40_000, chunk: int = 64, repeats: int = 3
+) -> dict[str, float]:
+    """Contender -> CPU microseconds per event of its decision path (best of ``repeats``)."""
+    recs = records_of(plan, events)
+    base = PeerModel.load(warmup_iters=50)
+    out: dict[str, float] = {}
+    for name, path in PATHS.items():
+        best = float("inf")
+        for _ in range(repeats):
+            model = PeerModel(base.engine, base.head, base.spec, base.model_version)
+            best = min(best, path(model, recs, chunk))
+        out[name] = best / len(recs) * 1e6
+    return out
