@@ -373,6 +373,15 @@ class Pipeline:
             if woke >= result:  # the timer (not a new event) woke us: report its lateness
                 sched.note_wake(woke - result, woke)
 
+    def _gather(self, items: Sequence[Item[int]], bucket: int) -> np.ndarray:
+        """Copy the items' feature rows into ``bucket``'s input buffer; return their slots."""
+        n = len(items)
+        idx = self._idx[:n]
+        for i, item in enumerate(items):
+            idx[i] = item.payload
+        np.take(self._slab, idx, axis=0, out=self.engine.input_buffer(bucket)[:n])
+        return idx
+
     def _probe(self, expired: Sequence[Item[int]], now: int) -> None:
         """Time the engine on rows that just expired, at most once per probe interval.
 
@@ -387,10 +396,7 @@ class Pipeline:
         engine = self.engine
         n = min(len(expired), engine.max_batch)
         bucket = engine.bucket_for(n)
-        idx = self._idx[:n]
-        for i in range(n):
-            idx[i] = expired[i].payload
-        np.take(self._slab, idx, axis=0, out=engine.input_buffer(bucket)[:n])
+        self._gather(expired[:n], bucket)
         try:
             engine.infer(bucket, n)
         except EngineError:
@@ -404,10 +410,7 @@ class Pipeline:
         n = len(items)
         bucket = batch.bucket
         engine = self.engine
-        idx = self._idx[:n]
-        for i, item in enumerate(items):
-            idx[i] = item.payload
-        np.take(self._slab, idx, axis=0, out=engine.input_buffer(bucket)[:n])
+        idx = self._gather(items, bucket)
         dispatch = self._clock()
         counters = self.counters
         counters.batches += 1

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from engines.profile import LatencyProfile
 from service.scheduler.base import Scheduler
 from service.scheduler.baselines import FixedWindowScheduler, GreedyScheduler, PerEventScheduler
+from service.scheduler.deadline import Budgets
 from service.scheduler.edf import EdfScheduler
 from service.settings import BatchPolicy, SchedulerSettings
 
@@ -18,7 +19,7 @@ def build_scheduler(
     on_backpressure: Callable[[bool], None] | None = None,
 ) -> Scheduler[int]:
     """The scheduler ``settings.policy`` names, bounded by ``settings.max_queue``."""
-    budget_ns = int(min([settings.budget_ms, *settings.topic_budget_ms.values()]) * 1e6)
+    budget_ns = Budgets.from_settings(settings).smallest_budget_ns
     match settings.policy:
         case BatchPolicy.DEADLINE:
             return EdfScheduler(
