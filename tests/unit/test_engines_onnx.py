@@ -43,7 +43,11 @@ def test_outputs_are_written_in_place_into_the_bound_buffer(
 
 
 def test_infer_allocates_no_array_per_call(make_onnx: Callable[..., OnnxEngine]) -> None:
-    """A thousand kept infer results take less new memory than one output buffer."""
+    """A thousand kept infer results share the output buffer and take no memory per call.
+
+    A copy per call would keep 1000 output buffers alive; the bound allows a twentieth of
+    that so that unrelated interpreter allocations (caches, other threads) cannot fail it.
+    """
     engine = make_onnx(max_batch=64, observe=False)
     engine.input_buffer(64)[:] = 1.0
     engine.infer(64, 50)
@@ -58,9 +62,11 @@ def test_infer_allocates_no_array_per_call(make_onnx: Callable[..., OnnxEngine])
         current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    one_output = engine.output_buffer(64).nbytes
-    assert current - base < 8 * one_output  # a copy per call would keep 1000 * 600 bytes
-    assert peak - base < 32 * one_output
+    out = engine.output_buffer(64)
+    assert all(np.shares_memory(result, out) for result in held)
+    copies = 1000 * out.nbytes
+    assert current - base < copies / 20
+    assert peak - base < copies / 20
 
 
 def test_spinning_is_off_by_default() -> None:
