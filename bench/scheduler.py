@@ -390,11 +390,13 @@ async def real_run(
             done.set_result(None)
 
     def dispatch(batch: Batch[int]) -> None:
-        if batch.expired:
+        if batch.expired or batch.shed:
             now = time.monotonic_ns()
             for it in batch.expired:
                 decided[it.payload], outcome[it.payload] = now, EXPIRED
-            settle(len(batch.expired))
+            for it in batch.shed:
+                decided[it.payload], outcome[it.payload] = now, SHED
+            settle(len(batch.expired) + len(batch.shed))
         if not batch.items:
             return
         rows = [it.payload for it in batch.items]

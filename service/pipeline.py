@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engines.base import Engine
+from engines.base import Engine, FloatArray
 from engines.errors import EngineError
 from engines.head import Head
 from schemas.codec import dead_letter_codec, decision_codec, event_codec
@@ -347,16 +347,11 @@ class Pipeline:
                     for item in expired:
                         await self._publish_slot(item.payload, Status.EXPIRED)
                     continue
-                # The planned batch has the tightest slack: run it before publishing the
-                # expired ones, unless one of its keys also expired here (per-key order).
-                late_keys = {item.key for item in expired} if expired else None
-                if late_keys and any(item.key in late_keys for item in result.items):
-                    for item in expired:
-                        await self._publish_slot(item.payload, Status.EXPIRED)
-                    expired = ()
+                # The planned batch has the tightest slack: nothing is awaited between the
+                # poll and the engine call (an await lets ingest run for milliseconds). The
+                # expired decisions go out after the inference and before the batch's, so
+                # each key's decisions keep their order.
                 await self._run_batch(result, loop)
-                for item in expired:
-                    await self._publish_slot(item.payload, Status.EXPIRED)
                 continue
             if self.idle:
                 self._idle.set()
@@ -416,6 +411,7 @@ class Pipeline:
         counters.batches += 1
         counters.batch_rows += n
         error: str | None = None
+        out: FloatArray | None = None
         try:
             if self._executor is None:
                 out = engine.infer(bucket, n)
@@ -431,7 +427,36 @@ class Pipeline:
             obs.on_batch(
                 bucket, items, self._ingest, self._kafka_ts, self._source_ts, dispatch, done
             )
-        if error is not None:
+        # An expired or shed event of a key in this batch is earlier in that key: its
+        # decision goes first; the others wait until the batch's decisions are out.
+        later: list[tuple[Item[int], Status]] = []
+        if batch.expired or batch.shed:
+            keys = {item.key for item in items}
+            for group, status in ((batch.expired, Status.EXPIRED), (batch.shed, Status.SHED)):
+                for item in group:
+                    if item.key in keys:
+                        await self._publish_slot(item.payload, status)
+                    else:
+                        later.append((item, status))
+        await self._publish_batch(items, idx, out, dispatch, done, error)
+        out_at = self._clock()
+        self.scheduler.note_publish(out_at - done, out_at)
+        for item, status in later:
+            await self._publish_slot(item.payload, status)
+
+    async def _publish_batch(
+        self,
+        items: Sequence[Item[int]],
+        idx: np.ndarray,
+        out: FloatArray | None,
+        dispatch: int,
+        done: int,
+        error: str | None,
+    ) -> None:
+        """Publish a batch's decisions: ``ok`` from ``out``, or ``error`` for every item."""
+        n = len(items)
+        obs = self.observer
+        if error is not None or out is None:
             for item in items:
                 await self._publish_slot(
                     item.payload, Status.ERROR, dispatch=dispatch, done=done, error=error, n=n

@@ -14,7 +14,9 @@ Call contract (every implementation: ``EdfScheduler`` and the baselines):
   ``Outcome``: ``SHED`` (queue at its bound) or ``EXPIRED`` (too late even alone, and no
   earlier event of its key is queued or in flight). The caller publishes that outcome at once.
 - ``poll(now_ns)`` returns
-  * a ``Batch``: publish ``batch.expired`` as ``expired`` (no inference), then run
+  * a ``Batch``: publish ``batch.expired`` as ``expired`` and ``batch.shed`` as ``shed``
+    (no inference; ``shed``: given up under overload so that more events meet their
+    deadlines, see ``service.scheduler.edf``), then run
     ``batch.items`` (possibly empty) through the engine and publish their decisions
     ``ok`` in list order (``item.late`` marks the ones inferred past their deadline),
     then call ``complete``; then call ``poll`` again;
@@ -23,11 +25,14 @@ Call contract (every implementation: ``EdfScheduler`` and the baselines):
     wake-up error; the scheduler's guard absorbs that);
   * ``None``: nothing to do until the next ``submit`` or ``complete``.
 - ``note_wake(lateness_ns, now_ns)``: the caller reports each timer wake that ``poll``
-  asked for and how late it came (``now - asked``), so the scheduler can size its guard.
+  asked for and how late it came (``now - asked``), so the scheduler can size its guard;
+  ``note_publish(tail_ns, now_ns)`` how long after a batch's engine call its decisions were
+  all handed to the sink.
 - ``complete(batch, latency_ns)`` ends the in-flight batch and feeds the measured engine
   latency to ``profile.observe``; only for batches with items.
 - Outcomes: every submitted item gets exactly one: ``shed`` or ``expired`` from
-  ``submit``, ``expired`` from ``batch.expired``, or ``ok`` from ``batch.items``.
+  ``submit``, ``expired`` from ``batch.expired``, ``shed`` from ``batch.shed``, or ``ok``
+  from ``batch.items``.
   Decisions of one key come out in submit order, with one exception: a ``shed`` from
   ``submit`` may precede decisions of earlier events of its key still queued (holding it
   would break the memory bound; backpressure is there so that this stays rare).
@@ -90,10 +95,11 @@ class Batch(Generic[P]):
     """What ``poll`` hands out: items to infer now, and items decided ``expired``.
 
     ``bucket`` is the profile bucket the items run in (0 when there are none);
-    ``dispatched_ns`` the ``now_ns`` of the ``poll`` that made it.
+    ``dispatched_ns`` the ``now_ns`` of the ``poll`` that made it; ``shed`` the items given
+    up under overload (decided ``shed``, like ``expired`` without inference).
     """
 
-    __slots__ = ("bucket", "dispatched_ns", "expired", "items")
+    __slots__ = ("bucket", "dispatched_ns", "expired", "items", "shed")
 
     def __init__(
         self,
@@ -101,16 +107,18 @@ class Batch(Generic[P]):
         expired: Sequence[Item[P]],
         bucket: int,
         dispatched_ns: int,
+        shed: Sequence[Item[P]] = (),
     ) -> None:
         self.items = items
         self.expired = expired
         self.bucket = bucket
         self.dispatched_ns = dispatched_ns
+        self.shed = shed
 
     def __repr__(self) -> str:
         return (
             f"Batch(items={len(self.items)}, expired={len(self.expired)}, "
-            f"bucket={self.bucket}, dispatched_ns={self.dispatched_ns})"
+            f"shed={len(self.shed)}, bucket={self.bucket}, dispatched_ns={self.dispatched_ns})"
         )
 
 
@@ -147,6 +155,11 @@ class Scheduler(Protocol[P]):
 
     def note_wake(self, lateness_ns: int, now_ns: int) -> None:
         """A wake time returned by ``poll`` was reached ``lateness_ns`` late, at ``now_ns``."""
+        ...
+
+    def note_publish(self, tail_ns: int, now_ns: int) -> None:
+        """A batch's decisions were all handed to the sink ``tail_ns`` after its engine call
+        ended, at ``now_ns`` (time the engine profile does not see)."""
         ...
 
     def complete(self, batch: Batch[P], latency_ns: int) -> None:

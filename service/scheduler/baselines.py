@@ -83,6 +83,9 @@ class _FifoScheduler(Generic[P]):
     def note_wake(self, lateness_ns: int, now_ns: int) -> None:
         """Baselines do not plan around timer error."""
 
+    def note_publish(self, tail_ns: int, now_ns: int) -> None:
+        """Baselines do not plan around publishing time."""
+
     def complete(self, batch: Batch[P], latency_ns: int) -> None:
         """End the in-flight batch and feed its latency to the profile."""
         if batch is not self._inflight:

@@ -15,6 +15,19 @@ Rule, at ``poll(now)`` with the engine idle and ``d0`` the earliest effective de
    guard``, and dispatch then. The wait is planned at p99.9 plus a guard for timer wake-up
    error because waiting is the one choice that can make a batch miss that dispatching at
    once would not; ``max_hold_ns`` caps it for callers who prefer latency to batch size.
+4. Overload (``paused``, below): EDF's bucket is capped by the most urgent head, and in a
+   backlog the most urgent heads are the oldest events, so EDF would run small batches,
+   throughput would fall under the load and more events would age: a collapse. While
+   paused, the bucket is instead the one that decides the most events in time per second
+   of engine time (``c`` events meeting ``now + p99.9(c) + guard + tail`` over
+   ``p99(c)``), and every bucket is planned at p99.9 plus the guard and the publish tail
+   (``note_publish``: how long a batch's decisions, and the expired and shed ones of its
+   keys before them, took to go out after the engine call), because least slack first
+   serves the events at the edge of their deadlines, where a p99 plan of the engine alone
+   would see many of them published late. The
+   more urgent heads that bucket would miss are decided ``shed`` (``batch.shed``): held,
+   they would block their keys until they expired, and their keys' younger events with
+   them; shed, each key's next event can join this very batch.
 
 The guard is measured, like the profile: the driver reports how late each timer wake was
 (``note_wake``) and the guard is the largest lateness seen in the current and the previous
@@ -26,8 +39,8 @@ with expiry and backpressure) decides more events in time: see ``bench/scheduler
 
 Overload: when the predicted queueing delay (``queued * p99(max) / max``) exceeds the
 budget, or the queue passes ``pause_fraction`` of its bound, ``paused`` turns on (the
-source pauses its partitions) and ``on_backpressure(True)`` is called; it turns off below
-``resume_fraction`` of that level. At ``max_queued`` new events are shed.
+source pauses its partitions, and rule 4 applies) and ``on_backpressure(True)`` is called;
+it turns off below ``resume_fraction`` of that level. At ``max_queued`` new events are shed.
 
 Costs: ``submit`` O(log keys) with one tuple pushed (plus a walk back through its key's
 queue when it is more urgent than events before it); ``poll`` O(batch * log keys); no
@@ -76,6 +89,8 @@ class EdfScheduler(Generic[P]):
         "_profile",
         "_resume",
         "_seq",
+        "_tail_cur",
+        "_tail_prev",
     )
 
     def __init__(
@@ -111,6 +126,8 @@ class EdfScheduler(Generic[P]):
         self._late_window = max(1, guard_window_ns)
         self._late_cur = 0
         self._late_prev = 0
+        self._tail_cur = 0
+        self._tail_prev = 0
         self._late_since: int | None = None
         self._hold = max_hold_ns
         self._budget = budget_ns
@@ -226,7 +243,12 @@ class EdfScheduler(Generic[P]):
             self._pressure()
             return Batch(items, expired, 0, now_ns) if expired else None
         d0 = top._eff
-        b = self._fit(d0 - now_ns)
+        if self._paused:
+            # Overload puts the served events at the edge of their deadlines (rule 4), so
+            # plan at p99.9 plus the guard there.
+            b = self._fit(d0 - now_ns - self._guard - self.tail_ns, prof.p999_ns)
+        else:
+            b = self._fit(d0 - now_ns)
         # 2./3. Wait for more events while that is safe.
         if not items and b and self._n < b:
             bn = prof.bucket_for(self._n)
@@ -240,6 +262,14 @@ class EdfScheduler(Generic[P]):
                     self._pressure()
                     return Batch(items, expired, 0, now_ns)
                 return latest
+        # 4. Overload: a larger bucket that skips the most urgent heads may decide more
+        # events in time per second of engine time than the bucket they force.
+        if self._paused and not items and self._n > max(b, 1):
+            c = self._goodput_bucket(max(b, self._b1), now_ns)
+            if c:
+                batch = self._dispatch_skipping(c, expired, now_ns)
+                if batch is not None:
+                    return batch
         # Every event taken below has an effective deadline >= d0, so its own deadline is
         # not hopeless when b > 0 (d0 >= now + p99(1)); when b == 0 only the top goes, and
         # step 1 left the top because its own deadline is not hopeless.
@@ -255,14 +285,23 @@ class EdfScheduler(Generic[P]):
 
     def note_wake(self, lateness_ns: int, now_ns: int) -> None:
         """A timer asked for by ``poll`` fired ``lateness_ns`` late, at ``now_ns``."""
-        if self._late_since is None:
-            self._late_since = now_ns
-        elif now_ns - self._late_since >= self._late_window:
-            self._rotate(now_ns)
+        self._window(now_ns)
         if lateness_ns > self._late_cur:
             self._late_cur = lateness_ns
             if lateness_ns > self._guard:
                 self._guard = lateness_ns
+
+    def note_publish(self, tail_ns: int, now_ns: int) -> None:
+        """A batch's decisions were all handed to the sink ``tail_ns`` after its engine
+        call ended (with the expired and shed ones of its keys before them)."""
+        self._window(now_ns)
+        if tail_ns > self._tail_cur:
+            self._tail_cur = tail_ns
+
+    @property
+    def tail_ns(self) -> int:
+        """The largest publish tail seen in the current and the previous window (ns)."""
+        return max(self._tail_cur, self._tail_prev)
 
     @property
     def guard_ns(self) -> int:
@@ -282,29 +321,99 @@ class EdfScheduler(Generic[P]):
 
     # -- internals ------------------------------------------------------------------------
 
+    def _window(self, now_ns: int) -> None:
+        if self._late_since is None:
+            self._late_since = now_ns
+        elif now_ns - self._late_since >= self._late_window:
+            self._rotate(now_ns)
+
     def _rotate(self, now_ns: int) -> None:
         """Start a new lateness window; keep the last one only if it just ended."""
         assert self._late_since is not None
         recent = now_ns - self._late_since < 2 * self._late_window
         self._late_prev = self._late_cur if recent else 0
         self._late_cur = 0
+        self._tail_prev = self._tail_cur if recent else 0
+        self._tail_cur = 0
         self._late_since = now_ns
         self._guard = max(self._guard_floor, self._late_prev)
 
-    def _fit(self, slack_ns: int) -> int:
+    def _fit(self, slack_ns: int, quantile: Callable[[int], int] | None = None) -> int:
         """The largest bucket whose p99, and every smaller bucket's, fits in ``slack_ns``.
 
         Measured profiles are not always monotone; requiring the smaller buckets to fit too
         means a partial batch (fewer rows, smaller bucket) never takes longer than planned.
-        0 when not even the smallest bucket fits.
+        0 when not even the smallest bucket fits. ``quantile`` defaults to the p99.
         """
-        p99 = self._profile.p99_ns
+        q = self._profile.p99_ns if quantile is None else quantile
         fit = 0
         for b in self._asc:
-            if p99(b) > slack_ns:
+            if q(b) > slack_ns:
                 break
             fit = b
         return fit
+
+    def _goodput_bucket(self, b: int, now_ns: int) -> int:
+        """Under overload, a bucket larger than ``b`` (the one EDF would run, at least the
+        smallest) that decides more events in time per second of engine time than ``b``;
+        0 when ``b`` is the best.
+
+        Bucket ``c`` can decide the queued events whose own deadline is at least
+        ``now + p99.9(c) + guard`` (shedding the more urgent ones before them in their
+        keys), up to ``c``. Each key's queue is read youngest first and the count stops
+        once the largest bucket is full, so this is O(max batch) in the usual backlog of
+        fresh events behind old ones, O(queued) at worst, once per batch, only while
+        paused."""
+        prof = self._profile
+        p99 = prof.p99_ns
+        guard = self._guard + self.tail_ns
+        cands = [c for c in self._asc if c > b]
+        if not cands:
+            return 0
+        thresholds = [now_ns + prof.p999_ns(c) + guard for c in cands]
+        counts = [0] * len(cands)
+        lowest = min(thresholds)
+        for q in self._keys.values():
+            for it in reversed(q):
+                dl = it.deadline.mono_ns
+                if dl < lowest:
+                    break  # older events of a key have earlier deadlines, as a rule
+                for j, t in enumerate(thresholds):
+                    if dl >= t:
+                        counts[j] += 1
+            if all(m >= c for m, c in zip(counts, cands, strict=True)):
+                break
+        best = 0
+        best_rate = min(b, self._n) / p99(b)
+        for c, met in zip(cands, counts, strict=True):
+            rate = min(c, met) / p99(c)
+            if rate > best_rate:
+                best, best_rate = c, rate
+        return best
+
+    def _dispatch_skipping(
+        self, bucket: int, expired: Sequence[Item[P]], now_ns: int
+    ) -> Batch[P] | None:
+        """Dispatch up to ``bucket`` events in EDF order whose own deadline that bucket
+        meets; a more urgent head it would miss is shed (its key's next event becomes a
+        head, so per-key order holds). ``None``, with nothing changed, when no queued event
+        qualifies."""
+        threshold = now_ns + self._profile.p999_ns(bucket) + self._guard + self.tail_ns
+        if not any(
+            it.deadline.mono_ns >= threshold for q in self._keys.values() for it in reversed(q)
+        ):
+            return None  # else shedding reaches a queued event that qualifies: items >= 1
+        heap = self._heap
+        items: list[Item[P]] = []
+        shed: list[Item[P]] = []
+        while len(items) < bucket:
+            nxt = self._top()
+            if nxt is None:
+                break
+            heappop(heap)
+            self._take(nxt)
+            (items if nxt.deadline.mono_ns >= threshold else shed).append(nxt)
+        return self._dispatch(items, expired, now_ns, shed)
 
     def _top(self) -> Item[P] | None:
         heap = self._heap
@@ -327,8 +436,14 @@ class EdfScheduler(Generic[P]):
         else:
             del self._keys[it.key]
 
-    def _dispatch(self, items: list[Item[P]], expired: Sequence[Item[P]], now_ns: int) -> Batch[P]:
-        batch = Batch(items, expired, self._profile.bucket_for(len(items)), now_ns)
+    def _dispatch(
+        self,
+        items: list[Item[P]],
+        expired: Sequence[Item[P]],
+        now_ns: int,
+        shed: Sequence[Item[P]] = (),
+    ) -> Batch[P]:
+        batch = Batch(items, expired, self._profile.bucket_for(len(items)), now_ns, shed)
         self._inflight = batch
         self._pressure()
         return batch

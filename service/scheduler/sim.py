@@ -171,6 +171,8 @@ def simulate(
                 break
             for it in r.expired:
                 decide(it, EXPIRED, now)
+            for it in r.shed:
+                decide(it, SHED, now)
             if r.items:
                 s = service(r.bucket)
                 inflight = r

@@ -248,3 +248,77 @@ async def test_publish_failure_holds_the_commit_point(make_pipeline: Any) -> Non
     assert isinstance(pipe.failed, RuntimeError)
     assert pipe.tracker.committable((TOPIC, 0)) == 5
     assert pipe.counters.produce_errors == 1
+
+
+class _ScriptedScheduler:
+    """Queues what it is given; the first poll with three queued returns the third as the
+    batch and the first two as expired (the first shares the batch's key)."""
+
+    def __init__(self, profile: Any) -> None:
+        self.profile = profile
+        self.items: list[Any] = []
+        self.done = False
+        self.busy = False
+        self.paused = False
+
+    @property
+    def queued(self) -> int:
+        return 0 if self.done else len(self.items)
+
+    def submit(self, item: Any, now_ns: int) -> None:
+        self.items.append(item)
+
+    def poll(self, now_ns: int) -> Any:
+        from service.scheduler import Batch
+
+        if self.done or len(self.items) < 3:
+            return None
+        self.done = self.busy = True
+        first, second, third = self.items
+        return Batch([third], [first, second], 1, now_ns)
+
+    def note_wake(self, lateness_ns: int, now_ns: int) -> None:
+        pass
+
+    def note_publish(self, tail_ns: int, now_ns: int) -> None:
+        pass
+
+    def complete(self, batch: Any, latency_ns: int) -> None:
+        self.busy = False
+
+
+async def test_batch_runs_before_any_await_and_expired_keep_key_order(
+    make_pipeline: Any,
+) -> None:
+    """Nothing is sent between the poll and the engine call; an expired event of a batch key
+    is published before the batch's decision, the other expired ones after it."""
+    pipe, sink, engine = make_pipeline()
+    calls_at_send: list[tuple[str, int, int]] = []
+    codec = decision_codec()
+
+    def seen(msg: Any) -> None:
+        d = codec.decode(msg.value)
+        calls_at_send.append((d.key, d.offset, engine._calls))
+
+    sink._on_message = seen
+    pipe.scheduler = _ScriptedScheduler(engine.profile)
+    # Fill both keys' windows first, so the three records below reach the scheduler.
+    warm = [_quote_record(i, key=k) for k in ("A", "B") for i in range(WINDOW - 1)]
+    for j, r in enumerate(warm):
+        r.offset = j
+    records = [
+        _quote_record(10, key="A"),
+        _quote_record(11, key="B"),
+        _quote_record(12, key="A"),
+    ]
+    calls_before = engine._calls
+    pipe.start()
+    await pipe.ingest(warm + records)
+    for _ in range(100):
+        if len(calls_at_send) == len(warm) + 3:
+            break
+        await asyncio.sleep(0.01)
+    await pipe.close()
+    tail = calls_at_send[len(warm) :]
+    assert [(k, off) for k, off, _ in tail] == [("A", 10), ("A", 12), ("B", 11)]
+    assert all(calls == calls_before + 1 for _, _, calls in tail)

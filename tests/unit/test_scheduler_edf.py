@@ -138,6 +138,50 @@ def test_backpressure_pauses_and_resumes_with_hysteresis() -> None:
     assert not s.paused and calls == [True, False]
 
 
+def _overloaded(**kw: object) -> EdfScheduler[int]:
+    """Four urgent heads (deadline 200us: only buckets 1 and 2 fit), key "k" urgent then
+    relaxed, and 40 relaxed events (1 ms); 45 queued, past the 41 a 1 ms budget holds."""
+    s = make_edf(**kw)
+    for p in range(4):
+        s.submit(item(p, f"u{p}", 200 * US), 0)
+    s.submit(item(4, "k", 200 * US), 0)
+    s.submit(item(5, "k", 1_000 * US), 0)
+    for p in range(6, 45):
+        s.submit(item(p, p, 1_000 * US), 0)
+    return s
+
+
+def test_overload_runs_the_bucket_that_decides_most_in_time() -> None:
+    """Paused, the 16-bucket (16 in time per 390us) beats the 2-bucket the urgent heads force
+    (2 per 180us); the heads it would miss are shed, which frees key "k"'s next event."""
+    s = _overloaded(budget_ns=1_000 * US)
+    assert s.paused
+    batch = s.poll(0)
+    assert isinstance(batch, Batch) and batch.bucket == 16 and len(batch.items) == 16
+    assert sorted(i.payload for i in batch.shed) == [0, 1, 2, 3, 4] and not batch.expired
+    assert [i.payload for i in batch.items] == list(range(5, 21))
+    assert s.queued == 45 - 16 - 5
+
+
+def test_without_overload_edf_serves_the_urgent_heads_first() -> None:
+    """Not paused (no budget, large queue bound), the urgent heads go first, bucket 2."""
+    s = _overloaded()
+    assert not s.paused
+    batch = s.poll(0)
+    assert isinstance(batch, Batch) and batch.bucket == 2
+    assert {i.payload for i in batch.items} <= {0, 1, 2, 3, 4}
+
+
+def test_overload_keeps_edf_when_the_forced_bucket_is_best() -> None:
+    """Paused, but with every head able to wait for a full batch, EDF's own choice stands."""
+    s = make_edf(budget_ns=1_000 * US)
+    for p in range(45):
+        s.submit(item(p, p, 1_000 * US + p * US), 0)
+    batch = s.poll(0)
+    assert isinstance(batch, Batch) and batch.bucket == 16
+    assert [i.payload for i in batch.items] == list(range(16))
+
+
 def test_backpressure_pauses_before_the_queue_bound() -> None:
     """Without a budget the flag still rises at pause_fraction of max_queued."""
     s = make_edf(max_queued=8, pause_fraction=0.5)

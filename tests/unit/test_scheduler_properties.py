@@ -89,6 +89,7 @@ class Checked:
     def poll(self, now: int) -> Batch[int] | int | None:
         n = len(self.queue)
         dmin = min((i.deadline.mono_ns for i in self.queue.values()), default=0)
+        overloaded = self.inner.paused
         r = self.inner.poll(now)
         if r is None:
             assert self.inner.busy or not self.queue, "idle with events queued and no wake time"
@@ -105,6 +106,13 @@ class Checked:
             for it in r.expired:
                 assert it.deadline.mono_ns < now + self.p1, "expired while it could make it"
                 del self.queue[it.payload]
+            for it in r.shed:
+                assert overloaded, "shed from a batch without overload"
+                assert r.items, "shed without a batch that gains from it"
+                assert it.deadline.mono_ns < (
+                    now + self.prof.p999_ns(r.bucket) + self.inner.guard_ns + self.inner.tail_ns
+                )
+                del self.queue[it.payload]
             for it in r.items:
                 del self.queue[it.payload]
                 if self.edf and not it.late:
@@ -116,6 +124,10 @@ class Checked:
     def note_wake(self, lateness_ns: int, now_ns: int) -> None:
         assert lateness_ns >= 0
         self.inner.note_wake(lateness_ns, now_ns)
+
+    def note_publish(self, tail_ns: int, now_ns: int) -> None:
+        assert tail_ns >= 0
+        self.inner.note_publish(tail_ns, now_ns)
 
     def complete(self, batch: Batch[int], latency_ns: int) -> None:
         self.inner.complete(batch, latency_ns)
