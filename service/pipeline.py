@@ -155,6 +155,7 @@ class Pipeline:
             if settings.engine.offload
             else None
         )
+        self._chunk = settings.scheduler.ingest_chunk
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -227,8 +228,14 @@ class Pipeline:
     # -- ingest ------------------------------------------------------------------------------
 
     async def ingest(self, records: Iterable[Record]) -> None:
-        """Decode, update state and queue each record; publish immediate outcomes."""
+        """Decode, update state and queue each record; publish immediate outcomes.
+
+        Every ``scheduler.ingest_chunk`` records the dispatcher is woken and given a turn
+        (``asyncio.sleep(0)``), and the ingest time is read again.
+        """
         now = self._clock()
+        chunk = self._chunk
+        left = chunk
         w2m = self.w2m.offset_ns
         codec = self._codec
         store = self.state
@@ -241,6 +248,13 @@ class Pipeline:
         slab = self._slab
         wall_now = now - w2m
         for rec in records:
+            left -= 1
+            if not left:
+                left = chunk
+                self._wake.set()
+                await asyncio.sleep(0)
+                now = self._clock()
+                wall_now = now - w2m
             topic = rec.topic
             part = rec.partition
             off = rec.offset

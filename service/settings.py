@@ -166,6 +166,9 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Ignore ``max_hold_ms`` and wait until ``deadline - p99.9(bucket) - guard``."""
     max_queue: Positive = 20_000
     """Hard bound on queued events; past it, the least urgent are shed."""
+    ingest_chunk: Positive = 64
+    """Records ingested between chances for the dispatcher to run (each chunk gets its
+    own ingest time), so a large fetch does not hold back batches of what is queued."""
     fixed_window_wait_ms: PositiveFloat = 1.0
     """Baseline ``fixed_window``: max wait from the first arrival."""
 

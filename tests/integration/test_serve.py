@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -320,6 +322,20 @@ level = "info"
     return path
 
 
+async def _weir_serve(cfg: Path, *extra: str) -> asyncio.subprocess.Process:
+    """`weir serve --config CFG [EXTRA...]` in a subprocess, its stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--config",
+        str(cfg),
+        *extra,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 async def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
     await consumer.start()
@@ -334,20 +350,9 @@ async def test_sigterm_drains_commits_and_exits_zero(
     kafka_bootstrap: str, topics: dict[str, str], make_settings: Any, tmp_path: Path
 ) -> None:
     """`weir serve` on SIGTERM stops fetching, publishes, commits every decided offset, exits 0."""
-    import signal
-    import sys
-
     s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
     cfg = _config_file(tmp_path, s)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--config",
-        str(cfg),
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await _weir_serve(cfg)
     try:
         await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(200)])
         got = await _read(kafka_bootstrap, topics["out"], 200)
@@ -370,22 +375,9 @@ async def test_workers_supervisor_restarts_a_killed_worker(
     kafka_bootstrap: str, topics: dict[str, str], make_settings: Any, tmp_path: Path
 ) -> None:
     """With --workers 2, a worker killed with SIGKILL is restarted and every input is decided."""
-    import signal
-    import sys
-
     s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
     cfg = _config_file(tmp_path, s)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--config",
-        str(cfg),
-        "--workers",
-        "2",
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await _weir_serve(cfg, "--workers", "2")
     assert proc.stderr is not None
     pids: list[int] = []
     restarted = asyncio.Event()
@@ -494,23 +486,12 @@ async def test_broker_down_at_start_retries_then_stops_on_signal(
     tmp_path: Path, bundle_dir: Path
 ) -> None:
     """With no broker, `weir serve` retries with backoff; SIGTERM ends it at once with a clear error."""
-    import signal
-    import sys
-
     cfg = tmp_path / "weir.toml"
     cfg.write_text(
         f'[kafka]\nbootstrap_servers = "127.0.0.1:{_free_port()}"\n'
         f'[engine]\nbundle = "{bundle_dir}"\nwarmup_iters = 5\n[http]\nenabled = false\n'
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--config",
-        str(cfg),
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await _weir_serve(cfg)
     assert proc.stderr is not None
     seen = b""
     async with asyncio.timeout(30):

@@ -322,3 +322,27 @@ async def test_batch_runs_before_any_await_and_expired_keep_key_order(
     tail = calls_at_send[len(warm) :]
     assert [(k, off) for k, off, _ in tail] == [("A", 10), ("A", 12), ("B", 11)]
     assert all(calls == calls_before + 1 for _, _, calls in tail)
+
+
+async def test_large_ingest_lets_the_dispatcher_run_between_chunks(make_pipeline: Any) -> None:
+    """With ingest_chunk=8, batches are decided while a 200-record ingest call is still
+    going, and later chunks get later ingest times."""
+    settings = _settings(scheduler={"budget_ms": 50.0, "ingest_chunk": 8})
+    pipe, sink, _ = make_pipeline(settings=settings)
+    codec = decision_codec()
+    seen_at: list[int] = []
+
+    def seen(msg: Any) -> None:
+        if codec.decode(msg.value).status is Status.OK:
+            seen_at.append(pipe.counters.events_in)
+
+    sink._on_message = seen
+    pipe.start()
+    await pipe.ingest([_quote_record(i) for i in range(200)])
+    assert await pipe.drain(5.0)
+    await pipe.close()
+    got = _decisions(sink)
+    assert len(got) == 200
+    assert min(seen_at) < 100  # decided before ingest reached the middle
+    ingests = [d.stamps.ingest_wall_ns for d in got]
+    assert len(set(ingests)) > 1
