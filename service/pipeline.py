@@ -230,12 +230,18 @@ class Pipeline:
     async def ingest(self, records: Iterable[Record]) -> None:
         """Decode, update state and queue each record; publish immediate outcomes.
 
-        Every ``scheduler.ingest_chunk`` records the dispatcher is woken and given a turn
-        (``asyncio.sleep(0)``), and the ingest time is read again.
+        Every ``scheduler.ingest_chunk`` records the ingest time is read again, and once
+        ingest has run for as long as the engine's largest batch takes (its p99) the
+        dispatcher is woken and given a turn (``asyncio.sleep(0)``): a large fetch does not
+        hold back what is queued, and a slow engine run inline (which blocks the loop for
+        a whole batch at each turn) does not slow ingest down to a chunk per batch.
         """
         now = self._clock()
         chunk = self._chunk
         left = chunk
+        prof = self.scheduler.profile
+        turn = prof.p99_ns(prof.max_batch)
+        turn_at = now + turn
         w2m = self.w2m.offset_ns
         codec = self._codec
         store = self.state
@@ -251,9 +257,12 @@ class Pipeline:
             left -= 1
             if not left:
                 left = chunk
-                self._wake.set()
-                await asyncio.sleep(0)
                 now = self._clock()
+                if now >= turn_at:
+                    self._wake.set()
+                    await asyncio.sleep(0)
+                    now = self._clock()
+                    turn_at = now + turn
                 wall_now = now - w2m
             topic = rec.topic
             part = rec.partition

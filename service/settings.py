@@ -167,8 +167,9 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     max_queue: Positive = 20_000
     """Hard bound on queued events; past it, the least urgent are shed."""
     ingest_chunk: Positive = 64
-    """Records ingested between chances for the dispatcher to run (each chunk gets its
-    own ingest time), so a large fetch does not hold back batches of what is queued."""
+    """Records ingested between readings of the ingest time; at such a point, once ingest
+    has run for the engine's largest-batch p99, the dispatcher gets a turn, so a large
+    fetch does not hold back batches of what is queued."""
     fixed_window_wait_ms: PositiveFloat = 1.0
     """Baseline ``fixed_window``: max wait from the first arrival."""
 

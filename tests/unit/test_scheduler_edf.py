@@ -182,6 +182,24 @@ def test_overload_keeps_edf_when_the_forced_bucket_is_best() -> None:
     assert [i.payload for i in batch.items] == list(range(16))
 
 
+def test_publish_tail_is_planned_for_and_a_stall_ages_out() -> None:
+    """The longest recent publish tail comes off the slack; a stalled publish counts only
+    until 256 newer tails have replaced it."""
+    s = make_edf()
+    s.note_publish(50_000 * US, 0)  # a stall
+    for _ in range(15):
+        s.note_publish(60 * US, 0)
+    assert s.tail_ns == 50_000 * US
+    for _ in range(256):
+        s.note_publish(60 * US, 0)
+    assert s.tail_ns == 60 * US
+    # Slack 400us: without the tail p99(16) = 390us fits; with it only p99(8) = 270us does.
+    for p in range(16):
+        s.submit(item(p, p, 400 * US), 0)
+    batch = s.poll(0)
+    assert isinstance(batch, Batch) and batch.bucket == 8
+
+
 def test_backpressure_pauses_before_the_queue_bound() -> None:
     """Without a budget the flag still rises at pause_fraction of max_queued."""
     s = make_edf(max_queued=8, pause_fraction=0.5)
