@@ -375,6 +375,9 @@ class Pipeline:
                 # expired decisions go out after the inference and before the batch's, so
                 # each key's decisions keep their order.
                 await self._run_batch(result, loop)
+                # Let the sink and the producer send these decisions before the next batch
+                # (nothing in publishing suspends, so back-to-back batches would hold them).
+                await asyncio.sleep(0)
                 continue
             if self.idle:
                 self._idle.set()

@@ -141,6 +141,7 @@ class Runtime:
         self._rebuild_until: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.sink: KafkaSink | None = None
         self.pipeline: Pipeline | None = None
         self.rebalances = 0
         self.pauses = 0
@@ -247,12 +248,13 @@ class Runtime:
             await self._stop_http()
             raise
         assert self.producer is not None and self.consumer is not None
+        self.sink = KafkaSink(self.producer)
         self.pipeline = Pipeline(
             settings=self.settings,
             engine=self.engine,
             head=self.head,
             spec=self.spec,
-            sink=KafkaSink(self.producer),
+            sink=self.sink,
             model_version=self.model_version,
             observer=self.metrics,
         )
@@ -441,6 +443,8 @@ class Runtime:
                     await self._commit()
                 await pipe.close()
         finally:
+            if self.sink is not None:
+                await self.sink.close()
             if self.consumer is not None:
                 with contextlib.suppress(KafkaError):
                     await self.consumer.stop()

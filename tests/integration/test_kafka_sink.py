@@ -1,0 +1,129 @@
+"""KafkaSink on a real broker: batches per partition and burst, every message answered,
+the producer's own partitioning, per-key order, full batches and a dead producer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from service.kafka import KafkaSink
+
+KEYS = [f"K{i}".encode() for i in range(8)]
+
+
+async def _read(bootstrap: str, topic: str, n: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(got) < n:
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    got.extend(records)
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def _send_all(
+    sink: KafkaSink, topic: str, n: int, answers: dict[int, Any], burst: int, size: int = 64
+) -> None:
+    def on_ack(token: Any, error: BaseException | None) -> None:
+        assert token not in answers, f"message {token} answered twice"
+        answers[token] = error
+
+    for i in range(n):
+        key = KEYS[i % len(KEYS)]
+        await sink.send(topic, key, b"%d:" % i + b"x" * size, [("h", b"v")], i, on_ack)
+        if i % burst == burst - 1:
+            await asyncio.sleep(0)
+
+
+async def test_every_message_answered_in_key_order_on_the_producers_partition(
+    kafka_bootstrap: str, topic_factory: Any
+) -> None:
+    """5,000 messages in bursts of 64 to 3 partitions: each acknowledged once without error,
+    each key on the partition ``producer.send`` picks for it, in send order per key."""
+    topic = await topic_factory(3)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=1)
+    await producer.start()
+    sink = KafkaSink(producer)
+    answers: dict[int, Any] = {}
+    try:
+        await _send_all(sink, topic, 5000, answers, burst=64)
+        await sink.flush()
+        assert sink.inflight == 0
+        expected = {}
+        for key in KEYS:
+            meta = await (await producer.send(topic, b"probe", key=key))
+            expected[key] = meta.partition
+    finally:
+        await sink.close()
+        await producer.stop()
+    assert len(answers) == 5000 and all(e is None for e in answers.values())
+    records = [
+        r for r in await _read(kafka_bootstrap, topic, 5000 + len(KEYS)) if r.value != b"probe"
+    ]
+    assert len(records) == 5000
+    per_key: dict[bytes, list[int]] = defaultdict(list)
+    for r in records:
+        assert r.partition == expected[r.key]
+        assert r.headers == (("h", b"v"),)
+        per_key[r.key].append(int(r.value.split(b":")[0]))
+    for seq in per_key.values():
+        assert seq == sorted(seq)
+
+
+async def test_a_burst_larger_than_a_batch_goes_as_several_in_order(
+    kafka_bootstrap: str, topic_factory: Any
+) -> None:
+    """With 2 KB record batches, 300 messages of 300 bytes in one burst fill many batches;
+    all arrive, acknowledged, in order."""
+    topic = await topic_factory(1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_batch_size=2048)
+    await producer.start()
+    sink = KafkaSink(producer)
+    answers: dict[int, Any] = {}
+    try:
+        await _send_all(sink, topic, 300, answers, burst=10_000, size=300)
+        await sink.flush()
+    finally:
+        await sink.close()
+        await producer.stop()
+    assert len(answers) == 300 and all(e is None for e in answers.values())
+    records = await _read(kafka_bootstrap, topic, 300)
+    assert [int(r.value.split(b":")[0]) for r in records] == list(range(300))
+
+
+async def test_a_stopped_producer_fails_every_message_and_nothing_hangs(
+    kafka_bootstrap: str, topic_factory: Any
+) -> None:
+    """Messages appended after the producer stopped are each answered with an error, and
+    flush returns (the commit point cannot move past them)."""
+    topic = await topic_factory(1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    sink = KafkaSink(producer)
+    answers: dict[int, Any] = {}
+    await _send_all(sink, topic, 1, answers, burst=1)
+    await sink.flush()
+    assert answers == {0: None}
+    await producer.stop()
+    failed: dict[int, Any] = {}
+
+    def on_ack(token: Any, error: BaseException | None) -> None:
+        failed[token] = error
+
+    for i in range(20):
+        await sink.send(topic, KEYS[0], b"late", [], i, on_ack)
+    async with asyncio.timeout(10):
+        await sink.flush()
+    await sink.close()
+    assert len(failed) == 20 and all(e is not None for e in failed.values())
+    assert sink.inflight == 0
