@@ -115,23 +115,11 @@ class Topics:
 
 def make_bundle(path: Path) -> Path:
     """A small trading bundle (window of 4 events) for the service under test."""
-    from engines.bundle import Bundle
-    from engines.fake import tiny_mlp_onnx
-    from schemas.features import FeatureSpec, Task
+    from engines.fake import write_tiny_trading_bundle
 
     if (path / "metadata.json").is_file():
         return path
-    spec = FeatureSpec(task=Task.TRADING, window=WINDOW)
-    Bundle.write(
-        path,
-        models={"fp32": tiny_mlp_onnx(spec.n_features, (16,), 3)},
-        feature_spec=msgspec.to_builtins(spec),
-        model_version="chaos-1",
-        task="trading",
-        n_features=spec.n_features,
-        n_outputs=3,
-        labels=["SELL", "HOLD", "BUY"],
-    )
+    write_tiny_trading_bundle(path, window=WINDOW, model_version="chaos-1")
     return path
 
 

@@ -279,3 +279,23 @@ def write_tiny_bundle(
         outputs=[TensorSpec(name="output", shape=["batch", n_outputs])],
         labels=labels,
     )
+
+
+def write_tiny_trading_bundle(
+    path: str | os.PathLike[str], *, window: int, model_version: str
+) -> Bundle:
+    """Write a trading bundle (SELL/HOLD/BUY) over ``FeatureSpec(window=window)`` features
+    holding ``tiny_mlp_onnx`` as its fp32 model, for tests and scenarios; returns it loaded."""
+    from schemas.features import FeatureSpec, Task
+
+    spec = FeatureSpec(task=Task.TRADING, window=window)
+    return Bundle.write(
+        path,
+        models={"fp32": tiny_mlp_onnx(spec.n_features, (16,), 3)},
+        feature_spec=msgspec.to_builtins(spec),
+        model_version=model_version,
+        task="trading",
+        n_features=spec.n_features,
+        n_outputs=3,
+        labels=["SELL", "HOLD", "BUY"],
+    )

@@ -14,11 +14,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.bundle import Bundle
-from engines.fake import tiny_mlp_onnx
+from engines.fake import write_tiny_trading_bundle
 from schemas.codec import event_codec
 from schemas.events import Quote
-from schemas.features import FeatureSpec, Task
 from service.runtime import Runtime
 from service.settings import Settings, load_settings
 
@@ -27,18 +25,8 @@ WINDOW = 4
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = FeatureSpec(task=Task.TRADING, window=WINDOW)
     path = tmp_path_factory.mktemp("bundle") / "b"
-    Bundle.write(
-        path,
-        models={"fp32": tiny_mlp_onnx(spec.n_features, (16,), 3)},
-        feature_spec=msgspec.to_builtins(spec),
-        model_version="ops-1",
-        task="trading",
-        n_features=spec.n_features,
-        n_outputs=3,
-        labels=["SELL", "HOLD", "BUY"],
-    )
+    write_tiny_trading_bundle(path, window=WINDOW, model_version="ops-1")
     return path
 
 

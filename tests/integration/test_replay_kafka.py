@@ -9,12 +9,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from engines.bundle import Bundle
-from engines.fake import tiny_mlp_onnx
+from engines.fake import write_tiny_trading_bundle
 from replay.demo import run_demo
 from replay.echo import Echo
 from replay.importers.binance import import_binance
@@ -24,7 +22,6 @@ from replay.runner import KafkaTransport, Pacing, load_plan, run_feed
 from replay.slo import Slo
 from schemas.codec import event_codec
 from schemas.events import Quote
-from schemas.features import FeatureSpec, Task
 from schemas.feed import FeedReader
 from service.broker import Tansu
 from service.broker.tansu import find_tansu
@@ -42,18 +39,8 @@ BTCUSDT = FEEDS / "binance" / "btcusdt_20240808.gz"
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trading model as a bundle."""
-    spec = FeatureSpec(task=Task.TRADING, window=8)
     path = tmp_path_factory.mktemp("bundle") / "b"
-    Bundle.write(
-        path,
-        models={"fp32": tiny_mlp_onnx(spec.n_features, (16,), 3)},
-        feature_spec=msgspec.to_builtins(spec),
-        model_version="replay-it-1",
-        task="trading",
-        n_features=spec.n_features,
-        n_outputs=3,
-        labels=["SELL", "HOLD", "BUY"],
-    )
+    write_tiny_trading_bundle(path, window=8, model_version="replay-it-1")
     return path
 
 

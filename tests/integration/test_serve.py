@@ -10,13 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from engines.bundle import Bundle
-from engines.fake import tiny_mlp_onnx
+from engines.fake import write_tiny_trading_bundle
 from schemas.codec import dead_letter_codec, decision_codec, event_codec
 from schemas.decision import Decision, Status
 from schemas.events import Quote
@@ -31,18 +29,8 @@ KEYS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = FeatureSpec(task=Task.TRADING, window=WINDOW)
     path = tmp_path_factory.mktemp("bundle") / "b"
-    Bundle.write(
-        path,
-        models={"fp32": tiny_mlp_onnx(spec.n_features, (16,), 3)},
-        feature_spec=msgspec.to_builtins(spec),
-        model_version="it-1",
-        task="trading",
-        n_features=spec.n_features,
-        n_outputs=3,
-        labels=["SELL", "HOLD", "BUY"],
-    )
+    write_tiny_trading_bundle(path, window=WINDOW, model_version="it-1")
     return path
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from engines.bundle import Bundle
-from engines.fake import tiny_mlp_onnx
+from engines.fake import write_tiny_trading_bundle
 from replay.results import read_result
 from replay.synthetic import synthesize_market
-from schemas.features import FeatureSpec, Task
 from service.cli import main
 
 
@@ -19,17 +16,7 @@ from service.cli import main
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny trading bundle, service settings that use it, and a 1 s synthetic feed."""
     root = tmp_path_factory.mktemp("replay-cli")
-    spec = FeatureSpec(task=Task.TRADING, window=4)
-    Bundle.write(
-        root / "bundle",
-        models={"fp32": tiny_mlp_onnx(spec.n_features, (16,), 3)},
-        feature_spec=msgspec.to_builtins(spec),
-        model_version="cli-1",
-        task="trading",
-        n_features=spec.n_features,
-        n_outputs=3,
-        labels=["SELL", "HOLD", "BUY"],
-    )
+    write_tiny_trading_bundle(root / "bundle", window=4, model_version="cli-1")
     config = root / "weir.toml"
     config.write_text(
         f'[engine]\nbundle = "{root / "bundle"}"\nwarmup_iters = 10\n'
