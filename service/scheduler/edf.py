@@ -278,11 +278,9 @@ class EdfScheduler(Generic[P]):
         # events in time per second of engine time than the bucket they force (or than
         # running alone a head that even the smallest bucket's margin would miss).
         if self._paused and not items and self._n > b:
-            c = self._goodput_bucket(b, now_ns)
+            c, threshold = self._goodput_bucket(b, now_ns)
             if c:
-                batch = self._dispatch_skipping(c, expired, now_ns)
-                if batch is not None:
-                    return batch
+                return self._dispatch_shedding(c, threshold, expired, now_ns)
         # Every event taken below has an effective deadline >= d0, so its own deadline is
         # not hopeless when b > 0 (d0 >= now + p99(1)); when b == 0 only the top goes, and
         # step 1 left the top because its own deadline is not hopeless.
@@ -369,10 +367,12 @@ class EdfScheduler(Generic[P]):
             fit = b
         return fit
 
-    def _goodput_bucket(self, b: int, now_ns: int) -> int:
+    def _goodput_bucket(self, b: int, now_ns: int) -> tuple[int, int]:
         """Under overload, a bucket larger than ``b`` (the one EDF would run; 0 when even
         the smallest misses the top's deadline with the overload margin) that decides more
-        events in time per second of engine time than ``b``; 0 when ``b`` is the best.
+        events in time per second of engine time than ``b``, with the deadline threshold
+        its events must meet; ``(0, 0)`` when ``b`` is the best. A bucket is chosen only
+        when at least one queued event meets its threshold.
 
         Bucket ``c`` can decide the queued events whose own deadline is at least
         ``now + p99.9(c) + guard`` (shedding the more urgent ones before them in their
@@ -385,7 +385,7 @@ class EdfScheduler(Generic[P]):
         guard = self._guard + self._tail
         cands = [c for c in self._asc if c > b]
         if not cands:
-            return 0
+            return 0, 0
         thresholds = [now_ns + prof.p999_ns(c) + guard for c in cands]
         counts = [0] * len(cands)
         lowest = min(thresholds)
@@ -399,26 +399,21 @@ class EdfScheduler(Generic[P]):
                         counts[j] += 1
             if all(m >= c for m, c in zip(counts, cands, strict=True)):
                 break
-        best = 0
+        best = threshold = 0
         best_rate = min(b, self._n) / p99(b) if b else 0.0
-        for c, met in zip(cands, counts, strict=True):
+        for c, met, t in zip(cands, counts, thresholds, strict=True):
             rate = min(c, met) / p99(c)
             if rate > best_rate:
-                best, best_rate = c, rate
-        return best
+                best, best_rate, threshold = c, rate, t
+        return best, threshold
 
-    def _dispatch_skipping(
-        self, bucket: int, expired: Sequence[Item[P]], now_ns: int
-    ) -> Batch[P] | None:
-        """Dispatch up to ``bucket`` events in EDF order whose own deadline that bucket
-        meets; a more urgent head it would miss is shed (its key's next event becomes a
-        head, so per-key order holds). ``None``, with nothing changed, when no queued event
-        qualifies."""
-        threshold = now_ns + self._profile.p999_ns(bucket) + self._guard + self._tail
-        if not any(
-            it.deadline.mono_ns >= threshold for q in self._keys.values() for it in reversed(q)
-        ):
-            return None  # else shedding reaches a queued event that qualifies: items >= 1
+    def _dispatch_shedding(
+        self, bucket: int, threshold: int, expired: Sequence[Item[P]], now_ns: int
+    ) -> Batch[P]:
+        """Dispatch up to ``bucket`` events in EDF order whose own deadline is at least
+        ``threshold``; a more urgent head is shed (its key's next event becomes a head, so
+        per-key order holds). ``_goodput_bucket`` chose the bucket because some queued
+        event meets the threshold, and shedding reaches it: the batch is never empty."""
         heap = self._heap
         items: list[Item[P]] = []
         shed: list[Item[P]] = []
