@@ -79,16 +79,43 @@ class Codec(Generic[T]):
         """Decode ``data``; raise ``DecodeError`` naming the field and coordinates."""
         try:
             return self._decoder.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            bad_utf8 = self._invalid_utf8(data, exc)
+            if bad_utf8 is None:
+                message, code = str(exc), _code_for(exc)
+            else:
+                message, code = bad_utf8, "malformed"
             raise DecodeError(
-                str(exc), code=_code_for(exc), topic=topic, partition=partition, offset=offset
+                message, code=code, topic=topic, partition=partition, offset=offset
             ) from exc
-        except (UnicodeDecodeError, RecursionError) as exc:
-            # msgspec lets these through: invalid UTF-8 in a string, nesting past the C stack.
-            what = "invalid UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
+        except RecursionError as exc:  # msgspec lets nesting past the C stack through
             raise DecodeError(
-                f"{what}: {exc}", code="malformed", topic=topic, partition=partition, offset=offset
+                "nested too deeply",
+                code="malformed",
+                topic=topic,
+                partition=partition,
+                offset=offset,
             ) from exc
+
+    def _invalid_utf8(self, data: bytes | memoryview, exc: Exception) -> str | None:
+        """weir's own text for invalid UTF-8 in ``data``, else None (only on a failed decode).
+
+        msgspec reports it in its own words, and those changed between releases (0.22 let a
+        ``UnicodeDecodeError`` through; 0.23 raises "Invalid UTF-8 encoded string"), so the
+        product's message is made here. JSON is UTF-8 as a whole: the first bad byte is named.
+        """
+        if isinstance(exc, msgspec.ValidationError):
+            return None
+        if self.encoding is Encoding.JSON:
+            try:
+                bytes(data).decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return f"invalid UTF-8 at byte {bad.start}"
+            return None
+        # MessagePack strings sit between binary fields: no whole-buffer check is possible.
+        if isinstance(exc, UnicodeDecodeError) or "UTF-8" in str(exc):
+            return "invalid UTF-8 in a string"
+        return None
 
     def encode(self, obj: T) -> bytes:
         """Encode ``obj`` to bytes."""

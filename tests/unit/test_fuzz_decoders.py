@@ -190,9 +190,23 @@ def test_invalid_utf8_is_a_malformed_record() -> None:
     with pytest.raises(DecodeError) as err:
         event_codec().decode(data, topic="q", partition=0, offset=9)
     assert err.value.code == "malformed"
-    assert str(err.value) == (
-        "decode failed: invalid UTF-8: 'utf-8' codec can't decode byte 0xff in position 0: "
-        "invalid start byte - topic=q partition=0 offset=9"
+    assert (
+        str(err.value) == "decode failed: invalid UTF-8 at byte 26 - topic=q partition=0 offset=9"
+    )
+
+
+def test_invalid_utf8_in_msgpack_is_a_malformed_record() -> None:
+    """Invalid UTF-8 in a MessagePack string reads the same whatever msgspec release says it."""
+    good = msgspec.msgpack.encode(
+        {"kind": "quote", "symbol": "AB", "bid_px": 1, "bid_qty": 1, "ask_px": 1, "ask_qty": 1}
+    )
+    with pytest.raises(DecodeError) as err:
+        event_codec("msgpack").decode(
+            good.replace(b"AB", b"\xff\xfe"), topic="q", partition=1, offset=3
+        )
+    assert err.value.code == "malformed"
+    assert (
+        str(err.value) == "decode failed: invalid UTF-8 in a string - topic=q partition=1 offset=3"
     )
 
 
@@ -202,10 +216,7 @@ def test_deep_nesting_is_a_malformed_record() -> None:
     with pytest.raises(DecodeError) as err:
         event_codec().decode(data)
     assert err.value.code == "malformed"
-    assert str(err.value) == (
-        "decode failed: nested too deeply: maximum recursion depth exceeded while deserializing "
-        "an object"
-    )
+    assert str(err.value) == "decode failed: nested too deeply"
 
 
 def test_subnormal_mid_after_a_large_one_clips_the_return() -> None:
