@@ -1,36 +1,65 @@
 # weir: every README command is a target here. `make help` lists them.
+# Installs come only from the hashed locks in requirements/ (made by `make lock`); uv, itself
+# pinned by hash in requirements/tools.txt, is fetched into .tools/ with the machine's pip.
+SHELL  := bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+UVENV  := UV_PYTHON_DOWNLOADS=never
+# install(lock): the locked set into .venv (exact versions, hashes checked), then weir itself.
+install = $(UVENV) $(UV) pip install -q --python $(BIN)/python --require-hashes -r $(1) \
+	&& $(UVENV) $(UV) pip install -q --python $(BIN)/python --no-deps -e .
+# compile(out, args): one lock file, hashed, for every platform; existing pins are kept.
+compile = $(UVENV) $(UV) pip compile -q --universal --generate-hashes --python-version 3.11 \
+	--no-header pyproject.toml $(2) -o $(1)
+LOCK_EXTRAS := --extra broker --extra tansu --extra dev --extra train
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dev system-deps demo test test-unit test-integration lint format bench deploy-check chaos chaos-fast bench-peers bundle clean
+.PHONY: help setup setup-demo setup-dev system-deps demo test test-unit test-integration lint \
+	format bench deploy-check chaos chaos-fast bench-peers bundle lock upgrade-check \
+	lower-bounds clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-
-$(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
+$(UV): requirements/tools.txt
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps --require-hashes \
+	  --upgrade --target $(TOOLS) -r requirements/tools.txt
 	@touch $@
 
-$(VENV)/.dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[dev,train]'
+$(BIN)/python: | $(UV)
+	$(UVENV) $(UV) venv -q --python $(PYTHON) $(VENV)
+
+$(VENV)/.runtime: requirements/runtime.txt pyproject.toml | $(BIN)/python
+	$(call install,requirements/runtime.txt)
+	@touch $@
+
+$(VENV)/.demo: requirements/demo.txt pyproject.toml | $(BIN)/python
+	$(call install,requirements/demo.txt)
 	@touch $@ $(VENV)/.runtime
 
-setup: $(VENV)/.runtime ## create .venv with the runtime install (no torch)
+$(VENV)/.dev: requirements/dev.txt pyproject.toml | $(BIN)/python
+	$(call install,requirements/dev.txt)
+	@touch $@ $(VENV)/.demo $(VENV)/.runtime
 
-setup-dev: $(VENV)/.dev ## create .venv with the runtime, dev tools and the train extra (torch)
+$(VENV)/.bench: requirements/all.txt pyproject.toml | $(BIN)/python
+	$(call install,requirements/all.txt)
+	@touch $@ $(VENV)/.dev $(VENV)/.demo $(VENV)/.runtime
 
-system-deps: ## Debian packages the full suite uses: JDK + Maven (Kafka), prometheus, chromium (needs root)
+setup: $(VENV)/.runtime ## .venv with what `weir serve` needs, from the lock (no torch, no broker tooling)
+
+setup-demo: $(VENV)/.demo ## .venv with the runtime plus the broker tooling (JRE wheel, Maven client)
+
+setup-dev: $(VENV)/.dev ## .venv with the runtime, broker tooling, dev tools and the train extra (torch)
+
+system-deps: ## optional Debian packages some ops tests use: prometheus, chromium (needs root)
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	  openjdk-17-jre-headless maven prometheus chromium >/dev/null
+	  prometheus chromium >/dev/null
 
-demo: $(VENV)/.runtime ## run the demo on the embedded broker
+demo: $(VENV)/.demo ## run the demo on Apache Kafka (started and stopped for you)
 	$(BIN)/weir demo
 
 test: $(VENV)/.dev ## the whole suite: unit + integration against Apache Kafka (started for you)
@@ -57,8 +86,7 @@ bench: $(VENV)/.dev ## engine, scheduler, service and metrics benchmarks (print 
 	$(BIN)/python -m bench.service
 	$(BIN)/python -m bench.metrics
 
-bench-peers: $(VENV)/.dev ## weir vs naive loop, fixed window, Faust, Quix Streams and the echo floor on Apache Kafka
-	$(PIP) install -e '.[bench]'
+bench-peers: $(VENV)/.bench ## weir vs naive loop, fixed window, Faust, Quix Streams and the echo floor on Apache Kafka
 	$(BIN)/python -m bench.peers --out build/peers
 
 deploy-check: $(VENV)/.dev ## promtool, hadolint, kubernetes-validate, dashboard and compose checks
@@ -74,6 +102,28 @@ bundle: $(VENV)/.dev ## retrain engines/default_bundle on the synthetic market f
 	$(BIN)/weir replay synth --kind market --seconds 300 --seed 7 --out build/bundle/synth-market-s7.parquet
 	$(BIN)/weir model build --feed build/bundle/synth-market-s7.parquet --task trading --window 16 --seed 0 --threads 1 --out engines/default_bundle
 	$(BIN)/weir model verify engines/default_bundle
+
+lock: | $(UV) ## re-lock requirements/*.txt after a pyproject change (keeps current pins where allowed)
+	$(call compile,requirements/all.txt,$(LOCK_EXTRAS) --extra bench)
+	$(call compile,requirements/dev.txt,$(LOCK_EXTRAS) -c requirements/all.txt)
+	$(call compile,requirements/demo.txt,--extra broker -c requirements/all.txt)
+	$(call compile,requirements/runtime.txt,-c requirements/all.txt)
+	$(call compile,requirements/gpu.txt,requirements/gpu.in -c requirements/runtime.txt)
+
+upgrade-check: | $(UV) ## re-resolve to the newest versions allowed, install them in build/upgrade, run the suite
+	rm -rf build/upgrade && mkdir -p build/upgrade
+	$(call compile,build/upgrade/dev.txt,$(LOCK_EXTRAS) --upgrade)
+	-diff <(grep -E '^[a-z0-9]' requirements/dev.txt) <(grep -E '^[a-z0-9]' build/upgrade/dev.txt)
+	$(MAKE) --no-print-directory VENV=build/upgrade/venv _check-lock LOCKFILE=build/upgrade/dev.txt SUITE=tests
+
+lower-bounds: | $(UV) ## resolve every direct dependency to its declared lower bound, run the unit suite on that
+	rm -rf build/lowest && mkdir -p build/lowest
+	$(call compile,build/lowest/dev.txt,$(LOCK_EXTRAS) --resolution lowest-direct)
+	$(MAKE) --no-print-directory VENV=build/lowest/venv _check-lock LOCKFILE=build/lowest/dev.txt SUITE=tests/unit
+
+_check-lock: | $(BIN)/python
+	$(call install,$(LOCKFILE))
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(SUITE)
 
 clean: ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -38,7 +38,7 @@ def _parse_encoding(encoding: Encoding | str) -> Encoding:
         ) from None
 
 
-def _code_for(exc: msgspec.DecodeError) -> str:
+def _code_for(exc: msgspec.DecodeError | UnicodeDecodeError) -> str:
     if not isinstance(exc, msgspec.ValidationError):
         return "malformed"
     msg = str(exc)

