@@ -339,9 +339,11 @@ class KafkaTransport:
         topic: str | None = None,
         partitions: int = 1,
         fetch_max_wait_ms: int | None = None,
+        isolation_level: str = "read_uncommitted",
         clock: Clock = time.time_ns,
     ) -> None:
         self.kafka = kafka
+        self.isolation_level = isolation_level
         self.topic = topic or kafka.input_topics[0]
         self.decision_topic = kafka.decision_topic
         self.dlq_topic = kafka.dlq_topic
@@ -375,6 +377,7 @@ class KafkaTransport:
             group_instance_id=None,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             auto_offset_reset="latest",
+            isolation_level=self.isolation_level,
         )
         try:
             await self._producer.start()

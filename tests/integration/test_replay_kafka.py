@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from engines.fake import write_tiny_trading_bundle
 from replay.demo import run_demo
 from replay.echo import Echo
+from replay.errors import ReplayError
 from replay.importers.binance import import_binance
 from replay.record import record_topics
 from replay.results import RunConfig
@@ -23,7 +24,7 @@ from replay.slo import Slo
 from schemas.codec import event_codec
 from schemas.events import Quote
 from schemas.feed import FeedReader
-from service.broker import Tansu
+from service.broker import ApacheKafka, Tansu
 from service.broker.tansu import find_tansu
 from service.errors import BrokerError
 from service.runtime import Runtime
@@ -174,14 +175,39 @@ async def test_record_captures_a_topic(settings: Settings, tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+def test_demo_runs_exactly_once_on_kafka_and_stops_everything(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """The demo starts a fresh Apache Kafka and the transactional service, warms up, replays
+    5 s of synthetic market data with exactly one decision each, and leaves nothing running."""
+    result = run_demo(
+        out_dir=tmp_path,
+        seconds=5.0,
+        bundle=str(bundle_dir),
+        progress=False,
+        exactly_once=True,
+        warmup_events=500,
+    )
+    c = result.completeness
+    assert c.inputs > 1000 and (c.lost, c.duplicated, c.unmatched) == (0, 0, 0)
+    assert "exactly-once" in result.config.service and "Apache Kafka" in result.config.service
+    assert any(n.startswith("exactly-once: decisions become visible") for n in result.config.notes)
+    assert not ApacheKafka(state_dir=tmp_path / "kafka").status().running
+
+
+@pytest.mark.slow
 def test_demo_runs_on_tansu_and_stops_everything(bundle_dir: Path, tmp_path: Path) -> None:
-    """The demo starts Tansu and the service, replays 5 s of synthetic market data with
-    nothing lost, writes its results and report, and leaves no broker or service running."""
+    """On --broker tansu the demo replays 5 s with nothing lost, notes Tansu's fetch floor,
+    and leaves no broker or service running; exactly-once is refused there."""
     try:
         find_tansu()
     except BrokerError as exc:
         pytest.skip(str(exc))
-    result = run_demo(out_dir=tmp_path, seconds=5.0, bundle=str(bundle_dir), progress=False)
+    with pytest.raises(ReplayError, match=r"^--exactly-once needs Apache Kafka"):
+        run_demo(out_dir=tmp_path, broker_kind="tansu", exactly_once=True)
+    result = run_demo(
+        out_dir=tmp_path, seconds=5.0, bundle=str(bundle_dir), progress=False, broker_kind="tansu"
+    )
     c = result.completeness
     assert c.inputs > 1000 and (c.lost, c.duplicated, c.unmatched) == (0, 0, 0)
     assert result.config.notes and "fetch_max_wait_ms" in result.config.notes[0]
