@@ -15,6 +15,7 @@ import pytest
 
 from engines.fake import FakeEngine, LatencyModel
 from engines.head import Head
+from replay.errors import ReplayError
 from replay.measure import Recorder
 from replay.results import RunConfig
 from replay.runner import (
@@ -239,9 +240,9 @@ def test_plan_prefix_and_errors(make_feed: Callable[..., Path]) -> None:
     path = make_feed(100, gap_ms=10.0)
     assert load_plan(path, seconds=0.25).n == 25
     assert load_plan(path, limit=7).n == 7
-    with pytest.raises(Exception, match=r"--speed must be a number > 0 or 'max', got 'fast'"):
+    with pytest.raises(ReplayError, match=r"--speed must be a number > 0 or 'max', got 'fast'"):
         Pacing.parse("fast")
-    with pytest.raises(Exception, match=r"--rate must be a number of events/s > 0, got -1.0"):
+    with pytest.raises(ReplayError, match=r"--rate must be a number of events/s > 0, got -1.0"):
         Pacing.parse("1", -1.0)
 
 
