@@ -21,9 +21,10 @@ from engines.fake import FakeEngine
 from engines.head import Head
 from schemas.features import FeatureSpec, Task
 from service.memory import MemorySink
-from service.metrics import InMemoryView, Metrics
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import load_settings
+from service.view import InMemoryView
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

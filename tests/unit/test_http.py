@@ -23,11 +23,14 @@ from engines.head import Head
 from schemas.codec import event_codec
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
+from service.collector import METRIC_NAMES
 from service.http import OpsServer
+from service.live import LIVE_SERIES
 from service.memory import MemoryRecord, MemorySink
-from service.metrics import LIVE_SERIES, METRIC_NAMES, InMemoryView, Metrics
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import load_settings
+from service.view import InMemoryView
 
 SECRET = "hunter2-sasl-Secret-9f3a"
 TOPIC = "weir.events"

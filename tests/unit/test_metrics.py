@@ -17,16 +17,13 @@ from engines.head import Head
 from schemas.codec import event_codec
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
+from service.collector import METRIC_NAMES
+from service.histogram import LATENCY_BUCKETS_S, LoopHistogram
 from service.memory import MemoryRecord, MemorySink
-from service.metrics import (
-    LATENCY_BUCKETS_S,
-    METRIC_NAMES,
-    InMemoryView,
-    LoopHistogram,
-    Metrics,
-)
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings, load_settings
+from service.view import InMemoryView
 
 WINDOW = 4
 TOPIC = "weir.events"

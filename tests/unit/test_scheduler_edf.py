@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from engines.profile import LatencyProfile
-from service.scheduler import Batch, Deadline, EdfScheduler, Item, Outcome, SchedulerError
 from service.errors import ConfigError
+from service.scheduler import Batch, Deadline, EdfScheduler, Item, Outcome, SchedulerError
 from service.settings import ExpiryPolicy
 
 US = 1_000
