@@ -8,14 +8,14 @@ second), the mean and p99 batch size, consumer lag and queue depth. The first sa
 the baseline and appends nothing. A ring keeps the last ``points`` seconds.
 
 Everything runs on the worker's event loop; :meth:`LiveSeries.next_sample` lets a reader
-(a test, a dashboard push) wait for the next sample instead of guessing its time.
+(a test, a push to a dashboard) wait for the next sample instead of guessing its time.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from service.histogram import bucket_quantile
@@ -59,9 +59,10 @@ class LiveSeries:
         cols = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(LIVE_SERIES)
         return {name: list(col) for name, col in zip(LIVE_SERIES, cols, strict=True)}
 
-    async def next_sample(self) -> None:
-        """Return once :meth:`sample` has run again (the baseline sample counts)."""
-        await self._sampled.wait()
+    def next_sample(self) -> Awaitable[bool]:
+        """An awaitable done at the first :meth:`sample` after this call (the baseline
+        sample counts); it is bound now, so a sample before it is first awaited counts."""
+        return self._sampled.wait()
 
     def sample(self, view: RuntimeView, stages: StageHistograms, lag: ConsumerLag) -> None:
         """Snapshot the figures now and append the point since the previous snapshot."""

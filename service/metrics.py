@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -129,9 +129,10 @@ class Metrics:
         await self.lag.refresh(self.view.consumer)
         self._live.sample(self.view, self.stages, self.lag)
 
-    async def next_sample(self) -> None:
-        """Return once the next :meth:`tick` has sampled the live series."""
-        await self._live.next_sample()
+    def next_sample(self) -> Awaitable[bool]:
+        """An awaitable done once the first :meth:`tick` after this call has sampled the
+        live series (``LiveSeries.next_sample``)."""
+        return self._live.next_sample()
 
     async def run_sampler(self, interval_s: float = 1.0) -> None:
         """Call :meth:`tick` every ``interval_s`` until cancelled."""

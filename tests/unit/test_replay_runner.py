@@ -13,7 +13,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from engines.fake import FakeEngine, LatencyModel
+from engines.fake import FakeEngine
 from engines.head import Head
 from replay.errors import ReplayError
 from replay.measure import Recorder
@@ -246,18 +246,14 @@ def test_plan_prefix_and_errors(make_feed: Callable[..., Path]) -> None:
         Pacing.parse("1", -1.0)
 
 
-async def test_in_process_pipeline_decides_every_event(tmp_path: Path) -> None:
+async def test_in_process_pipeline_decides_every_event(
+    tmp_path: Path, make_engine: Callable[..., FakeEngine]
+) -> None:
     """Replaying into the real pipeline in-process gives one decision per event, none lost."""
     feed = tmp_path / "syn.parquet"
     synthesize_market(feed, seconds=1.0, seed=1, rate=150.0)
     spec = FeatureSpec(task=Task.TRADING, window=4)
-    engine = FakeEngine(
-        n_features=spec.n_features,
-        n_outputs=3,
-        max_batch=8,
-        latency=LatencyModel(base_ns=20_000, per_row_ns=0),
-    )
-    engine.warm_up(5)
+    engine = make_engine(window=4, latency_ns=20_000)
     settings = load_settings(env={"WEIR_SCHEDULER__BUDGET_MS": "20"})
     transport = InProcessTransport(
         settings,
