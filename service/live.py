@@ -66,11 +66,9 @@ class LiveSeries:
 
     def sample(self, view: RuntimeView, stages: StageHistograms, lag: ConsumerLag) -> None:
         """Snapshot the figures now and append the point since the previous snapshot."""
-        try:
-            self._append(view, stages, lag)
-        finally:
-            sampled, self._sampled = self._sampled, asyncio.Event()
-            sampled.set()
+        self._append(view, stages, lag)
+        sampled, self._sampled = self._sampled, asyncio.Event()
+        sampled.set()
 
     def _append(self, view: RuntimeView, stages: StageHistograms, lag: ConsumerLag) -> None:
         pipe = view.pipeline
