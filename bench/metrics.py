@@ -43,9 +43,10 @@ from schemas.codec import event_codec
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
 from service.memory import MemoryRecord
-from service.metrics import InMemoryView, Metrics
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import load_settings
+from service.view import InMemoryView
 
 TOPIC = "weir.events"
 

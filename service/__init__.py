@@ -1,7 +1,10 @@
 """weir's Kafka runtime: settings, pipeline, scheduler, state, brokers, CLI.
 
-The seams are ``Record``/``Sink`` (``service.base``, fakes in ``service.memory``) and the
-scheduler (``service.scheduler``). ``weir serve`` runs ``service.runtime.Runtime``.
+The seams are ``Record``/``Sink`` (fakes in ``service.memory``), the pipeline's
+``BatchObserver`` and the metrics' ``ConsumerLike``, all in ``service.base``; what the ops
+side reads of a worker (``service.view``, with its fake); and the scheduler
+(``service.scheduler``). ``weir serve`` runs ``service.runtime.Runtime``, whose Prometheus
+side is ``service.metrics``.
 """
 
 from service.base import Record, Sink

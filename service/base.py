@@ -1,9 +1,12 @@
-"""The service's transport seam: what a source hands in and what a sink sends out.
+"""The service's seams: what a source hands in, what a sink sends out, what the pipeline
+tells of each batch and what the metrics read of the consumer.
 
 ``Record`` is the shape of one consumed record; aiokafka's ``ConsumerRecord`` satisfies it
 as it is (no copy). ``Sink`` sends encoded messages and reports each one's durable
 acknowledgement through the callback it was given. ``service.memory`` holds the in-memory
-fakes of both, used by tests, benchmarks and the in-process replay.
+fakes of both, used by tests, benchmarks and the in-process replay. ``BatchObserver`` is
+what the pipeline tells of every batch (``service.metrics.Metrics`` is one);
+``ConsumerLike`` is the part of ``AIOKafkaConsumer`` the metrics read.
 
 Call contract of ``Sink``: ``send`` is called from the event loop; it may wait when the
 sink's buffer is full (that is backpressure) but never waits for acknowledgements.
@@ -15,7 +18,10 @@ acknowledged (or failed).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from service.scheduler.base import Item
 
 
 class Record(Protocol):
@@ -61,4 +67,54 @@ class Sink(Protocol):
 
     async def flush(self) -> None:
         """Wait until every message sent so far is acknowledged or failed."""
+        ...
+
+
+class BatchObserver(Protocol):
+    """What the pipeline tells of each batch (``Pipeline(observer=...)``).
+
+    Call contract: both methods are called on the pipeline's event loop, once per batch
+    that ran the engine, in this order, and must not block or await. ``on_batch`` comes
+    right after the engine call, before any of the batch's decisions is published; the
+    sequences it gets are the pipeline's per-slot stamp arrays, indexed by
+    ``item.payload``, valid only during the call (slots are reused after publishing).
+    ``on_published`` comes after the batch's last decision was handed to the sink.
+    """
+
+    def on_batch(
+        self,
+        bucket: int,
+        items: Sequence[Item[int]],
+        ingest_ns: Sequence[int],
+        kafka_ts_ns: Sequence[int | None],
+        source_ts_ns: Sequence[int | None],
+        dispatch_ns: int,
+        done_ns: int,
+    ) -> None:
+        """A batch ran: monotonic ingest stamps per slot, wall Kafka/source stamps per slot,
+        monotonic dispatch and inference-done times."""
+        ...
+
+    def on_published(self, end_ns: int, mono_to_wall_ns: int) -> None:
+        """The batch's decisions were all handed to the sink at monotonic ``end_ns``."""
+        ...
+
+
+class ConsumerLike(Protocol):
+    """What the metrics read from an ``AIOKafkaConsumer`` (called on its event loop)."""
+
+    def assignment(self) -> set[Any]:
+        """Assigned ``TopicPartition`` set."""
+        ...
+
+    def paused(self) -> set[Any]:
+        """Paused ``TopicPartition`` set."""
+        ...
+
+    def highwater(self, partition: Any) -> int | None:
+        """Last known highwater offset of ``partition``."""
+        ...
+
+    async def position(self, partition: Any) -> int:
+        """Offset of the next record to fetch from ``partition``."""
         ...

@@ -43,7 +43,7 @@ from service.settings import ExpiryPolicy, Settings
 from service.state import StateStore
 
 if TYPE_CHECKING:
-    from service.metrics import BatchObserver
+    from service.base import BatchObserver
 
 TP = tuple[str, int]
 Clock = Callable[[], int]
@@ -164,7 +164,7 @@ class Pipeline:
         self.failed: BaseException | None = None
         """The first publish failure; the runtime stops and restarts from the last commit."""
         self.observer = observer
-        """Told of every batch, twice (``service.metrics.BatchObserver``); ``None``: off."""
+        """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
 
     def _target_getter(self) -> Callable[[Any], float]:
         def sensor(state: Any) -> float:

@@ -24,7 +24,7 @@ and the fake :class:`service.broker.external.ExternalBroker` (an address someone
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -60,7 +60,6 @@ class BrokerStatus(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.kind}: stopped{last}"
 
 
-@runtime_checkable
 class Broker(Protocol):
     """A Kafka-protocol broker reachable on loopback; see the module docstring for the contract."""
 

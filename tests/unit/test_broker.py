@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import service.broker
 from service.broker import _process, cli
 from service.broker import kafka as kafka_module
 from service.broker.base import BrokerStatus
-from service.broker.external import ExternalBroker, check_bootstrap
+from service.broker.external import check_bootstrap
 from service.broker.jars import (
     PinnedJar,
     install_jars,
@@ -56,30 +55,6 @@ def _state(**changes: object) -> _process.BrokerState:
     }
     fields.update(changes)
     return _process.BrokerState(**fields)  # type: ignore[arg-type]
-
-
-def test_public_surface_is_pinned() -> None:
-    """The package exports exactly these names."""
-    assert service.broker.__all__ == [
-        "KAFKA_VERSION",
-        "ApacheKafka",
-        "Broker",
-        "BrokerKind",
-        "BrokerStatus",
-        "ExternalBroker",
-        "Progress",
-        "Tansu",
-    ]
-
-
-def test_brokers_satisfy_the_protocol(tmp_path: Path) -> None:
-    """Each implementation is a Broker."""
-    for broker in (
-        ApacheKafka(state_dir=tmp_path),
-        Tansu(state_dir=tmp_path),
-        ExternalBroker("127.0.0.1:9092"),
-    ):
-        assert isinstance(broker, service.broker.Broker)
 
 
 def test_server_properties_render_a_single_loopback_kraft_node() -> None:

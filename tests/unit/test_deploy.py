@@ -11,19 +11,17 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.fake import FakeEngine
-from engines.head import Head
-from schemas.features import FeatureSpec, Task
-from service.memory import MemorySink
-from service.metrics import InMemoryView, Metrics
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import load_settings
+from service.view import InMemoryView
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -44,23 +42,12 @@ def _yaml() -> Any:
     return pytest.importorskip("yaml", reason="PyYAML not installed (add pyyaml to dev)")
 
 
-def _exported() -> dict[str, set[str]]:
+@pytest.fixture
+def exported(
+    make_served: Callable[..., tuple[Pipeline, Metrics, InMemoryView]],
+) -> dict[str, set[str]]:
     """Sample names the service really exports, each with its label names (from a scrape)."""
-    settings = load_settings(env={})
-    spec = FeatureSpec(task=Task.TRADING, window=4)
-    engine = FakeEngine(n_features=spec.n_features, max_batch=8)
-    engine.warm_up(2)
-    view = InMemoryView(settings, engine, None, "deploy-1")
-    metrics = Metrics(view)
-    view.pipeline = Pipeline(
-        settings=settings,
-        engine=engine,
-        head=Head("trading", ["SELL", "HOLD", "BUY"]),
-        spec=spec,
-        sink=MemorySink(),
-        model_version="deploy-1",
-        observer=metrics,
-    )
+    _, metrics, _ = make_served(model_version="deploy-1")
     labels = {
         "weir_consumer_lag_records": {"topic", "partition"},
         "weir_consumer_lag_seconds": {"topic", "partition"},
@@ -141,10 +128,12 @@ def test_dashboard_is_well_formed_grafana_json() -> None:
     assert queries >= 20
 
 
-def test_dashboard_queries_name_only_metrics_the_service_exports() -> None:
+def test_dashboard_queries_name_only_metrics_the_service_exports(
+    exported: dict[str, set[str]],
+) -> None:
     """Every metric in every panel query is one the registry exports (or a recording rule
     of rules.yml), and every label matched on it is one it carries."""
-    exported, recorded = _exported(), _recorded()
+    recorded = _recorded()
     dash = json.loads(DASHBOARD.read_text())
     problems = {}
     for p in _panels(dash):
@@ -157,10 +146,10 @@ def test_dashboard_queries_name_only_metrics_the_service_exports() -> None:
     assert not problems
 
 
-def test_expression_check_catches_unknown_names() -> None:
+def test_expression_check_catches_unknown_names(exported: dict[str, set[str]]) -> None:
     """The dashboard check itself flags a misspelt metric, a label the metric lacks and an
     unknown recording rule."""
-    exported, recorded = _exported(), {"job:weir_events:rate1m"}
+    recorded = {"job:weir_events:rate1m"}
     assert _check_expr('sum(rate(weir_events_total{kind="quote"}[5m]))', exported, recorded) == []
     assert _check_expr("rate(weir_event_total[5m])", exported, recorded) == [
         "unknown metric weir_event_total"
@@ -191,10 +180,10 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:
 # -- Prometheus -------------------------------------------------------------------------------
 
 
-def test_rules_name_only_exported_metrics() -> None:
+def test_rules_name_only_exported_metrics(exported: dict[str, set[str]]) -> None:
     """Every expression in rules.yml names metrics and labels the service exports."""
     yaml = _yaml()
-    exported, recorded = _exported(), _recorded()
+    recorded = _recorded()
     doc = yaml.safe_load(RULES.read_text())
     problems = {}
     for group in doc["groups"]:
@@ -423,8 +412,8 @@ def test_every_manifest_is_listed_or_documented() -> None:
     assert set(kust["resources"]) == top
 
 
-def test_exported_names_come_from_a_live_registry() -> None:
+def test_exported_names_come_from_a_live_registry(exported: dict[str, set[str]]) -> None:
     """The name set the checks above use is the registry's (not a hand-kept list)."""
-    names = _exported()
+    names = exported
     assert "weir_end_to_end_seconds_bucket" in names and "weir_events_total" in names
     assert names["weir_end_to_end_seconds_bucket"] == {"since", "le"}

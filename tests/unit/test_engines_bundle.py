@@ -14,6 +14,7 @@ import pytest
 from engines import (
     Bundle,
     BundleError,
+    EngineError,
     FakeEngine,
     LatencyModel,
     load_engine,
@@ -232,5 +233,5 @@ def test_stored_profile_of_another_max_batch_is_ignored(
     measured = FakeEngine(n_features=8, max_batch=4).warm_up(5)
     bundle = bundle.record_profile("onnx", "fp32", "cpu", measured)
     engine = load_engine(bundle, "onnx", max_batch=8)
-    with pytest.raises(Exception, match="no latency profile yet"):
+    with pytest.raises(EngineError, match="no latency profile yet"):
         _ = engine.profile

@@ -10,7 +10,7 @@ import shutil
 import socket
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,16 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.fake import FakeEngine, LatencyModel
-from engines.head import Head
 from schemas.codec import event_codec
 from schemas.events import Quote
-from schemas.features import FeatureSpec, Task
+from service.collector import METRIC_NAMES
 from service.http import OpsServer
-from service.memory import MemoryRecord, MemorySink
-from service.metrics import LIVE_SERIES, METRIC_NAMES, InMemoryView, Metrics
+from service.live import LIVE_SERIES
+from service.memory import MemoryRecord
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import load_settings
+from service.view import InMemoryView
 
 SECRET = "hunter2-sasl-Secret-9f3a"
 TOPIC = "weir.events"
@@ -64,9 +64,16 @@ class Served:
             await asyncio.sleep(0)
         assert await self.pipe.drain(5.0)
 
+    async def samples(self, n: int) -> None:
+        """Wait until the server's sampler has sampled the live series ``n`` more times."""
+        for _ in range(n):
+            await asyncio.wait_for(self.metrics.next_sample(), 5)
+
 
 @pytest.fixture
-async def served() -> AsyncIterator[Served]:
+async def served(
+    make_served: Callable[..., tuple[Pipeline, Metrics, InMemoryView]],
+) -> AsyncIterator[Served]:
     """An in-memory pipeline served on 127.0.0.1, an ephemeral port, with a SASL password set."""
     settings = load_settings(
         env={
@@ -77,25 +84,7 @@ async def served() -> AsyncIterator[Served]:
             "WEIR_KAFKA__SSL_PASSWORD": SECRET + "-tls",
         }
     )
-    spec = FeatureSpec(task=Task.TRADING, window=4)
-    engine = FakeEngine(
-        n_features=spec.n_features,
-        max_batch=8,
-        latency=LatencyModel(base_ns=30_000, per_row_ns=0),
-    )
-    engine.warm_up(5)
-    view = InMemoryView(settings, engine, None, "http-1")
-    metrics = Metrics(view)
-    pipe = Pipeline(
-        settings=settings,
-        engine=engine,
-        head=Head("trading", ["SELL", "HOLD", "BUY"]),
-        spec=spec,
-        sink=MemorySink(),
-        model_version="http-1",
-        observer=metrics,
-    )
-    view.pipeline = pipe
+    pipe, metrics, view = make_served(settings=settings, model_version="http-1", latency_ns=30_000)
     pipe.start()
     server = OpsServer(metrics, "127.0.0.1", 0, sample_interval_s=0.2)
     await server.start()
@@ -155,7 +144,7 @@ async def test_status_is_json_without_secrets(served: Served) -> None:
     """/status holds settings (redacted), engine, profile, counters, readiness; the SASL and
     TLS passwords appear in no endpoint's answer."""
     await served.feed(20)
-    await asyncio.sleep(0.5)  # a few live points
+    await served.samples(2)  # the baseline and one live point
     status, headers, body = await _request(served, "/status")
     assert status == 200 and headers["content-type"] == "application/json"
     doc = msgspec.json.decode(body)
@@ -167,6 +156,7 @@ async def test_status_is_json_without_secrets(served: Served) -> None:
     assert doc["counters"]["events_in"] == 20
     assert doc["ready"] == {"ok": True, "reason": "ready"}
     assert set(doc["recent"]) == set(LIVE_SERIES)
+    assert len(doc["recent"]["t"]) >= 1
     for path in ("/status", "/metrics", "/live", "/", "/readyz"):
         _, _, page = await _request(served, path)
         assert SECRET.encode() not in page, path
@@ -175,9 +165,9 @@ async def test_status_is_json_without_secrets(served: Served) -> None:
 
 async def test_live_serves_aligned_per_second_series(served: Served) -> None:
     """/live has every series, all the same length, growing with each sampler tick."""
-    await asyncio.sleep(0.3)  # the sampler's first tick is the baseline
+    await served.samples(1)  # the sampler's first tick is the baseline
     await served.feed(30)
-    await asyncio.sleep(0.7)
+    await served.samples(2)
     status, _, body = await _request(served, "/live")
     assert status == 200
     series = msgspec.json.decode(body)["series"]
@@ -349,9 +339,9 @@ async def test_live_page_draws_its_charts_in_headless_chromium(
     if browser is None:
         pytest.skip("chromium not installed (Debian: apt-get install chromium)")
     await served.feed(60)
-    await asyncio.sleep(0.5)
+    await served.samples(2)
     await served.feed(60, start=60)
-    await asyncio.sleep(0.5)
+    await served.samples(2)
     flags = [
         "--headless",
         "--no-sandbox",

@@ -12,23 +12,20 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from engines.fake import FakeEngine, LatencyModel
+from engines.fake import FakeEngine
 from engines.head import Head
 from schemas.codec import event_codec
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
-from service.memory import MemoryRecord, MemorySink
-from service.metrics import (
-    LATENCY_BUCKETS_S,
-    METRIC_NAMES,
-    InMemoryView,
-    LoopHistogram,
-    Metrics,
-)
+from service.collector import METRIC_NAMES
+from service.histogram import LATENCY_BUCKETS_S, LoopHistogram
+from service.memory import MemoryRecord
+from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings, load_settings
+from service.view import InMemoryView
 
-WINDOW = 4
+WINDOW = 4  # the window of the conftest fixtures
 TOPIC = "weir.events"
 
 EXPECTED_TYPES = {
@@ -69,40 +66,6 @@ def _record(i: int, key: str = "K0", partition: int = 0, ts_ms: int | None = Non
 
 
 MakeServed = Callable[..., tuple[Pipeline, Metrics, InMemoryView]]
-
-
-@pytest.fixture
-def make_served() -> MakeServed:
-    """An in-memory pipeline with a Metrics observer and its view (not started)."""
-
-    def make(
-        *, settings: Settings | None = None, fail_every: int = 0
-    ) -> tuple[Pipeline, Metrics, InMemoryView]:
-        settings = settings or _settings()
-        spec = FeatureSpec(task=Task.TRADING, window=WINDOW)
-        engine = FakeEngine(
-            n_features=spec.n_features,
-            n_outputs=3,
-            max_batch=8,
-            latency=LatencyModel(base_ns=30_000, per_row_ns=0),
-            fail=lambda call, bucket: fail_every > 0 and call > 40 and call % fail_every == 0,
-        )
-        engine.warm_up(5)
-        view = InMemoryView(settings, engine, None, "test-1")
-        metrics = Metrics(view)
-        pipe = Pipeline(
-            settings=settings,
-            engine=engine,
-            head=Head("trading", ["SELL", "HOLD", "BUY"]),
-            spec=spec,
-            sink=MemorySink(),
-            model_version="test-1",
-            observer=metrics,
-        )
-        view.pipeline = pipe
-        return pipe, metrics, view
-
-    return make
 
 
 async def _feed(pipe: Pipeline, records: list[MemoryRecord], chunk: int = 5) -> None:
@@ -238,11 +201,10 @@ def test_loop_histogram_counts_and_quantiles_like_promql() -> None:
     assert h.quantile(0.5, snap) == pytest.approx(20 + 20 * 0.5)
 
 
-def test_registries_are_per_worker_not_global() -> None:
+def test_registries_are_per_worker_not_global(make_engine: Callable[..., FakeEngine]) -> None:
     """Two Metrics have separate registries and nothing weir_ lands in the global one."""
     settings = _settings()
-    engine = FakeEngine(n_features=FeatureSpec(task=Task.TRADING, window=WINDOW).n_features)
-    engine.warm_up(2)
+    engine = make_engine()
     a = Metrics(InMemoryView(settings, engine, None, "a"))
     b = Metrics(InMemoryView(settings, engine, None, "b"))
     assert a.registry is not b.registry
@@ -359,6 +321,21 @@ async def test_live_series_are_per_second_rates_and_quantiles(make_served: MakeS
     assert 1 <= live["batch_mean"][0] <= 8
     msgspec.json.encode(metrics.live())  # JSON-able
     await pipe.close()
+
+
+async def test_next_sample_is_done_by_the_next_tick_only(make_served: MakeServed) -> None:
+    """next_sample() is done by the first tick after the call (the baseline counts), and a
+    waiter made after that tick waits for the one after."""
+    _, metrics, _ = make_served()
+    first = metrics.next_sample()
+    await metrics.tick()  # baseline: appends no point, still a sample
+    second = asyncio.ensure_future(metrics.next_sample())
+    assert await asyncio.wait_for(first, 1) is True
+    await asyncio.sleep(0)  # one loop turn: the second waiter runs and blocks
+    assert not second.done()
+    await metrics.tick()
+    assert await asyncio.wait_for(second, 1) is True
+    assert len(metrics.live()["series"]["t"]) == 1
 
 
 def test_runtime_owns_metrics_and_reports_not_started() -> None:

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
 
-from engines.fake import FakeEngine, LatencyModel
-from engines.head import Head
 from schemas.codec import dead_letter_codec, decision_codec, event_codec
 from schemas.decision import Decision, Status
 from schemas.events import Quote, SensorReading
-from schemas.features import FeatureSpec, Task
+from schemas.features import Task
 from service.memory import MemoryRecord, MemorySink
 from service.pipeline import Pipeline
 from service.settings import Settings, load_settings
 
-WINDOW = 4
+WINDOW = 4  # the window of the conftest fixtures
 TOPIC = "weir.events"
 
 
@@ -32,43 +29,6 @@ def _settings(**sections: dict[str, Any]) -> Settings:
                 msgspec.json.encode(v).decode() if not isinstance(v, str) else v
             )
     return load_settings(env=env)
-
-
-@pytest.fixture
-def make_pipeline() -> Callable[..., tuple[Pipeline, MemorySink, FakeEngine]]:
-    def make(
-        *,
-        settings: Settings | None = None,
-        task: Task = Task.TRADING,
-        fail_every: int = 0,
-        latency_ns: int = 50_000,
-        sink: MemorySink | None = None,
-    ) -> tuple[Pipeline, MemorySink, FakeEngine]:
-        spec = FeatureSpec(task=task, window=WINDOW)
-        n_out = 3 if task is Task.TRADING else 1
-        engine = FakeEngine(
-            n_features=spec.n_features,
-            n_outputs=n_out,
-            max_batch=8,
-            latency=LatencyModel(base_ns=latency_ns, per_row_ns=0),
-            fail=lambda call, bucket: armed[0] and fail_every > 0 and call % fail_every == 0,
-        )
-        armed = [False]
-        engine.warm_up(5)
-        armed[0] = True
-        head = Head(task.value, ["SELL", "HOLD", "BUY"])
-        sink = sink or MemorySink()
-        pipe = Pipeline(
-            settings=settings or _settings(scheduler={"budget_ms": 50.0}),
-            engine=engine,
-            head=head,
-            spec=spec,
-            sink=sink,
-            model_version="test-1",
-        )
-        return pipe, sink, engine
-
-    return make
 
 
 def _quote_record(i: int, key: str = "BTCUSDT", partition: int = 0) -> MemoryRecord:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import replay
-import replay.importers
 from replay.cli import ProgressLine, _commands, register
 from schemas import FeedError, FeedReader
 
@@ -156,45 +154,3 @@ def test_progress_line_throttles_on_a_tty() -> None:
     quiet = io.StringIO()
     ProgressLine(quiet)(5)
     assert quiet.getvalue() == ""
-
-
-def test_exported_members() -> None:
-    """The public surface of replay and replay.importers is pinned and sorted."""
-    assert replay.__all__ == [
-        "AnomalyWindow",
-        "BadLine",
-        "ColumnMap",
-        "Echo",
-        "ImportLog",
-        "ImportReport",
-        "InProcessTransport",
-        "KafkaTransport",
-        "Pacing",
-        "ReplayError",
-        "RunResult",
-        "Slo",
-        "SloError",
-        "SourceInfo",
-        "anomaly_windows",
-        "compare",
-        "evaluate",
-        "import_binance",
-        "import_csv",
-        "import_nab",
-        "import_ndjson",
-        "load_plan",
-        "load_slo",
-        "read_result",
-        "read_source_info",
-        "render_html",
-        "synthesize_market",
-        "synthesize_sensor",
-        "write_html",
-        "write_result",
-    ]
-    assert replay.importers.__all__ == sorted(replay.importers.__all__)
-    assert {"import_binance", "iter_binance", "iter_nab", "write_feed"} <= set(
-        replay.importers.__all__
-    )
-    for mod in (replay, replay.importers):
-        assert all(hasattr(mod, name) for name in mod.__all__)

@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from replay.errors import ReplayError
 from replay.measure import Recorder
 from replay.report import compare, format_summary, format_verdict, render_html, write_html
 from replay.results import (
@@ -127,7 +128,7 @@ def test_result_files_of_other_kinds_are_refused(tmp_path: Path) -> None:
     """Reading a file that is not a result names the file and what was found."""
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "something/2"}')
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ReplayError) as info:
         read_result(bad)
     assert str(info.value) == (
         f"results {bad}: format is 'something/2', expected 'weir.replay.result/1' "
@@ -135,7 +136,7 @@ def test_result_files_of_other_kinds_are_refused(tmp_path: Path) -> None:
     )
     broken = tmp_path / "broken.json"
     broken.write_text('{"format": "weir.replay.result/1", "config": 3}')
-    with pytest.raises(Exception, match=r"does not match the schema: Expected `object`"):
+    with pytest.raises(ReplayError, match=r"does not match the schema: Expected `object`"):
         read_result(broken)
 
 

@@ -13,8 +13,9 @@ import msgspec
 import numpy as np
 import pytest
 
-from engines.fake import FakeEngine, LatencyModel
+from engines.fake import FakeEngine
 from engines.head import Head
+from replay.errors import ReplayError
 from replay.measure import Recorder
 from replay.results import RunConfig
 from replay.runner import (
@@ -239,24 +240,20 @@ def test_plan_prefix_and_errors(make_feed: Callable[..., Path]) -> None:
     path = make_feed(100, gap_ms=10.0)
     assert load_plan(path, seconds=0.25).n == 25
     assert load_plan(path, limit=7).n == 7
-    with pytest.raises(Exception, match=r"--speed must be a number > 0 or 'max', got 'fast'"):
+    with pytest.raises(ReplayError, match=r"--speed must be a number > 0 or 'max', got 'fast'"):
         Pacing.parse("fast")
-    with pytest.raises(Exception, match=r"--rate must be a number of events/s > 0, got -1.0"):
+    with pytest.raises(ReplayError, match=r"--rate must be a number of events/s > 0, got -1.0"):
         Pacing.parse("1", -1.0)
 
 
-async def test_in_process_pipeline_decides_every_event(tmp_path: Path) -> None:
+async def test_in_process_pipeline_decides_every_event(
+    tmp_path: Path, make_engine: Callable[..., FakeEngine]
+) -> None:
     """Replaying into the real pipeline in-process gives one decision per event, none lost."""
     feed = tmp_path / "syn.parquet"
     synthesize_market(feed, seconds=1.0, seed=1, rate=150.0)
     spec = FeatureSpec(task=Task.TRADING, window=4)
-    engine = FakeEngine(
-        n_features=spec.n_features,
-        n_outputs=3,
-        max_batch=8,
-        latency=LatencyModel(base_ns=20_000, per_row_ns=0),
-    )
-    engine.warm_up(5)
+    engine = make_engine(window=4, latency_ns=20_000)
     settings = load_settings(env={"WEIR_SCHEDULER__BUDGET_MS": "20"})
     transport = InProcessTransport(
         settings,

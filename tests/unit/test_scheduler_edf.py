@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from engines.profile import LatencyProfile
+from service.errors import ConfigError
 from service.scheduler import Batch, Deadline, EdfScheduler, Item, Outcome, SchedulerError
 from service.settings import ExpiryPolicy
 
@@ -249,7 +250,7 @@ def test_poll_is_none_while_busy_and_complete_checks_the_batch() -> None:
 
 def test_bad_settings_are_refused() -> None:
     """Constructor arguments out of range raise ConfigError naming the value."""
-    with pytest.raises(Exception, match=r"^max_queued must be >= 1, got 0$"):
+    with pytest.raises(ConfigError, match=r"^max_queued must be >= 1, got 0$"):
         make_edf(max_queued=0)
-    with pytest.raises(Exception, match=r"^resume_fraction must be in \(0, 1\), got 1.0$"):
+    with pytest.raises(ConfigError, match=r"^resume_fraction must be in \(0, 1\), got 1.0$"):
         make_edf(resume_fraction=1.0)

@@ -11,19 +11,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chaos.context import make_bundle
-from engines.fake import FakeEngine
-from engines.head import Head
 from schemas.codec import event_codec
 from schemas.events import MAX_KEY_LEN, MAX_LEVELS, Quote, SensorReading
-from schemas.features import FeatureSpec, Task
 from service.cli import main as weir_main
-from service.memory import MemoryRecord, MemorySink
-from service.pipeline import Pipeline
-from service.settings import HttpSettings, Settings, load_settings
+from service.memory import MemoryRecord
+from service.settings import HttpSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "engines", "service", "replay", "chaos", "bench")
@@ -199,22 +196,6 @@ def test_the_pickle_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
 # -- input bounds before state -----------------------------------------------------------------
 
 
-def _pipeline(settings: Settings) -> tuple[Pipeline, MemorySink]:
-    spec = FeatureSpec(task=Task.TRADING, window=4)
-    engine = FakeEngine(n_features=spec.n_features, max_batch=8)
-    engine.warm_up(5)
-    sink = MemorySink()
-    pipe = Pipeline(
-        settings=settings,
-        engine=engine,
-        head=Head("trading", ["SELL", "HOLD", "BUY"]),
-        spec=spec,
-        sink=sink,
-        model_version="sec-1",
-    )
-    return pipe, sink
-
-
 def _quote_json(symbol: str, **raw: str) -> bytes:
     """A quote as JSON text; each keyword replaces (or adds) a field with raw JSON text."""
     fields = {
@@ -255,10 +236,11 @@ BAD_RECORDS: dict[str, tuple[bytes | None, str]] = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_RECORDS))
-async def test_out_of_bounds_records_never_touch_state(case: str) -> None:
+async def test_out_of_bounds_records_never_touch_state(case: str, make_pipeline: Any) -> None:
     """An oversized or out-of-range record is dead-lettered with its reason and creates no key."""
     value, reason = BAD_RECORDS[case]
-    pipe, sink = _pipeline(load_settings(env={"WEIR_KAFKA__MAX_EVENT_BYTES": "65536"}))
+    settings = load_settings(env={"WEIR_KAFKA__MAX_EVENT_BYTES": "65536"})
+    pipe, sink, _ = make_pipeline(settings=settings, model_version="sec-1")
     pipe.start()
     try:
         good = event_codec().encode(
@@ -276,9 +258,9 @@ async def test_out_of_bounds_records_never_touch_state(case: str) -> None:
     assert len(pipe.state) == 1 and pipe.state.get("GOOD") is not None
 
 
-async def test_wrong_task_records_never_create_a_key() -> None:
+async def test_wrong_task_records_never_create_a_key(make_pipeline: Any) -> None:
     """A sensor reading sent to a trading model is dead-lettered and creates no key."""
-    pipe, sink = _pipeline(load_settings(env={}))
+    pipe, sink, _ = make_pipeline(settings=load_settings(env={}), model_version="sec-1")
     pipe.start()
     try:
         value = event_codec().encode(SensorReading(sensor_id="INTRUDER", value=1.0))
