@@ -34,6 +34,7 @@ def test_all_is_pinned_and_sorted() -> None:
         "TorchEngine",
         "bucket_sizes",
         "load_engine",
+        "load_model",
         "tiny_mlp_onnx",
         "write_tiny_bundle",
     ]
