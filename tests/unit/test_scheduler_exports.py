@@ -14,7 +14,6 @@ def test_all_is_pinned_and_sorted() -> None:
         "Clock",
         "Deadline",
         "DeadlinePolicy",
-        "Driver",
         "EdfScheduler",
         "EmpiricalService",
         "FixedWindowScheduler",
