@@ -461,9 +461,9 @@ class BatchLog:
         self,
         bucket: int,
         items: Any,
-        ingest: Any,
-        kafka_ts: Any,
-        source_ts: Any,
+        ingest_ns: Any,
+        kafka_ts_ns: Any,
+        source_ts_ns: Any,
         dispatch_ns: int,
         done_ns: int,
     ) -> None:
@@ -505,7 +505,7 @@ async def real_run(
         sink=sink,
         model_version="bench",
         scheduler=sched,
-        observer=log,  # type: ignore[arg-type]
+        observer=log,
     )
     pipe.warm(quote_records(np.repeat(np.arange(N_KEYS), SPEC.window), first_offset=-(10**9)))
     records = quote_records(keys)
