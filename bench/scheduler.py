@@ -2,13 +2,14 @@
 
 Prints figures, asserts nothing about speed. Three parts:
 
-1. Timer wake-up error of the asyncio driver's timers (call_at vs timerfd, asyncio vs uvloop).
+1. Wake-up error of the dispatch loop's timers (call_at vs timerfd, asyncio vs uvloop).
 2. Discrete-event simulation on the real arrival times of two Binance captures (spot, and
    bursty USD-M futures) replayed at 1x, 10x, 100x, with (a) a CPU profile measured now
    on ONNX Runtime (small MLP 64-64-32-3, one thread) or loaded with ``--profile``, and
    (b) an assumed GPU-like profile. One table: SLO attainment, latency, batches.
-3. The same traces through the real scheduler, driver and ONNX Runtime on a real event
-   loop (no Kafka), next to the simulation of the same cut.
+3. The same traces through the service's own pipeline (``service.pipeline``: decode, per-key
+   state, the scheduler's dispatch loop, ONNX Runtime inline, decisions to an in-memory sink;
+   no Kafka) on a real event loop, next to the simulation of the same cut.
 
 Run: ``PYTHONPATH=. python -m bench.scheduler`` (about 3-4 minutes; ``--quick`` for less).
 Only the leading ns stamp of each feed line is read; events get one of 16 keys at random.
@@ -33,17 +34,19 @@ from typing import Any
 
 import numpy as np
 
+from engines.head import Head
+from engines.onnx import OnnxEngine
 from engines.profile import LatencyProfile, bucket_sizes
+from schemas.codec import event_codec
+from schemas.events import Quote
+from schemas.features import FeatureSpec, Task
+from service.memory import MemoryRecord
+from service.pipeline import STATUS_HEADER, Pipeline
 from service.scheduler import (
-    Batch,
-    Deadline,
-    Driver,
     EdfScheduler,
     EmpiricalService,
     FixedWindowScheduler,
     GreedyScheduler,
-    Item,
-    Outcome,
     PerEventScheduler,
     Scheduler,
     SimResult,
@@ -51,6 +54,7 @@ from service.scheduler import (
     simulate,
 )
 from service.scheduler.sim import EXPIRED, OK, SHED
+from service.settings import load_settings
 
 FEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "feeds" / "binance"
 TRACES = {"spot": "btcusdt_20240808.gz", "futures": "btcusdt_usdm_20240808.gz"}
@@ -84,13 +88,13 @@ def cut(arr: np.ndarray, speed: float, seconds: float | None, limit: int | None)
 # -- profiles ------------------------------------------------------------------------------
 
 
-def build_mlp() -> bytes:
-    """A 64-64-32-3 MLP with a dynamic batch axis, random weights, as ONNX bytes."""
+def build_mlp(n_in: int = N_FEATURES) -> bytes:
+    """An ``n_in``-64-32-3 MLP with a dynamic batch axis, random weights, as ONNX bytes."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    dims = [N_FEATURES, 64, 32, 3]
+    dims = [n_in, 64, 32, 3]
     inits, nodes, prev = [], [], "x"
     for i, (a, b) in enumerate(itertools.pairwise(dims)):
         w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
@@ -107,7 +111,7 @@ def build_mlp() -> bytes:
     graph = helper.make_graph(
         nodes,
         "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", N_FEATURES])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", n_in])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
         inits,
     )
@@ -363,80 +367,175 @@ def wake_bench(n: int) -> dict[tuple[str, str], np.ndarray]:
     return out
 
 
-# -- part 3: real loop ---------------------------------------------------------------------
+# -- part 3: the pipeline on a real loop ---------------------------------------------------
+
+
+SPEC = FeatureSpec(task=Task.TRADING, window=8)
+"""The features the pipeline computes for part 3 (quotes of 16 symbols)."""
+TOPIC = "bench.quotes"
+OTHER = 3
+"""Outcome code of a decision that is neither ok, expired nor shed (warming, error)."""
+STATUS_CODES = {b"ok": OK, b"expired": EXPIRED, b"shed": SHED}
+
+
+def pipeline_engine(max_batch: int) -> OnnxEngine:
+    """ORT on one thread running the MLP on the pipeline's feature rows."""
+    return OnnxEngine(
+        build_mlp(SPEC.n_features),
+        max_batch=max_batch,
+        threads=1,
+        input_name="x",
+        output_name="y",
+        model_version="bench-mlp",
+    )
+
+
+def measure_engine(engine: OnnxEngine, reps: int) -> Samples:
+    """Wall time (ns) of ``engine.infer`` per bucket on random rows, after a warm-up."""
+    rng = np.random.default_rng(8)
+    out: Samples = {}
+    for b in engine.buckets:
+        engine.input_buffer(b)[...] = rng.standard_normal((b, engine.n_features))
+        for _ in range(50):
+            engine.infer(b)
+        t = np.empty(reps, dtype=np.int64)
+        for r in range(reps):
+            engine.infer(b)
+            t[r] = engine.last_latency_ns
+        out[b] = t
+    return out
+
+
+def quote_records(keys: np.ndarray, first_offset: int = 0) -> list[MemoryRecord]:
+    """One encoded quote per key in ``keys`` (symbol ``S<key>``), offsets counting up."""
+    codec = event_codec()
+    rng = np.random.default_rng(9)
+    mids = 100.0 + np.cumsum(rng.normal(0.0, 0.01, keys.size))
+    qty = rng.uniform(0.1, 5.0, (keys.size, 2))
+    out = []
+    for j, k in enumerate(keys.tolist()):
+        symbol = f"S{k}"
+        q = Quote(
+            symbol=symbol,
+            bid_px=float(mids[j]) - 0.01,
+            bid_qty=float(qty[j, 0]),
+            ask_px=float(mids[j]) + 0.01,
+            ask_qty=float(qty[j, 1]),
+        )
+        out.append(MemoryRecord(TOPIC, 0, first_offset + j, codec.encode(q), key=symbol.encode()))
+    return out
+
+
+class OutcomeSink:
+    """The pipeline's sink: stamps each decision's hand-over time and outcome, by offset."""
+
+    def __init__(self, n: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.decided = np.zeros(n, dtype=np.int64)
+        self.outcome = np.full(n, -1, dtype=np.int8)
+        self.remaining = n
+        self.all_decided = loop.create_future()
+
+    async def send(
+        self, topic: str, key: Any, value: bytes, headers: Any, token: Any, on_ack: Any
+    ) -> None:
+        j = token[2]
+        self.decided[j] = time.monotonic_ns()
+        self.outcome[j] = STATUS_CODES.get(dict(headers)[STATUS_HEADER], OTHER)
+        on_ack(token, None)
+        self.remaining -= 1
+        if self.remaining == 0 and not self.all_decided.done():
+            self.all_decided.set_result(None)
+
+    async def flush(self) -> None:
+        return None
+
+
+class BatchLog:
+    """The pipeline's batch observer: batch sizes and engine busy time."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.busy_ns = 0
+
+    def on_batch(
+        self,
+        bucket: int,
+        items: Any,
+        ingest_ns: Any,
+        kafka_ts_ns: Any,
+        source_ts_ns: Any,
+        dispatch_ns: int,
+        done_ns: int,
+    ) -> None:
+        self.sizes.append(len(items))
+        self.busy_ns += done_ns - dispatch_ns
+
+    def on_published(self, end_ns: int, mono_to_wall_ns: int) -> None:
+        return None
 
 
 async def real_run(
     sched: Scheduler[int],
-    engine: MlpEngine,
+    engine: OnnxEngine,
     arrivals: np.ndarray,
     keys: np.ndarray,
     budget_ns: int,
 ) -> Row:
-    """Replay ``arrivals`` open-loop into the driver; infer inline; measure from intended time."""
+    """Replay ``arrivals`` open-loop into a pipeline running ``sched``; measure from intended.
+
+    Each key's feature window is filled first (``Pipeline.warm``), so no decision is
+    ``warming``. Deadlines are anchored at ingest (the service's default); attainment and
+    latency are measured from the intended arrival time, so a late feed wake counts.
+    """
     loop = asyncio.get_running_loop()
     n = int(arrivals.size)
-    decided = np.zeros(n, dtype=np.int64)
-    outcome = np.full(n, -1, dtype=np.int8)
-    sizes: list[int] = []
-    busy = [0]
-    remaining = [n]
-    done = loop.create_future()
-    key_l = keys.tolist()
+    sink = OutcomeSink(n, loop)
+    log = BatchLog()
+    settings = load_settings(
+        env={
+            "WEIR_SCHEDULER__BUDGET_MS": str(budget_ns / 1e6),
+            "WEIR_SCHEDULER__MAX_QUEUE": "20000",
+        }
+    )
+    pipe = Pipeline(
+        settings=settings,
+        engine=engine,
+        head=Head("trading", ["SELL", "HOLD", "BUY"]),
+        spec=SPEC,
+        sink=sink,
+        model_version="bench",
+        scheduler=sched,
+        observer=log,
+    )
+    pipe.warm(quote_records(np.repeat(np.arange(N_KEYS), SPEC.window), first_offset=-(10**9)))
+    records = quote_records(keys)
+    wake: asyncio.Future[None] | None = None
 
-    def settle(count: int) -> None:
-        remaining[0] -= count
-        if remaining[0] == 0 and not done.done():
-            done.set_result(None)
+    def fire() -> None:
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
-    def dispatch(batch: Batch[int]) -> None:
-        if batch.expired or batch.shed:
-            now = time.monotonic_ns()
-            for it in batch.expired:
-                decided[it.payload], outcome[it.payload] = now, EXPIRED
-            for it in batch.shed:
-                decided[it.payload], outcome[it.payload] = now, SHED
-            settle(len(batch.expired) + len(batch.shed))
-        if not batch.items:
-            return
-        rows = [it.payload for it in batch.items]
-        t0 = time.monotonic_ns()
-        engine.infer(rows)
-        t1 = time.monotonic_ns()
-        decided[rows] = t1
-        outcome[rows] = OK
-        sizes.append(len(rows))
-        busy[0] += t1 - t0
-        driver.complete(batch, t1 - t0)
-        settle(len(rows))
-
-    driver: Driver[int] = Driver(sched, dispatch, loop=loop)
-    start = time.monotonic_ns() + 20_000_000
-    intended = arrivals + start
-    intended_l = intended.tolist()
-    i = [0]
-    codes = {Outcome.EXPIRED: EXPIRED, Outcome.SHED: SHED}
-
-    def feed() -> None:
-        j = i[0]
-        clock = time.monotonic_ns
-        while j < n and intended_l[j] <= clock():
-            out = driver.submit(Item(j, key_l[j], Deadline(intended_l[j] + budget_ns)), kick=False)
-            if out is not None:
-                decided[j], outcome[j] = clock(), codes[out]
-                settle(1)
-            j += 1
-        i[0] = j
-        driver.kick()
-        if j < n:
-            feeder.arm(intended_l[j])
-
-    feeder = make_timer(feed, loop=loop)
-    feeder.arm(intended_l[0])
-    await done
-    feeder.close()
-    driver.close()
-    return figures(intended, intended + budget_ns, decided, outcome, sizes, busy[0], 0)
+    feeder = make_timer(fire, loop=loop)
+    pipe.start()
+    intended = arrivals + time.monotonic_ns() + 20_000_000
+    sent = 0
+    try:
+        while sent < n:
+            due = int(np.searchsorted(intended, time.monotonic_ns(), side="right"))
+            if due > sent:
+                await pipe.ingest(records[sent:due])
+                sent = due
+            if sent < n:
+                wake = loop.create_future()
+                feeder.arm(int(intended[sent]))
+                await wake
+        await sink.all_decided
+    finally:
+        feeder.close()
+        await pipe.close()
+    return figures(
+        intended, intended + budget_ns, sink.decided, sink.outcome, log.sizes, log.busy_ns, 0
+    )
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -560,10 +659,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(simulation done at {time.monotonic() - t_start:.0f} s)")
 
     if args.real_seconds > 0:
+        pengine = pipeline_engine(args.max_batch)
+        pwall = measure_engine(pengine, reps=1000)
         print(
-            f"\n== real loop ({args.real_loop} + timerfd driver, ORT inline, no Kafka) vs the "
-            f"simulation of the same cut with the wall-time ORT profile; spot trace, "
-            f"{args.real_seconds:g} s wall each =="
+            f"\n== the pipeline on a real loop ({args.real_loop} + timerfd; decode, state, "
+            f"dispatch loop, ORT inline, in-memory sink; no Kafka) vs the simulation of the "
+            f"same cut with the engine's wall-time profile; spot trace, {args.real_seconds:g} s "
+            f"wall each ==\nengine: ORT 1 thread, MLP {SPEC.n_features}-64-32-3 on "
+            f"{SPEC.task.value} features (window {SPEC.window}); {describe(pwall)}"
         )
         half = f"{'attain%':>8} {'p50us':>7} {'p99us':>7} {'p99.9us':>8} {'mean b':>6}"
         print(f"{'':<21}{'simulated':^38}  {'real':^38}")
@@ -574,15 +677,16 @@ def main(argv: list[str] | None = None) -> int:
             a = cut(traces["spot"], speed, args.real_seconds, args.limit)
             k = keys["spot"][: a.size]
             for name in scheds:
-                simulated = sim(name, wall, a, k)
-                sched = make_scheduler(name, LatencyProfile(wall), budget, hold)
-                real = run_on(args.real_loop, real_run(sched, engine, a, k, budget))
+                simulated = sim(name, pwall, a, k)
+                sched = make_scheduler(name, LatencyProfile(pwall), budget, hold)
+                real = run_on(args.real_loop, real_run(sched, pengine, a, k, budget))
                 cols = [
                     f"{r.attain:>8.3f} {r.p50:>7.0f} {r.p99:>7.0f} {r.p999:>8.0f} {r.bmean:>6.1f}"
                     for r in (simulated, real)
                 ]
                 print(f"{speed:>2g}x {name:<10}{a.size:>7}  " + "  ".join(cols), flush=True)
         gc.unfreeze()
+        pengine.close()
     print(f"\ntotal {time.monotonic() - t_start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     return 0
 

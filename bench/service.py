@@ -35,7 +35,7 @@ from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
 from service.memory import MemoryRecord
 from service.pipeline import Pipeline
-from service.scheduler.driver import make_timer
+from service.scheduler.timer import make_timer
 from service.settings import load_settings
 
 TOPIC = "weir.events"

@@ -10,9 +10,9 @@ Start from a bundle::
     probs = engine.infer(b, n)                        # view of the preallocated output
     engine.profile.p99_ns(b)                          # refreshed from real calls
 
-See ``engines.base`` for the call contract. ``OnnxEngine``, ``TorchEngine`` and
-``TensorRTEngine`` are imported on first use, so importing this package pulls in neither
-onnxruntime, torch nor tensorrt.
+See ``engines.base`` for the call contract and ``engines.registry`` for the kinds.
+``OnnxEngine``, ``TorchEngine`` and ``TensorRTEngine`` are imported on first use, so
+importing this package pulls in neither onnxruntime, torch nor tensorrt.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from engines.base import ENGINE_KINDS, Engine, EngineInfo, load_engine
+from engines.base import Engine, EngineInfo
 from engines.bundle import (
     Bundle,
     BundleMetadata,
@@ -32,17 +32,16 @@ from engines.bundle import (
 from engines.errors import BundleError, EngineError, ProfileError
 from engines.fake import FakeEngine, LatencyModel, tiny_mlp_onnx, write_tiny_bundle
 from engines.profile import BucketStats, LatencyProfile, bucket_sizes
+from engines.registry import ENGINE_CLASSES, ENGINE_KINDS, load_engine, load_model
 
 if TYPE_CHECKING:
     from engines.onnx import OnnxEngine
     from engines.tensorrt import PlanKey, PlanSidecar, TensorRTEngine
     from engines.torch import TorchEngine
 
-_LAZY = {
-    "OnnxEngine": "engines.onnx",
+_LAZY = {name: module for module, name in ENGINE_CLASSES.values()} | {
     "PlanKey": "engines.tensorrt",
     "PlanSidecar": "engines.tensorrt",
-    "TensorRTEngine": "engines.tensorrt",
     "TorchEngine": "engines.torch",
 }
 
@@ -57,6 +56,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ENGINE_CLASSES",
     "ENGINE_KINDS",
     "BucketStats",
     "Bundle",
@@ -80,6 +80,7 @@ __all__ = [
     "TorchEngine",
     "bucket_sizes",
     "load_engine",
+    "load_model",
     "tiny_mlp_onnx",
     "write_tiny_bundle",
 ]

@@ -23,11 +23,10 @@ from typing import Any
 
 import msgspec
 
-from engines.base import DEFAULT_MAX_BATCH, Engine, load_engine
+from engines.base import DEFAULT_MAX_BATCH, Engine
 from engines.bundle import Bundle
 from engines.profile import format_stats
-
-_PROFILED_KINDS = ("onnx", "fake", "tensorrt")
+from engines.registry import ENGINE_KINDS, load_engine
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,7 +47,7 @@ def _open(bundle: Bundle, args: argparse.Namespace) -> Engine:
 
 def _add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory")
-    p.add_argument("--engine", choices=_PROFILED_KINDS, default="onnx", help="default: onnx")
+    p.add_argument("--engine", choices=ENGINE_KINDS, default="onnx", help="default: onnx")
     p.add_argument("--precision", default="fp32", help="model precision (default: fp32)")
     p.add_argument(
         "--max-batch",

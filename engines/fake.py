@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import msgspec
 import numpy as np
 
-from engines.base import DEFAULT_MAX_BATCH, FloatArray, _BucketEngine
+from engines.base import DEFAULT_MAX_BATCH, FloatArray
+from engines.bucket import _BucketEngine
 from engines.bundle import Bundle, TensorSpec
 from engines.errors import EngineError
 
@@ -83,6 +84,7 @@ class FakeEngine(_BucketEngine):
         n_features: int,
         n_outputs: int = 3,
         max_batch: int = DEFAULT_MAX_BATCH,
+        precision: str = "fp32",
         latency: LatencyModel | None = None,
         seed: int = 0,
         wait: WaitMode = "none",
@@ -116,7 +118,7 @@ class FakeEngine(_BucketEngine):
             n_features=n_features,
             n_outputs=n_outputs,
             max_batch=max_batch,
-            precision="fp32",
+            precision=precision,
             device="none",
             model_version=model_version,
             profile=profile,
@@ -125,14 +127,24 @@ class FakeEngine(_BucketEngine):
 
     @classmethod
     def from_bundle(
-        cls, bundle: Bundle, *, max_batch: int = DEFAULT_MAX_BATCH, **options: Any
+        cls,
+        bundle: Bundle,
+        *,
+        precision: str = "fp32",
+        max_batch: int = DEFAULT_MAX_BATCH,
+        **options: Any,
     ) -> FakeEngine:
-        """A fake with the bundle's input/output widths and model version."""
+        """A fake with the bundle's input/output widths and model version.
+
+        It runs no model: ``precision`` only labels it (in ``describe()``) as the engine
+        it stands in for.
+        """
         meta = bundle.metadata
         return cls(
             n_features=meta.n_features,
             n_outputs=meta.n_outputs,
             max_batch=max_batch,
+            precision=precision,
             model_version=meta.model_version,
             **options,
         )

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import onnxruntime as ort
 
-from engines.base import DEFAULT_MAX_BATCH, _BucketEngine
+from engines.base import DEFAULT_MAX_BATCH
+from engines.bucket import _BucketEngine
 from engines.errors import EngineError
 
 if TYPE_CHECKING:

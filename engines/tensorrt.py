@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 import numpy as np
 
-from engines.base import DEFAULT_MAX_BATCH, FloatArray, _BucketEngine
+from engines.base import DEFAULT_MAX_BATCH, FloatArray
+from engines.bucket import _BucketEngine
 from engines.errors import BundleError, EngineError
 from engines.profile import bucket_sizes
 

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from engines.base import DEFAULT_MAX_BATCH, FloatArray, _BucketEngine
+from engines.base import DEFAULT_MAX_BATCH, FloatArray
+from engines.bucket import _BucketEngine
 from engines.errors import EngineError
 
 if TYPE_CHECKING:

@@ -9,7 +9,9 @@
    (the best epoch by validation macro-F1 / MAE is kept); the test rows are touched only
    to report metrics.
 2. Teacher (:mod:`engines.models`): DeepLOB-style conv + GRU (trading, class-weighted
-   cross-entropy) or a GRU forecaster (sensor, MSE).
+   cross-entropy) or a GRU forecaster (sensor, MSE). What differs by task (models, losses,
+   metric, margin rule, task metrics) is one :class:`engines.objective.Objective`; the
+   epoch loop is :func:`engines.fitting.fit`.
 3. Student: an MLP distilled from the teacher's outputs on the training rows
    (temperature-scaled KL + class-weighted CE; MSE to teacher + MSE to target).
    Optional magnitude pruning (``prune``) with ``prune_epochs`` of masked fine-tuning.
@@ -26,23 +28,20 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import math
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 import numpy as np
 
 from engines.bundle import Bundle, sha256_file
 from engines.dataset import (
-    TRADING_LABELS,
-    Dataset,
+    DatasetInfo,
     Samples,
     SplitMode,
     build_dataset,
@@ -59,20 +58,17 @@ from engines.export import (
     quantize_int8,
     to_fp16,
 )
+from engines.fitting import Log, fit, predict, seed_everything
 from engines.models import (
     DEFAULT_ALPHA,
     DEFAULT_STUDENT_HIDDEN,
     DEFAULT_TEMPERATURE,
-    class_weights,
     count_params,
-    deeplob_teacher,
-    distill_loss,
     exported,
-    forecast_distill_loss,
-    gru_forecaster,
     mlp_student,
     torch_module,
 )
+from engines.objective import LossFn, Objective, objective_class
 from engines.parity import (
     PARITY_FILE,
     PARITY_ROWS,
@@ -85,8 +81,6 @@ from engines.parity import (
 )
 from schemas.features import FeatureSpec, Task
 
-Log = Callable[[str], None]
-EVAL_BATCH: Final = 4096
 CALIBRATION_ROWS: Final = 2048
 
 
@@ -142,117 +136,12 @@ class BuildResult(msgspec.Struct, frozen=True, kw_only=True):
     teacher_path: str | None = None
 
 
-# -- metrics ---------------------------------------------------------------------------
+class _Rows(NamedTuple):
+    """The rows of one build: fit (training), val (best epoch), test (reported only)."""
 
-
-def macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int = 3) -> float:
-    """Unweighted mean over classes of F1 (a class absent from both counts as F1 = 0)."""
-    return float(np.mean(per_class_f1(y, pred, n_classes)))
-
-
-def per_class_f1(y: np.ndarray, pred: np.ndarray, n_classes: int = 3) -> list[float]:
-    """F1 of each class."""
-    out = []
-    for c in range(n_classes):
-        tp = int(((pred == c) & (y == c)).sum())
-        fp = int(((pred == c) & (y != c)).sum())
-        fn = int(((pred != c) & (y == c)).sum())
-        out.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return out
-
-
-def task_metric(task: Task, y: np.ndarray, out: np.ndarray) -> float:
-    """Macro-F1 of arg-maxes (trading, higher is better) or MAE of ``out[:, 0]`` (sensor)."""
-    if task is Task.TRADING:
-        return macro_f1(y, out.argmax(axis=1))
-    return float(np.mean(np.abs(out[:, 0].astype(np.float64) - y)))
-
-
-def _better(task: Task, new: float, best: float) -> bool:
-    return new > best if task is Task.TRADING else new < best
-
-
-# -- torch helpers ---------------------------------------------------------------------
-
-
-def seed_everything(seed: int, threads: int) -> Any:
-    """Seed torch, fix its threads, make it deterministic; return ``torch``."""
-    torch = torch_module()
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    return torch
-
-
-def predict(model: Any, x: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
-    """``model`` outputs on ``x`` (eval mode, no grad), float32."""
-    torch = torch_module()
-    model.eval()
-    with torch.inference_mode():
-        outs = [
-            model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).numpy()
-            for i in range(0, x.shape[0], batch)
-        ]
-    if not outs:
-        return np.zeros((0, 1), dtype=np.float32)
-    return np.concatenate(outs).astype(np.float32, copy=False)
-
-
-def fit(
-    model: Any,
-    loss_fn: Callable[[Any, np.ndarray], Any],
-    x: np.ndarray,
-    *,
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
-    rng: np.random.Generator,
-    evaluate: Callable[[Any], float],
-    task: Task,
-    name: str,
-    log: Log,
-) -> tuple[Any, list[dict[str, float]]]:
-    """Adam over shuffled mini-batches; keep the weights of the best validation epoch.
-
-    ``loss_fn(outputs, batch_indices)`` gives the loss of a batch. Returns the model (best
-    weights loaded) and the per-epoch history.
-    """
-    torch = torch_module()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    xt = torch.from_numpy(x)
-    best = -math.inf if task is Task.TRADING else math.inf
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict[str, float]] = []
-    n = x.shape[0]
-    for epoch in range(1, epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        order = rng.permutation(n)
-        total = 0.0
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[torch.from_numpy(idx)]), idx)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * idx.shape[0]
-        sched.step()
-        val = evaluate(model)
-        kept = _better(task, val, best)
-        if kept:
-            best = val
-            best_state = copy.deepcopy(model.state_dict())
-        metric = "val macro-F1" if task is Task.TRADING else "val MAE"
-        log(
-            f"{name} epoch {epoch}/{epochs}  loss {total / max(n, 1):.4f}  {metric} {val:.4f}"
-            f"{'  *' if kept else ''}  {time.perf_counter() - t0:.1f}s"
-        )
-        history.append({"epoch": epoch, "loss": total / max(n, 1), "val": val})
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, history
+    fit: Samples
+    val: Samples
+    test: Samples
 
 
 # -- the build -------------------------------------------------------------------------
@@ -292,6 +181,7 @@ def _prepare_out(out: Path) -> None:
 
 
 def _versions() -> dict[str, str]:
+    """Library versions the build ran with (stored in the bundle)."""
     import onnx
     import onnxruntime
 
@@ -305,8 +195,176 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _fmt(task: Task, v: float) -> str:
-    return f"macro-F1 {v:.4f}" if task is Task.TRADING else f"MAE {v:.4f}"
+def _rows(
+    feed: str | Path, spec: FeatureSpec, cfg: BuildConfig, log: Log
+) -> tuple[DatasetInfo, _Rows]:
+    """Build the dataset and cut fit/val/test rows; refuse a feed too short for all three."""
+    log(f"dataset: {feed} task={spec.task.value} window={spec.window} n_features={spec.n_features}")
+    ds = build_dataset(
+        feed,
+        spec,
+        horizon=cfg.horizon,
+        theta_bps=cfg.theta_bps,
+        train_frac=cfg.train_frac,
+        split=cfg.split,
+        max_events=cfg.max_events,
+    )
+    info = ds.info
+    log(
+        f"dataset: {info.events} events, {info.samples} rows, train {info.train_rows}, "
+        f"test {info.test_rows}" + objective_class(spec.task).describe_dataset(info)
+    )
+    train = ds.train
+    if cfg.max_train_rows is not None and len(train) > cfg.max_train_rows:
+        train = train.take(np.arange(len(train) - cfg.max_train_rows, len(train)))
+    fit_rows, val_rows = _split_validation(train, cfg.split, cfg.val_frac)
+    test = ds.test
+    if min(len(fit_rows), len(val_rows), len(test)) == 0:
+        raise EngineError(
+            f"feed {feed}: too few rows to train (fit {len(fit_rows)}, val {len(val_rows)}, "
+            f"test {len(test)}); use a longer feed or a shorter window"
+        )
+    return info, _Rows(fit_rows, val_rows, test)
+
+
+class _Trainer:
+    """Fits one build's models on its fit rows, picking epochs on its val rows."""
+
+    def __init__(
+        self, obj: Objective, rows: _Rows, cfg: BuildConfig, rng: np.random.Generator, log: Log
+    ) -> None:
+        self.obj = obj
+        self.rows = rows
+        self.cfg = cfg
+        self.rng = rng
+        self.log = log
+
+    def fit(
+        self, model: Any, loss: LossFn, *, epochs: int, lr: float, weight_decay: float, name: str
+    ) -> tuple[Any, list[dict[str, float]]]:
+        """``engines.fitting.fit`` on the fit rows, validated on the val rows."""
+        val = self.rows.val
+        obj = self.obj
+
+        def on_val(m: Any) -> float:
+            return obj.metric(val.y, predict(m, val.x))
+
+        return fit(
+            model,
+            loss,
+            self.rows.fit.x,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=self.cfg.batch_size,
+            rng=self.rng,
+            evaluate=on_val,
+            objective=obj,
+            name=name,
+            log=self.log,
+        )
+
+    def test(self, model: Any) -> tuple[float, np.ndarray]:
+        """The metric of ``model`` on the test rows, and its outputs."""
+        out = predict(model, self.rows.test.x)
+        return self.obj.metric(self.rows.test.y, out), out
+
+
+def _prune(
+    trainer: _Trainer, student: Any, loss: LossFn, unpruned: float, metrics: dict[str, float]
+) -> tuple[Any, list[dict[str, float]]]:
+    """Zero the smallest student weights, fine-tune with the mask, make it permanent."""
+    cfg, obj = trainer.cfg, trainer.obj
+    metrics[f"student_unpruned_test_{obj.metric_key}"] = unpruned
+    prune_magnitude(student, cfg.prune)
+    student, history = trainer.fit(
+        student,
+        loss,
+        epochs=cfg.prune_epochs,
+        lr=cfg.student_lr / 3,
+        weight_decay=0.0,
+        name="pruned student",
+    )
+    metrics["student_sparsity"] = finish_pruning(student)
+    return student, history
+
+
+def _variants(trainer: _Trainer, fp32: bytes, metrics: dict[str, float]) -> dict[str, bytes]:
+    """fp32 and each reduced precision that stays within its margin of fp32 on the test rows."""
+    cfg, obj, rows, log = trainer.cfg, trainer.obj, trainer.rows, trainer.log
+    key = obj.metric_key
+    models = {"fp32": fp32}
+    base = metrics[f"fp32_test_{key}"] = obj.metric(rows.test.y, onnx_outputs(fp32, rows.test.x))
+    n_fit = len(rows.fit)
+    calib = rows.fit.x[
+        np.sort(trainer.rng.choice(n_fit, min(CALIBRATION_ROWS, n_fit), replace=False))
+    ]
+    variants: list[tuple[str, Callable[[], bytes], float]] = []
+    if cfg.int8:
+        variants.append(("int8", lambda: quantize_int8(fp32, calib), cfg.int8_margin))
+    if cfg.fp16:
+        variants.append(("fp16", lambda: to_fp16(fp32), cfg.fp16_margin))
+    for precision, make, margin in variants:
+        raw = make()
+        got = obj.metric(rows.test.y, onnx_outputs(raw, rows.test.x))
+        metrics[f"{precision}_test_{key}"] = got
+        within = obj.within_margin(got, base, margin)
+        metrics[f"{precision}_within_margin"] = float(within)
+        log(
+            f"{precision}: test {obj.fmt(got)} vs fp32 {obj.fmt(base)} "
+            f"(margin {obj.margin_rule(margin)}): {'kept' if within else 'DROPPED'}"
+        )
+        if within:
+            models[precision] = raw
+    return models
+
+
+def _parity(
+    trainer: _Trainer, ref_model: Any, models: dict[str, bytes]
+) -> tuple[ParitySample, list[ParityCheck]]:
+    """Check every kept model against PyTorch on a held-out sample; raise on a mismatch."""
+    test = trainer.rows.test
+    n = min(trainer.cfg.parity_rows, len(test))
+    pick = np.sort(trainer.rng.choice(len(test), n, replace=False))
+    rows = np.ascontiguousarray(test.x[pick])
+    sample = ParitySample(
+        rows=Array.of(rows),
+        reference=Array.of(predict(ref_model, rows)),
+        outputs={p: Array.of(onnx_outputs(m, rows)) for p, m in models.items() if p != "fp32"},
+        tolerances={p: TOLERANCES[p] for p in models},
+        classification=trainer.obj.classifier,
+    )
+    checks = check_parity(models, sample)
+    trainer.log(format_checks(checks))
+    failed = [c.precision for c in checks if not c.ok]
+    if failed:
+        raise EngineError(f"parity failed for {failed}:\n{format_checks(checks)}")
+    return sample, checks
+
+
+def _write_teacher(
+    t_out: Path,
+    obj: Objective,
+    spec: FeatureSpec,
+    teacher: Any,
+    version: str,
+    teacher_test: float,
+) -> None:
+    """The teacher as a bundle of its own, for latency comparison only."""
+    _prepare_out(t_out)
+    Bundle.write(
+        t_out,
+        models={"fp32": export_onnx(exported(teacher, softmax=obj.classifier), spec.n_features)},
+        feature_spec=msgspec.to_builtins(spec),
+        model_version=f"{version}-teacher",
+        task=obj.task.value,
+        n_features=spec.n_features,
+        n_outputs=obj.n_outputs,
+        labels=obj.labels,
+        metrics={f"teacher_test_{obj.metric_key}": teacher_test},
+        versions=_versions(),
+        data={"note": "teacher of " + version + ", for latency comparison only"},
+    )
 
 
 def build_bundle(
@@ -328,231 +386,69 @@ def build_bundle(
     spec = FeatureSpec(task=task, window=cfg.window)
     torch = seed_everything(cfg.seed, cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    trading = task is Task.TRADING
+    info, rows = _rows(feed, spec, cfg, log)
+    mean, std = column_stats(rows.fit.x, spec.row_width)
+    obj = objective_class(task)(rows.fit.y, temperature=cfg.temperature, alpha=cfg.alpha)
+    trainer = _Trainer(obj, rows, cfg, rng, log)
+    key = obj.metric_key
 
-    log(f"dataset: {feed} task={task.value} window={spec.window} n_features={spec.n_features}")
-    ds: Dataset = build_dataset(
-        feed,
-        spec,
-        horizon=cfg.horizon,
-        theta_bps=cfg.theta_bps,
-        train_frac=cfg.train_frac,
-        split=cfg.split,
-        max_events=cfg.max_events,
-    )
-    info = ds.info
-    log(
-        f"dataset: {info.events} events, {info.samples} rows, train {info.train_rows}, "
-        f"test {info.test_rows}"
-        + (
-            f", horizon {info.horizon}, theta {info.theta_bps:.4g} bps ({info.theta_rule}), "
-            f"train classes {info.train_class_counts}, test classes {info.test_class_counts}"
-            if trading
-            else ""
-        )
-    )
-    train = ds.train
-    if cfg.max_train_rows is not None and len(train) > cfg.max_train_rows:
-        train = train.take(np.arange(len(train) - cfg.max_train_rows, len(train)))
-    fit_rows, val_rows = _split_validation(train, cfg.split, cfg.val_frac)
-    test = ds.test
-    if min(len(fit_rows), len(val_rows), len(test)) == 0:
-        raise EngineError(
-            f"feed {feed}: too few rows to train (fit {len(fit_rows)}, val {len(val_rows)}, "
-            f"test {len(test)}); use a longer feed or a shorter window"
-        )
-    mean, std = column_stats(fit_rows.x, spec.row_width)
-    n_out = 3 if trading else 1
-
-    # -- teacher -------------------------------------------------------------------
-    if trading:
-        teacher = deeplob_teacher(
-            spec.window,
-            spec.row_width,
-            mean,
-            std,
-            channels=cfg.teacher_channels,
-            hidden=cfg.teacher_hidden,
-        )
-        cw = class_weights(fit_rows.y, 3)
-        weight = torch.from_numpy(cw)
-        y_fit = torch.from_numpy(fit_rows.y)
-
-        def teacher_loss(o: Any, idx: np.ndarray) -> Any:
-            return torch.nn.functional.cross_entropy(o, y_fit[torch.from_numpy(idx)], weight=weight)
-
-    else:
-        teacher = gru_forecaster(spec.window, spec.row_width, mean, std)
-        cw = np.ones(1, dtype=np.float32)
-        y_fit = torch.from_numpy(fit_rows.y.astype(np.float32))
-
-        def teacher_loss(o: Any, idx: np.ndarray) -> Any:
-            return torch.nn.functional.mse_loss(o[:, 0], y_fit[torch.from_numpy(idx)])
-
-    def on_val(model: Any) -> float:
-        return task_metric(task, val_rows.y, predict(model, val_rows.x))
-
+    # -- teacher, then the student distilled from it ---------------------------------
+    teacher = obj.teacher(spec, mean, std, channels=cfg.teacher_channels, hidden=cfg.teacher_hidden)
     log(f"teacher: {type(teacher).__name__} {count_params(teacher):,} params")
-    teacher, t_hist = fit(
+    teacher, t_hist = trainer.fit(
         teacher,
-        teacher_loss,
-        fit_rows.x,
+        obj.teacher_loss(),
         epochs=cfg.teacher_epochs,
         lr=cfg.teacher_lr,
         weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        rng=rng,
-        evaluate=on_val,
-        task=task,
         name="teacher",
-        log=log,
     )
-    soft = torch.from_numpy(predict(teacher, fit_rows.x))
-
-    # -- student -------------------------------------------------------------------
-    student = mlp_student(spec.n_features, n_out, mean, std, cfg.student_hidden)
-
-    if trading:
-
-        def student_loss(o: Any, idx: np.ndarray) -> Any:
-            i = torch.from_numpy(idx)
-            return distill_loss(
-                o,
-                soft[i],
-                y_fit[i],
-                temperature=cfg.temperature,
-                alpha=cfg.alpha,
-                weight=weight,
-            )
-
-    else:
-
-        def student_loss(o: Any, idx: np.ndarray) -> Any:
-            i = torch.from_numpy(idx)
-            return forecast_distill_loss(o, soft[i], y_fit[i], alpha=cfg.alpha)
-
+    soft = torch.from_numpy(predict(teacher, rows.fit.x))
+    student = mlp_student(spec.n_features, obj.n_outputs, mean, std, cfg.student_hidden)
+    student_loss = obj.student_loss(soft)
     log(f"student: MLP {cfg.student_hidden} {count_params(student):,} params")
-    student, s_hist = fit(
+    student, s_hist = trainer.fit(
         student,
         student_loss,
-        fit_rows.x,
         epochs=cfg.student_epochs,
         lr=cfg.student_lr,
         weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        rng=rng,
-        evaluate=on_val,
-        task=task,
         name="student",
-        log=log,
     )
 
     metrics: dict[str, float] = {}
-    key = "macro_f1" if trading else "mae"
-    teacher_test = task_metric(task, test.y, predict(teacher, test.x))
-    student_out = predict(student, test.x)
-    student_test = task_metric(task, test.y, student_out)
+    teacher_test, _ = trainer.test(teacher)
+    student_test, student_out = trainer.test(student)
     prune_hist: list[dict[str, float]] = []
     if cfg.prune > 0.0:
-        metrics[f"student_unpruned_test_{key}"] = student_test
-        prune_magnitude(student, cfg.prune)
-        student, prune_hist = fit(
-            student,
-            student_loss,
-            fit_rows.x,
-            epochs=cfg.prune_epochs,
-            lr=cfg.student_lr / 3,
-            weight_decay=0.0,
-            batch_size=cfg.batch_size,
-            rng=rng,
-            evaluate=on_val,
-            task=task,
-            name="pruned student",
-            log=log,
-        )
-        sparsity = finish_pruning(student)
-        student_out = predict(student, test.x)
-        student_test = task_metric(task, test.y, student_out)
-        metrics["student_sparsity"] = sparsity
+        unpruned = student_test
+        student, prune_hist = _prune(trainer, student, student_loss, unpruned, metrics)
+        student_test, student_out = trainer.test(student)
         log(
-            f"pruned {sparsity:.0%} of student weights: test {_fmt(task, student_test)} "
-            f"(unpruned {_fmt(task, metrics[f'student_unpruned_test_{key}'])})"
+            f"pruned {metrics['student_sparsity']:.0%} of student weights: test "
+            f"{obj.fmt(student_test)} (unpruned {obj.fmt(unpruned)})"
         )
-
     metrics |= {
         f"teacher_test_{key}": teacher_test,
         f"student_test_{key}": student_test,
         "teacher_params": float(count_params(teacher)),
         "student_params": float(count_params(student)),
     }
-    if trading:
-        metrics["student_f1_retention"] = student_test / teacher_test if teacher_test else 0.0
-        metrics["theta_bps"] = info.theta_bps
-        metrics["horizon_events"] = float(info.horizon)
-        for name, f1 in zip(
-            TRADING_LABELS, per_class_f1(test.y, student_out.argmax(1)), strict=True
-        ):
-            metrics[f"student_test_f1_{name}"] = f1
-    log(f"test: teacher {_fmt(task, teacher_test)}, student {_fmt(task, student_test)}")
-
-    # -- export --------------------------------------------------------------------
-    ref_model = exported(student, softmax=trading)
-    fp32 = export_onnx(ref_model, spec.n_features)
-    models: dict[str, bytes] = {"fp32": fp32}
-    ort_fp32 = onnx_outputs(fp32, test.x)
-    metrics[f"fp32_test_{key}"] = task_metric(task, test.y, ort_fp32)
-    calib = fit_rows.x[
-        np.sort(rng.choice(len(fit_rows), min(CALIBRATION_ROWS, len(fit_rows)), replace=False))
-    ]
-    variants: list[tuple[str, Callable[[], bytes], float]] = []
-    if cfg.int8:
-        variants.append(("int8", lambda: quantize_int8(fp32, calib), cfg.int8_margin))
-    if cfg.fp16:
-        variants.append(("fp16", lambda: to_fp16(fp32), cfg.fp16_margin))
-    base = metrics[f"fp32_test_{key}"]
-    for precision, make, margin in variants:
-        raw = make()
-        got = task_metric(task, test.y, onnx_outputs(raw, test.x))
-        metrics[f"{precision}_test_{key}"] = got
-        within = got >= base - margin if trading else got <= base * (1.0 + margin)
-        metrics[f"{precision}_within_margin"] = float(within)
-        rule = f"-{margin} macro-F1" if trading else f"+{margin:.0%} MAE"
-        log(
-            f"{precision}: test {_fmt(task, got)} vs fp32 {_fmt(task, base)} "
-            f"(margin {rule}): {'kept' if within else 'DROPPED'}"
-        )
-        if within:
-            models[precision] = raw
-
-    if not trading:
-        scores = np.abs(fit_rows.y - predict(student, fit_rows.x)[:, 0])
-        metrics["alert_threshold"] = float(np.quantile(scores, cfg.alert_quantile))
-        metrics["alert_quantile"] = cfg.alert_quantile
-        log(
-            f"alert threshold {metrics['alert_threshold']:.3f} "
-            f"(train score quantile {cfg.alert_quantile})"
-        )
-
-    # -- parity --------------------------------------------------------------------
-    pick = np.sort(rng.choice(len(test), min(cfg.parity_rows, len(test)), replace=False))
-    rows = np.ascontiguousarray(test.x[pick])
-    sample = ParitySample(
-        rows=Array.of(rows),
-        reference=Array.of(predict(ref_model, rows)),
-        outputs={p: Array.of(onnx_outputs(m, rows)) for p, m in models.items() if p != "fp32"},
-        tolerances={p: TOLERANCES[p] for p in models},
-        classification=trading,
+    metrics |= obj.test_metrics(
+        info, rows.test.y, student_out, teacher=teacher_test, student=student_test
     )
-    checks = check_parity(models, sample)
-    log(format_checks(checks))
-    failed = [c.precision for c in checks if not c.ok]
-    if failed:
-        raise EngineError(f"parity failed for {failed}:\n{format_checks(checks)}")
+    log(f"test: teacher {obj.fmt(teacher_test)}, student {obj.fmt(student_test)}")
+
+    # -- export, reduced precisions, serving metrics, parity -------------------------
+    ref_model = exported(student, softmax=obj.classifier)
+    models = _variants(trainer, export_onnx(ref_model, spec.n_features), metrics)
+    metrics |= obj.serving_metrics(student, rows.fit, cfg.alert_quantile, predict, log)
+    sample, checks = _parity(trainer, ref_model, models)
     fp32_check = next(c for c in checks if c.precision == "fp32")
     metrics["parity_fp32_max_abs_diff"] = fp32_check.max_abs_diff
 
-    # -- bundle --------------------------------------------------------------------
-    digest = hashlib.sha256(fp32).hexdigest()[:12]
+    # -- bundle ------------------------------------------------------------------------
+    digest = hashlib.sha256(models["fp32"]).hexdigest()[:12]
     version = cfg.model_version or f"{task.value}-w{spec.window}-{digest}"
     data = {
         "dataset": msgspec.to_builtins(info),
@@ -561,18 +457,13 @@ def build_bundle(
         "teacher": {
             "model": type(teacher).__name__,
             "history": t_hist,
-            "loss": "class-weighted cross-entropy" if trading else "MSE",
-            "class_weights": cw.tolist(),
+            "loss": obj.teacher_loss_name,
+            "class_weights": obj.class_weights.tolist(),
         },
         "student": {
             "model": f"MLP {list(cfg.student_hidden)}",
             "history": s_hist + prune_hist,
-            "loss": (
-                f"{cfg.alpha} * T^2 * KL(teacher/T || student/T) + {1 - cfg.alpha} * "
-                f"weighted CE, T={cfg.temperature}"
-                if trading
-                else f"{cfg.alpha} * MSE(teacher) + {1 - cfg.alpha} * MSE(target)"
-            ),
+            "loss": obj.student_loss_name(),
         },
         "split": f"train = first {cfg.train_frac:.0%} of recv time, test = the rest; "
         f"val = last {cfg.val_frac:.0%} of train (best epoch)",
@@ -587,8 +478,8 @@ def build_bundle(
         model_version=version,
         task=task.value,
         n_features=spec.n_features,
-        n_outputs=n_out,
-        labels=TRADING_LABELS if trading else (),
+        n_outputs=obj.n_outputs,
+        labels=obj.labels,
         metrics=metrics,
         parity=[c.result() for c in checks],
         versions=_versions(),
@@ -600,20 +491,7 @@ def build_bundle(
     teacher_path = None
     if teacher_out is not None:
         t_out = Path(teacher_out)
-        _prepare_out(t_out)
-        Bundle.write(
-            t_out,
-            models={"fp32": export_onnx(exported(teacher, softmax=trading), spec.n_features)},
-            feature_spec=msgspec.to_builtins(spec),
-            model_version=f"{version}-teacher",
-            task=task.value,
-            n_features=spec.n_features,
-            n_outputs=n_out,
-            labels=TRADING_LABELS if trading else (),
-            metrics={f"teacher_test_{key}": teacher_test},
-            versions=_versions(),
-            data={"note": "teacher of " + version + ", for latency comparison only"},
-        )
+        _write_teacher(t_out, obj, spec, teacher, version, teacher_test)
         teacher_path = str(t_out)
         log(f"wrote teacher bundle {t_out}")
     return BuildResult(

@@ -60,6 +60,7 @@ from aiokafka.structs import TopicPartition
 
 from engines.base import Engine
 from engines.head import Head
+from engines.registry import load_model
 from replay.errors import ReplayError
 from replay.measure import DEFAULT_LAG_THRESHOLD_MS, Recorder
 from replay.report import format_summary, format_verdict, write_html
@@ -73,7 +74,6 @@ from schemas.feed import FeedReader
 from service.kafka import make_consumer, make_producer
 from service.memory import MemoryRecord, MemorySink, SentMessage
 from service.pipeline import Pipeline
-from service.runtime import load_model
 from service.settings import KafkaSettings, Settings, load_settings
 
 Clock = Callable[[], int]

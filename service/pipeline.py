@@ -37,8 +37,8 @@ from service.base import Record, Sink
 from service.offsets import OffsetTracker
 from service.scheduler.base import Batch, Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
-from service.scheduler.driver import make_timer
 from service.scheduler.factory import build_scheduler
+from service.scheduler.timer import make_timer
 from service.settings import ExpiryPolicy, Settings
 from service.state import StateStore
 

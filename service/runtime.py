@@ -39,10 +39,9 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
-from engines.base import Engine, load_engine
-from engines.bundle import Bundle
-from engines.defaults import default_bundle_path
+from engines.base import Engine
 from engines.head import Head
+from engines.registry import load_model
 from schemas.features import FeatureSpec
 from service.errors import BrokerError, ServiceError
 from service.http import OpsServer
@@ -55,21 +54,6 @@ from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
 log = get_logger("weir.serve")
 
 FailHook = Callable[[str], None]
-
-
-def load_model(settings: Settings) -> tuple[Bundle, Engine, Head, FeatureSpec]:
-    """Load and verify the bundle, build and warm the engine, read head and feature spec."""
-    path = settings.engine.bundle or str(default_bundle_path())
-    bundle = Bundle.load(path)
-    spec = msgspec.convert(bundle.feature_spec, FeatureSpec)
-    opts: dict[str, Any] = {}
-    if settings.engine.kind == "onnx":
-        opts["threads"] = settings.engine.threads
-    engine = load_engine(
-        bundle, settings.engine.kind, max_batch=settings.engine.max_batch, options=opts
-    )
-    engine.warm_up(settings.engine.warmup_iters)
-    return bundle, engine, Head.from_bundle(bundle), spec
 
 
 _REFUSALS: tuple[type[BaseException], ...] = (

@@ -24,10 +24,11 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from engines.base import Engine, load_engine
+from engines.base import Engine
 from engines.bundle import Bundle
 from engines.defaults import default_bundle_path
 from engines.head import Head
+from engines.registry import load_engine
 from schemas.codec import decision_codec, event_codec
 from schemas.decision import Decision, Stamps, Status
 from schemas.errors import DecodeError, SchemaError

@@ -165,3 +165,23 @@ class Scheduler(Protocol[P]):
     def complete(self, batch: Batch[P], latency_ns: int) -> None:
         """End the in-flight ``batch``; ``latency_ns`` is what the engine took (-1: it failed)."""
         ...
+
+
+class Timer(Protocol):
+    """A one-shot timer on a loop that calls back at (or just after) a monotonic ns.
+
+    Implementations (``service.scheduler.timer``) take the callback and the loop at
+    construction; every method runs on the loop's thread and returns at once.
+    """
+
+    def arm(self, when_ns: int) -> None:
+        """Fire once at ``when_ns`` (at once if it has passed); replaces any earlier arm."""
+        ...
+
+    def disarm(self) -> None:
+        """Do not fire (until armed again)."""
+        ...
+
+    def close(self) -> None:
+        """Release the timer; it never fires again."""
+        ...

@@ -32,7 +32,7 @@ Rule, at ``poll(now)`` with the engine idle and ``d0`` the earliest effective de
    expired, and their keys' younger events with them; shed, each key's next event can
    join this very batch.
 
-The guard is measured, like the profile: the driver reports how late each timer wake was
+The guard is measured, like the profile: the dispatch loop reports how late each timer wake was
 (``note_wake``) and the guard is the largest lateness seen in the current and the previous
 ``guard_window_ns`` (10 s), never below ``guard_ns``. A loaded host (late wakes) makes weir
 wait less; a quiet one lets it wait longer. Waiting still bets that the loop is not stalled

@@ -2,9 +2,9 @@
 
 Arrivals come from a trace (ns, non-decreasing); each event's payload is its index. The
 engine is one server whose batch service time is drawn from a ``ServiceModel`` (e.g. the
-measured samples behind a latency profile). The scheduler is driven as the asyncio
-``Driver`` drives it: ``poll`` after the arrivals it has read, after every completion and
-at the wake time it asked for.
+measured samples behind a latency profile). The scheduler is driven as the pipeline's
+dispatch loop (``service.pipeline``) drives it: ``poll`` after the arrivals it has read,
+after every completion and at the wake time it asked for.
 
 The event loop is modelled too. While it sleeps, whatever wakes it (an arrival, the timer,
 or with ``inline=False`` a completion) is seen ``wake_late_ns`` late: a constant or a draw,

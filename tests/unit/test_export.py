@@ -9,6 +9,7 @@ import pytest
 
 from engines.bundle import Bundle
 from engines.export import onnx_outputs, quantize_int8, rows_reader, to_fp16
+from engines.objective import macro_f1, per_class_f1
 from engines.parity import (
     PARITY_FILE,
     TOLERANCES,
@@ -17,7 +18,6 @@ from engines.parity import (
     check_parity,
     verify_bundle,
 )
-from engines.train import macro_f1, per_class_f1
 
 onnx = pytest.importorskip("onnx", reason="onnx is a dev/train dependency")
 

@@ -17,11 +17,12 @@ pytest.importorskip("onnx", reason="export needs onnx (the train extra)")
 from engines.bundle import Bundle
 from engines.cli import register
 from engines.export import export_onnx, finish_pruning, onnx_outputs, prune_magnitude
+from engines.fitting import predict
 from engines.head import Head
 from engines.models import deeplob_teacher, exported, gru_forecaster, mlp_student
 from engines.onnx import OnnxEngine
 from engines.parity import PARITY_FILE, verify_bundle
-from engines.train import BuildConfig, build_bundle, predict
+from engines.train import BuildConfig, build_bundle
 from schemas.events import Event, Quote, SensorReading, Trade
 from schemas.features import FeatureSpec, Task
 from schemas.feed import FeedWriter

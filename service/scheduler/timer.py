@@ -1,17 +1,15 @@
-"""Runs a ``Scheduler`` on an asyncio loop with one re-armed sub-millisecond timer.
+"""The dispatch loop's one-shot timers: sub-millisecond wake-ups on an asyncio loop.
 
 asyncio's ``call_at`` cannot wake sub-millisecond: the stock loop's ``epoll_wait`` timeout is
 rounded up to whole milliseconds, and uvloop keeps its clock (``loop.time()``) and timers in
-whole milliseconds. So on Linux the driver's timer is a ``timerfd`` (CLOCK_MONOTONIC, ns
-resolution, absolute expiry) watched with ``loop.add_reader``: one fd, re-armed with one
-syscall when the wake time changes, no thread, no task per event. Elsewhere it falls back
-to ``call_at``. ``bench/scheduler.py --wake`` measures both on both loops.
+whole milliseconds. So on Linux the timer is a ``timerfd`` (CLOCK_MONOTONIC, ns resolution,
+absolute expiry) watched with ``loop.add_reader``: one fd, re-armed with one syscall when the
+wake time changes, no thread, no task per event. Elsewhere it falls back to ``call_at``.
+``service.pipeline`` sleeps on one until the scheduler's next wake time; ``bench/scheduler.py``
+measures both kinds on both loops.
 
-Call contract: everything runs on the loop's thread. ``dispatch(batch)`` is called for each
-``Batch`` the scheduler hands out; it publishes ``batch.expired``, and, when
-``batch.items`` is not empty, runs them through the engine (inline, or by starting its own
-task) and later calls ``driver.complete(batch, latency_ns)``, possibly from inside
-``dispatch``. ``dispatch`` must not raise.
+Call contract (``Timer`` in ``service.scheduler.base``): everything runs on the loop's
+thread; the callback runs from the loop, once per expiry, never from ``arm``.
 """
 
 from __future__ import annotations
@@ -22,28 +20,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Generic, Literal, Protocol
+from typing import Literal
 
-from service.scheduler.base import Batch, Item, Outcome, P, Scheduler
+from service.scheduler.base import Timer
 from service.scheduler.deadline import Clock
 
 TimerKind = Literal["auto", "timerfd", "call_at"]
-
-
-class Timer(Protocol):
-    """A one-shot timer on a loop that calls back at (or just after) a monotonic ns."""
-
-    def arm(self, when_ns: int) -> None:
-        """Fire once at ``when_ns`` (at once if it has passed); replaces any earlier arm."""
-        ...
-
-    def disarm(self) -> None:
-        """Do not fire."""
-        ...
-
-    def close(self) -> None:
-        """Release the timer; it never fires again."""
-        ...
 
 
 class CallAtTimer:
@@ -185,87 +167,3 @@ def make_timer(
     if kind == "call_at" or (kind == "auto" and not sys.platform.startswith("linux")):
         return CallAtTimer(callback, loop=loop, clock=clock)
     return TimerFdTimer(callback, loop=loop, clock=clock)
-
-
-class Driver(Generic[P]):
-    """Polls a scheduler on submit, on complete and on its timer; hands batches to dispatch.
-
-    One timer, re-armed only when the scheduler's wake time changes, disarmed while the
-    engine is busy or the queue is empty.
-    """
-
-    __slots__ = ("_armed", "_clock", "_dispatch", "_kicking", "_sched", "_timer")
-
-    def __init__(
-        self,
-        scheduler: Scheduler[P],
-        dispatch: Callable[[Batch[P]], None],
-        *,
-        loop: asyncio.AbstractEventLoop | None = None,
-        clock: Clock = time.monotonic_ns,
-        timer: TimerKind = "auto",
-    ) -> None:
-        self._sched = scheduler
-        self._dispatch = dispatch
-        self._clock = clock
-        self._kicking = False
-        self._armed = -1
-        self._timer = make_timer(self._on_timer, loop=loop, clock=clock, kind=timer)
-
-    @property
-    def scheduler(self) -> Scheduler[P]:
-        """The scheduler being driven."""
-        return self._sched
-
-    def submit(self, item: Item[P], *, kick: bool = True) -> Outcome | None:
-        """Submit ``item`` now; returns its immediate outcome (publish it), or ``None``.
-
-        With ``kick=False`` the scheduler is not polled: submit every record of a fetch
-        that way, then call ``kick()`` once, so the batch is chosen with all of them queued.
-        """
-        out = self._sched.submit(item, self._clock())
-        if out is None and kick:
-            self._kick()
-        return out
-
-    def complete(self, batch: Batch[P], latency_ns: int) -> None:
-        """The engine finished ``batch`` in ``latency_ns``; dispatch what is next."""
-        self._sched.complete(batch, latency_ns)
-        self._kick()
-
-    def kick(self) -> None:
-        """Poll now: after ``submit(..., kick=False)`` calls."""
-        self._kick()
-
-    def close(self) -> None:
-        """Stop the timer; queued events stay in the scheduler."""
-        self._timer.close()
-
-    def _on_timer(self) -> None:
-        now = self._clock()
-        if self._armed >= 0:
-            self._sched.note_wake(now - self._armed, now)
-        self._armed = -1
-        self._kick()
-
-    def _kick(self) -> None:
-        if self._kicking:  # complete() from inside dispatch(): the loop below polls again
-            return
-        self._kicking = True
-        try:
-            sched = self._sched
-            while True:
-                r = sched.poll(self._clock())
-                if r is None:
-                    if self._armed >= 0:
-                        self._timer.disarm()
-                        self._armed = -1
-                    return
-                if isinstance(r, int):
-                    if r != self._armed:
-                        self._timer.arm(r)
-                        self._armed = r
-                    return
-                self._dispatch(r)
-        finally:
-            self._kicking = False
