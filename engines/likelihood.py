@@ -12,7 +12,8 @@ distribution's tail the short-term average of its latest scores lies:
    distribution; until then the likelihood is 0.5 ("no opinion").
 3. The distribution is a normal fitted to the averages of the last ``historic_window``
    scores (mean and variance bounded below by ``min_mean`` and ``min_variance``), re-fitted
-   every ``reestimation_period`` scores, so an anomaly does not at once become normal.
+   every ``reestimation_period`` scores, so an anomaly does not at once become normal. A
+   score is judged against the fit of the scores before it, then joins the history.
 4. ``tail = Q((avg - mean) / std)``, the normal's upper tail. Two tails in a row at or
    below ``red_tail`` (1e-5) report the second as ``yellow_tail`` (1e-3): a sustained
    anomaly alerts on its start rather than on every record of it (nupic's filter).
@@ -75,8 +76,9 @@ def tail_probability(x: float, mean: float, std: float) -> float:
 
 
 def log_likelihood(likelihood: float) -> float:
-    """nupic's ``computeLogLikelihood``: ``log(1 + 1e-10 - L) / log(1e-10)``, in [0, 1]."""
-    return math.log(1.0 + LOG_FLOOR - likelihood) / _LOG_DENOMINATOR
+    """nupic's ``computeLogLikelihood``: ``log(1 + 1e-10 - L) / log(1e-10)``, clipped to [0, 1]
+    (nupic's is a hair below 0 at ``L = 0``)."""
+    return max(0.0, math.log(1.0 + LOG_FLOOR - likelihood) / _LOG_DENOMINATOR)
 
 
 class AnomalyLikelihood:
