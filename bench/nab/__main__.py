@@ -8,7 +8,8 @@ usage: python -m bench.nab --bundle DIR [--root ../shared/feeds/nab] [--json OUT
 
 Every CSV under ``ROOT/data`` is scored with NAB's rules (``bench.nab.scorer``): per
 detector and profile, the threshold is optimised over the whole corpus, the raw score is
-normalised between the null detector (0) and a perfect one (100). Without ``--bundle``
+normalised between the null detector (0) and a perfect one (100). Scores are rounded as
+NAB's result files stored them (12 significant digits), as its published figures were. Without ``--bundle``
 only the baselines are scored.
 """
 
@@ -27,6 +28,7 @@ from bench.nab.scorer import (
     PROFILES,
     SweepRows,
     ThresholdScore,
+    as_nab_stored,
     concat,
     normalised,
     optimise,
@@ -38,7 +40,9 @@ from bench.nab.scorer import (
 def run(files: list[NabFile], detectors: dict[str, Detector]) -> dict[str, dict[str, object]]:
     """Per detector and profile: threshold, raw and normalised score, windows hit, FPs."""
     rows: SweepRows = concat([sweep_rows(f.series) for f in files])
-    scores = {name: np.concatenate([d(f) for f in files]) for name, d in detectors.items()}
+    scores = {
+        name: as_nab_stored(np.concatenate([d(f) for f in files])) for name, d in detectors.items()
+    }
     nulls = {p.name: optimise(scores["null"], rows, p).score for p in PROFILES}
     out: dict[str, dict[str, object]] = {}
     for name, s in scores.items():

@@ -5,8 +5,8 @@ sees rows ``0..i`` only), the way NAB runs a detector.
 
 - ``null``: NAB's null detector, a constant 0.5: the normalisation's zero.
 - ``windowed_gaussian``: NAB's ``WindowedGaussianDetector`` (window 6,400 values, slid by
-  100): ``1 - Q2(x)`` where ``Q2`` is the two-sided normal tail of the value against the
-  window's mean and (population) std before the value.
+  100): ``1 - Q(|x - mean| / std)``, ``Q`` the normal's upper tail, against the window's
+  mean and (population) std before the value: 0.5 at the mean, 1 far from it.
 - ``weir_error``: a weir sensor bundle's forecast error ``e = |last_z - forecast|``, through
   ``schemas.features`` (the serving path) and the bundle's fp32 ONNX model, mapped into
   [0, 1] by ``e / (1 + e)`` (monotone: the sweep only sees the order). Rows before the
@@ -64,7 +64,7 @@ def windowed_gaussian(
         mean = (c1[hi] - c1[lo]) / k
         var = max((c2[hi] - c2[lo]) / k - mean * mean, 0.0)
         std = math.sqrt(var) if var > 0.0 else 1e-6
-        out[i] = 1.0 - math.erfc(abs(float(x[i]) - mean) / (std * math.sqrt(2.0)))
+        out[i] = 1.0 - 0.5 * math.erfc(abs(float(x[i]) - mean) / (std * math.sqrt(2.0)))
     return out
 
 

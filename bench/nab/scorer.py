@@ -22,6 +22,7 @@ matched to the rows' timestamps):
 - The threshold is swept over every distinct score of the corpus (the sweep starts above
   1.0, nothing detected) and the one with the highest corpus total is kept (ties: the
   higher threshold, as NAB's stable sort keeps it).
+- Scores are compared as NAB stored them (``as_nab_stored``: 12 significant digits).
 - Normalised score: ``100 * (raw - null) / (perfect - null)``, where ``null`` is the raw
   score of the null detector (a constant score, thresholds optimised the same way) and
   ``perfect = A_TP * windows``.
@@ -280,6 +281,15 @@ def score_at(scores: F64, rows: SweepRows, profile: Profile, threshold: float) -
         fn=int((rows.scored & inside).sum()) - tp,
         detected=detected,
     )
+
+
+def as_nab_stored(scores: F64) -> F64:
+    """Scores as NAB's result CSVs hold them: 12 significant digits (Python 2's ``str``).
+
+    NAB's published figures were swept over those files, so ``1 - 1e-13`` was a 1.0 there:
+    a detector saturating near 1 (the windowed Gaussian) gains detections at 1.0.
+    """
+    return np.array([float(f"{v:.12g}") for v in scores.tolist()], dtype=np.float64)
 
 
 def perfect_score(rows: SweepRows, profile: Profile) -> float:

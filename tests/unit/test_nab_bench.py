@@ -75,7 +75,8 @@ def nab_windowed_gaussian(values: list[float], window: int, step: int) -> list[f
     for v in values:
         score = 0.0
         if data:
-            score = 1.0 - 0.5 * math.erfc(abs(v - mean) / std / math.sqrt(2.0)) * 2.0
+            z = abs(v - mean) / std
+            score = 1.0 - 0.5 * math.erfc(z / math.sqrt(2.0))
         if len(data) < window:
             data.append(v)
             mean, std = float(np.mean(data)), float(np.std(data)) or 1e-6
@@ -90,11 +91,12 @@ def nab_windowed_gaussian(values: list[float], window: int, step: int) -> list[f
 
 
 def test_windowed_gaussian_by_hand(tmp_path: Path) -> None:
-    """0, then 2 against N(0, 1e-6) is 1, 1 against N(1, 1) is 0, 3 against N(1, 2/3) is erf(sqrt 3)."""
+    """0 first; 2 against N(0, 1e-6) is 1; 1 against N(1, 1) is 0.5; 3 against N(1, 2/3) is
+    Phi(sqrt 6) = (1 + erf(sqrt 3)) / 2."""
     [f] = load(write_nab(tmp_path, [0.0, 2.0, 1.0, 3.0], []))
     got = windowed_gaussian(f)
-    assert got.tolist()[:3] == [0.0, 1.0, 0.0]
-    assert got[3] == pytest.approx(math.erf(math.sqrt(3.0)))
+    assert got.tolist()[:3] == [0.0, 1.0, 0.5]
+    assert got[3] == pytest.approx((1.0 + math.erf(math.sqrt(3.0))) / 2.0)
 
 
 def test_windowed_gaussian_matches_nabs_loop(tmp_path: Path) -> None:
