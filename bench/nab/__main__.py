@@ -62,7 +62,7 @@ def run(files: list[NabFile], detectors: dict[str, Detector]) -> dict[str, dict[
 
 def table(results: dict[str, dict[str, object]]) -> str:
     """The results as a fixed-width text table, one line per detector."""
-    head = f"{'detector':<22}" + "".join(f"{p.name:>22}" for p in PROFILES)
+    head = f"{'detector':<26}" + "".join(f"{p.name:>22}" for p in PROFILES)
     lines = [head, "-" * len(head)]
     for name, per in results.items():
         cells = []
@@ -72,7 +72,7 @@ def table(results: dict[str, dict[str, object]]) -> str:
             cells.append(
                 f"{r['score']:7.1f} ({r['detected']}/{r['windows']}, {r['fp_rows']:>4} FP)"
             )
-        lines.append(f"{name:<22}" + "".join(f"{c:>22}" for c in cells))
+        lines.append(f"{name:<26}" + "".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)
 
 
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         weir = WeirSensor(args.bundle)
         detectors["weir_error"] = weir.error_scores
         detectors["weir_likelihood"] = weir.likelihood_scores
+        detectors["weir_surprise_likelihood"] = weir.surprise_likelihood_scores
     results = run(files, detectors)
     rows = sum(len(f) for f in files)
     windows = sum(len(f.series.windows) for f in files)

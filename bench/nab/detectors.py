@@ -14,6 +14,8 @@ sees rows ``0..i`` only), the way NAB runs a detector.
 - ``weir_likelihood``: the same errors through ``engines.likelihood.AnomalyLikelihood``
   (one per series, its learning and estimation periods split NAB's probationary period
   as NAB's HTM detector does), reported as ``log_likelihood``.
+- ``weir_surprise_likelihood`` (ablation): the likelihood of ``|last_z|``, the reading's
+  z-score against the feature code's EWMA, without the model: what the model adds.
 """
 
 from __future__ import annotations
@@ -77,11 +79,11 @@ class WeirSensor:
         if self.spec.task is not Task.SENSOR:
             raise ValueError(f"{bundle_dir}: a {self.spec.task} bundle, expected a sensor one")
         self.model = self.bundle.model_path("fp32").read_bytes()
-        self._errors: dict[str, F64] = {}
+        self._cache: dict[str, tuple[F64, F64]] = {}
 
-    def errors(self, f: NabFile) -> F64:
-        """``|last_z - forecast|`` per row; NaN before the key's window is full."""
-        cached = self._errors.get(f.name)
+    def _run(self, f: NabFile) -> tuple[F64, F64]:
+        # Per row: the forecast error and |last_z|, NaN before the key's window is full.
+        cached = self._cache.get(f.name)
         if cached is not None:
             return cached
         spec = self.spec
@@ -89,38 +91,55 @@ class WeirSensor:
         assert isinstance(state, SensorState)
         n = len(f)
         x = np.zeros((n, spec.n_features), dtype=np.float32)
-        target = np.zeros(n)
-        ready = np.zeros(n, dtype=bool)
-        for i, (ts, value) in enumerate(
-            zip(f.series.timestamps.tolist(), f.values.tolist(), strict=True)
-        ):
+        target = np.full(n, np.nan)
+        rows = zip(f.series.timestamps.tolist(), f.values.tolist(), strict=True)
+        for i, (ts, value) in enumerate(rows):
             state.update(SensorReading(sensor_id=f.sensor, value=value, source_ts_ns=ts), ts)
             if state.ready:
                 state.write_window(x[i])
                 target[i] = state.last_z
-                ready[i] = True
+        ready = ~np.isnan(target)
         err = np.full(n, np.nan)
-        forecast = onnx_outputs(self.model, x[ready])[:, 0]
-        err[ready] = np.abs(target[ready] - forecast)
-        self._errors[f.name] = err
-        return err
+        err[ready] = np.abs(target[ready] - onnx_outputs(self.model, x[ready])[:, 0])
+        self._cache[f.name] = out = (err, np.abs(target))
+        return out
+
+    def errors(self, f: NabFile) -> F64:
+        """``|last_z - forecast|`` per row; NaN before the key's window is full."""
+        return self._run(f)[0]
+
+    def surprise(self, f: NabFile) -> F64:
+        """``|last_z|``, the feature code's own surprise (no model); NaN while warming."""
+        return self._run(f)[1]
 
     def error_scores(self, f: NabFile) -> F64:
         """The forecast error mapped into [0, 1] by ``e / (1 + e)``; 0 while warming."""
         e = np.nan_to_num(self.errors(f), nan=0.0)
         return e / (1.0 + e)
 
-    def likelihood_scores(self, f: NabFile, spec: LikelihoodSpec | None = None) -> F64:
-        """The forecast error's log-likelihood; ``spec`` defaults to NAB's probation split."""
-        if spec is None:
-            probation = int(probation_length(len(f)))
-            learning = probation // 2
-            spec = LikelihoodSpec(
-                learning_period=learning, estimation_samples=max(1, probation - learning)
-            )
-        lk = AnomalyLikelihood(spec)
-        out = np.zeros(len(f))
-        for i, e in enumerate(self.errors(f).tolist()):
-            if e == e:  # not NaN: the key's window is full
-                out[i] = log_likelihood(lk.update(e))
-        return out
+    def likelihood_scores(self, f: NabFile) -> F64:
+        """The forecast error's log-likelihood (``likelihood_of``)."""
+        return likelihood_of(self.errors(f))
+
+    def surprise_likelihood_scores(self, f: NabFile) -> F64:
+        """``|last_z|``'s log-likelihood: what the likelihood makes of the features alone."""
+        return likelihood_of(self.surprise(f))
+
+
+def nab_likelihood_spec(rows: int) -> LikelihoodSpec:
+    """NAB's HTM detector split: learn on the first half of the probationary period,
+    estimate the distribution on the second half."""
+    probation = int(probation_length(rows))
+    learning = probation // 2
+    return LikelihoodSpec(learning_period=learning, estimation_samples=max(1, probation - learning))
+
+
+def likelihood_of(raw: F64, spec: LikelihoodSpec | None = None) -> F64:
+    """``log_likelihood`` of each raw score through one ``AnomalyLikelihood``; NaN rows
+    (warming) score 0 and are not fed. ``spec`` defaults to ``nab_likelihood_spec``."""
+    lk = AnomalyLikelihood(spec if spec is not None else nab_likelihood_spec(raw.shape[0]))
+    out = np.zeros(raw.shape[0])
+    for i, e in enumerate(raw.tolist()):
+        if e == e:  # not NaN
+            out[i] = log_likelihood(lk.update(e))
+    return out

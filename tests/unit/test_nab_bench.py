@@ -12,9 +12,16 @@ import pytest
 
 from bench.nab import __main__ as nab_main
 from bench.nab.corpus import load
-from bench.nab.detectors import WeirSensor, null, windowed_gaussian
+from bench.nab.detectors import (
+    WeirSensor,
+    likelihood_of,
+    nab_likelihood_spec,
+    null,
+    windowed_gaussian,
+)
 from engines.bundle import Bundle
 from engines.fake import tiny_mlp_onnx, write_tiny_trading_bundle
+from engines.likelihood import LikelihoodSpec
 from schemas.events import SensorReading
 from schemas.features import FeatureSpec, SensorState, Task
 
@@ -135,14 +142,17 @@ def test_weir_errors_go_through_the_serving_features(tmp_path: Path) -> None:
     weir = WeirSensor(sensor_bundle(tmp_path / "b").path)
     state = FeatureSpec(task=Task.SENSOR, window=4).new_state()
     assert isinstance(state, SensorState)
-    expected = []
+    expected, z = [], []
     for i, v in enumerate(values):
         ts = T0_NS + i * 300 * 10**9
         state.update(SensorReading(sensor_id="s", value=v, source_ts_ns=ts), ts)
         expected.append(abs(state.last_z - 1.0) if state.ready else math.nan)
+        z.append(abs(state.last_z))
     err = weir.errors(f)
     assert np.isnan(err[:3]).all()
     assert err[3:] == pytest.approx(expected[3:], abs=1e-6)
+    assert np.isnan(weir.surprise(f)[:3]).all()
+    assert weir.surprise(f)[3:] == pytest.approx(z[3:])
     scores = weir.error_scores(f)
     assert scores[:3].tolist() == [0.0] * 3
     assert scores[3:] == pytest.approx(err[3:] / (1.0 + err[3:]))
@@ -159,6 +169,26 @@ def test_weir_likelihood_scores_lie_in_unit_interval(tmp_path: Path) -> None:
     assert ((s >= 0.0) & (s <= 1.0)).all()
     assert s[:3].tolist() == [0.0] * 3
     assert int(np.argmax(s)) in range(300, 310)
+
+
+@pytest.mark.parametrize(
+    ("rows", "learning", "estimation"), [(10_000, 375, 375), (1882, 141, 141), (5, 0, 1)]
+)
+def test_likelihood_learns_in_nabs_probationary_period(
+    rows: int, learning: int, estimation: int
+) -> None:
+    """Learning and estimation split NAB's probationary period (min(15 %, 750 rows)) in half."""
+    s = nab_likelihood_spec(rows)
+    assert (s.learning_period, s.estimation_samples) == (learning, estimation)
+
+
+def test_likelihood_of_skips_warming_rows() -> None:
+    """NaN rows score 0 and are not fed: the likelihood starts on the first real score."""
+    raw = np.array([np.nan, np.nan] + [1.0] * 6 + [9.0])
+    got = likelihood_of(raw, LikelihoodSpec(learning_period=0, estimation_samples=5))
+    assert got[:2].tolist() == [0.0, 0.0]
+    assert got[2:7] == pytest.approx([math.log(0.5) / math.log(1e-10)] * 5)
+    assert got[-1] > 0.5
 
 
 def test_weir_refuses_a_trading_bundle(tmp_path: Path) -> None:
