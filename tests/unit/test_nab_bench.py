@@ -205,7 +205,7 @@ def test_main_prints_the_table_for_the_baselines(
     values = [1.0] * 100 + [50.0] + [1.0] * 99
     root = write_nab(tmp_path / "nab", values, [(95, 110)])
     out_json = tmp_path / "r.json"
-    assert nab_main.main(["--root", str(root), "--json", str(out_json)]) == 0
+    assert nab_main.main(["--root", str(root), "--json", str(out_json), "--per-file"]) == 0
     text = capsys.readouterr().out
     assert "NAB: 1 series, 200 rows, 1 windows" in text
     null_line = next(line for line in text.splitlines() if line.startswith("null "))
@@ -214,3 +214,22 @@ def test_main_prints_the_table_for_the_baselines(
     gauss = results["windowed_gaussian"]["standard"]
     assert (gauss["detected"], gauss["windows"]) == (1, 1)
     assert gauss["score"] > 0.0
+    assert text.splitlines()[-1].split()[:5] == ["s.csv", "-1.00", "(0,", "0", "FP)"]
+
+
+def test_per_file_scores_add_up_to_the_corpus_score(tmp_path: Path) -> None:
+    """Each profile's corpus raw score is the sum of its files' raw scores at its threshold."""
+    root = tmp_path / "nab"
+    write_nab(root, [1.0] * 100 + [50.0] + [1.0] * 99, [(95, 110)])
+    (root / "data" / "g" / "t.csv").write_text(
+        "timestamp,value\n" + "".join(f"{stamp(i)},{(i % 7) * 1.0}\n" for i in range(150))
+    )
+    labels = json.loads((root / "labels" / "combined_windows.json").read_text())
+    labels["g/t.csv"] = [[f"{stamp(80)}.000000", f"{stamp(90)}.000000"]]
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+    results = nab_main.run(load(root), {"null": null, "windowed_gaussian": windowed_gaussian})
+    for per in results.values():
+        for r in per.values():
+            assert isinstance(r, dict)
+            assert sum(f["raw"] for f in r["files"].values()) == pytest.approx(r["raw"])
+            assert sum(f["detected"] for f in r["files"].values()) == r["detected"]
