@@ -16,9 +16,10 @@ matched to the rows' timestamps):
   detection counts, ``A_TP * S(p) / S(-1)`` with ``S(x) = 2 / (1 + exp(5x)) - 1`` and
   ``p = -(right - i + 1) / width`` (``-1`` at the window's first row, near 0 at its last):
   earlier is better.
-- A detection outside every window is a false positive worth ``A_FP * S(p)`` (``A_FP``
-  negative), ``p = (i - right) / (width - 1)`` against the closest preceding window (so a
-  detection just after a window costs little), or ``A_FP * -1`` before the first window.
+- A detection outside every window is a false positive worth ``A_FP * S(p)`` (``S`` is
+  negative there), ``p = (i - right) / (width - 1)`` against the closest preceding window
+  (so a detection just after a window costs little), or ``-A_FP`` before the first window.
+  (NAB divides by zero after a one-row window; here such FPs cost ``-A_FP``.)
 - The threshold is swept over every distinct score of the corpus (the sweep starts above
   1.0, nothing detected) and the one with the highest corpus total is kept (ties: the
   higher threshold, as NAB's stable sort keeps it).
