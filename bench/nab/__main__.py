@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         weir = WeirSensor(args.bundle)
         detectors["weir_error"] = weir.error_scores
         detectors["weir_likelihood"] = weir.likelihood_scores
+        detectors["weir_likelihood_serving"] = weir.serving_likelihood_scores
         detectors["weir_surprise_likelihood"] = weir.surprise_likelihood_scores
     results = run(files, detectors)
     rows = sum(len(f) for f in files)

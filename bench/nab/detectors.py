@@ -14,6 +14,8 @@ sees rows ``0..i`` only), the way NAB runs a detector.
 - ``weir_likelihood``: the same errors through ``engines.likelihood.AnomalyLikelihood``
   (one per series, its learning and estimation periods split NAB's probationary period
   as NAB's HTM detector does), reported as ``log_likelihood``.
+- ``weir_likelihood_serving``: the same with ``LikelihoodSpec()``'s defaults (nupic's:
+  learn on 288 scores, estimate on 100), which do not depend on the series' length.
 - ``weir_surprise_likelihood`` (ablation): the likelihood of ``|last_z|``, the reading's
   z-score against the feature code's EWMA, without the model: what the model adds.
 """
@@ -120,6 +122,11 @@ class WeirSensor:
     def likelihood_scores(self, f: NabFile) -> F64:
         """The forecast error's log-likelihood (``likelihood_of``)."""
         return likelihood_of(self.errors(f))
+
+    def serving_likelihood_scores(self, f: NabFile) -> F64:
+        """The forecast error's log-likelihood with the default ``LikelihoodSpec``, as a
+        service would run it without knowing the series' length."""
+        return likelihood_of(self.errors(f), LikelihoodSpec())
 
     def surprise_likelihood_scores(self, f: NabFile) -> F64:
         """``|last_z|``'s log-likelihood: what the likelihood makes of the features alone."""

@@ -21,7 +21,7 @@ from bench.nab.detectors import (
 )
 from engines.bundle import Bundle
 from engines.fake import tiny_mlp_onnx, write_tiny_trading_bundle
-from engines.likelihood import LikelihoodSpec
+from engines.likelihood import LikelihoodSpec, log_likelihood
 from schemas.events import SensorReading
 from schemas.features import FeatureSpec, SensorState, Task
 
@@ -169,6 +169,9 @@ def test_weir_likelihood_scores_lie_in_unit_interval(tmp_path: Path) -> None:
     assert ((s >= 0.0) & (s <= 1.0)).all()
     assert s[:3].tolist() == [0.0] * 3
     assert int(np.argmax(s)) in range(300, 310)
+    # The serving defaults need 288 + 100 scores before leaving 0.5: more than the 318 here.
+    served = weir.serving_likelihood_scores(f)
+    assert served.tolist() == [0.0] * 3 + [log_likelihood(0.5)] * 318
 
 
 @pytest.mark.parametrize(
