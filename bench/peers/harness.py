@@ -52,19 +52,12 @@ from bench.peers.results import (
     summarize,
 )
 from replay.errors import ReplayError
+from replay.kafka import KafkaTransport, ensure_topics
 from replay.measure import Recorder
+from replay.pacing import Pacing
+from replay.plan import Plan, load_plan
 from replay.results import RunResult, write_result
-from replay.runner import (
-    KafkaTransport,
-    Pacing,
-    Plan,
-    Timing,
-    build_result,
-    config_for,
-    ensure_topics,
-    load_plan,
-    replay,
-)
+from replay.runner import Timing, build_result, config_for, replay
 from replay.slo import Slo
 
 REPO = Path(__file__).resolve().parents[2]

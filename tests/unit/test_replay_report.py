@@ -12,8 +12,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from replay.comparison import compare
 from replay.measure import Recorder
-from replay.report import compare, format_summary, format_verdict, render_html, write_html
+from replay.pacing import Pacing
+from replay.report import format_summary, format_verdict, render_html, write_html
 from replay.results import (
     RESULT_FORMAT,
     RunConfig,
@@ -22,7 +24,7 @@ from replay.results import (
     read_result,
     write_result,
 )
-from replay.runner import Pacing, Timing, build_result
+from replay.runner import Timing, build_result
 from replay.slo import Slo
 from schemas.decision import Decision, Stamps, Status
 from service.cli import main

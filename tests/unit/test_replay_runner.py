@@ -15,17 +15,13 @@ import pytest
 
 from engines.fake import FakeEngine, LatencyModel
 from engines.head import Head
+from replay.inprocess import InProcessTransport
 from replay.measure import Recorder
+from replay.pacing import Pacing
+from replay.plan import Plan, load_plan
+from replay.progress import Progress
 from replay.results import RunConfig
-from replay.runner import (
-    InProcessTransport,
-    Pacing,
-    Plan,
-    Progress,
-    load_plan,
-    replay,
-    run_feed,
-)
+from replay.runner import replay, run_feed
 from replay.slo import Slo
 from replay.synthetic import synthesize_market
 from schemas.codec import event_codec
