@@ -44,6 +44,8 @@ from replay.plan import load_plan as load_plan  # isort: skip
 from replay.progress import Progress as Progress  # isort: skip
 
 Sleep = Callable[[float], Awaitable[None]]
+"""Waits that many seconds (``asyncio.sleep``), injected with the clock so tests can move
+time themselves."""
 
 DEFAULT_QUIET_S: Final = 10.0
 _LEAD_NS: Final = 50_000_000
@@ -66,8 +68,13 @@ async def replay(
     quiet_s: float = DEFAULT_QUIET_S,
     progress: Progress | None = None,
     clock: Clock = time.time_ns,
+    sleep: Sleep = asyncio.sleep,
 ) -> tuple[Recorder, Timing]:
-    """Send ``plan`` through ``transport`` on schedule and record every outcome."""
+    """Send ``plan`` through ``transport`` on schedule and record every outcome.
+
+    Every wait for the schedule (and for the last outcomes) goes through ``sleep``, every
+    reading of time through ``clock``: a test hands in a clock it moves itself.
+    """
     rec = recorder or Recorder(plan.n, clock=clock)
     # The plan's events live for the whole run: keep the collector from rescanning them
     # (a full collection over ~100k objects is a sender stall of tens of ms).
@@ -79,14 +86,14 @@ async def replay(
     try:
         if progress is not None:
             ticker = asyncio.get_running_loop().create_task(progress.run(rec))
-        await _send_all(plan, transport, rec, pacing, clock)
+        await _send_all(plan, transport, rec, pacing, clock, sleep)
         await transport.flush()
         sent_done = clock()
         quiet_ns = int(quiet_s * 1e9)
         while rec.outstanding > 0:
             if clock() - max(sent_done, rec.last_outcome_ns) > quiet_ns:
                 break
-            await asyncio.sleep(0.02)
+            await sleep(0.02)
     finally:
         if ticker is not None:
             ticker.cancel()
@@ -101,7 +108,7 @@ async def replay(
 
 
 async def _send_all(
-    plan: Plan, transport: Transport, rec: Recorder, pacing: Pacing, clock: Clock
+    plan: Plan, transport: Transport, rec: Recorder, pacing: Pacing, clock: Clock, sleep: Sleep
 ) -> None:
     offsets = pacing.offsets(plan.recv_rel)
     start = clock() + _LEAD_NS
@@ -115,7 +122,7 @@ async def _send_all(
     while i < n:
         now = clock()
         if due is not None and due[i] > now:
-            await asyncio.sleep((due[i] - now) / 1e9)
+            await sleep((due[i] - now) / 1e9)
             continue
         stop = min(n, i + _BURST)
         while i < stop and (due is None or due[i] <= now):
