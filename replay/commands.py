@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 from pathlib import Path
 
+import msgspec
+
 from replay.comparison import compare
+from replay.errors import ReplayError
 from replay.inprocess import InProcessTransport
 from replay.kafka import KafkaTransport, settings_for
 from replay.measure import DEFAULT_LAG_THRESHOLD_MS
@@ -28,11 +32,49 @@ from replay.progress import Progress
 from replay.report import format_summary, format_verdict, write_html
 from replay.results import read_result, write_result
 from replay.runner import DEFAULT_QUIET_S, config_for, run_feed
-from replay.slo import Slo, load_slo
+from replay.slo import DEFAULT_MIN_ATTAINMENT, Slo, load_slo
 from schemas.codec import Encoding
 from service.runtime import load_model
 
 # -- run ----------------------------------------------------------------------------------------
+
+
+def choose_slo(
+    path: Path | None,
+    *,
+    budget_ms: float | None,
+    min_attainment: float | None,
+    service_budget_ms: float,
+) -> tuple[Slo, str]:
+    """The SLO of a run and where its budget came from: the SLO file (``min_attainment``
+    replacing the file's when given), else ``--budget-ms`` judged by attainment (at least
+    ``min_attainment``, default 99 %), else the service's own budget with only "nothing
+    lost" judged (and, when given, ``min_attainment``)."""
+    if min_attainment is not None and not 0.0 <= min_attainment <= 1.0:
+        raise ReplayError(f"--min-attainment must be a fraction in [0, 1], got {min_attainment!r}")
+    if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
+        raise ReplayError(f"--budget-ms must be a number of ms > 0, got {budget_ms!r}")
+    if path is not None:
+        slo = load_slo(path)
+        if min_attainment is not None:
+            slo = msgspec.structs.replace(
+                slo, min_attainment=min_attainment, source=f"{slo.source}, --min-attainment"
+            )
+        return slo, f"SLO {path}"
+    if budget_ms is not None:
+        floor = DEFAULT_MIN_ATTAINMENT if min_attainment is None else min_attainment
+        slo = Slo(
+            budget_ms=budget_ms,
+            min_attainment=floor,
+            source=f"--budget-ms {budget_ms:g}, attainment >= {floor:.2%}",
+        )
+        return slo, "--budget-ms"
+    slo = Slo.default(service_budget_ms)
+    if min_attainment is not None:
+        slo = msgspec.structs.replace(
+            slo, min_attainment=min_attainment, source="default (nothing lost), --min-attainment"
+        )
+    return slo, "the service's scheduler.budget_ms (no SLO file)"
 
 
 def _run_cli(args: argparse.Namespace) -> int:
@@ -45,15 +87,12 @@ def _run_cli(args: argparse.Namespace) -> int:
         encoding=args.encoding,
     )
     pacing = Pacing.parse(args.speed, args.rate)
-    if args.slo is not None:
-        slo = load_slo(args.slo)
-        budget_source = f"SLO {args.slo}"
-    elif args.budget_ms is not None:
-        slo = Slo.default(args.budget_ms)
-        budget_source = "--budget-ms"
-    else:
-        slo = Slo.default(settings.scheduler.budget_ms)
-        budget_source = "the service's scheduler.budget_ms (no SLO file)"
+    slo, budget_source = choose_slo(
+        args.slo,
+        budget_ms=args.budget_ms,
+        min_attainment=args.min_attainment,
+        service_budget_ms=settings.scheduler.budget_ms,
+    )
     plan = load_plan(
         args.feed,
         encoding=settings.kafka.input_encoding,
@@ -127,7 +166,21 @@ def register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--speed", default="1", metavar="X|max", help="recorded pace times X, or max (default 1)"
     )
     p.add_argument("--rate", type=float, metavar="N", help="a fixed rate of N events/s instead")
-    p.add_argument("--slo", type=Path, metavar="slo.toml", help="SLO file (default: none lost)")
+    judge = p.add_mutually_exclusive_group()
+    judge.add_argument("--slo", type=Path, metavar="slo.toml", help="SLO file (default: none lost)")
+    judge.add_argument(
+        "--budget-ms",
+        type=float,
+        metavar="MS",
+        help="e2e budget without an SLO file, judged by attainment (see --min-attainment)",
+    )
+    p.add_argument(
+        "--min-attainment",
+        type=float,
+        metavar="F",
+        help="fraction of inputs that must be decided ok within the budget (default "
+        f"{DEFAULT_MIN_ATTAINMENT:g} with --budget-ms; with --slo it replaces the file's)",
+    )
     p.add_argument("--out", type=Path, metavar="results.json", help="write the results here")
     p.add_argument("--html", type=Path, metavar="report.html", help="write the HTML report here")
     p.add_argument(
@@ -160,7 +213,6 @@ def register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     size = p.add_mutually_exclusive_group()
     size.add_argument("--seconds", type=float, metavar="S", help="replay the first S s only")
     size.add_argument("--limit", type=int, metavar="N", help="replay the first N events only")
-    p.add_argument("--budget-ms", type=float, metavar="MS", help="e2e budget without an SLO file")
     p.add_argument(
         "--quiet-s",
         type=float,

@@ -19,6 +19,8 @@ from replay.svg import Num
 
 # -- text -----------------------------------------------------------------------------------
 
+NOT_JUDGED = "attainment not judged: the SLO sets no min_attainment"
+
 
 def fmt_ms(v: Num) -> str:
     """A latency in ms with 3 significant digits (``-`` for none)."""
@@ -36,16 +38,33 @@ def fmt_ms(v: Num) -> str:
     return f"{x:.3f}"
 
 
+def fmt_pct(s: LatencySummary, p: float | None) -> str:
+    """Percentile ``p`` of ``s`` (the max when None) in ms, ``>`` before it when it is only a
+    lower bound (it fell on values beyond the histogram's range)."""
+    value = s.max_ms if p is None else s.pct(p)
+    return (">" if s.beyond_range(p) else "") + fmt_ms(value)
+
+
+def beyond_note(s: LatencySummary) -> str:
+    """``"> 60 s: 300 of 300"`` when values fell beyond the histogram's range, else ``""``."""
+    if not s.clamped_high:
+        return ""
+    return f"> {s.range_max_ms / 1000:g} s: {s.clamped_high:,} of {s.count:,}"
+
+
 def _pcts(s: LatencySummary) -> str:
     if s.count == 0:
         return "no data"
-    return (
-        f"p50 {fmt_ms(s.pct(50))}  p99 {fmt_ms(s.pct(99))}  p99.9 {fmt_ms(s.pct(99.9))}  "
-        f"max {fmt_ms(s.max_ms)} ms"
+    text = (
+        f"p50 {fmt_pct(s, 50)}  p99 {fmt_pct(s, 99)}  p99.9 {fmt_pct(s, 99.9)}  "
+        f"max {fmt_pct(s, None)} ms"
     )
+    note = beyond_note(s)
+    return f"{text}  [{note}]" if note else text
 
 
 def text_table(rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> list[str]:
+    """Rows of cells as aligned text lines (``right``: which columns align right)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     right = right or [False] * len(widths)
     out = []
@@ -69,12 +88,16 @@ def format_verdict(verdict: Verdict) -> str:
             actual = "-" if c.actual is None else f"{c.actual:.3%}"
         elif c.unit == "ms":
             limit = f"{c.op} {fmt_ms(c.limit)}{unit}"
-            actual = f"{fmt_ms(c.actual)}{unit}"
+            actual = f"{'>' if c.lower_bound else ''}{fmt_ms(c.actual)}{unit}"
         else:
             limit = f"{c.op} {c.limit:,.0f}"
             actual = "-" if c.actual is None else f"{c.actual:,.0f}"
         rows.append([c.name, limit, actual, "pass" if c.passed else "FAIL"])
-    return "\n".join([f"verdict: {head}{src}", *text_table(rows, [False, True, True, False])])
+    lines = [f"verdict: {head}{src}", *text_table(rows, [False, True, True, False])]
+    lines += [f"  {c.name}: {c.detail}" for c in verdict.checks if c.lower_bound]
+    if not any(c.name == "attainment" for c in verdict.checks):
+        lines.append(f"  {NOT_JUDGED}")
+    return "\n".join(lines)
 
 
 def format_summary(r: RunResult) -> str:
@@ -102,7 +125,7 @@ def format_summary(r: RunResult) -> str:
         f"shed {st.get('shed', 0):,}  error {st.get('error', 0):,}  "
         f"warming {st.get('warming', 0):,}  late {c.late:,}  over budget {c.over_budget:,}",
         f"  attainment     {att} ok within {c.budget_ms:g} ms (warming excluded)",
-        f"  sender lag     p99 {fmt_ms(s.lag.pct(99))} ms  max {fmt_ms(s.lag.max_ms)} ms"
+        f"  sender lag     p99 {fmt_pct(s.lag, 99)} ms  max {fmt_pct(s.lag, None)} ms"
         + (f"  BEHIND (> {s.threshold_ms:g} ms)" if s.behind else "  on schedule"),
     ]
     lines += [f"  note: {n}" for n in cfg.notes]
@@ -140,7 +163,7 @@ def render_html(r: RunResult) -> str:
         cls = "pass" if v.passed else "fail"
         rows = "".join(
             f"<tr><td>{_esc(ch.name)}</td><td>{_esc(ch.op)} {_esc(_val(ch.limit, ch))}</td>"
-            f"<td>{_esc(_val(ch.actual, ch))}</td>"
+            f"<td>{'&gt;' if ch.lower_bound else ''}{_esc(_val(ch.actual, ch))}</td>"
             f'<td class="{"pass" if ch.passed else "fail"}">{"pass" if ch.passed else "FAIL"}'
             "</td></tr>"
             for ch in v.checks
@@ -151,24 +174,25 @@ def render_html(r: RunResult) -> str:
             f'<table class="verdict"><tr><th>check</th><th>limit</th><th>measured</th>'
             f"<th>result</th></tr>{rows}</table>"
         )
-    lat_rows = (
-        "".join(
-            f"<tr><td>{k}</td><td>{r.latency[k].count:,}</td>"
-            + "".join(f"<td>{fmt_ms(r.latency[k].pct(p))}</td>" for p in (50, 90, 99, 99.9, 99.99))
-            + f"<td>{fmt_ms(r.latency[k].max_ms)}</td></tr>"
-            for k in LATENCIES
-        )
-        + "".join(
-            f"<tr><td>{STAGE_LABELS[k]}</td><td>{r.stages[k].count:,}</td>"
-            + "".join(f"<td>{fmt_ms(r.stages[k].pct(p))}</td>" for p in (50, 90, 99, 99.9, 99.99))
-            + f"<td>{fmt_ms(r.stages[k].max_ms)}</td></tr>"
-            for k in STAGES
-        )
-        + (
-            f"<tr><td>sender lag</td><td>{r.sender.lag.count:,}</td>"
-            + "".join(f"<td>{fmt_ms(r.sender.lag.pct(p))}</td>" for p in (50, 90, 99, 99.9, 99.99))
-            + f"<td>{fmt_ms(r.sender.lag.max_ms)}</td></tr>"
-        )
+        if not any(ch.name == "attainment" for ch in v.checks):
+            verdict += f'<p class="note">{_esc(NOT_JUDGED)}</p>'
+
+    summaries = [
+        *((k, r.latency[k]) for k in LATENCIES),
+        *((STAGE_LABELS[k], r.stages[k]) for k in STAGES),
+        ("sender lag", r.sender.lag),
+    ]
+    lat_rows = "".join(
+        f"<tr><td>{_esc(name)}</td><td>{s.count:,}</td>"
+        + "".join(f"<td>{fmt_pct(s, p)}</td>" for p in (50, 90, 99, 99.9, 99.99))
+        + f"<td>{fmt_pct(s, None)}</td></tr>"
+        for name, s in summaries
+    )
+    beyond = "".join(
+        f'<p class="note">{_esc(name)}: {_esc(beyond_note(s))} beyond the histogram\'s range; '
+        "figures marked &gt; are lower bounds</p>"
+        for name, s in summaries
+        if s.clamped_high
     )
     st = c.by_status
     outcome = _rows(
@@ -227,7 +251,7 @@ def render_html(r: RunResult) -> str:
         f"{r.throughput:,.0f} decisions/s</p>{notes}{verdict}"
         '<h2>Latency (ms)</h2><table class="latency"><tr><th></th><th>count</th><th>p50</th>'
         f"<th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th><th>max</th></tr>{lat_rows}"
-        "</table><p>e2e: decision arrival minus the intended send time (coordinated-omission "
+        f"</table>{beyond}<p>e2e: decision arrival minus the intended send time (coordinated-omission "
         "corrected); raw: minus the actual send; source: minus the event's source time. Every "
         "status but warming counts.</p>"
         f"<h2>Outcomes</h2><table>{outcome}</table><p>Attainment: {definition}; warming "
