@@ -107,7 +107,7 @@ def format_summary(r: RunResult) -> str:
     st = c.by_status
     att = "-" if c.attainment is None else f"{c.attainment:.3%}"
     stage_p99 = "  ".join(
-        f"{STAGE_LABELS[k]} {fmt_ms(r.stages[k].pct(99))}" for k in STAGES if r.stages[k].count
+        f"{STAGE_LABELS[k]} {fmt_pct(r.stages[k], 99)}" for k in STAGES if r.stages[k].count
     )
     lines = [
         f"replayed {cfg.rows_replayed:,} events of {cfg.feed} at {speed} into {cfg.mode}"
