@@ -1,5 +1,6 @@
 """weir's replay package: importers, synthetic feeds, record, replay, measure, report, demo."""
 
+from replay.comparison import compare
 from replay.echo import Echo
 from replay.errors import ReplayError
 from replay.importers import (
@@ -16,9 +17,12 @@ from replay.importers import (
     import_ndjson,
     read_source_info,
 )
-from replay.report import compare, render_html, write_html
+from replay.inprocess import InProcessTransport
+from replay.kafka import KafkaTransport
+from replay.pacing import Pacing
+from replay.plan import load_plan
+from replay.report import render_html, write_html
 from replay.results import RunResult, read_result, write_result
-from replay.runner import InProcessTransport, KafkaTransport, Pacing, load_plan
 from replay.slo import Slo, SloError, evaluate, load_slo
 from replay.synthetic import synthesize_market, synthesize_sensor
 

@@ -33,14 +33,13 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
+from replay.commands import register_compare, register_report, register_run
 from replay.echo import register_echo
 from replay.importers.base import ON_ERROR_CHOICES, ImportReport, SourceInfo, read_source_info
 from replay.importers.binance import import_binance
 from replay.importers.generic import TS_UNITS, ColumnMap, import_csv, import_ndjson
 from replay.importers.nab import import_nab
 from replay.record import register_record
-from replay.report import register_compare, register_report
-from replay.runner import register_run
 from replay.synthetic import DEFAULT_SYMBOLS, synthesize_market, synthesize_sensor
 from schemas.codec import Encoding
 from schemas.events import EVENT_KINDS

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import select
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,21 +33,18 @@ import numpy as np
 
 from engines.defaults import default_bundle_path
 from replay.errors import ReplayError
+from replay.kafka import KafkaTransport, ensure_topics
+from replay.pacing import Pacing
+from replay.plan import load_plan
+from replay.progress import Progress
 from replay.report import format_summary, format_verdict, write_html
 from replay.results import RunResult, write_result
-from replay.runner import (
-    KafkaTransport,
-    Pacing,
-    Progress,
-    config_for,
-    ensure_topics,
-    load_plan,
-    replay,
-    run_feed,
-)
+from replay.runner import config_for, replay, run_feed
 from replay.slo import Slo, load_slo
 from replay.synthetic import synthesize_market
 from service.broker.kafka import DEFAULT_JVM_OPTIONS
+from service.errors import ProcessError
+from service.processes import ChildProcess, log_tail, spawn
 from service.settings import DeliveryMode, Secret, Settings, load_settings
 
 ServiceKind = Literal["service", "echo"]
@@ -161,45 +155,29 @@ class ServiceProcess:
         self.settings = settings
         self.kind = kind
         self.log_file = Path(log_file)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ChildProcess | None = None
 
     def start(self, timeout_s: float = 120.0) -> None:
         """Start the child and wait until it is ready."""
         payload = msgspec.json.encode(self.settings, enc_hook=_reveal)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         code = "from replay.demo import _child_main; _child_main()"
-        with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
+        try:
+            self._proc = spawn(
                 [sys.executable, "-c", code, self.kind],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
+                log_file=self.log_file,
+                stdin=payload,
+                pipe_stdout=True,
             )
-        self._proc = proc
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(payload)
-        proc.stdin.close()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-            if ready and proc.stdout.readline().strip() == b"ready":
-                return
-            if proc.poll() is not None or time.monotonic() > deadline:
-                why = (
-                    f"exited with status {proc.returncode}"
-                    if proc.returncode is not None
-                    else f"was not ready within {timeout_s:g} s"
-                )
-                self.stop()
-                raise ReplayError(f"the {self.kind} {why}; its log ends:\n{self.log_tail()}")
+        except ProcessError as exc:
+            raise ReplayError(f"the {self.kind} did not start: {exc}") from exc
+        why = self._proc.wait_for_line(b"ready", timeout_s)
+        if why is not None:
+            self.stop()
+            raise ReplayError(f"the {self.kind} {why}; its log ends:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the child's log."""
-        try:
-            text = self.log_file.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_file, lines)
 
     @property
     def pid(self) -> int | None:
@@ -211,17 +189,8 @@ class ServiceProcess:
         proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
         self._proc = None
-        return proc.returncode
+        return proc.stop(timeout_s, kill_wait_s=5)
 
 
 # -- the demo ------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from replay.errors import ReplayError
-from replay.runner import settings_for
+from replay.kafka import settings_for
 from schemas.codec import decision_codec
 from schemas.decision import Decision, Stamps, Status
 from service.kafka import make_consumer, make_producer

@@ -29,7 +29,7 @@ from aiokafka.structs import TopicPartition
 
 from replay.errors import ReplayError
 from replay.importers.base import SourceInfo, kind_of
-from replay.runner import ensure_topics, settings_for
+from replay.kafka import ensure_topics, settings_for
 from schemas.codec import Encoding, event_codec
 from schemas.errors import DecodeError
 from schemas.feed import FeedWriter

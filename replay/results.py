@@ -3,8 +3,13 @@
 ``RunResult`` is what ``weir replay run`` writes with ``--out`` and what ``weir replay
 report`` and ``weir replay compare`` read. Latencies are in milliseconds (floats) in the
 summaries and the per-second series; each summary also keeps its whole HdrHistogram
-(values in ns, 1 µs .. 60 s, 3 significant digits), encoded with ``hdrh``'s ``encode()``,
-so any percentile can be read back later (:func:`decode_histogram`).
+(values in ns, 3 significant digits, 1 µs up to ``range_max_ms``: 60 s or the largest
+value, whichever is more), encoded with ``hdrh``'s ``encode()``, so any percentile can be
+read back later (:func:`decode_histogram`).
+
+Results written before the range grew with the run (a fixed 1 µs .. 60 s) may count values
+above 60 s in ``clamped_high``, recorded at 60 s: every figure such a value reaches is only
+a lower bound (:meth:`LatencySummary.beyond_range`), and reports mark it with ``>``.
 
 The document is versioned by ``format`` (``weir.replay.result/1``); readers refuse other
 versions with a message naming the file and the version found.
@@ -12,6 +17,7 @@ versions with a message naming the file and the version found.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +49,10 @@ class LatencySummary(msgspec.Struct, kw_only=True):
     clamped_low: int = 0
     """Values below 0 (clocks of two hosts disagreeing) recorded as 0."""
     clamped_high: int = 0
-    """Values above 60 s recorded as 60 s."""
+    """Values above ``range_max_ms`` recorded at it (0 since the range grows with the run;
+    older results files may hold values above 60 s here)."""
+    range_max_ms: float = 60_000.0
+    """The top of the histogram's range: 60 s, or the largest value when that is more."""
     hdr: str = ""
     """The HdrHistogram (ns), ``hdrh`` ``encode()`` output as text; empty when count is 0."""
 
@@ -53,6 +62,16 @@ class LatencySummary(msgspec.Struct, kw_only=True):
         if got is not None or self.count == 0:
             return got
         return float(decode_histogram(self.hdr).get_value_at_percentile(p)) / 1e6
+
+    def beyond_range(self, p: float | None = None) -> bool:
+        """Whether percentile ``p`` (the max when None) fell on a value above the histogram's
+        range, so that the figure shown is only a lower bound."""
+        if self.clamped_high <= 0 or self.count == 0:
+            return False
+        if p is None:
+            return True
+        rank = max(1, math.ceil(p / 100.0 * self.count))
+        return rank > self.count - self.clamped_high
 
 
 class SenderStats(msgspec.Struct, kw_only=True):
@@ -138,6 +157,8 @@ class Check(msgspec.Struct, kw_only=True):
     unit: str = ""
     op: str = "<="
     detail: str = ""
+    lower_bound: bool = False
+    """``actual`` is only a lower bound (values beyond the histogram's range): never a pass."""
 
 
 class Verdict(msgspec.Struct, kw_only=True):

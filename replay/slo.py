@@ -44,6 +44,8 @@ _KEYS: Final = (
     "min_attainment",
     "percentiles",
 )
+DEFAULT_MIN_ATTAINMENT: Final = 0.99
+"""What ``weir replay run --budget-ms`` asks of attainment unless ``--min-attainment`` says."""
 _PCT_KEY: Final = re.compile(r"^p(\d{1,2})(?:[._](\d{1,6}))?$")
 
 
@@ -187,14 +189,19 @@ def evaluate(
     dist = latency.get(slo.latency, LatencySummary(count=0))
     for pct, limit in slo.percentiles:
         actual = dist.pct(pct)
+        beyond = dist.beyond_range(pct)
+        detail = "no decisions to measure" if actual is None else ""
+        if beyond:
+            detail = f"beyond the histogram's {dist.range_max_ms:,.0f} ms range: at least this"
         checks.append(
             Check(
                 name=f"{slo.latency} p{pct:g}",
                 limit=limit,
                 actual=actual,
-                passed=actual is not None and actual <= limit,
+                passed=actual is not None and actual <= limit and not beyond,
                 unit="ms",
-                detail="" if actual is not None else "no decisions to measure",
+                detail=detail,
+                lower_bound=beyond,
             )
         )
     if slo.min_attainment is not None:
@@ -228,13 +235,15 @@ def evaluate(
         )
     if slo.max_sender_lag_ms is not None:
         lag = sender.lag.max_ms or 0.0
+        beyond = sender.lag.beyond_range()
         checks.append(
             Check(
                 name="sender lag max",
                 limit=slo.max_sender_lag_ms,
                 actual=lag,
-                passed=lag <= slo.max_sender_lag_ms,
+                passed=lag <= slo.max_sender_lag_ms and not beyond,
                 unit="ms",
+                lower_bound=beyond,
             )
         )
     return Verdict(slo_file=slo.source, passed=all(c.passed for c in checks), checks=checks)

@@ -19,3 +19,7 @@ class BrokerError(ServiceError):
     """A broker that weir starts or reaches could not be started, reached or stopped."""
 
     retriable: ClassVar[bool] = True
+
+
+class ProcessError(ServiceError):
+    """A child process weir starts could not be started, fed its input or stopped."""

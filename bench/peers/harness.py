@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -52,20 +51,14 @@ from bench.peers.results import (
     summarize,
 )
 from replay.errors import ReplayError
+from replay.kafka import KafkaTransport, ensure_topics
 from replay.measure import Recorder
+from replay.pacing import Pacing
+from replay.plan import Plan, load_plan
 from replay.results import RunResult, write_result
-from replay.runner import (
-    KafkaTransport,
-    Pacing,
-    Plan,
-    Timing,
-    build_result,
-    config_for,
-    ensure_topics,
-    load_plan,
-    replay,
-)
+from replay.runner import Timing, build_result, config_for, replay
 from replay.slo import Slo
+from service.processes import ChildProcess, log_tail, spawn
 
 REPO = Path(__file__).resolve().parents[2]
 Say = Callable[[str], None]
@@ -144,7 +137,7 @@ class Session:
         self.settings = weir_settings(self.cfg)
         self.log_file = opts.out / "logs" / f"{tag}-{contender.name}.log"
         self.say = say
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: ChildProcess | None = None
         self.on_stop: Callable[[Session], None] | None = None
         self.peak_rss: int | None = None
         self.dirty = False
@@ -157,15 +150,11 @@ class Session:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.alive
 
     def log_tail(self, lines: int = 20) -> str:
         """The end of the child's log."""
-        try:
-            text = self.log_file.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_file, lines)
 
     async def start(self, warm: Plan) -> float:
         """Create the topics, start the child, warm it up; seconds until it answered."""
@@ -185,7 +174,7 @@ class Session:
         )
         c = result.completeness
         if c.lost or not self.alive:
-            status = None if self.proc is None else self.proc.poll()
+            status = None if self.proc is None else self.proc.returncode
             self.stop()
             raise ReplayError(
                 f"{self.contender.name} did not answer its warm-up ({c.decided:,} of "
@@ -195,22 +184,16 @@ class Session:
 
     def _spawn(self) -> None:
         Path(self.cfg.workdir).mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         python = self.opts.python.get(self.contender.name, sys.executable)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [python, "-m", "bench.peers.worker", self.contender.name],
-                cwd=REPO,
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=log,
-                env=env,
-            )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(msgspec.json.encode(self.cfg))
-        self.proc.stdin.close()
+        self.proc = spawn(
+            [python, "-m", "bench.peers.worker", self.contender.name],
+            log_file=self.log_file,
+            cwd=REPO,
+            env=env,
+            stdin=msgspec.json.encode(self.cfg),
+        )
 
     async def measure(
         self, plan: Plan, pacing: Pacing, *, quiet_s: float, max_s: float | None = None
@@ -239,7 +222,7 @@ class Session:
             if task.done():
                 break
             if not self.alive:
-                why = f"the contender exited (status {self.proc.poll() if self.proc else None})"
+                why = f"the contender exited (status {self.proc.returncode if self.proc else None})"
             elif deadline is not None and time.monotonic() > deadline:
                 why = f"stopped waiting for decisions after {max_s:,.0f} s"
             if why:
@@ -272,14 +255,7 @@ class Session:
         if self.on_stop is not None:
             self.on_stop(self)
         self.sample_rss()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode
+        return proc.stop(timeout_s)
 
 
 # -- plans --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 from bench.peers.fixed_window import FixedWindowBatcher
 from bench.peers.model import PeerModel
 from bench.peers.naive import NaiveCore
-from replay.runner import Plan
+from replay.plan import Plan
 from schemas.codec import event_codec
 from service.memory import MemoryRecord
 

@@ -3,7 +3,7 @@
 ``write_all`` writes, under the output directory: ``peers.json`` (``results.BenchResult``),
 ``peers.md`` (the table: median over repeats, ``[min-max]`` when there was more than one,
 the checks, the profiles), and ``peers.png`` + ``peers.svg`` drawn with matplotlib, or,
-where matplotlib is not installed, ``peers.svg`` drawn here (``replay.report``'s SVG charts,
+where matplotlib is not installed, ``peers.svg`` drawn here (``replay.svg``'s charts,
 no dependencies).
 """
 
@@ -296,7 +296,7 @@ def write_plot(result: BenchResult, out: Path) -> list[Path]:
 
 
 def _write_svg(result: BenchResult, out: Path) -> Path:
-    from replay.report import Line, bar_chart, line_chart
+    from replay.svg import Line, bar_chart, line_chart
 
     names = _series(result)
     budget = float(result.params.get("budget_ms") or 0.0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from service import processes
 from service.broker import _process
 from service.broker.base import BrokerKind, BrokerStatus, Progress
 
@@ -85,7 +86,7 @@ class ManagedBroker(abc.ABC):
     def start(self) -> str:
         began = time.monotonic()
         previous = _process.read_state(self.state_file)
-        if previous is not None and _process.pid_alive(previous.pid, previous.marker):
+        if previous is not None and processes.pid_alive(previous.pid, previous.marker):
             self._progress(
                 f"{self.display_name} {previous.version} already running at {previous.bootstrap} "
                 f"(pid {previous.pid}, state dir {self.state_dir})"
@@ -123,7 +124,7 @@ class ManagedBroker(abc.ABC):
 
     def stop(self) -> None:
         state = _process.read_state(self.state_file)
-        if state is None or not _process.pid_alive(state.pid, state.marker):
+        if state is None or not processes.pid_alive(state.pid, state.marker):
             self._progress(f"{self.display_name} not running (state dir {self.state_dir})")
             return
         began = time.monotonic()
@@ -142,7 +143,7 @@ class ManagedBroker(abc.ABC):
             return BrokerStatus(kind=self.kind, running=False, state_dir=str(self.state_dir))
         return BrokerStatus(
             kind=self.kind,
-            running=_process.pid_alive(state.pid, state.marker),
+            running=processes.pid_alive(state.pid, state.marker),
             bootstrap=state.bootstrap,
             pid=state.pid,
             version=f"{self.display_name} {state.version}",

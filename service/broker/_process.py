@@ -11,7 +11,6 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -21,8 +20,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from service import processes
 from service.broker.base import BrokerKind, Progress
-from service.errors import BrokerError
+from service.errors import BrokerError, ProcessError
 
 T = TypeVar("T")
 
@@ -137,50 +137,15 @@ def write_state(path: Path, state: BrokerState) -> None:
 # -------------------------------------------------------------------------------- process
 
 
-def pid_alive(pid: int, marker: str) -> bool:
-    """Whether ``pid`` runs and (where /proc says) its command line contains ``marker``."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    proc = Path("/proc") / str(pid)
-    try:
-        stat = (proc / "stat").read_text()
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return True  # no /proc here (macOS): trust kill(0)
-    if stat.rpartition(")")[2].split()[:1] == ["Z"]:
-        _reap(pid)
-        return False
-    return marker in cmdline
-
-
-def _reap(pid: int) -> None:
-    """Collect an exited child of ours so it stops showing as a zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def spawn(
     argv: Sequence[str], *, log_file: Path, cwd: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` detached (own session, stdin closed, output appended to ``log_file``)."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as out:
-        try:
-            return subprocess.Popen(
-                list(argv),
-                cwd=cwd,
-                env=dict(env) if env is not None else None,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise BrokerError(f"cannot run {argv[0]}: {exc}") from exc
+    try:
+        child = processes.spawn(argv, log_file=log_file, cwd=cwd, env=env, detach=True)
+    except ProcessError as exc:
+        raise BrokerError(str(exc)) from exc
+    return child.proc
 
 
 def terminate(
@@ -188,46 +153,14 @@ def terminate(
 ) -> bool:
     """SIGTERM, wait up to ``timeout`` s, then SIGKILL; True when it exited on SIGTERM."""
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        _reap(pid)
-        return True
-    if _wait_gone(pid, marker, timeout, proc):
-        return True
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    if not _wait_gone(pid, marker, 10.0, proc):
-        raise BrokerError(f"broker process {pid} survived SIGKILL for 10 s")
-    return False
-
-
-def _wait_gone(pid: int, marker: str, timeout: float, proc: subprocess.Popen[bytes] | None) -> bool:
-    if proc is not None and proc.pid == pid:
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid, marker):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+        return processes.terminate(pid, marker, timeout=timeout, proc=proc)
+    except ProcessError as exc:
+        raise BrokerError(f"broker {exc}") from exc
 
 
 def log_tail(paths: Sequence[Path], lines: int = _LOG_TAIL_LINES) -> str:
     """The last ``lines`` lines of each non-empty file in ``paths``, each under its name."""
-    parts: list[str] = []
-    for path in paths:
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        if text.strip():
-            tail = "\n".join("    " + line for line in text.splitlines()[-lines:])
-            parts.append(f"  last lines of {path}:\n{tail}")
-    return "\n".join(parts) if parts else "  (the broker wrote no log)"
+    return processes.log_tail(paths, lines)
 
 
 # ------------------------------------------------------------------------------ readiness

@@ -17,9 +17,12 @@ from replay.demo import run_demo
 from replay.echo import Echo
 from replay.errors import ReplayError
 from replay.importers.binance import import_binance
+from replay.kafka import KafkaTransport
+from replay.pacing import Pacing
+from replay.plan import load_plan
 from replay.record import record_topics
 from replay.results import RunConfig
-from replay.runner import KafkaTransport, Pacing, load_plan, run_feed
+from replay.runner import run_feed
 from replay.slo import Slo
 from schemas.codec import event_codec
 from schemas.events import Quote

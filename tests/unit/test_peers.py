@@ -375,7 +375,7 @@ def test_svg_fallback_is_self_contained(tmp_path: Path) -> None:
 
 def test_tile_plan_repeats_the_feed_in_order() -> None:
     """A plan tiled past its length repeats its events and keeps receive times rising."""
-    from replay.runner import Plan
+    from replay.plan import Plan
 
     events = _events(5)
     plan = Plan(
@@ -460,7 +460,7 @@ def test_inproc_measures_every_decision_path(records: list[MemoryRecord]) -> Non
     """The in-process measurement runs naive, fixed-window and weir over the same records
     (weir deciding every one) and gives each a positive CPU cost per event."""
     from bench.peers import inproc
-    from replay.runner import Plan
+    from replay.plan import Plan
 
     events = _events(200)
     plan = Plan(

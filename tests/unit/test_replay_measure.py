@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from replay.measure import HIGHEST_NS, Recorder, summarize
-from replay.results import decode_histogram
+from replay.measure import Recorder, summarize
+from replay.results import LatencySummary, decode_histogram
 from schemas.decision import Decision, Stamps, Status
 
 MS = 1_000_000
@@ -170,11 +170,39 @@ def test_series_bins_by_second(sent_recorder: Callable[..., Recorder]) -> None:
     assert s.p50_ms[0] == pytest.approx(2.0)
 
 
-def test_summary_clamps_out_of_range_values() -> None:
-    """Negative (two clocks) and over-60 s values are recorded at the range's ends and counted."""
+def test_summary_clamps_only_negative_values() -> None:
+    """Negative values (two clocks) are recorded as 0 and counted; 70 s is measured as 70 s."""
     s = summarize(np.array([-5 * MS, 2 * MS, 70_000 * MS], dtype=np.int64))
-    assert (s.count, s.clamped_low, s.clamped_high) == (3, 1, 1)
+    assert (s.count, s.clamped_low, s.clamped_high) == (3, 1, 0)
     hist = decode_histogram(s.hdr)
     assert hist.get_total_count() == 3
-    assert hist.get_max_value() == pytest.approx(HIGHEST_NS, rel=1e-3)
+    assert hist.get_max_value() == pytest.approx(70_000 * MS, rel=1e-3)
+    assert s.max_ms == 70_000.0 and s.min_ms == 0.0
+    assert s.range_max_ms >= 70_000.0
     assert s.pct(50) == pytest.approx(2.0, rel=1e-3)
+
+
+def test_latency_past_60_s_is_measured(sent_recorder: Callable[..., Recorder]) -> None:
+    """A service that answers every decision 300 s after its send is measured at 300 s
+    (not at the 60 s top of a fixed histogram range), and every answer is over budget."""
+    rec = sent_recorder(300)
+    for i in range(300):
+        rec.decided(_decision(i), T0 + i * MS + 300_000 * MS)
+    m = rec.finish(budget_ms=50)
+    e2e = m.latency["e2e"]
+    assert e2e.max_ms == 300_000.0 and e2e.mean_ms == 300_000.0
+    for p in (50, 99, 99.9):
+        assert e2e.pct(p) == pytest.approx(300_000.0, rel=1e-3), p
+    assert decode_histogram(e2e.hdr).get_value_at_percentile(50) >= 300_000 * MS
+    assert e2e.clamped_high == 0 and not e2e.beyond_range(99)
+    assert m.completeness.over_budget == 300 and m.completeness.attainment == 0.0
+    assert rec.snapshot().p99_ms == pytest.approx(300_000.0, rel=0.06)
+
+
+def test_old_results_with_values_past_60_s_are_lower_bounds() -> None:
+    """In a summary whose values went past the histogram's range (results written with the old
+    fixed 60 s range), the percentiles those values reach are only lower bounds."""
+    s = LatencySummary(count=300, max_ms=60_000.0, clamped_high=30)
+    assert [s.beyond_range(p) for p in (50.0, 90.0, 90.1, 99.0)] == [False, False, True, True]
+    assert s.beyond_range()
+    assert not LatencySummary(count=300, max_ms=60_000.0).beyond_range()

@@ -11,20 +11,24 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hdrh.histogram import HdrHistogram
 
+from replay.comparison import compare
 from replay.errors import ReplayError
 from replay.measure import Recorder
-from replay.report import compare, format_summary, format_verdict, render_html, write_html
+from replay.pacing import Pacing
+from replay.report import format_summary, format_verdict, render_html, write_html
 from replay.results import (
     RESULT_FORMAT,
+    LatencySummary,
     RunConfig,
     RunResult,
     decode_histogram,
     read_result,
     write_result,
 )
-from replay.runner import Pacing, Timing, build_result
-from replay.slo import Slo
+from replay.runner import Timing, build_result
+from replay.slo import Slo, evaluate
 from schemas.decision import Decision, Stamps, Status
 from service.cli import main
 
@@ -151,6 +155,69 @@ def test_text_summary_and_verdict(make_result: Callable[..., RunResult]) -> None
     assert table[0] == "verdict: FAIL"
     assert [line.split()[0] for line in table[2:]] == ["e2e", "attainment", "lost"]
     assert table[-1].rstrip().endswith("FAIL")
+
+
+def test_latency_past_60_s_is_reported_as_measured(make_result: Callable[..., RunResult]) -> None:
+    """Decisions 300 s after their send show as 300 s in the summary, the verdict and the
+    page, never as the 60 s top of a histogram range, and fail a p99 limit of 100 s."""
+    r = make_result(seconds=1, extra_ms=300_000.0)
+    e2e = r.latency["e2e"]
+    assert e2e.max_ms == pytest.approx(300_003.0) and e2e.clamped_high == 0
+    line = next(x for x in format_summary(r).splitlines() if "e2e latency" in x)
+    figures = [float(v.replace(",", "")) for v in re.findall(r"(?:p50|p99|max) ([\d,.]+)", line)]
+    assert len(figures) == 3 and all(300_000 <= v < 300_400 for v in figures), line
+    assert ">" not in line.split("(")[0]
+    assert r.verdict is not None
+    row = next(x for x in format_verdict(r.verdict).splitlines() if x.strip().startswith("e2e"))
+    assert re.search(r"300,\d{3} ms\s+FAIL$", row), row
+    page = render_html(r)
+    e2e_row = re.search(r"<tr><td>e2e</td>(.*?)</tr>", page)
+    assert e2e_row is not None
+    cells = re.findall(r"<td>([^<]*)</td>", e2e_row.group(1))[1:]
+    assert len(cells) == 6 and all(re.fullmatch(r"300,\d{3}", c) for c in cells), cells
+
+
+def _old_summary(count: int) -> LatencySummary:
+    """A summary as results files before the growing range held it: every value past 60 s,
+    recorded at the 60 s top of a fixed range and counted in ``clamped_high``."""
+    hist = HdrHistogram(1_000, 60_000_000_000, 3)
+    hist.record_value(60_000_000_000, count)
+    top = hist.get_value_at_percentile(50) / 1e6
+    return LatencySummary(
+        count=count,
+        min_ms=60_000.0,
+        mean_ms=60_000.0,
+        max_ms=60_000.0,
+        percentiles=dict.fromkeys(("50", "90", "99", "99.9", "99.99"), top),
+        clamped_high=count,
+        hdr=hist.encode().decode("ascii"),
+    )
+
+
+def test_old_results_past_the_range_show_lower_bounds_and_fail(
+    make_result: Callable[..., RunResult],
+) -> None:
+    """Figures that fell past an old result's 60 s range are marked ``>`` with the count beyond
+    it, in the text and on the page, and a limit they seem to meet fails."""
+    r = make_result(seconds=1)
+    r.latency["e2e"] = _old_summary(300)
+    line = next(x for x in format_summary(r).splitlines() if "e2e latency" in x)
+    assert "p50 >60,029  p99 >60,029  p99.9 >60,029  max >60,000 ms  [> 60 s: 300 of 300]" in line
+    verdict = evaluate(
+        Slo(budget_ms=100_000.0, percentiles=((99.0, 70_000.0),)),
+        latency=r.latency,
+        completeness=r.completeness,
+        sender=r.sender,
+    )
+    assert not verdict.passed
+    check = verdict.checks[0]
+    assert (check.name, check.passed, check.lower_bound) == ("e2e p99", False, True)
+    text = format_verdict(verdict).splitlines()
+    assert re.search(r"<= 70,000 ms\s+>60,029 ms\s+FAIL$", text[2]), text[2]
+    assert "  e2e p99: beyond the histogram's 60,000 ms range: at least this" in text
+    page = render_html(msgspec.structs.replace(r, verdict=verdict))
+    assert "<td>&gt;60,029 ms</td>" in page
+    assert "e2e: &gt; 60 s: 300 of 300 beyond the histogram's range" in page
 
 
 def test_html_is_self_contained_with_every_plot(make_result: Callable[..., RunResult]) -> None:

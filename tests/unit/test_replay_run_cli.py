@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from engines.fake import write_tiny_trading_bundle
+from replay.commands import choose_slo
 from replay.results import read_result
 from replay.synthetic import synthesize_market
 from service.cli import main
@@ -91,3 +92,71 @@ def test_run_errors_exit_2_with_the_reason(
     assert capsys.readouterr().err.strip() == (
         "weir: error: --speed must be a number > 0 or 'max', got '0'"
     )
+
+
+def test_budget_ms_is_judged_by_attainment(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--budget-ms without an SLO file is judged: attainment against 99 % by default, so a
+    budget nothing meets fails the run (exit 1) and the verdict names the rule."""
+    code = _run(setup, "--budget-ms", "0.001")
+    text = capsys.readouterr().out
+    assert code == 1, text
+    assert "verdict: FAIL (SLO: --budget-ms 0.001, attainment >= 99.00%)" in text
+    table = text.split("verdict:")[1].splitlines()
+    row = next(line for line in table if line.strip().startswith("attainment"))
+    assert row.split()[1:4] == [">=", "99.00%", "0.000%"] and row.rstrip().endswith("FAIL")
+    assert "not judged" not in text
+
+
+def test_min_attainment_sets_the_floor(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--min-attainment 0 lets the same budget pass; the verdict shows the floor it used."""
+    code = _run(setup, "--budget-ms", "0.001", "--min-attainment", "0")
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "verdict: PASS (SLO: --budget-ms 0.001, attainment >= 0.00%)" in text
+
+
+def test_without_a_budget_the_verdict_says_attainment_was_not_judged(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With neither an SLO file nor --budget-ms, the verdict says attainment was not judged."""
+    code = _run(setup)
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "verdict: PASS (SLO: default (nothing lost))" in text
+    assert "  attainment not judged: the SLO sets no min_attainment" in text
+
+
+def test_bad_budget_and_attainment_values_exit_2(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A budget <= 0 or an attainment outside [0, 1] stops the run before it starts."""
+    assert _run(setup, "--budget-ms", "50", "--min-attainment", "99") == 2
+    assert capsys.readouterr().err.strip() == (
+        "weir: error: --min-attainment must be a fraction in [0, 1], got 99.0"
+    )
+    assert _run(setup, "--budget-ms", "-1") == 2
+    assert capsys.readouterr().err.strip() == (
+        "weir: error: --budget-ms must be a number of ms > 0, got -1.0"
+    )
+    with pytest.raises(SystemExit) as info:
+        _run(setup, "--budget-ms", "5", "--slo", str(setup["loose"]))
+    assert info.value.code == 2
+    assert "argument --slo: not allowed with argument --budget-ms" in capsys.readouterr().err
+
+
+def test_min_attainment_replaces_the_slo_files(tmp_path: Path) -> None:
+    """With an SLO file, --min-attainment replaces the file's floor and says so."""
+    path = tmp_path / "slo.toml"
+    path.write_text("budget_ms = 5\nmin_attainment = 0.5\n")
+    slo, source = choose_slo(path, budget_ms=None, min_attainment=0.9, service_budget_ms=20.0)
+    assert (slo.budget_ms, slo.min_attainment, source) == (5.0, 0.9, f"SLO {path}")
+    assert slo.source == f"{path}, --min-attainment"
+    slo, _ = choose_slo(path, budget_ms=None, min_attainment=None, service_budget_ms=20.0)
+    assert slo.min_attainment == 0.5
+    slo, source = choose_slo(None, budget_ms=None, min_attainment=0.9, service_budget_ms=20.0)
+    assert (slo.budget_ms, slo.min_attainment) == (20.0, 0.9)
+    assert source == "the service's scheduler.budget_ms (no SLO file)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -204,3 +205,20 @@ def test_default_slo_checks_only_loss() -> None:
         sender=_sender(),
     )
     assert [(c.name, c.passed) for c in v.checks] == [("lost", False)]
+
+
+def test_figures_past_the_histogram_range_never_pass() -> None:
+    """A percentile or sender lag that fell past the histogram's range is only a lower bound:
+    its check fails even where that bound is within the limit, and says so."""
+    beyond = LatencySummary(
+        count=10, max_ms=60_000.0, percentiles={"99": 60_029.0}, clamped_high=10
+    )
+    sender = msgspec.structs.replace(_sender(), lag=beyond)
+    slo = Slo(budget_ms=5, percentiles=((99.0, 90_000.0),), max_sender_lag_ms=90_000.0)
+    v = evaluate(slo, latency={"e2e": beyond}, completeness=_completeness(), sender=sender)
+    assert [(c.name, c.passed, c.lower_bound) for c in v.checks] == [
+        ("e2e p99", False, True),
+        ("lost", True, False),
+        ("sender lag max", False, True),
+    ]
+    assert v.checks[0].detail == "beyond the histogram's 60,000 ms range: at least this"
