@@ -13,6 +13,7 @@ One root, one subtree per package; a third-party error is wrapped at the seam an
     ├── ServiceError                (service.errors)    Kafka runtime, settings, brokers
     │   ├── ConfigError                                 a bad setting, named with its source
     │   ├── BrokerError             (retriable)         a broker not reachable or startable
+    │   ├── TopicError                                  a needed topic missing or not creatable
     │   ├── SchedulerError          (service.scheduler) the scheduler called off-contract
     │   └── OffsetError             (service.offsets)   offsets tracked out of order
     └── ReplayError                 (replay.errors)     record, replay, measure, report

@@ -19,3 +19,7 @@ class BrokerError(ServiceError):
     """A broker that weir starts or reaches could not be started, reached or stopped."""
 
     retriable: ClassVar[bool] = True
+
+
+class TopicError(ServiceError):
+    """A topic the service needs is missing, or could not be looked up or created."""
