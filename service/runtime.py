@@ -467,7 +467,7 @@ class Runtime:
                 start = max(0, pos - s.seek_back)
                 self.consumer.seek(tp, start)
                 self._rebuild_until[tp] = pos
-        self.ready = True
+        self.ready = self._died is None  # a dead task's service stays unready until it exits
         log.info("partitions_assigned", count=len(assigned))
 
     # -- shutdown ---------------------------------------------------------------------------------
