@@ -131,21 +131,80 @@ async def _read(
     return got
 
 
-@contextlib.asynccontextmanager
-async def _serving(settings: Settings, **kw: Any) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings, **kw)
-    task = asyncio.create_task(rt.run(install_signals=False))
+async def _read_to_end(
+    bootstrap: str, topic: str, partitions: int, *, timeout: float = 30.0
+) -> list[Any]:
+    """Every record of ``topic`` up to its end offsets as they are now, partition by partition."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    got: list[Any] = []
     try:
-        async with asyncio.timeout(30):
-            while not rt.ready:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.05)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        async with asyncio.timeout(timeout):
+            for tp in tps:
+                while await consumer.position(tp) < ends[tp]:
+                    batch = await consumer.getmany(tp, timeout_ms=200)
+                    got.extend(r for r in batch.get(tp, []) if r.offset < ends[tp])
+    finally:
+        await consumer.stop()
+    return got
+
+
+class _Observed(Runtime):
+    """A Runtime whose rebalances notify ``changed``: tests wait on it instead of polling."""
+
+    def __init__(self, *args: Any, changed: asyncio.Condition, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.changed = changed
+
+    async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        await super()._on_assigned(assigned)
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        await super()._on_revoked(revoked)
+        async with self.changed:
+            self.changed.notify_all()
+
+
+async def _until(changed: asyncio.Condition, predicate: Callable[[], bool]) -> None:
+    """Wait until ``predicate()`` holds, checked after each rebalance (at most 30 s)."""
+    async with asyncio.timeout(30), changed:
+        await changed.wait_for(predicate)
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    settings: Settings, *, changed: asyncio.Condition | None = None, **kw: Any
+) -> AsyncIterator[_Observed]:
+    """A Runtime serving in a task, yielded once ready (or its start-up error, raised)."""
+    rt = _Observed(settings, changed=changed or asyncio.Condition(), **kw)
+    task = asyncio.create_task(rt.run(install_signals=False))
+    ready = asyncio.create_task(_until(rt.changed, lambda: rt.ready))
+    try:
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
+            raise AssertionError(f"stopped before it was ready, status {task.result()}")
+        ready.result()
         yield rt
     finally:
         rt.stop()
         status = await asyncio.wait_for(task, 30)
         assert status == 0
+
+
+def _owned(rt: Runtime) -> int:
+    """How many partitions ``rt`` has assigned (0 before it has a consumer)."""
+    return len(rt.consumer.assignment()) if rt.consumer is not None else 0
 
 
 def _decisions(records: list[Any]) -> list[Decision]:
@@ -221,23 +280,17 @@ async def test_two_workers_split_and_hand_over(
 ) -> None:
     """Two workers share the partitions; when one stops, the other takes over and nothing is lost."""
     s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
-    async with _serving(s, worker_index=0) as a:
-        async with _serving(s, worker_index=1) as b:
-            async with asyncio.timeout(30):
-                while not (
-                    a.consumer
-                    and b.consumer
-                    and a.consumer.assignment()
-                    and b.consumer.assignment()
-                ):
-                    await asyncio.sleep(0.1)
-            assert len(a.consumer.assignment()) + len(b.consumer.assignment()) == 3
+    changed = asyncio.Condition()
+    async with _serving(s, worker_index=0, changed=changed) as a:
+        async with _serving(s, worker_index=1, changed=changed) as b:
+            await _until(
+                changed, lambda: _owned(a) + _owned(b) == 3 and min(_owned(a), _owned(b)) > 0
+            )
             await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(200)])
-            await asyncio.sleep(1.0)
+            first = await _read(kafka_bootstrap, topics["out"], 200, distinct=True)
+            assert len({(d.partition, d.offset) for d in _decisions(first)}) == 200
         # b stopped (drained and committed); a must own all partitions now
-        async with asyncio.timeout(30):
-            while a.consumer is None or len(a.consumer.assignment()) != 3:
-                await asyncio.sleep(0.1)
+        await _until(changed, lambda: _owned(a) == 3)
         await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(200, 300)])
         got = await _read(kafka_bootstrap, topics["out"], 300)
     decisions = _decisions(got)
@@ -456,14 +509,16 @@ async def test_seek_back_rebuilds_windows_without_deciding_twice(
         first = _decisions(await _read(kafka_bootstrap, topics["out"], 30))
     assert sum(d.status is Status.WARMING for d in first) == WINDOW - 1
     more = [(b"BTCUSDT", _quote(4 * i)[1]) for i in range(30, 45)]
-    await _produce(kafka_bootstrap, topics["inp"], more)
+    coords = await _produce(kafka_bootstrap, topics["inp"], more)
     async with _serving(s):
-        everything = _decisions(await _read(kafka_bootstrap, topics["out"], 45))
-        await asyncio.sleep(0.5)  # nothing else may arrive
-    later = everything[30:]
+        await _read(kafka_bootstrap, topics["out"], 45)
+    # Stopped, so drained: the decision topic is complete; a re-decided record would be in it.
+    everything = _decisions(await _read_to_end(kafka_bootstrap, topics["out"], 3))
+    later = [d for d in everything if (d.partition, d.offset) in set(coords)]
     assert len(everything) == 45
-    assert [d.status for d in later] == [Status.OK] * 15
     assert len({(d.partition, d.offset) for d in everything}) == 45
+    assert sorted((d.partition, d.offset) for d in later) == sorted(coords)
+    assert [d.status for d in later] == [Status.OK] * 15  # windows rebuilt: no warming
 
 
 def _free_port() -> int:
@@ -508,12 +563,12 @@ async def test_static_membership_gives_each_worker_its_own_id(
         topics["group"],
         WEIR_KAFKA__GROUP_INSTANCE_ID="weir-static",
     )
-    async with _serving(s, worker_index=0) as a, _serving(s, worker_index=1) as b:
-        async with asyncio.timeout(30):
-            while not (
-                a.consumer and b.consumer and a.consumer.assignment() and b.consumer.assignment()
-            ):
-                await asyncio.sleep(0.1)
+    changed = asyncio.Condition()
+    async with (
+        _serving(s, worker_index=0, changed=changed) as a,
+        _serving(s, worker_index=1, changed=changed) as b,
+    ):
+        await _until(changed, lambda: _owned(a) + _owned(b) == 3 and min(_owned(a), _owned(b)) > 0)
         await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(100)])
         got = await _read(kafka_bootstrap, topics["out"], 100, distinct=True)
         assert a.rebalances + b.rebalances <= 4  # no fencing storm
