@@ -145,8 +145,9 @@ async def _create(
             made = await client.create(name, t.partitions, t.replication_factor)
         except KafkaError as exc:
             raise TopicError(
-                f"cannot create {role} topic {name!r} ({t.partitions} partitions, replication "
-                f"factor {t.replication_factor}) on Kafka at {k.bootstrap_servers}: {exc}"
+                f"cannot create {role} topic {name!r} ({t.partitions} "
+                f"partition{'' if t.partitions == 1 else 's'}, replication factor "
+                f"{t.replication_factor}) on Kafka at {k.bootstrap_servers}: {exc}"
             ) from exc
         if made:
             log.info(

@@ -693,7 +693,7 @@ async def test_create_refused_by_the_broker_stops_the_start(
     with pytest.raises(TopicError) as info:
         await asyncio.wait_for(rt.run(install_signals=False), 60)
     assert str(info.value).startswith(
-        f"cannot create dead-letter topic {gone!r} (1 partitions, replication factor 3) on "
+        f"cannot create dead-letter topic {gone!r} (1 partition, replication factor 3) on "
         f"Kafka at {kafka_bootstrap}: [Error 38] InvalidReplicationFactorError"
     )
 
