@@ -14,6 +14,7 @@ One root, one subtree per package; a third-party error is wrapped at the seam an
     │   ├── ConfigError                                 a bad setting, named with its source
     │   ├── BrokerError             (retriable)         a broker not reachable or startable
     │   ├── ProcessError                                a child process not startable or stoppable
+    │   ├── TopicError                                  a needed topic missing or not creatable
     │   ├── SchedulerError          (service.scheduler) the scheduler called off-contract
     │   └── OffsetError             (service.offsets)   offsets tracked out of order
     └── ReplayError                 (replay.errors)     record, replay, measure, report

@@ -13,6 +13,11 @@ sink's buffer is full (that is backpressure) but never waits for acknowledgement
 ``on_ack(token, error)`` is called on the event loop once per message, with ``error`` None
 when the broker acknowledged it. ``flush`` waits until every message sent so far is
 acknowledged (or failed).
+
+``TopicAdmin`` is what ``service.topics`` needs of Kafka's admin API to check and create the
+service's topics; ``service.topics.KafkaTopicAdmin`` is the real one, ``MemoryAdmin`` the
+fake. Its coroutines run on the event loop, each waiting for at most one broker round trip
+(bounded by the client's request timeout); a broker refusal raises aiokafka's ``KafkaError``.
 """
 
 from __future__ import annotations
@@ -117,4 +122,27 @@ class ConsumerLike(Protocol):
 
     async def position(self, partition: Any) -> int:
         """Offset of the next record to fetch from ``partition``."""
+
+
+class TopicAdmin(Protocol):
+    """Looks up and creates topics (call ``start`` first and ``close`` last)."""
+
+    async def start(self) -> None:
+        """Connect to the cluster."""
+        ...
+
+    async def topics(self) -> set[str]:
+        """Names of every topic this client may see; asking never creates one."""
+        ...
+
+    async def create(self, topic: str, partitions: int, replication_factor: int) -> bool:
+        """Create ``topic``: True when created here, False when it already existed."""
+        ...
+
+    async def has_leaders(self, topic: str) -> bool:
+        """Whether the existing ``topic`` has a leader for every partition."""
+        ...
+
+    async def close(self) -> None:
+        """Disconnect."""
         ...

@@ -23,3 +23,7 @@ class BrokerError(ServiceError):
 
 class ProcessError(ServiceError):
     """A child process weir starts could not be started, fed its input or stopped."""
+
+
+class TopicError(ServiceError):
+    """A topic the service needs is missing, or could not be looked up or created."""

@@ -83,6 +83,17 @@ def producer_kwargs(k: KafkaSettings, *, transactional_id: str | None = None) ->
     return kw
 
 
+def admin_kwargs(k: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments for ``AIOKafkaAdminClient``."""
+    return {
+        "bootstrap_servers": k.bootstrap_servers,
+        "client_id": k.client_id,
+        "request_timeout_ms": k.request_timeout_ms,
+        "retry_backoff_ms": k.retry_backoff_ms,
+        **_security(k),
+    }
+
+
 def make_consumer(k: KafkaSettings, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer from settings (not started, not subscribed)."""
     return AIOKafkaConsumer(**{**consumer_kwargs(k), **overrides})

@@ -2,7 +2,8 @@
 
 ``MemoryRecord`` builds records without Kafka; ``MemorySink`` acknowledges each message at
 once (or after ``ack_delay_s``, or fails it when ``fail`` says so) and keeps every message,
-so tests and the in-process replay can read decisions back.
+so tests and the in-process replay can read decisions back. ``MemoryAdmin`` is a cluster's
+topic list for ``service.topics``: it creates topics at once, or refuses as a broker would.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from aiokafka.errors import KafkaError
 
 from service.base import AckCallback
 
@@ -116,3 +119,53 @@ class MemorySink:
     def on(self, topic: str) -> list[SentMessage]:
         """Messages sent to ``topic``, in order."""
         return [m for m in self.messages if m.topic == topic]
+
+
+class MemoryAdmin:
+    """``TopicAdmin`` over a dict of topic -> partitions; records what it was asked."""
+
+    def __init__(
+        self,
+        topics: dict[str, int] | None = None,
+        *,
+        refuse: Callable[[str, int, int], KafkaError | None] | None = None,
+        leaderless: set[str] | None = None,
+        lookup_error: KafkaError | None = None,
+    ) -> None:
+        self.partitions: dict[str, int] = dict(topics or {})
+        """Topic -> partition count, as the cluster holds them."""
+        self.created: list[tuple[str, int, int]] = []
+        """``(topic, partitions, replication_factor)`` of every topic created here."""
+        self.open = False
+        self._refuse = refuse
+        self._leaderless = set(leaderless or ())
+        self._lookup_error = lookup_error
+
+    async def start(self) -> None:
+        """Mark the client open."""
+        self.open = True
+
+    async def topics(self) -> set[str]:
+        """The names of the held topics (or ``lookup_error``, raised)."""
+        if self._lookup_error is not None:
+            raise self._lookup_error
+        return set(self.partitions)
+
+    async def create(self, topic: str, partitions: int, replication_factor: int) -> bool:
+        """Add ``topic`` unless it is there, or raise what ``refuse`` returns for it."""
+        error = self._refuse(topic, partitions, replication_factor) if self._refuse else None
+        if error is not None:
+            raise error
+        if topic in self.partitions:
+            return False
+        self.partitions[topic] = partitions
+        self.created.append((topic, partitions, replication_factor))
+        return True
+
+    async def has_leaders(self, topic: str) -> bool:
+        """True unless ``topic`` was named in ``leaderless``."""
+        return topic in self.partitions and topic not in self._leaderless
+
+    async def close(self) -> None:
+        """Mark the client closed."""
+        self.open = False

@@ -13,6 +13,9 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
 - on revoke: drain within ``revoke_timeout_ms``, commit, forget the partitions; on
   assign: start tracking at the consumer's position; with ``warmup = "seek"`` seek back
   ``seek_back`` records and fold them into the key windows without deciding them;
+- topics (``service.topics``): checked before subscribing (created with ``[topics] create``,
+  else a missing decision or dead-letter topic stops the start); a supervised task picks up
+  input topics created after the start and warns while they are missing;
 - SIGTERM/SIGINT: stop fetching, drain within ``drain_timeout_ms``, commit, exit 0; a
   second signal exits at once (status 130).
 """
@@ -50,6 +53,7 @@ from service.logs import get_logger
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
+from service.topics import check_topics, watch_inputs
 
 log = get_logger("weir.serve")
 
@@ -135,6 +139,10 @@ class Runtime:
         self.metrics = Metrics(self)
         """Prometheus registry, stage histograms, lag and live series of this worker."""
         self._http: OpsServer | None = None
+        self._missing_inputs: list[str] = []
+        self._watch: asyncio.Task[None] | None = None
+        self._died: tuple[str, BaseException] | None = None
+        """The supervised task of this runtime that ended (the topic watch), and why."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -174,7 +182,32 @@ class Runtime:
         finally:
             client_log.removeHandler(watch)
         assert self.consumer is not None
+        await self._check_topics()
         self.consumer.subscribe(topics=list(k.input_topics), listener=_Listener(self))
+
+    async def _check_topics(self) -> None:
+        try:
+            self._missing_inputs = await check_topics(self.settings.kafka, self.settings.topics)
+        except BaseException:
+            for client in (self.consumer, self.producer):
+                if client is not None:
+                    with contextlib.suppress(KafkaError):
+                        await client.stop()
+            raise
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        """A background task that ends for any reason but cancellation stops the service."""
+
+        def done(task: asyncio.Task[None]) -> None:
+            if task.cancelled():
+                return
+            error = task.exception() or ServiceError("returned")
+            self._died = (task.get_name(), error)
+            self.ready = False
+            log.error("task_died", task=task.get_name(), error=repr(error))
+            self.stop()
+
+        task.add_done_callback(done)
 
     async def _connect(
         self,
@@ -252,11 +285,19 @@ class Runtime:
             mode=self.settings.delivery.mode.value,
             model=self.model_version,
         )
+        watch = watch_inputs(
+            self.consumer, self.settings.kafka, self.settings.topics, self._missing_inputs
+        )
+        self._watch = asyncio.get_running_loop().create_task(watch.run(), name="weir-topic-watch")
+        self._supervise(self._watch)
         status = 0
         try:
             await self._loop()
         finally:
             status = await self._shutdown()
+        if self._died is not None:
+            name, error = self._died
+            raise ServiceError(f"stopped because task {name} died: {error!r}") from error
         return status
 
     async def _loop(self) -> None:
@@ -410,7 +451,7 @@ class Runtime:
                 start = max(0, pos - s.seek_back)
                 self.consumer.seek(tp, start)
                 self._rebuild_until[tp] = pos
-        self.ready = True
+        self.ready = self._died is None  # a dead task's service stays unready until it exits
         log.info("partitions_assigned", count=len(assigned))
 
     # -- shutdown ---------------------------------------------------------------------------------
@@ -418,6 +459,11 @@ class Runtime:
     async def _shutdown(self) -> int:
         status = 0
         pipe = self.pipeline
+        watch, self._watch = self._watch, None
+        if watch is not None and not watch.done():
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         try:
             if pipe is not None:
                 if not await pipe.drain(self.settings.shutdown.drain_timeout_ms / 1000):

@@ -148,6 +148,26 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     """Exactly-once: how often a transaction is committed."""
 
 
+class TopicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Missing topics: created on request, else an error (outputs) or a warning (inputs)."""
+
+    create: bool = False
+    """Create the missing input, decision and dead-letter topics at start, with
+    ``partitions`` and ``replication_factor``. Off (default): a missing decision or
+    dead-letter topic stops the start with an error naming it and the broker; a missing
+    input topic is warned about and consumed once it exists."""
+    partitions: Positive = 1
+    """Partitions of each topic that ``create`` makes."""
+    replication_factor: Positive = 1
+    """Replication factor of each topic that ``create`` makes (at most the broker count)."""
+    missing_check_ms: Positive = 500
+    """While an input topic is missing, how often the consumer fetches metadata again: the
+    topic is consumed within about this long of its creation (aiokafka alone would wait for
+    its ``metadata_max_age_ms``, 5 minutes)."""
+    missing_warn_ms: Positive = 30_000
+    """How often the warning naming each input topic still missing is repeated."""
+
+
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Deadlines, batching and overload."""
 
@@ -222,6 +242,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    topics: TopicSettings = msgspec.field(default_factory=TopicSettings)
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
     state: StateSettings = msgspec.field(default_factory=StateSettings)

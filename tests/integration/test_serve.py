@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 
 from engines.fake import write_tiny_trading_bundle
@@ -19,9 +22,10 @@ from schemas.codec import dead_letter_codec, decision_codec, event_codec
 from schemas.decision import Decision, Status
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
-from service.errors import ServiceError
+from service.errors import ServiceError, TopicError
 from service.runtime import Runtime
 from service.settings import Settings, load_settings
+from service.topics import InputWatch, KafkaTopicAdmin
 
 WINDOW = 4
 KEYS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
@@ -127,21 +131,93 @@ async def _read(
     return got
 
 
-@contextlib.asynccontextmanager
-async def _serving(settings: Settings, **kw: Any) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings, **kw)
-    task = asyncio.create_task(rt.run(install_signals=False))
+_END = b"weir-test-end"
+
+
+async def _read_to_end(bootstrap: str, topic: str, partitions: int) -> list[Any]:
+    """Every record of ``topic`` written so far: an end marker goes to each partition, and
+    each partition is read up to its marker (Kafka keeps a partition's order)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
     try:
+        for p in range(partitions):
+            await producer.send_and_wait(topic, value=_END, key=_END, partition=p)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    got: list[Any] = []
+    ended: set[int] = set()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
         async with asyncio.timeout(30):
-            while not rt.ready:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.05)
+            while len(ended) < partitions:
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, recs in batch.items():
+                    for r in recs:
+                        if r.key == _END:
+                            ended.add(tp.partition)
+                        elif tp.partition not in ended:
+                            got.append(r)
+    finally:
+        await consumer.stop()
+    return got
+
+
+class _Observed(Runtime):
+    """A Runtime whose rebalances notify ``changed``: tests wait on it instead of polling."""
+
+    def __init__(self, *args: Any, changed: asyncio.Condition, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.changed = changed
+
+    async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        await super()._on_assigned(assigned)
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        await super()._on_revoked(revoked)
+        async with self.changed:
+            self.changed.notify_all()
+
+
+async def _until(changed: asyncio.Condition, predicate: Callable[[], bool]) -> None:
+    """Wait until ``predicate()`` holds, checked after each rebalance (at most 30 s)."""
+    async with asyncio.timeout(30), changed:
+        await changed.wait_for(predicate)
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    settings: Settings, *, changed: asyncio.Condition | None = None, **kw: Any
+) -> AsyncIterator[_Observed]:
+    """A Runtime serving in a task, yielded once ready (or its start-up error, raised)."""
+    rt = _Observed(settings, changed=changed or asyncio.Condition(), **kw)
+    task = asyncio.create_task(rt.run(install_signals=False))
+    ready = asyncio.create_task(_until(rt.changed, lambda: rt.ready))
+    try:
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
+            raise AssertionError(f"stopped before it was ready, status {task.result()}")
+        ready.result()
         yield rt
     finally:
         rt.stop()
         status = await asyncio.wait_for(task, 30)
         assert status == 0
+
+
+def _owned(rt: Runtime) -> int:
+    """How many partitions ``rt`` has assigned (0 before it has a consumer)."""
+    return len(rt.consumer.assignment()) if rt.consumer is not None else 0
 
 
 def _decisions(records: list[Any]) -> list[Decision]:
@@ -217,23 +293,17 @@ async def test_two_workers_split_and_hand_over(
 ) -> None:
     """Two workers share the partitions; when one stops, the other takes over and nothing is lost."""
     s = make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"])
-    async with _serving(s, worker_index=0) as a:
-        async with _serving(s, worker_index=1) as b:
-            async with asyncio.timeout(30):
-                while not (
-                    a.consumer
-                    and b.consumer
-                    and a.consumer.assignment()
-                    and b.consumer.assignment()
-                ):
-                    await asyncio.sleep(0.1)
-            assert len(a.consumer.assignment()) + len(b.consumer.assignment()) == 3
+    changed = asyncio.Condition()
+    async with _serving(s, worker_index=0, changed=changed) as a:
+        async with _serving(s, worker_index=1, changed=changed) as b:
+            await _until(
+                changed, lambda: _owned(a) + _owned(b) == 3 and min(_owned(a), _owned(b)) > 0
+            )
             await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(200)])
-            await asyncio.sleep(1.0)
+            first = await _read(kafka_bootstrap, topics["out"], 200, distinct=True)
+            assert len({(d.partition, d.offset) for d in _decisions(first)}) == 200
         # b stopped (drained and committed); a must own all partitions now
-        async with asyncio.timeout(30):
-            while a.consumer is None or len(a.consumer.assignment()) != 3:
-                await asyncio.sleep(0.1)
+        await _until(changed, lambda: _owned(a) == 3)
         await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(200, 300)])
         got = await _read(kafka_bootstrap, topics["out"], 300)
     decisions = _decisions(got)
@@ -452,14 +522,16 @@ async def test_seek_back_rebuilds_windows_without_deciding_twice(
         first = _decisions(await _read(kafka_bootstrap, topics["out"], 30))
     assert sum(d.status is Status.WARMING for d in first) == WINDOW - 1
     more = [(b"BTCUSDT", _quote(4 * i)[1]) for i in range(30, 45)]
-    await _produce(kafka_bootstrap, topics["inp"], more)
+    coords = await _produce(kafka_bootstrap, topics["inp"], more)
     async with _serving(s):
-        everything = _decisions(await _read(kafka_bootstrap, topics["out"], 45))
-        await asyncio.sleep(0.5)  # nothing else may arrive
-    later = everything[30:]
+        await _read(kafka_bootstrap, topics["out"], 45)
+    # Stopped, so drained: the decision topic is complete; a re-decided record would be in it.
+    everything = _decisions(await _read_to_end(kafka_bootstrap, topics["out"], 3))
+    later = [d for d in everything if (d.partition, d.offset) in set(coords)]
     assert len(everything) == 45
-    assert [d.status for d in later] == [Status.OK] * 15
     assert len({(d.partition, d.offset) for d in everything}) == 45
+    assert sorted((d.partition, d.offset) for d in later) == sorted(coords)
+    assert [d.status for d in later] == [Status.OK] * 15  # windows rebuilt: no warming
 
 
 def _free_port() -> int:
@@ -504,13 +576,155 @@ async def test_static_membership_gives_each_worker_its_own_id(
         topics["group"],
         WEIR_KAFKA__GROUP_INSTANCE_ID="weir-static",
     )
-    async with _serving(s, worker_index=0) as a, _serving(s, worker_index=1) as b:
-        async with asyncio.timeout(30):
-            while not (
-                a.consumer and b.consumer and a.consumer.assignment() and b.consumer.assignment()
-            ):
-                await asyncio.sleep(0.1)
+    changed = asyncio.Condition()
+    async with (
+        _serving(s, worker_index=0, changed=changed) as a,
+        _serving(s, worker_index=1, changed=changed) as b,
+    ):
+        await _until(changed, lambda: _owned(a) + _owned(b) == 3 and min(_owned(a), _owned(b)) > 0)
         await _produce(kafka_bootstrap, topics["inp"], [_quote(i) for i in range(100)])
         got = await _read(kafka_bootstrap, topics["out"], 100, distinct=True)
         assert a.rebalances + b.rebalances <= 4  # no fencing storm
     assert len({(d.partition, d.offset) for d in _decisions(got)}) == 100
+
+
+# -- missing topics -----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client; deletes at the end the topics the test added to ``admin.made``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="weir-tests")
+    await admin.start()
+    made: list[str] = []
+    admin.made = made  # type: ignore[attr-defined]
+    try:
+        yield admin
+    finally:
+        with contextlib.suppress(KafkaError, TimeoutError):
+            await asyncio.wait_for(admin.delete_topics(made), 10)
+        await admin.close()
+
+
+def _fresh(role: str) -> str:
+    return f"weir-{role}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_input_topic_created_after_start_is_warned_about_then_consumed(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any, tmp_path: Path
+) -> None:
+    """`weir serve` started before its input topic warns naming it, then decides its events at once."""
+    late = _fresh("late-in")
+    s = make_settings(late, topics["out"], topics["dlq"], topics["group"])
+    proc = await _weir_serve(_config_file(tmp_path, s))
+    assert proc.stderr is not None
+    seen = b""
+    async with _admin(kafka_bootstrap) as admin:
+        admin.made.append(late)  # type: ignore[attr-defined]
+        try:
+            async with asyncio.timeout(60):
+                while b'"event":"input_topic_missing"' not in seen:
+                    line = await proc.stderr.readline()
+                    assert line, seen.decode()
+                    seen += line
+            warning = seen.decode().splitlines()[-1]
+            assert f'"topic":"{late}"' in warning
+            assert f'"bootstrap":"{kafka_bootstrap}"' in warning
+            # A broker that auto-creates topics made it when the service subscribed.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(late, 3, 1)])
+            await _produce(kafka_bootstrap, late, [_quote(i) for i in range(30)])
+            # aiokafka alone picks the topic up after metadata_max_age_ms (300 s).
+            got = await _read(kafka_bootstrap, topics["out"], 30, timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            status = await asyncio.wait_for(proc.wait(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert len({(d.partition, d.offset) for d in _decisions(got)}) == 30
+    assert status == 0
+
+
+async def test_create_makes_missing_topics_with_the_given_partitions(
+    kafka_bootstrap: str, make_settings: Any
+) -> None:
+    """With [topics] create = true, missing input, decision and dead-letter topics are created and served."""
+    inp, out, dlq = _fresh("made-in"), _fresh("made-out"), _fresh("made-dlq")
+    env = {"WEIR_TOPICS__CREATE": "true", "WEIR_TOPICS__PARTITIONS": "2"}
+    s = make_settings(inp, out, dlq, f"g-{uuid.uuid4().hex[:8]}", **env)
+    async with _admin(kafka_bootstrap) as admin:
+        admin.made.extend([inp, out, dlq])  # type: ignore[attr-defined]
+        async with _serving(s):
+            described = await admin.describe_topics([inp, out, dlq])
+            await _produce(kafka_bootstrap, inp, [_quote(i) for i in range(20)])
+            got = await _read(kafka_bootstrap, out, 20, timeout=30)
+    assert {d["topic"]: len(d["partitions"]) for d in described} == {inp: 2, out: 2, dlq: 2}
+    assert len({(d.partition, d.offset) for d in _decisions(got)}) == 20
+
+
+@pytest.mark.parametrize("absent", ["decision", "dead-letter"])
+async def test_missing_output_topic_stops_the_start(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any, absent: str
+) -> None:
+    """A missing decision or dead-letter topic ends the start with an error naming it and the broker."""
+    gone = _fresh("absent")
+    out = gone if absent == "decision" else topics["out"]
+    dlq = gone if absent == "dead-letter" else topics["dlq"]
+    rt = Runtime(make_settings(topics["inp"], out, dlq, topics["group"]))
+    with pytest.raises(TopicError) as info:
+        await asyncio.wait_for(rt.run(install_signals=False), 60)
+    assert str(info.value) == (
+        f"{absent} topic {gone!r} does not exist on Kafka at {kafka_bootstrap}: create it, "
+        "or set [topics] create = true (WEIR_TOPICS__CREATE=true)"
+    )
+    async with _admin(kafka_bootstrap) as admin:
+        assert gone not in await admin.list_topics()  # looking did not create it
+
+
+@pytest.mark.requires_kafka(reason="Tansu accepts any replication factor")
+async def test_create_refused_by_the_broker_stops_the_start(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """A replication factor the cluster cannot hold ends the start naming the topic, its shape and the broker."""
+    gone = _fresh("refused")
+    env = {"WEIR_TOPICS__CREATE": "true", "WEIR_TOPICS__REPLICATION_FACTOR": "3"}
+    rt = Runtime(make_settings(topics["inp"], topics["out"], gone, topics["group"], **env))
+    with pytest.raises(TopicError) as info:
+        await asyncio.wait_for(rt.run(install_signals=False), 60)
+    assert str(info.value).startswith(
+        f"cannot create dead-letter topic {gone!r} (1 partition, replication factor 3) on "
+        f"Kafka at {kafka_bootstrap}: [Error 38] InvalidReplicationFactorError"
+    )
+
+
+async def test_creating_a_topic_that_exists_is_not_an_error(
+    kafka_bootstrap: str, topics: dict[str, str], make_settings: Any
+) -> None:
+    """Two workers racing to create one topic: the one that loses is told it existed, not failed."""
+    admin = KafkaTopicAdmin(make_settings(topics["inp"], topics["out"], topics["dlq"], "g").kafka)
+    await admin.start()
+    try:
+        assert await admin.create(topics["dlq"], 1, 1) is False
+        assert await admin.has_leaders(topics["dlq"])
+    finally:
+        await admin.close()
+
+
+async def test_a_dead_topic_watch_stops_serving_with_its_cause(
+    topics: dict[str, str], make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The topic watch is supervised: its death drains, commits and ends `run` with the cause."""
+
+    def broken(self: InputWatch) -> list[str]:
+        raise RuntimeError("injected watch failure")
+
+    monkeypatch.setattr(InputWatch, "tick", broken)
+    rt = Runtime(make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"]))
+    with pytest.raises(ServiceError) as info:
+        await asyncio.wait_for(rt.run(install_signals=False), 60)
+    assert str(info.value) == (
+        "stopped because task weir-topic-watch died: RuntimeError('injected watch failure')"
+    )
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert not rt.ready

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import service.runtime as runtime_mod
@@ -39,3 +41,41 @@ def test_first_signal_stops_second_exits_at_once(monkeypatch: pytest.MonkeyPatch
     assert exits == []
     rt._on_signal()
     assert exits == [130]
+
+
+async def test_a_dead_background_task_stops_the_runtime() -> None:
+    """A supervised task that fails stops the service, drops readiness and keeps the cause."""
+    rt = _runtime()
+    rt.ready = True
+
+    async def boom() -> None:
+        raise RuntimeError("watch broke")
+
+    task = asyncio.create_task(boom(), name="weir-topic-watch")
+    rt._supervise(task)
+    await asyncio.wait_for(rt._stop.wait(), 10)
+    assert not rt.ready
+    assert rt._died is not None
+    name, error = rt._died
+    assert name == "weir-topic-watch"
+    assert isinstance(error, RuntimeError) and str(error) == "watch broke"
+
+
+async def test_a_cancelled_background_task_is_not_a_death() -> None:
+    """Cancelling a supervised task at shutdown neither stops the service nor records a death."""
+    rt = _runtime()
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(forever())
+    rt._supervise(task)
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # ``_supervise``'s callback was added first, so it ran before this await resumed.
+    assert not rt._stop.is_set()
+    assert rt._died is None
