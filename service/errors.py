@@ -19,3 +19,7 @@ class BrokerError(ServiceError):
     """A broker that weir starts or reaches could not be started, reached or stopped."""
 
     retriable: ClassVar[bool] = True
+
+
+class PublishError(ServiceError):
+    """A decision or dead letter was not acknowledged; the broker's error is the cause."""

@@ -27,6 +27,8 @@ Exported metrics (all prefixed ``weir_``; see :data:`METRIC_NAMES`)::
     engine_errors_total                 counter
     produce_errors_total                counter
     rebalances_total                    counter
+    task_deaths_total{task}             counter  background tasks that died (each stops
+                                                 the worker)
     commits_total                       counter
     consumer_lag_records{topic,partition}  gauge  highwater - position
     consumer_lag_seconds{topic,partition}  gauge  now - last consumed record's timestamp
@@ -117,6 +119,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "weir_queued_events",
     "weir_ready",
     "weir_rebalances",
+    "weir_task_deaths",
 )
 """Family names as the client library knows them (counters without ``_total``)."""
 
@@ -483,7 +486,7 @@ class Metrics:
         if pipe is None:
             return False, "not started: connecting to Kafka"
         if pipe.failed is not None:
-            return False, f"publishing failed: {pipe.failed}"
+            return False, str(pipe.failed)
         if not v.ready:
             return False, "rebalancing: no partitions assigned yet"
         consumer = v.consumer
@@ -721,6 +724,7 @@ class _Collector(Collector):
         yield from (events, decisions, dead, misses, engine_errors, produce_errors)
         yield CounterMetricFamily("weir_rebalances", "Partition revocations.", value=v.rebalances)
         yield CounterMetricFamily("weir_commits", "Successful commits.", value=v.commits)
+        yield _task_deaths(pipe)
 
     @staticmethod
     def _gauges(m: Metrics, v: RuntimeView) -> Iterable[Metric]:
@@ -789,6 +793,15 @@ class _Collector(Collector):
             [v.model_version, info.kind, info.device, info.precision, str(v.worker_index)], 1
         )
         yield fam
+
+
+def _task_deaths(pipe: Pipeline | None) -> Metric:
+    fam = CounterMetricFamily(
+        "weir_task_deaths", "Background tasks that died (each stops the worker).", labels=["task"]
+    )
+    for task, n in sorted(pipe.tasks.deaths.items()) if pipe is not None else ():
+        fam.add_metric([task], n)
+    return fam
 
 
 def _kind_name(kind: Any) -> str:

@@ -18,7 +18,6 @@ input) on the dead-letter topic. Nothing logs per event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from schemas.decision import DeadLetter, Decision, Stamps, Status
 from schemas.errors import DecodeError, SchemaError
 from schemas.features import FeatureSpec
 from service.base import Record, Sink
+from service.errors import PublishError, ServiceError
 from service.offsets import OffsetTracker
 from service.scheduler.base import Batch, Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
@@ -41,6 +41,7 @@ from service.scheduler.driver import make_timer
 from service.scheduler.factory import build_scheduler
 from service.settings import ExpiryPolicy, Settings
 from service.state import StateStore
+from service.tasks import TaskSupervisor
 
 if TYPE_CHECKING:
     from service.metrics import BatchObserver
@@ -102,6 +103,7 @@ class Pipeline:
         wall: Clock = time.time_ns,
         on_backpressure: Callable[[bool], None] | None = None,
         observer: BatchObserver | None = None,
+        tasks: TaskSupervisor | None = None,
     ) -> None:
         if spec.n_features != engine.n_features:
             raise EngineError(
@@ -161,8 +163,9 @@ class Pipeline:
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self.failed: BaseException | None = None
-        """The first publish failure; the runtime stops and restarts from the last commit."""
+        self.tasks = tasks or TaskSupervisor()
+        """Starts the dispatcher; its death is a failure of the pipeline (``failed``)."""
+        self._publish_failed: PublishError | None = None
         self.observer = observer
         """Told of every batch, twice (``service.metrics.BatchObserver``); ``None``: off."""
 
@@ -178,11 +181,16 @@ class Pipeline:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the dispatcher task on the running loop."""
+        """Start the dispatcher task on the running loop (supervised by ``tasks``)."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._dispatch_loop(), name="weir-dispatch"
-            )
+            self._task = self.tasks.spawn(self._dispatch_loop(), "weir-dispatch")
+
+    @property
+    def failed(self) -> ServiceError | None:
+        """Why the pipeline cannot go on: a background task's death (the dispatcher's, or
+        the sink's submitter's when it shares ``tasks``), else the first publish failure;
+        None while healthy. The runtime then stops and restarts from the last commit."""
+        return self.tasks.failure or self._publish_failed
 
     @property
     def queued(self) -> int:
@@ -198,6 +206,8 @@ class Pipeline:
         """Wait until every queued event is decided and every message acknowledged."""
         deadline = time.monotonic() + timeout_s
         while not self.idle:
+            if self.tasks.failure is not None:
+                return False  # no dispatcher left to decide what is queued
             self._wake.set()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -217,11 +227,10 @@ class Pipeline:
         """Stop the dispatcher (queued events stay undecided: drain first)."""
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # a death was reported through ``tasks`` already
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -632,7 +641,12 @@ class Pipeline:
         topic, part, off = token
         if error is not None:
             self.counters.produce_errors += 1
-            if self.failed is None:
-                self.failed = error
+            if self._publish_failed is None:
+                failed = PublishError(
+                    f"publishing decisions failed: {type(error).__name__}: {error} - "
+                    f"topic={topic} partition={part} offset={off}"
+                )
+                failed.__cause__ = error
+                self._publish_failed = failed
             return
         self.tracker.ack((topic, part), off)

@@ -16,6 +16,7 @@ from schemas.codec import dead_letter_codec, decision_codec, event_codec
 from schemas.decision import Decision, Status
 from schemas.events import Quote, SensorReading
 from schemas.features import FeatureSpec, Task
+from service.errors import PublishError
 from service.memory import MemoryRecord, MemorySink
 from service.pipeline import Pipeline
 from service.settings import Settings, load_settings
@@ -237,15 +238,22 @@ async def test_sensor_alerts_on_a_spike(make_pipeline: Any) -> None:
 
 
 async def test_publish_failure_holds_the_commit_point(make_pipeline: Any) -> None:
-    """A decision the broker refused is never acknowledged, so its offset is never committed."""
+    """A decision the broker refused is never acknowledged, so its offset is never committed;
+    the failure names the input's coordinates and keeps the broker's error as its cause."""
+    refusal = RuntimeError("broker said no")
 
     def fail(msg: Any) -> BaseException | None:
         d = decision_codec().decode(msg.value)
-        return RuntimeError("broker said no") if d.offset == 5 else None
+        return refusal if d.offset == 5 else None
 
     pipe, _, _ = make_pipeline(sink=MemorySink(fail=fail))
     await _run(pipe, [_quote_record(i) for i in range(10)])
-    assert isinstance(pipe.failed, RuntimeError)
+    assert isinstance(pipe.failed, PublishError)
+    assert str(pipe.failed) == (
+        "publishing decisions failed: RuntimeError: broker said no - "
+        "topic=weir.events partition=0 offset=5"
+    )
+    assert pipe.failed.__cause__ is refusal
     assert pipe.tracker.committable((TOPIC, 0)) == 5
     assert pipe.counters.produce_errors == 1
 
