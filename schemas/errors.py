@@ -13,6 +13,8 @@ One root, one subtree per package; a third-party error is wrapped at the seam an
     ├── ServiceError                (service.errors)    Kafka runtime, settings, brokers
     │   ├── ConfigError                                 a bad setting, named with its source
     │   ├── BrokerError             (retriable)         a broker not reachable or startable
+    │   ├── PublishError                                a decision the broker did not take
+    │   ├── TaskDied                (service.tasks)     a background task raised or returned
     │   ├── SchedulerError          (service.scheduler) the scheduler called off-contract
     │   └── OffsetError             (service.offsets)   offsets tracked out of order
     └── ReplayError                 (replay.errors)     record, replay, measure, report

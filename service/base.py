@@ -10,6 +10,10 @@ sink's buffer is full (that is backpressure) but never waits for acknowledgement
 ``on_ack(token, error)`` is called on the event loop once per message, with ``error`` None
 when the broker acknowledged it. ``flush`` waits until every message sent so far is
 acknowledged (or failed).
+
+``Clients`` makes the Kafka clients the runtime opens (``Producer``, ``Consumer``: the parts
+of aiokafka's it calls), so tests hand it ``service.memory_kafka.MemoryKafka`` instead of a
+broker (as httpx's ``Client(transport=...)`` takes a mock transport).
 """
 
 from __future__ import annotations

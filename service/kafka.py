@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import deque
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -191,7 +192,8 @@ class KafkaSink:
         self._partitioner = DefaultPartitioner()
         self._parts: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], _Pending] = {}
-        self._ready: list[_Pending] = []
+        self._ready: deque[_Pending] = deque()
+        """Batches to hand over, in order; one stays here until the producer has it."""
         self._inflight = 0
         self._done = asyncio.Event()
         self._done.set()
@@ -286,7 +288,9 @@ class KafkaSink:
         exc = task.exception()
         self._dead = TaskDied(f"the Kafka sink's submitter died: {exc!r}", task.get_name())
         self._dead.__cause__ = exc
-        pending, self._ready, self._open = [*self._ready, *self._open.values()], [], {}
+        pending = [*self._ready, *self._open.values()]
+        self._ready.clear()
+        self._open = {}
         for pend in pending:
             self._answer(pend, self._dead)
         self._submitted.set()
@@ -307,13 +311,13 @@ class KafkaSink:
         while True:
             await self._kick.wait()
             self._kick.clear()
-            while self._ready or self._open:
-                batches = self._ready
-                batches.extend(self._open.values())
-                self._ready = []
+            ready = self._ready
+            while ready or self._open:
+                ready.extend(self._open.values())
                 self._open = {}
-                for pend in batches:
-                    await self._submit(pend)
+                while ready:
+                    await self._submit(ready[0])
+                    ready.popleft()
             self._submitted.set()
 
     async def _submit(self, pend: _Pending) -> None:
