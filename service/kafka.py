@@ -140,9 +140,10 @@ class KafkaSink:
     (``python -m bench.sink --bootstrap ...``, local Apache Kafka, 3 partitions).
 
     In-flight messages (sent, not yet answered) are bounded by count (``max_inflight``)
-    and by payload bytes (``max_inflight_bytes``): ``full`` says a bound is reached (the
-    runtime pauses consumption then), and ``send`` waits while it is, until answers bring
-    both below their bounds, so a slow or unreachable broker holds the decisions in
+    and by payload bytes (``max_inflight_bytes``, key + value + headers): a message that
+    does not fit waits in ``send`` until answers make room (a message alone is always let
+    through), later sends queue behind it in order, and ``full`` says so (the runtime
+    pauses consumption then), so a slow or unreachable broker holds the decisions in
     Kafka's lag, not in memory. A message larger than ``max_message_bytes`` (the
     producer's ``max_request_size``) is failed at once, naming its size and that limit.
     The submitter is started through ``tasks``, so its death stops the service.
@@ -152,6 +153,7 @@ class KafkaSink:
         "_bytes",
         "_dead",
         "_done",
+        "_gate",
         "_inflight",
         "_kick",
         "_max_bytes",
@@ -161,6 +163,7 @@ class KafkaSink:
         "_partitioner",
         "_parts",
         "_producer",
+        "_queued",
         "_ready",
         "_room",
         "_submitted",
@@ -186,7 +189,8 @@ class KafkaSink:
         self._bytes = 0
         self._dead: TaskDied | None = None
         self._room = asyncio.Event()
-        self._room.set()
+        self._gate = asyncio.Lock()
+        self._queued = 0
         self.waits = 0
         """How many sends waited for room (a bound was reached)."""
         self._partitioner = DefaultPartitioner()
@@ -214,8 +218,11 @@ class KafkaSink:
 
     @property
     def full(self) -> bool:
-        """In-flight messages reached ``max_inflight`` or ``max_inflight_bytes``."""
-        return not self._room.is_set()
+        """A send is waiting for room, or in-flight messages reached ``max_inflight`` or
+        ``max_inflight_bytes`` (the runtime pauses consumption while this holds)."""
+        return bool(self._queued) or (
+            self._inflight >= self._max_count or self._bytes >= self._max_bytes
+        )
 
     async def send(
         self,
@@ -228,14 +235,11 @@ class KafkaSink:
     ) -> None:
         """Append to the open batch of the message's partition; ``on_ack`` runs when the
         broker answers for that batch (with the error, if it failed). Waits while the
-        in-flight bounds are reached (see the class docstring)."""
+        message does not fit the in-flight bounds (see the class docstring); waiting sends
+        go on in the order they came, so each key's messages keep their order."""
         if self._dead is not None:
             on_ack(token, self._dead)
             return
-        if not self._room.is_set():
-            self.waits += 1
-            self._kick_submitter()
-            await self._room.wait()
         size = len(value) + (len(key) if key is not None else 0)
         for name, data in headers:
             size += len(name) + len(data)
@@ -248,6 +252,39 @@ class KafkaSink:
                 ),
             )
             return
+        if not self._queued and self._fits(size):
+            await self._append(topic, key, value, headers, token, on_ack, size)
+            return
+        self._queued += 1
+        self.waits += 1
+        try:
+            async with self._gate:  # FIFO: one waiting send at a time, in arrival order
+                while not self._fits(size) and self._dead is None:
+                    self._room.clear()
+                    self._kick_submitter()
+                    await self._room.wait()
+                if self._dead is not None:
+                    on_ack(token, self._dead)
+                    return
+                await self._append(topic, key, value, headers, token, on_ack, size)
+        finally:
+            self._queued -= 1
+
+    def _fits(self, size: int) -> bool:
+        return not self._inflight or (
+            self._inflight < self._max_count and self._bytes + size <= self._max_bytes
+        )
+
+    async def _append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        token: Any,
+        on_ack: AckCallback,
+        size: int,
+    ) -> None:
         parts = self._parts.get(topic)
         if parts is None:
             parts = await self._partitions(topic)
@@ -258,7 +295,7 @@ class KafkaSink:
             pend = self._open[tp] = _Pending(self._producer.create_batch(), topic, partition)
         if pend.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             # Full: it goes as it is, and a new batch takes this message (the first message
-            # of a batch always fits: the size was checked above).
+            # of a batch always fits: the size was checked in ``send``).
             self._ready.append(pend)
             pend = self._open[tp] = _Pending(self._producer.create_batch(), topic, partition)
             pend.builder.append(timestamp=None, key=key, value=value, headers=headers)
@@ -266,8 +303,6 @@ class KafkaSink:
         pend.nbytes += size
         self._inflight += 1
         self._bytes += size
-        if self._inflight >= self._max_count or self._bytes >= self._max_bytes:
-            self._room.clear()
         self._done.clear()
         self._kick_submitter()
 
@@ -341,8 +376,7 @@ class KafkaSink:
         self._bytes -= pend.nbytes
         if self._inflight == 0:
             self._done.set()
-        if self._inflight < self._max_count and self._bytes < self._max_bytes:
-            self._room.set()
+        self._room.set()  # waiting sends check again whether theirs fits
         for token, on_ack in pend.acks:
             on_ack(token, error)
 

@@ -114,3 +114,23 @@ async def test_dying_submitter_answers_every_message_and_stops_the_service() -> 
     assert all(isinstance(e, TaskDied) for e in answers.got.values())
     assert sink.inflight == 0
     await sink.close()
+
+
+async def test_a_send_that_fits_does_not_overtake_a_waiting_one() -> None:
+    """A small message sent after a large one that waits for room queues behind it: the
+    partition's log keeps the send order (each key's decisions stay in event order)."""
+    kafka, producer = _producer()
+    producer.hold = True
+    sink = KafkaSink(producer, max_inflight=100, max_inflight_bytes=100)
+    answers = _Answers()
+    await sink.send(TOPIC, b"k", b"a" * 59, [], "first", answers)
+    large = asyncio.create_task(sink.send(TOPIC, b"k", b"b" * 49, [], "large", answers))
+    small = asyncio.create_task(sink.send(TOPIC, b"k", b"c" * 9, [], "small", answers))
+    await asyncio.sleep(0)  # one loop turn: both sends run up to their waits
+    assert not large.done() and not small.done() and sink.full and sink.waits == 2
+    producer.release()
+    await asyncio.gather(large, small)
+    await sink.flush()
+    assert [r.value[:1] for r in kafka.records(TOPIC)] == [b"a", b"b", b"c"]
+    assert list(answers.got) == ["first", "large", "small"]
+    await sink.close()
