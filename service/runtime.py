@@ -3,7 +3,8 @@
 One consumer (a member of the group), one producer, one pipeline, on one event loop:
 
 - fetch with ``getmany`` and hand each partition's records to the pipeline in order;
-- pause every assigned partition while the scheduler signals backpressure, resume after;
+- pause every assigned partition while the scheduler signals backpressure or the sink
+  holds its most in-flight decisions (``max_inflight_decisions``/``_bytes``), resume after;
 - at-least-once: commit, every ``commit_interval_ms``, the offsets the tracker allows
   (decisions below them are produced *and* acknowledged), and on revoke and shutdown;
 - exactly-once: decisions go out in a transaction; every ``flush_interval_ms`` fetching
@@ -14,7 +15,14 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
   assign: start tracking at the consumer's position; with ``warmup = "seek"`` seek back
   ``seek_back`` records and fold them into the key windows without deciding them;
 - SIGTERM/SIGINT: stop fetching, drain within ``drain_timeout_ms``, commit, exit 0; a
-  second signal exits at once (status 130).
+  second signal exits at once (status 130);
+- a background task that dies (dispatcher, sink submitter, metrics sampler: all started
+  through ``Runtime.tasks``) or a decision the broker refuses fails readiness at once and
+  stops the loop; nothing more is committed and ``run`` raises the cause (the process
+  exits non-zero), so the restart resumes from the last commit.
+
+The Kafka clients come from ``clients`` (``service.kafka.KafkaClients`` by default;
+``service.memory_kafka.MemoryKafka`` in tests) and the commit cadence reads ``clock``.
 """
 
 from __future__ import annotations
@@ -473,6 +481,8 @@ class Runtime:
                     status = 1
                 if pipe.failed is None:
                     await self._commit()
+                else:
+                    status = 1
                 await pipe.close()
         finally:
             if self.sink is not None:
