@@ -5,10 +5,12 @@ go out through a ``Sink``; the offset tracker learns of every durable acknowledg
 dispatcher task owns the engine: it polls the scheduler, runs each batch, and publishes the
 batch's decisions in row order, so decisions of one key leave in event order.
 
-Memory: each queued event's feature window is copied at ingest into a row of a
-preallocated slab (the key's window moves on with later events, so it cannot be read at
-dispatch time); dispatch gathers the batch's rows into the engine's bucket buffer with one
-``np.take``. The slab has ``max_queue + max_batch`` rows: a full slab sheds, it never grows.
+Memory: each queued event holds a slot of the slot table (``service.slots``): its feature
+window, copied at ingest into the slot's row of a preallocated slab (the key's window moves
+on with later events, so it cannot be read at dispatch time), its target, coordinates and
+stamps. Dispatch gathers the batch's rows into the engine's bucket buffer with one
+``np.take``. The table has ``max_queue + max_batch`` slots: with none free an event is
+shed, the table never grows. Every decision is published from a slot (``_publish``).
 
 Every input gets exactly one outcome: a decision (``ok``, ``expired``, ``shed``,
 ``warming``, ``error``) on the decision topic, or a dead letter (undecodable or invalid
@@ -40,6 +42,7 @@ from service.scheduler.deadline import Budgets, Deadline, WallToMono
 from service.scheduler.driver import make_timer
 from service.scheduler.factory import build_scheduler
 from service.settings import ExpiryPolicy, Settings
+from service.slots import SlotTable
 from service.state import StateStore
 from service.tasks import TaskSupervisor
 
@@ -138,18 +141,8 @@ class Pipeline:
         self._max_bytes = k.max_event_bytes
         self._model_header = (MODEL_HEADER, model_version.encode())
         self._expire_infer = settings.scheduler.expiry is ExpiryPolicy.INFER_LATE
-        cap = settings.scheduler.max_queue + engine.max_batch
-        self._slab = np.zeros((cap, spec.n_features), dtype=np.float32)
-        self._targets = np.zeros(cap, dtype=np.float64)
-        self._free = list(range(cap - 1, -1, -1))
-        self._topic: list[str] = [""] * cap
-        self._part = [0] * cap
-        self._off = [0] * cap
-        self._key: list[str] = [""] * cap
-        self._kafka_ts: list[int | None] = [None] * cap
-        self._source_ts: list[int | None] = [None] * cap
-        self._ingest = [0] * cap
-        self._deadline = [0] * cap
+        self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
+        """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
         self._idx = np.zeros(engine.max_batch, dtype=np.intp)
         self._get_target = self._target_getter()
         self._executor = (
@@ -259,8 +252,12 @@ class Pipeline:
         counters = self.counters
         kinds = counters.kinds
         target_of = self._get_target
-        free = self._free
-        slab = self._slab
+        slots = self.slots
+        free = slots.free
+        slab = slots.slab
+        targets = slots.targets
+        fill = slots.fill
+        scratch = slots.scratch
         wall_now = now - w2m
         for rec in records:
             left -= 1
@@ -302,34 +299,23 @@ class Pipeline:
             tk = (topic, type(event))
             kinds[tk] = kinds.get(tk, 0) + 1
             key = event.key
-            if not state.ready:
-                await self._publish(
-                    topic, part, off, key, Status.WARMING, kafka_ns, event.source_ts_ns, now
-                )
-                continue
-            if not free:
-                await self._publish(
-                    topic, part, off, key, Status.SHED, kafka_ns, event.source_ts_ns, now
-                )
+            source_ns = event.source_ts_ns
+            if not state.ready or not free:
+                # Decided now (no window yet, or no slot left): from the scratch slot.
+                fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None)
+                await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
                 continue
             slot = free.pop()
             state.write_window(slab[slot])
-            self._targets[slot] = target_of(state)
-            self._topic[slot] = topic
-            self._part[slot] = part
-            self._off[slot] = off
-            self._key[slot] = key
-            self._kafka_ts[slot] = kafka_ns
-            self._source_ts[slot] = event.source_ts_ns
-            self._ingest[slot] = now
+            targets[slot] = target_of(state)
             d = self.budgets.policy(topic).deadline_ns(
-                now, kafka_wall_ns=kafka_ns, source_wall_ns=event.source_ts_ns, wall_to_mono_ns=w2m
+                now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
             )
-            self._deadline[slot] = d
+            fill(slot, topic, part, off, key, kafka_ns, source_ns, now, d)
             outcome = sched.submit(Item(slot, key, Deadline(d)), now)
             if outcome is not None:
                 status = Status.SHED if outcome is Outcome.SHED else Status.EXPIRED
-                await self._publish_slot(slot, status)
+                await self._publish(slot, status)
         self._wake.set()
 
     def warm(self, records: Iterable[Record]) -> None:
@@ -377,7 +363,7 @@ class Pipeline:
                     if expired:
                         self._probe(expired, now)
                     for item in expired:
-                        await self._publish_slot(item.payload, Status.EXPIRED)
+                        await self._publish(item.payload, Status.EXPIRED)
                     continue
                 # The planned batch has the tightest slack: nothing is awaited between the
                 # poll and the engine call (an await lets ingest run for milliseconds). The
@@ -409,7 +395,7 @@ class Pipeline:
         idx = self._idx[:n]
         for i, item in enumerate(items):
             idx[i] = item.payload
-        np.take(self._slab, idx, axis=0, out=self.engine.input_buffer(bucket)[:n])
+        np.take(self.slots.slab, idx, axis=0, out=self.engine.input_buffer(bucket)[:n])
         return idx
 
     def _probe(self, expired: Sequence[Item[int]], now: int) -> None:
@@ -459,8 +445,9 @@ class Pipeline:
         self.scheduler.complete(batch, engine.last_latency_ns if error is None else -1)
         obs = self.observer
         if obs is not None:
+            slots = self.slots
             obs.on_batch(
-                bucket, items, self._ingest, self._kafka_ts, self._source_ts, dispatch, done
+                bucket, items, slots.ingest, slots.kafka_ts, slots.source_ts, dispatch, done
             )
         # An expired or shed event of a key in this batch is earlier in that key: its
         # decision goes first; the others wait until the batch's decisions are out.
@@ -470,14 +457,14 @@ class Pipeline:
             for group, status in ((batch.expired, Status.EXPIRED), (batch.shed, Status.SHED)):
                 for item in group:
                     if item.key in keys:
-                        await self._publish_slot(item.payload, status)
+                        await self._publish(item.payload, status)
                     else:
                         later.append((item, status))
         await self._publish_batch(items, idx, out, dispatch, done, error)
         out_at = self._clock()
         self.scheduler.note_publish(out_at - done, out_at)
         for item, status in later:
-            await self._publish_slot(item.payload, status)
+            await self._publish(item.payload, status)
 
     async def _publish_batch(
         self,
@@ -493,18 +480,18 @@ class Pipeline:
         obs = self.observer
         if error is not None or out is None:
             for item in items:
-                await self._publish_slot(
+                await self._publish(
                     item.payload, Status.ERROR, dispatch=dispatch, done=done, error=error, n=n
                 )
             if obs is not None:
                 obs.on_published(self._clock(), -self.w2m.offset_ns)
             return
-        labels, scores = self.head.decide(out, self._targets[idx])
+        labels, scores = self.head.decide(out, self.slots.targets[idx])
         names = self.head.labels
         score_rows = scores.tolist()
         for i, item in enumerate(items):
             slot = item.payload
-            await self._publish_slot(
+            await self._publish(
                 slot,
                 Status.OK,
                 dispatch=dispatch,
@@ -519,7 +506,7 @@ class Pipeline:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def _publish_slot(
+    async def _publish(
         self,
         slot: int,
         status: Status,
@@ -532,46 +519,13 @@ class Pipeline:
         error: str | None = None,
         n: int = 0,
     ) -> None:
-        await self._publish(
-            self._topic[slot],
-            self._part[slot],
-            self._off[slot],
-            self._key[slot],
-            status,
-            self._kafka_ts[slot],
-            self._source_ts[slot],
-            self._ingest[slot],
-            deadline=self._deadline[slot],
-            dispatch=dispatch,
-            done=done,
-            label=label,
-            scores=scores,
-            late=late,
-            error=error,
-            n=n,
-        )
-        self._free.append(slot)
-
-    async def _publish(
-        self,
-        topic: str,
-        part: int,
-        off: int,
-        key: str,
-        status: Status,
-        kafka_ns: int | None,
-        source_ns: int | None,
-        ingest: int,
-        *,
-        deadline: int | None = None,
-        dispatch: int | None = None,
-        done: int | None = None,
-        label: str = "",
-        scores: list[float] | None = None,
-        late: bool = False,
-        error: str | None = None,
-        n: int = 0,
-    ) -> None:
+        """Publish the decision of the event in ``slot``, then free the slot."""
+        slots = self.slots
+        deadline = slots.deadline[slot]
+        key = slots.key[slot]
+        topic = slots.topic[slot]
+        part = slots.partition[slot]
+        off = slots.offset[slot]
         m2w = -self.w2m.offset_ns
         now = self._clock()
         if status is Status.OK and deadline is not None and now > deadline:
@@ -591,9 +545,9 @@ class Pipeline:
             batch_size=n,
             error=error,
             stamps=Stamps(
-                source_ts_ns=source_ns,
-                kafka_ts_ns=kafka_ns,
-                ingest_wall_ns=ingest + m2w,
+                source_ts_ns=slots.source_ts[slot],
+                kafka_ts_ns=slots.kafka_ts[slot],
+                ingest_wall_ns=slots.ingest[slot] + m2w,
                 dispatch_wall_ns=None if dispatch is None else dispatch + m2w,
                 infer_done_wall_ns=None if done is None else done + m2w,
                 publish_wall_ns=now + m2w,
@@ -609,6 +563,7 @@ class Pipeline:
             (topic, part, off),
             self._on_ack,
         )
+        slots.release(slot)
 
     async def _dead_letter(
         self, rec: Record, reason: str, detail: str, kafka_ns: int | None
