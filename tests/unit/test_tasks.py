@@ -10,6 +10,7 @@ from engines.head import Head
 from schemas.codec import event_codec
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
+from service.http import OpsServer
 from service.memory import MemoryRecord, MemorySink
 from service.metrics import InMemoryView, Metrics
 from service.pipeline import Pipeline
@@ -118,3 +119,27 @@ async def test_dispatcher_death_fails_the_pipeline_and_readiness_at_once() -> No
     await pipe.close()
     page = metrics.render().decode()
     assert 'weir_task_deaths_total{task="weir-dispatch"} 1.0' in page
+
+
+class _BrokenConsumer:
+    def assignment(self) -> set[object]:
+        raise RuntimeError("consumer gone")
+
+
+async def test_metrics_sampler_death_is_reported_through_the_supervisor() -> None:
+    """The once-a-second sampler of the HTTP endpoints is a supervised task: when it dies
+    the worker's supervisor has the death with its cause."""
+    spec = FeatureSpec(task=Task.TRADING, window=2)
+    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
+    engine.warm_up(2)
+    view = InMemoryView(load_settings(env={}), engine, None, "t")
+    view.consumer = _BrokenConsumer()
+    died = asyncio.Event()
+    tasks = TaskSupervisor(on_death=lambda death: died.set())
+    server = OpsServer(Metrics(view), "127.0.0.1", 0, sample_interval_s=0.001, tasks=tasks)
+    await server.start()
+    await died.wait()
+    await server.close()
+    assert str(tasks.failure) == (
+        "background task 'weir-metrics-sampler' died: RuntimeError: consumer gone"
+    )
