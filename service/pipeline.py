@@ -604,4 +604,8 @@ class Pipeline:
                 failed.__cause__ = error
                 self._publish_failed = failed
             return
-        self.tracker.ack((topic, part), off)
+        tp = (topic, part)
+        if self.tracker.holds(tp):
+            self.tracker.ack(tp, off)
+        # else: revoked while the decision was in flight; the new owner reads on from the
+        # commit made at the revoke, which stayed below this offset.

@@ -354,3 +354,21 @@ async def test_large_ingest_lets_the_dispatcher_run_between_chunks(make_pipeline
     assert min(seen_at) < 100  # decided before ingest reached the middle
     ingests = [d.stamps.ingest_wall_ns for d in got]
     assert len(set(ingests)) > 1
+
+
+async def test_ack_of_a_revoked_partition_is_dropped(make_pipeline: Any) -> None:
+    """A decision acknowledged after its partition was revoked (forgotten by the tracker)
+    is dropped without error, and the other partitions' acks still count."""
+    forgotten: list[int] = []
+
+    def revoke_first(msg: Any) -> None:
+        d = decision_codec().decode(msg.value)
+        if d.partition == 1 and not forgotten:
+            forgotten.append(d.offset)
+            pipe.tracker.forget((TOPIC, 1))  # the revoke completes as this one goes out
+
+    pipe, sink, _ = make_pipeline(sink=MemorySink(on_message=revoke_first))
+    await _run(pipe, [_quote_record(i, partition=i % 2) for i in range(6)])
+    assert forgotten == [1] and pipe.failed is None
+    assert len(_decisions(sink)) == 6
+    assert pipe.tracker.committable((TOPIC, 0)) == 5
