@@ -196,6 +196,26 @@ async def test_sink_bound_pauses_consumption_and_loses_nothing(make_runtime: Any
     assert sorted(d.offset for d in _decisions(kafka)) == sorted(list(range(20)) * 2)
 
 
+async def test_revoke_drains_commits_and_the_reassignment_resumes_there(
+    make_runtime: Any,
+) -> None:
+    """On revoke the runtime commits what was decided (the clock never reached a periodic
+    commit); the partitions assigned again resume at that commit, deciding nothing twice."""
+    rt, kafka, _ = make_runtime(partitions=2)
+    _feed(kafka, 10, partitions=2)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 10)
+    assert rt.consumer is not None
+    rt.consumer.rebalance()  # type: ignore[attr-defined]
+    await kafka.wait_until(lambda: _committed(kafka, 2) == [5, 5])
+    _feed(kafka, 4, partitions=2)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 14)
+    rt.stop()
+    assert await task == 0
+    assert rt.rebalances == 1 and rt.ready
+    assert sorted(d.offset for d in _decisions(kafka)) == sorted([*range(7), *range(7)])
+
+
 async def test_dispatcher_death_stops_the_runtime_with_its_cause(make_runtime: Any) -> None:
     """An engine raising something other than ``EngineError`` kills the dispatcher: the
     runtime stops, commits nothing, raises the death (the process exits non-zero), and
