@@ -154,6 +154,7 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._deciding = False
         self._idle = asyncio.Event()
         self._idle.set()
         self.tasks = tasks or TaskSupervisor()
@@ -192,8 +193,8 @@ class Pipeline:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued and no batch in flight."""
-        return self.scheduler.queued == 0 and not self.scheduler.busy
+        """Nothing queued and no batch in flight or being published."""
+        return self.scheduler.queued == 0 and not self.scheduler.busy and not self._deciding
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every queued event is decided and every message acknowledged."""
@@ -359,19 +360,25 @@ class Pipeline:
             result = sched.poll(now)
             if isinstance(result, Batch):
                 expired = result.expired
+                # Until its last decision is handed to the sink (whose ``send`` may wait for
+                # room), the batch keeps the pipeline from being idle.
+                self._deciding = True
                 if not result.items:
                     if expired:
                         self._probe(expired, now)
                     for item in expired:
                         await self._publish(item.payload, Status.EXPIRED)
+                    self._deciding = False
                     continue
                 # The planned batch has the tightest slack: nothing is awaited between the
                 # poll and the engine call (an await lets ingest run for milliseconds). The
                 # expired decisions go out after the inference and before the batch's, so
                 # each key's decisions keep their order.
                 await self._run_batch(result, loop)
+                self._deciding = False
                 # Let the sink and the producer send these decisions before the next batch
-                # (nothing in publishing suspends, so back-to-back batches would hold them).
+                # (publishing suspends only when the sink is full, so back-to-back batches
+                # would hold them).
                 await asyncio.sleep(0)
                 continue
             if self.idle:

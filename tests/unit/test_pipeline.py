@@ -17,7 +17,9 @@ from schemas.decision import Decision, Status
 from schemas.events import Quote, SensorReading
 from schemas.features import FeatureSpec, Task
 from service.errors import PublishError
+from service.kafka import KafkaSink
 from service.memory import MemoryRecord, MemorySink
+from service.memory_kafka import MemoryKafka, MemoryProducer
 from service.pipeline import Pipeline
 from service.settings import Settings, load_settings
 
@@ -372,3 +374,27 @@ async def test_ack_of_a_revoked_partition_is_dropped(make_pipeline: Any) -> None
     assert forgotten == [1] and pipe.failed is None
     assert len(_decisions(sink)) == 6
     assert pipe.tracker.committable((TOPIC, 0)) == 5
+
+
+async def test_drain_waits_for_a_batch_whose_publishing_waits_for_room(
+    make_pipeline: Any,
+) -> None:
+    """A batch whose decisions wait for room in a full sink keeps the pipeline busy: drain
+    returns only once all of them are out and acknowledged."""
+    kafka = MemoryKafka()
+    kafka.create_topic("weir.decisions", 1)
+    producer = MemoryProducer(kafka, None)
+    producer.hold = True
+    sink = KafkaSink(producer, max_inflight=WINDOW)
+    pipe, _, _ = make_pipeline(sink=sink)
+    pipe.start()
+    await pipe.ingest([_quote_record(i) for i in range(WINDOW - 1)])  # warming, held
+    await pipe.ingest([_quote_record(i) for i in range(WINDOW - 1, WINDOW + 2)])
+    await kafka.wait_until(lambda: producer.unanswered == WINDOW)
+    assert sink.full and pipe.scheduler.queued == 0 and not pipe.idle
+    drained = asyncio.get_running_loop().create_task(pipe.drain(5.0))
+    producer.release()
+    assert await drained
+    assert len(kafka.records("weir.decisions")) == WINDOW + 2
+    await pipe.close()
+    await sink.close()
