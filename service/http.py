@@ -9,7 +9,8 @@ one. One request per connection (``Connection: close``); GET and HEAD only.
 ``/metrics``    Prometheus text format of the worker's own registry
 ``/healthz``    200 while the event loop answers
 ``/readyz``     200 when the engine is warmed up and partitions are assigned,
-                else 503 with the reason in the body
+                else 503 with the reason in the body (a background task's
+                death or a refused decision fails it at once)
 ``/status``     JSON: redacted settings, engine and its latency profile,
                 assignment with lag, counters, the last seconds of ``/live``
 ``/live``       JSON: per-second series of the last five minutes
