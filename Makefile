@@ -8,13 +8,16 @@ BIN    := $(VENV)/bin
 TOOLS  := .tools
 UV     := $(TOOLS)/bin/uv
 UVENV  := UV_PYTHON_DOWNLOADS=never
-# install(lock): the locked set into .venv (exact versions, hashes checked), then weir itself.
+# install(lock): the locked set into .venv (exact versions, hashes checked), then weir itself,
+# built with the lock's own setuptools (no build isolation: nothing unpinned is fetched).
 install = $(UVENV) $(UV) pip install -q --python $(BIN)/python --require-hashes -r $(1) \
-	&& $(UVENV) $(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	&& $(UVENV) $(UV) pip install -q --python $(BIN)/python --no-deps --no-build-isolation -e .
 # compile(out, args): one lock file, hashed, for every platform; existing pins are kept.
 compile = $(UVENV) $(UV) pip compile -q --universal --generate-hashes --python-version 3.11 \
 	--no-header pyproject.toml $(2) -o $(1)
 LOCK_EXTRAS := --extra broker --extra tansu --extra dev --extra train
+# Tests and benchmarks run with the venv's bin first on PATH (hadolint, weir, which they look up).
+VENV_PATH = PATH="$(abspath $(BIN)):$$PATH"
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-demo setup-dev system-deps demo test test-unit test-integration lint \
@@ -60,16 +63,16 @@ system-deps: ## optional Debian packages some ops tests use: prometheus, chromiu
 	  prometheus chromium >/dev/null
 
 demo: $(VENV)/.demo ## run the demo on Apache Kafka (started and stopped for you)
-	$(BIN)/weir demo
+	$(VENV_PATH) $(BIN)/weir demo
 
 test: $(VENV)/.dev ## the whole suite: unit + integration against Apache Kafka (started for you)
-	$(BIN)/python -m pytest tests
+	$(VENV_PATH) $(BIN)/python -m pytest tests
 
 test-unit: $(VENV)/.dev ## unit tests only (no broker)
-	$(BIN)/python -m pytest tests/unit
+	$(VENV_PATH) $(BIN)/python -m pytest tests/unit
 
 test-integration: $(VENV)/.dev ## integration tests against Apache Kafka
-	$(BIN)/python -m pytest tests/integration
+	$(VENV_PATH) $(BIN)/python -m pytest tests/integration
 
 lint: $(VENV)/.dev ## ruff, ruff format --check, mypy --strict
 	$(BIN)/ruff check .
@@ -81,22 +84,22 @@ format: $(VENV)/.dev ## apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 bench: $(VENV)/.dev ## engine, scheduler, service and metrics benchmarks (print figures)
-	$(BIN)/python -m bench.engines
-	$(BIN)/python -m bench.scheduler
-	$(BIN)/python -m bench.service
-	$(BIN)/python -m bench.metrics
+	$(VENV_PATH) $(BIN)/python -m bench.engines
+	$(VENV_PATH) $(BIN)/python -m bench.scheduler
+	$(VENV_PATH) $(BIN)/python -m bench.service
+	$(VENV_PATH) $(BIN)/python -m bench.metrics
 
 bench-peers: $(VENV)/.bench ## weir vs naive loop, fixed window, Faust, Quix Streams and the echo floor on Apache Kafka
-	$(BIN)/python -m bench.peers --out build/peers
+	$(VENV_PATH) $(BIN)/python -m bench.peers --out build/peers
 
 deploy-check: $(VENV)/.dev ## promtool, hadolint, kubernetes-validate, dashboard and compose checks
-	$(BIN)/python -m pytest tests/unit/test_deploy.py
+	$(VENV_PATH) $(BIN)/python -m pytest tests/unit/test_deploy.py
 
 chaos: $(VENV)/.dev ## reliability and security scenarios against Apache Kafka: one table + chaos-results.json
-	$(BIN)/python -m chaos --json chaos-results.json
+	$(VENV_PATH) $(BIN)/python -m chaos --json chaos-results.json
 
 chaos-fast: $(VENV)/.dev ## the CI subset of the chaos scenarios
-	$(BIN)/python -m chaos --fast --json chaos-results.json
+	$(VENV_PATH) $(BIN)/python -m chaos --fast --json chaos-results.json
 
 bundle: $(VENV)/.dev ## retrain engines/default_bundle on the synthetic market feed (1-2 min CPU)
 	$(BIN)/weir replay synth --kind market --seconds 300 --seed 7 --out build/bundle/synth-market-s7.parquet
@@ -123,7 +126,7 @@ lower-bounds: | $(UV) ## resolve every direct dependency to its declared lower b
 
 _check-lock: | $(BIN)/python
 	$(call install,$(LOCKFILE))
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(SUITE)
+	$(VENV_PATH) $(BIN)/python -m pytest -q -p no:cacheprovider $(SUITE)
 
 clean: ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -21,19 +21,22 @@ from chaos.procs import ServiceProc
 from chaos.worker import Fault, Plan
 from engines.fake import LatencyModel
 
-__all__ = ["RSS_BOUND_MB", "engine_faults", "overload"]
+__all__ = ["RSS_BOUND_MB", "engine_faults", "overload", "start_worker", "worker_stats"]
 
 RSS_BOUND_MB = 400.0
 """Stated bound on the worker's resident memory under overload."""
 
 
-def _stats(path: Path) -> list[dict[str, Any]]:
+def worker_stats(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines a ``chaos.worker`` wrote to its ``--stats`` file."""
     if not path.is_file():
         return []
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
-async def _start_worker(ctx: Context, name: str, cfg: Path, plan: Plan) -> tuple[ServiceProc, Path]:
+async def start_worker(ctx: Context, name: str, cfg: Path, plan: Plan) -> tuple[ServiceProc, Path]:
+    """Start ``python -m chaos.worker`` with ``plan``; return it, once its partitions are
+    assigned, and its stats file."""
     plan_path = ctx.work / f"{name}.plan.json"
     plan_path.write_bytes(msgspec.json.encode(plan))
     stats = ctx.work / f"{name}.stats.jsonl"
@@ -64,14 +67,14 @@ async def engine_faults(ctx: Context) -> Row:
             Fault(kind="slow", at_s=lead + fail_s + 2.0, for_s=slow_s, factor=10.0),
         ],
     )
-    svc, stats_path = await _start_worker(ctx, name, cfg, plan)
+    svc, stats_path = await start_worker(ctx, name, cfg, plan)
     seconds = lead + fail_s + 2.0 + slow_s + ctx.scale(4.0, 10.0)
     try:
         run = await drive(ctx, topics, rate=300.0, seconds=seconds, complete_timeout_s=60)
         alive = svc.returncode is None
     finally:
         status = await svc.terminate(30)
-    stats = _stats(stats_path)
+    stats = worker_stats(stats_path)
     row.apply(run.ledger.tally())
     row.peak_rss_mb = round(svc.peak_rss_kb / 1024, 1) if svc.peak_rss_kb else None
     # The profile of each bucket before the faults, and its highest p99 while slow.
@@ -155,7 +158,7 @@ async def overload(ctx: Context) -> Row:
         engine={"max_batch": max_batch},
         kafka={"max_poll_records": 500},
     )
-    svc, stats_path = await _start_worker(ctx, name, cfg, Plan(latency=latency))
+    svc, stats_path = await start_worker(ctx, name, cfg, Plan(latency=latency))
     seconds = ctx.scale(8.0, 30.0)
     try:
         run = await drive(
@@ -170,7 +173,7 @@ async def overload(ctx: Context) -> Row:
         await asyncio.sleep(0.5)
     finally:
         status = await svc.terminate(30)
-    stats = _stats(stats_path)
+    stats = worker_stats(stats_path)
     row.apply(run.ledger.tally())
     row.peak_rss_mb = round(svc.peak_rss_kb / 1024, 1) if svc.peak_rss_kb else None
     timing = ok_timing(run.ledger)

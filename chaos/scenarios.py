@@ -17,6 +17,7 @@ from chaos.network import network
 from chaos.poison import fuzz, poison
 from chaos.pressure import engine_faults, overload
 from chaos.security import sasl_tls
+from chaos.supervision import dispatcher_death, slow_produce
 
 __all__ = ["SCENARIOS", "Scenario", "format_table", "run_scenarios"]
 
@@ -43,6 +44,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("poison", poison, "bad records of every kind through the service"),
         Scenario("restart_commit", restart_commit, "kill -9 and restart from the commit"),
         Scenario("sasl_tls", sasl_tls, "SCRAM-SHA-512 over TLS: right and wrong credentials"),
+        Scenario("dispatcher_death", dispatcher_death, "the dispatcher task dies mid-stream"),
+        Scenario("slow_produce", slow_produce, "produce path throttled to 100 messages/s"),
     )
 }
 

@@ -3,10 +3,14 @@
 The real ``service.runtime.Runtime`` (Kafka consumer, pipeline, producer, commits) around a
 :class:`engines.fake.FakeEngine` that sleeps its drawn latency (so the profile measures
 real time), with a fault plan: from ``at_s`` for ``for_s`` seconds after the worker is
-ready, every batch fails (``fail``) or its latency is multiplied (``slow``, ``factor``).
-Every ``sample_s`` it appends one JSON line to ``--stats``: readiness, whether partitions
-are paused, queue length, counters, the engine profile's p99 of every bucket, and its
-resident memory.
+ready, every batch fails (``fail``), its latency is multiplied (``slow``, ``factor``), the
+engine raises something other than ``EngineError`` so the dispatcher dies (``crash``), or
+the produce path takes at most ``rate`` messages a second (``throttle``: the producer the
+runtime's client factory makes waits before handing each batch over, as a slow or
+partitioned broker would). Every ``sample_s`` it appends one JSON line to ``--stats``:
+readiness, whether partitions are paused, queue length, counters, the sink's in-flight
+messages and bytes, the engine profile's p99 of every bucket, and its resident memory;
+and one last line (``"final": true``) when the runtime has returned or raised.
 
     python -m chaos.worker --config weir.toml --plan plan.json --stats stats.jsonl
 """
@@ -16,10 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from aiokafka import AIOKafkaProducer
 
 from chaos.procs import rss_kb
 from engines.bundle import Bundle
@@ -27,9 +33,10 @@ from engines.errors import EngineError
 from engines.fake import FakeEngine, LatencyModel, WaitMode
 from engines.head import Head
 from schemas.features import FeatureSpec
+from service.kafka import KafkaClients, producer_kwargs
 from service.logs import configure_logging
 from service.runtime import Runtime
-from service.settings import load_settings
+from service.settings import KafkaSettings, load_settings
 
 __all__ = ["Fault", "Plan", "main"]
 
@@ -38,10 +45,12 @@ class Fault(msgspec.Struct, frozen=True, kw_only=True):
     """One fault window, in seconds after the worker is ready."""
 
     kind: str
-    """``fail`` (every batch raises) or ``slow`` (latency times ``factor``)."""
+    """``fail`` (every batch raises), ``slow`` (latency times ``factor``), ``crash`` (the
+    engine raises ``RuntimeError``) or ``throttle`` (``rate`` produced messages a second)."""
     at_s: float
     for_s: float
     factor: float = 10.0
+    rate: float = 100.0
 
 
 class Plan(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +60,41 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     wait: WaitMode = "sleep"
     faults: list[Fault] = []
     sample_s: float = 0.1
+
+
+class _ThrottledProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """A producer that, while ``rate_of()`` is positive, waits ``messages / rate`` seconds
+    before handing each batch over (the sink's submitter awaits it, one batch at a time)."""
+
+    def __init__(self, rate_of: Callable[[], float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._rate_of = rate_of
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        rate = self._rate_of()
+        if rate > 0:
+            await asyncio.sleep(batch.record_count() / rate)
+        return await super().send_batch(batch, topic, partition=partition)
+
+
+class _ChaosClients(KafkaClients):
+    """aiokafka clients whose producer is throttled while a ``throttle`` fault is on."""
+
+    def __init__(self, rate_of: Callable[[], float]) -> None:
+        self._rate_of = rate_of
+
+    def producer(self, k: KafkaSettings, *, transactional_id: str | None) -> AIOKafkaProducer:
+        kwargs = producer_kwargs(k, transactional_id=transactional_id)
+        return _ThrottledProducer(self._rate_of, **kwargs)
+
+
+def _crash_or(failing: list[bool], crashing: list[bool]) -> Callable[[int, int], bool]:
+    def fail(call: int, bucket: int) -> bool:
+        if crashing[0]:
+            raise RuntimeError(f"chaos: engine crashed on call {call}")
+        return failing[0]
+
+    return fail
 
 
 def _scaled(model: LatencyModel, factor: float) -> LatencyModel:
@@ -68,12 +112,14 @@ async def _run(config: str, plan: Plan, stats_path: Path) -> int:
     bundle = Bundle.load(settings.engine.bundle)
     spec = msgspec.convert(bundle.feature_spec, FeatureSpec)
     failing = [False]
+    crashing = [False]
+    throttle = [0.0]
     engine = FakeEngine.from_bundle(
         bundle,
         max_batch=settings.engine.max_batch,
         latency=plan.latency,
         wait=plan.wait,
-        fail=lambda call, bucket: failing[0],
+        fail=_crash_or(failing, crashing),
     )
     engine.warm_up(settings.engine.warmup_iters)
     rt = Runtime(
@@ -82,6 +128,7 @@ async def _run(config: str, plan: Plan, stats_path: Path) -> int:
         head=Head.from_bundle(bundle),
         spec=spec,
         model_version=bundle.metadata.model_version,
+        clients=_ChaosClients(lambda: throttle[0]),
     )
     task = asyncio.create_task(rt.run())
     state: dict[str, Any] = {"pauses": 0, "paused": False, "fault": ""}
@@ -108,36 +155,52 @@ async def _run(config: str, plan: Plan, stats_path: Path) -> int:
             fault = active.kind if active is not None else ""
             if fault != state["fault"]:
                 failing[0] = fault == "fail"
+                crashing[0] = fault == "crash"
+                throttle[0] = active.rate if active is not None and fault == "throttle" else 0.0
                 engine.latency = (
                     _scaled(plan.latency, active.factor)
                     if active is not None and active.kind == "slow"
                     else plan.latency
                 )
                 state["fault"] = fault
-            consumer = rt.consumer
-            paused = bool(consumer is not None and consumer.paused())
-            if paused and not state["paused"]:
-                state["pauses"] += 1
-            state["paused"] = paused
-            pipe = rt.pipeline
-            c = pipe.counters if pipe is not None else None
-            line = {
-                "wall_ns": time.time_ns(),
-                "ready": rt.ready,
-                "fault": fault,
-                "paused": paused,
-                "pauses": state["pauses"],
-                "queued": pipe.queued if pipe is not None else 0,
-                "events_in": c.events_in if c is not None else 0,
-                "decisions": {s.value: n for s, n in c.decisions.items()} if c else {},
-                "engine_errors": c.engine_errors if c is not None else 0,
-                "p99_ms": p99_ms(),
-                "rss_kb": rss_kb_self(),
-            }
+            line = _line(rt, state, fault, p99_ms())
             out.write(msgspec.json.encode(line) + b"\n")
             out.flush()
-            await asyncio.sleep(plan.sample_s)
+            await asyncio.wait([task], timeout=plan.sample_s)
+        line = _line(rt, state, state["fault"], p99_ms())
+        line["final"] = True
+        out.write(msgspec.json.encode(line) + b"\n")
     return task.result()
+
+
+def _line(rt: Runtime, state: dict[str, Any], fault: str, p99: dict[str, float]) -> dict[str, Any]:
+    consumer = rt.consumer
+    paused = bool(consumer is not None and consumer.paused())
+    if paused and not state["paused"]:
+        state["pauses"] += 1
+    state["paused"] = paused
+    pipe = rt.pipeline
+    c = pipe.counters if pipe is not None else None
+    sink = rt.sink
+    ready, reason = rt.metrics.readiness()
+    return {
+        "wall_ns": time.time_ns(),
+        "ready": rt.ready,
+        "readiness": [ready, reason],
+        "fault": fault,
+        "paused": paused,
+        "pauses": state["pauses"],
+        "queued": pipe.queued if pipe is not None else 0,
+        "events_in": c.events_in if c is not None else 0,
+        "decisions": {s.value: n for s, n in c.decisions.items()} if c else {},
+        "engine_errors": c.engine_errors if c is not None else 0,
+        "sink_inflight": sink.inflight if sink is not None else 0,
+        "sink_bytes": sink.inflight_bytes if sink is not None else 0,
+        "sink_waits": sink.waits if sink is not None else 0,
+        "task_deaths": dict(rt.tasks.deaths),
+        "p99_ms": p99,
+        "rss_kb": rss_kb_self(),
+    }
 
 
 def rss_kb_self() -> int:

@@ -15,6 +15,8 @@ One root, one subtree per package; a third-party error is wrapped at the seam an
     │   ├── BrokerError             (retriable)         a broker not reachable or startable
     │   ├── ProcessError                                a child process not startable or stoppable
     │   ├── TopicError                                  a needed topic missing or not creatable
+    │   ├── PublishError                                a decision the broker did not take
+    │   ├── TaskDied                (service.tasks)     a background task raised or returned
     │   ├── SchedulerError          (service.scheduler) the scheduler called off-contract
     │   └── OffsetError             (service.offsets)   offsets tracked out of order
     └── ReplayError                 (replay.errors)     record, replay, measure, report

@@ -18,15 +18,23 @@ acknowledged (or failed).
 service's topics; ``service.topics.KafkaTopicAdmin`` is the real one, ``MemoryAdmin`` the
 fake. Its coroutines run on the event loop, each waiting for at most one broker round trip
 (bounded by the client's request timeout); a broker refusal raises aiokafka's ``KafkaError``.
+
+``Clients`` makes the Kafka clients the runtime opens (``Producer``, ``Consumer``: the parts
+of aiokafka's it calls), so tests hand it ``service.memory_kafka.MemoryKafka`` instead of a
+broker (as httpx's ``Client(transport=...)`` takes a mock transport).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from aiokafka.structs import TopicPartition
+
     from service.scheduler.base import Item
+    from service.settings import KafkaSettings
 
 
 class Record(Protocol):
@@ -145,4 +153,89 @@ class TopicAdmin(Protocol):
 
     async def close(self) -> None:
         """Disconnect."""
+        ...
+
+
+# -- Kafka clients (the runtime's seam; aiokafka's clients satisfy it, fakes in memory.py) --
+
+
+class BatchBuilder(Protocol):
+    """A record batch being filled (aiokafka's ``BatchBuilder``)."""
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> object | None:
+        """Add one message; ``None`` when the batch is full (the first always fits)."""
+        ...
+
+
+class Producer(Protocol):
+    """What the runtime and ``KafkaSink`` call on a producer (``AIOKafkaProducer``).
+
+    Every method runs on the event loop; ``send_batch`` returns a future that completes
+    when the broker answers for the batch (its exception when it failed).
+    """
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def flush(self) -> None: ...
+    def create_batch(self) -> BatchBuilder: ...
+    async def send_batch(
+        self, batch: BatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]: ...
+    async def partitions_for(self, topic: str) -> set[int]: ...
+    async def begin_transaction(self) -> None: ...
+    async def commit_transaction(self) -> None: ...
+    async def abort_transaction(self) -> None: ...
+    async def send_offsets_to_transaction(
+        self, offsets: dict[TopicPartition, int], group_id: str
+    ) -> None: ...
+
+
+class Consumer(Protocol):
+    """What the runtime calls on a group consumer (``AIOKafkaConsumer``), on the loop.
+
+    ``subscribe``'s listener gets ``on_partitions_revoked``/``on_partitions_assigned``
+    awaited from inside ``getmany``, as aiokafka does.
+    """
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def subscribe(self, topics: list[str], listener: Any) -> None: ...
+    async def getmany(
+        self, *, timeout_ms: int, max_records: int | None
+    ) -> dict[TopicPartition, list[Any]]: ...
+    def assignment(self) -> set[TopicPartition]: ...
+    def paused(self) -> set[TopicPartition]: ...
+    def pause(self, *partitions: TopicPartition) -> None: ...
+    def resume(self, *partitions: TopicPartition) -> None: ...
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+    async def position(self, partition: TopicPartition) -> int: ...
+    async def committed(self, partition: TopicPartition) -> int | None: ...
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """Partitions of ``topic`` in the consumer's cached metadata (no I/O); None if unknown."""
+        ...
+
+
+class Clients(Protocol):
+    """Makes the runtime's Kafka clients (not started): ``service.kafka.KafkaClients``
+    builds aiokafka's from settings, ``service.memory.MemoryBroker`` fakes over memory."""
+
+    def producer(self, k: KafkaSettings, *, transactional_id: str | None) -> Producer: ...
+    def consumer(self, k: KafkaSettings, *, isolation_level: str) -> Consumer: ...
+    def admin(self, k: KafkaSettings) -> TopicAdmin:
+        """A topic admin client of the same cluster, not started."""
+        ...
+
+    def metadata_refresher(self, consumer: Any) -> Callable[[], object]:
+        """A call that makes ``consumer`` (one this factory made) fetch metadata now,
+        without waiting for it; the topic watch uses it while an input topic is missing."""
         ...

@@ -15,6 +15,8 @@ Exported metrics (all prefixed ``weir_``; see :data:`METRIC_NAMES`)::
     engine_errors_total                 counter
     produce_errors_total                counter
     rebalances_total                    counter
+    task_deaths_total{task}             counter  background tasks that died (each stops
+                                                 the worker)
     commits_total                       counter
     consumer_lag_records{topic,partition}  gauge  highwater - position
     consumer_lag_seconds{topic,partition}  gauge  now - last consumed record's timestamp
@@ -89,6 +91,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "weir_queued_events",
     "weir_ready",
     "weir_rebalances",
+    "weir_task_deaths",
 )
 """Family names as the client library knows them (counters without ``_total``)."""
 
@@ -193,6 +196,7 @@ class WeirCollector(Collector):
         yield from (events, decisions, dead, missed, engine_errors, produce_errors)
         yield CounterMetricFamily("weir_rebalances", "Partition revocations.", value=v.rebalances)
         yield CounterMetricFamily("weir_commits", "Successful commits.", value=v.commits)
+        yield _task_deaths(v)
 
     @staticmethod
     def _gauges(v: RuntimeView, lag: ConsumerLag) -> Iterable[Metric]:
@@ -261,6 +265,16 @@ class WeirCollector(Collector):
             [v.model_version, info.kind, info.device, info.precision, str(v.worker_index)], 1
         )
         yield fam
+
+
+def _task_deaths(v: RuntimeView) -> Metric:
+    fam = CounterMetricFamily(
+        "weir_task_deaths", "Background tasks that died (each stops the worker).", labels=["task"]
+    )
+    pipe = v.pipeline
+    for task, n in sorted(pipe.tasks.deaths.items()) if pipe is not None else ():
+        fam.add_metric([task], n)
+    return fam
 
 
 def _kind_name(kind: Any) -> str:

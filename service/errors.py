@@ -27,3 +27,7 @@ class ProcessError(ServiceError):
 
 class TopicError(ServiceError):
     """A topic the service needs is missing, or could not be looked up or created."""
+
+
+class PublishError(ServiceError):
+    """A decision or dead letter was not acknowledged; the broker's error is the cause."""

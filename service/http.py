@@ -9,7 +9,8 @@ one. One request per connection (``Connection: close``); GET and HEAD only.
 ``/metrics``    Prometheus text format of the worker's own registry
 ``/healthz``    200 while the event loop answers
 ``/readyz``     200 when the engine is warmed up and partitions are assigned,
-                else 503 with the reason in the body
+                else 503 with the reason in the body (a background task's
+                death or a refused decision fails it at once)
 ``/status``     JSON: redacted settings, engine and its latency profile,
                 assignment with lag, counters, the last seconds of ``/live``
 ``/live``       JSON: per-second series of the last five minutes
@@ -28,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.logs import get_logger
 from service.metrics import Metrics
+from service.tasks import TaskSupervisor
 
 log = get_logger("weir.http")
 
@@ -53,13 +55,21 @@ class OpsServer:
     """Serves the endpoints of one worker's :class:`Metrics` (see the module docstring).
 
     ``start`` binds (port 0 picks a free one: see ``port``) and starts the once-a-second
-    sampler that refreshes lag and the live series; ``close`` stops both.
+    sampler that refreshes lag and the live series (supervised by ``tasks``: the worker's,
+    so its death stops the worker); ``close`` stops both.
     """
 
     def __init__(
-        self, metrics: Metrics, host: str, port: int, *, sample_interval_s: float = 1.0
+        self,
+        metrics: Metrics,
+        host: str,
+        port: int,
+        *,
+        sample_interval_s: float = 1.0,
+        tasks: TaskSupervisor | None = None,
     ) -> None:
         self.metrics = metrics
+        self._tasks = tasks or TaskSupervisor()
         self.host = host
         self._port = port
         self._interval = sample_interval_s
@@ -84,8 +94,8 @@ class OpsServer:
         self._server = await asyncio.start_server(
             self._handle, self.host, self._port, limit=_MAX_HEAD, reuse_address=True
         )
-        self._sampler = asyncio.get_running_loop().create_task(
-            self.metrics.run_sampler(self._interval), name="weir-metrics-sampler"
+        self._sampler = self._tasks.spawn(
+            self.metrics.run_sampler(self._interval), "weir-metrics-sampler"
         )
         log.info("http_listening", url=self.url)
 
@@ -93,8 +103,7 @@ class OpsServer:
         """Stop the sampler and the listener; idempotent."""
         if self._sampler is not None:
             self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+            await asyncio.wait([self._sampler])  # a death was reported by the supervisor
             self._sampler = None
         if self._server is not None:
             self._server.close()

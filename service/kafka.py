@@ -7,18 +7,26 @@ leaves this module is wrapped in a ``ServiceError`` naming what was being done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
-from service.base import AckCallback
+from service.base import AckCallback, Producer
 from service.errors import ServiceError
-from service.settings import KafkaSettings
+from service.settings import DeliverySettings, KafkaSettings
+from service.tasks import TaskDied, TaskSupervisor
 
 
 def _security(k: KafkaSettings) -> dict[str, Any]:
@@ -75,6 +83,7 @@ def producer_kwargs(k: KafkaSettings, *, transactional_id: str | None = None) ->
         "compression_type": k.compression_type,
         "request_timeout_ms": k.request_timeout_ms,
         "retry_backoff_ms": k.retry_backoff_ms,
+        "max_request_size": k.max_request_bytes,
         "enable_idempotence": k.enable_idempotence or transactional_id is not None,
         **_security(k),
     }
@@ -104,16 +113,91 @@ def make_producer(k: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**{**producer_kwargs(k), **overrides})
 
 
+class KafkaClients:
+    """The runtime's ``Clients`` over aiokafka: clients built from settings."""
+
+    def admin(self, k: KafkaSettings) -> KafkaTopicAdmin:
+        """A topic admin client, not started."""
+        return KafkaTopicAdmin(k)
+
+    def metadata_refresher(self, consumer: Any) -> Callable[[], object]:
+        """Asks ``consumer`` (an ``AIOKafkaConsumer``) to fetch metadata now, not waiting.
+
+        aiokafka has no public call for it; its own consumer and producer call the client's
+        ``force_metadata_update`` when metadata is stale, and so does this.
+        """
+        refresh: Callable[[], object] = consumer._client.force_metadata_update
+        return refresh
+
+    def producer(self, k: KafkaSettings, *, transactional_id: str | None) -> AIOKafkaProducer:
+        """A producer (transactional when ``transactional_id`` is set), not started."""
+        return make_producer(
+            k, **({"transactional_id": transactional_id} if transactional_id else {})
+        )
+
+    def consumer(self, k: KafkaSettings, *, isolation_level: str) -> AIOKafkaConsumer:
+        """A group consumer, not started, not subscribed."""
+        return make_consumer(k, isolation_level=isolation_level)
+
+
+class KafkaTopicAdmin:
+    """``TopicAdmin`` over aiokafka's admin client, with the settings' security."""
+
+    def __init__(self, k: KafkaSettings) -> None:
+        self._admin = AIOKafkaAdminClient(**admin_kwargs(k))
+
+    async def start(self) -> None:
+        """Connect to the cluster."""
+        await self._admin.start()
+
+    async def topics(self) -> set[str]:
+        """Every topic name the cluster shows this client (metadata for all topics)."""
+        return set(await self._admin.list_topics())
+
+    async def create(self, topic: str, partitions: int, replication_factor: int) -> bool:
+        """Create ``topic``; False when it already existed, the broker's error otherwise."""
+        response = await self._admin.create_topics(
+            [NewTopic(topic, partitions, replication_factor)]
+        )
+        for _name, code, *message in response.topic_errors:
+            if code == TopicAlreadyExistsError.errno:
+                return False
+            if code:
+                raise for_code(code)(message[0] if message and message[0] else topic)
+        return True
+
+    async def has_leaders(self, topic: str) -> bool:
+        """Whether every partition of the existing ``topic`` has a leader."""
+        (described,) = await self._admin.describe_topics([topic])
+        parts: list[dict[str, Any]] = described.get("partitions") or []
+        return (
+            described.get("error_code") == 0
+            and bool(parts)
+            and all(p["leader"] >= 0 for p in parts)
+        )
+
+    async def close(self) -> None:
+        """Disconnect."""
+        await self._admin.close()
+
+
+_DELIVERY = DeliverySettings()
+DEFAULT_MAX_INFLIGHT = _DELIVERY.max_inflight_decisions
+DEFAULT_MAX_INFLIGHT_BYTES = _DELIVERY.max_inflight_bytes
+DEFAULT_MAX_REQUEST_BYTES = KafkaSettings().max_request_bytes
+
+
 class _Pending:
     """One partition's batch being filled, with the acknowledgements it owes."""
 
-    __slots__ = ("acks", "builder", "partition", "topic")
+    __slots__ = ("acks", "builder", "nbytes", "partition", "topic")
 
     def __init__(self, builder: Any, topic: str, partition: int) -> None:
         self.builder = builder
         self.topic = topic
         self.partition = partition
         self.acks: list[tuple[Any, AckCallback]] = []
+        self.nbytes = 0
 
 
 class KafkaSink:
@@ -126,27 +210,66 @@ class KafkaSink:
     broker answers for it. A future and a callback per batch instead of per message halves
     the CPU per message: 10.8 vs 5.7 µs in bursts of 64, 11.7 vs 5.6 µs in bursts of 8
     (``python -m bench.sink --bootstrap ...``, local Apache Kafka, 3 partitions).
+
+    In-flight messages (sent, not yet answered) are bounded by count (``max_inflight``)
+    and by payload bytes (``max_inflight_bytes``, key + value + headers): a message that
+    does not fit waits in ``send`` until answers make room (a message alone is always let
+    through), later sends queue behind it in order, and ``full`` says so (the runtime
+    pauses consumption then), so a slow or unreachable broker holds the decisions in
+    Kafka's lag, not in memory. A message larger than ``max_message_bytes`` (the
+    producer's ``max_request_size``) is failed at once, naming its size and that limit.
+    The submitter is started through ``tasks``, so its death stops the service.
     """
 
     __slots__ = (
+        "_bytes",
+        "_dead",
         "_done",
+        "_gate",
         "_inflight",
         "_kick",
+        "_max_bytes",
+        "_max_count",
+        "_max_message",
         "_open",
         "_partitioner",
         "_parts",
         "_producer",
+        "_queued",
         "_ready",
+        "_room",
         "_submitted",
         "_submitter",
+        "_tasks",
+        "waits",
     )
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        *,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        tasks: TaskSupervisor | None = None,
+    ) -> None:
         self._producer = producer
+        self._max_count = max_inflight
+        self._max_bytes = max_inflight_bytes
+        self._max_message = max_message_bytes
+        self._tasks = tasks or TaskSupervisor()
+        self._bytes = 0
+        self._dead: TaskDied | None = None
+        self._room = asyncio.Event()
+        self._gate = asyncio.Lock()
+        self._queued = 0
+        self.waits = 0
+        """How many sends waited for room (a bound was reached)."""
         self._partitioner = DefaultPartitioner()
         self._parts: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], _Pending] = {}
-        self._ready: list[_Pending] = []
+        self._ready: deque[_Pending] = deque()
+        """Batches to hand over, in order; one stays here until the producer has it."""
         self._inflight = 0
         self._done = asyncio.Event()
         self._done.set()
@@ -160,6 +283,19 @@ class KafkaSink:
         """Messages sent and not yet acknowledged or failed."""
         return self._inflight
 
+    @property
+    def inflight_bytes(self) -> int:
+        """Payload bytes (key, value, headers) of the messages in flight."""
+        return self._bytes
+
+    @property
+    def full(self) -> bool:
+        """A send is waiting for room, or in-flight messages reached ``max_inflight`` or
+        ``max_inflight_bytes`` (the runtime pauses consumption while this holds)."""
+        return bool(self._queued) or (
+            self._inflight >= self._max_count or self._bytes >= self._max_bytes
+        )
+
     async def send(
         self,
         topic: str,
@@ -170,7 +306,57 @@ class KafkaSink:
         on_ack: AckCallback,
     ) -> None:
         """Append to the open batch of the message's partition; ``on_ack`` runs when the
-        broker answers for that batch (with the error, if it failed)."""
+        broker answers for that batch (with the error, if it failed). Waits while the
+        message does not fit the in-flight bounds (see the class docstring); waiting sends
+        go on in the order they came, so each key's messages keep their order."""
+        if self._dead is not None:
+            on_ack(token, self._dead)
+            return
+        size = len(value) + (len(key) if key is not None else 0)
+        for name, data in headers:
+            size += len(name) + len(data)
+        if size > self._max_message:
+            on_ack(
+                token,
+                MessageSizeTooLargeError(
+                    f"decision of {size} bytes for topic {topic!r} exceeds the producer's "
+                    f"max_request_size={self._max_message}"
+                ),
+            )
+            return
+        if not self._queued and self._fits(size):
+            await self._append(topic, key, value, headers, token, on_ack, size)
+            return
+        self._queued += 1
+        self.waits += 1
+        try:
+            async with self._gate:  # FIFO: one waiting send at a time, in arrival order
+                while not self._fits(size) and self._dead is None:
+                    self._room.clear()
+                    self._kick_submitter()
+                    await self._room.wait()
+                if self._dead is not None:
+                    on_ack(token, self._dead)
+                    return
+                await self._append(topic, key, value, headers, token, on_ack, size)
+        finally:
+            self._queued -= 1
+
+    def _fits(self, size: int) -> bool:
+        return not self._inflight or (
+            self._inflight < self._max_count and self._bytes + size <= self._max_bytes
+        )
+
+    async def _append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        token: Any,
+        on_ack: AckCallback,
+        size: int,
+    ) -> None:
         parts = self._parts.get(topic)
         if parts is None:
             parts = await self._partitions(topic)
@@ -180,21 +366,42 @@ class KafkaSink:
         if pend is None:
             pend = self._open[tp] = _Pending(self._producer.create_batch(), topic, partition)
         if pend.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-            # Full: it goes as it is, and a new batch takes this message.
+            # Full: it goes as it is, and a new batch takes this message (the first message
+            # of a batch always fits: the size was checked in ``send``).
             self._ready.append(pend)
             pend = self._open[tp] = _Pending(self._producer.create_batch(), topic, partition)
-            if pend.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                del self._open[tp]
-                on_ack(token, MessageSizeTooLargeError(f"{len(value)} bytes for {topic}"))
-                return
+            pend.builder.append(timestamp=None, key=key, value=value, headers=headers)
         pend.acks.append((token, on_ack))
+        pend.nbytes += size
         self._inflight += 1
+        self._bytes += size
         self._done.clear()
+        self._kick_submitter()
+
+    def _kick_submitter(self) -> None:
         if self._submitted.is_set():
             self._submitted.clear()
             self._kick.set()
             if self._submitter is None:
-                self._submitter = asyncio.get_running_loop().create_task(self._submit_loop())
+                task = self._tasks.spawn(self._submit_loop(), "weir-sink-submitter")
+                task.add_done_callback(self._on_submitter_end)
+                self._submitter = task
+
+    def _on_submitter_end(self, task: asyncio.Task[None]) -> None:
+        """The submitter died (the supervisor stops the service): answer every message
+        it would have handed over with the cause, so no send or flush waits for ever."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        self._dead = TaskDied(f"the Kafka sink's submitter died: {exc!r}", task.get_name())
+        self._dead.__cause__ = exc
+        pending = [*self._ready, *self._open.values()]
+        self._ready.clear()
+        self._open = {}
+        for pend in pending:
+            self._answer(pend, self._dead)
+        self._submitted.set()
+        self._room.set()
 
     async def _partitions(self, topic: str) -> list[int]:
         try:
@@ -211,13 +418,13 @@ class KafkaSink:
         while True:
             await self._kick.wait()
             self._kick.clear()
-            while self._ready or self._open:
-                batches = self._ready
-                batches.extend(self._open.values())
-                self._ready = []
+            ready = self._ready
+            while ready or self._open:
+                ready.extend(self._open.values())
                 self._open = {}
-                for pend in batches:
-                    await self._submit(pend)
+                while ready:
+                    await self._submit(ready[0])
+                    ready.popleft()
             self._submitted.set()
 
     async def _submit(self, pend: _Pending) -> None:
@@ -226,21 +433,23 @@ class KafkaSink:
                 pend.builder, pend.topic, partition=pend.partition
             )
         except Exception as exc:  # noqa: BLE001 - every message gets its answer
-            self._answer(pend.acks, exc)
+            self._answer(pend, exc)
             return
-        fut.add_done_callback(functools.partial(self._on_done, pend.acks))
+        fut.add_done_callback(functools.partial(self._on_done, pend))
 
-    def _on_done(self, acks: list[tuple[Any, AckCallback]], fut: asyncio.Future[Any]) -> None:
+    def _on_done(self, pend: _Pending, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled():
-            self._answer(acks, asyncio.CancelledError("produce cancelled"))
+            self._answer(pend, asyncio.CancelledError("produce cancelled"))
         else:
-            self._answer(acks, fut.exception())
+            self._answer(pend, fut.exception())
 
-    def _answer(self, acks: list[tuple[Any, AckCallback]], error: BaseException | None) -> None:
-        self._inflight -= len(acks)
+    def _answer(self, pend: _Pending, error: BaseException | None) -> None:
+        self._inflight -= len(pend.acks)
+        self._bytes -= pend.nbytes
         if self._inflight == 0:
             self._done.set()
-        for token, on_ack in acks:
+        self._room.set()  # waiting sends check again whether theirs fits
+        for token, on_ack in pend.acks:
             on_ack(token, error)
 
     async def flush(self) -> None:
@@ -256,5 +465,4 @@ class KafkaSink:
         task, self._submitter = self._submitter, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task])  # a death was reported through ``tasks`` already

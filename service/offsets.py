@@ -60,10 +60,13 @@ class OffsetTracker(Generic[TP]):
         part.last = offset
 
     def ack(self, tp: TP, offset: int) -> None:
-        """Record that the decision for ``offset`` of ``tp`` is durably published."""
+        """Record that the decision for ``offset`` of ``tp`` is durably published (an
+        offset below the commit point is from before a ``reset`` and changes nothing)."""
         part = self._parts.get(tp)
         if part is None or offset > part.last:
             raise OffsetError(f"offset {offset} of {tp} acknowledged but never tracked")
+        if offset < part.committed:
+            return  # sent before a reset (a rewind or a new assignment): nothing waits on it
         inflight = part.inflight
         if inflight and inflight[0] == offset:
             inflight.popleft()
@@ -108,6 +111,10 @@ class OffsetTracker(Generic[TP]):
         part = self._parts[tp] = _Partition()
         part.last = next_offset - 1
         part.committed = next_offset
+
+    def holds(self, tp: TP) -> bool:
+        """Whether ``tp`` has state (it was tracked or reset, and not forgotten since)."""
+        return tp in self._parts
 
     def partitions(self) -> list[TP]:
         """Partitions with state."""

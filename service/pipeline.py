@@ -5,10 +5,12 @@ go out through a ``Sink``; the offset tracker learns of every durable acknowledg
 dispatcher task owns the engine: it polls the scheduler, runs each batch, and publishes the
 batch's decisions in row order, so decisions of one key leave in event order.
 
-Memory: each queued event's feature window is copied at ingest into a row of a
-preallocated slab (the key's window moves on with later events, so it cannot be read at
-dispatch time); dispatch gathers the batch's rows into the engine's bucket buffer with one
-``np.take``. The slab has ``max_queue + max_batch`` rows: a full slab sheds, it never grows.
+Memory: each queued event holds a slot of the slot table (``service.slots``): its feature
+window, copied at ingest into the slot's row of a preallocated slab (the key's window moves
+on with later events, so it cannot be read at dispatch time), its target, coordinates and
+stamps. Dispatch gathers the batch's rows into the engine's bucket buffer with one
+``np.take``. The table has ``max_queue + max_batch`` slots: with none free an event is
+shed, the table never grows. Every decision is published from a slot (``_publish``).
 
 Every input gets exactly one outcome: a decision (``ok``, ``expired``, ``shed``,
 ``warming``, ``error``) on the decision topic, or a dead letter (undecodable or invalid
@@ -18,7 +20,6 @@ input) on the dead-letter topic. Nothing logs per event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,13 +35,16 @@ from schemas.decision import DeadLetter, Decision, Stamps, Status
 from schemas.errors import DecodeError, SchemaError
 from schemas.features import FeatureSpec
 from service.base import Record, Sink
+from service.errors import PublishError, ServiceError
 from service.offsets import OffsetTracker
 from service.scheduler.base import Batch, Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
 from service.scheduler.factory import build_scheduler
 from service.scheduler.timer import make_timer
 from service.settings import ExpiryPolicy, Settings
+from service.slots import SlotTable
 from service.state import StateStore
+from service.tasks import TaskSupervisor
 
 if TYPE_CHECKING:
     from service.base import BatchObserver
@@ -102,6 +106,7 @@ class Pipeline:
         wall: Clock = time.time_ns,
         on_backpressure: Callable[[bool], None] | None = None,
         observer: BatchObserver | None = None,
+        tasks: TaskSupervisor | None = None,
     ) -> None:
         if spec.n_features != engine.n_features:
             raise EngineError(
@@ -136,18 +141,8 @@ class Pipeline:
         self._max_bytes = k.max_event_bytes
         self._model_header = (MODEL_HEADER, model_version.encode())
         self._expire_infer = settings.scheduler.expiry is ExpiryPolicy.INFER_LATE
-        cap = settings.scheduler.max_queue + engine.max_batch
-        self._slab = np.zeros((cap, spec.n_features), dtype=np.float32)
-        self._targets = np.zeros(cap, dtype=np.float64)
-        self._free = list(range(cap - 1, -1, -1))
-        self._topic: list[str] = [""] * cap
-        self._part = [0] * cap
-        self._off = [0] * cap
-        self._key: list[str] = [""] * cap
-        self._kafka_ts: list[int | None] = [None] * cap
-        self._source_ts: list[int | None] = [None] * cap
-        self._ingest = [0] * cap
-        self._deadline = [0] * cap
+        self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
+        """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
         self._idx = np.zeros(engine.max_batch, dtype=np.intp)
         self._get_target = self._target_getter()
         self._executor = (
@@ -159,10 +154,12 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._deciding = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self.failed: BaseException | None = None
-        """The first publish failure; the runtime stops and restarts from the last commit."""
+        self.tasks = tasks or TaskSupervisor()
+        """Starts the dispatcher; its death is a failure of the pipeline (``failed``)."""
+        self._publish_failed: PublishError | None = None
         self.observer = observer
         """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
 
@@ -178,11 +175,16 @@ class Pipeline:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the dispatcher task on the running loop."""
+        """Start the dispatcher task on the running loop (supervised by ``tasks``)."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._dispatch_loop(), name="weir-dispatch"
-            )
+            self._task = self.tasks.spawn(self._dispatch_loop(), "weir-dispatch")
+
+    @property
+    def failed(self) -> ServiceError | None:
+        """Why the pipeline cannot go on: a background task's death (the dispatcher's, or
+        the sink's submitter's when it shares ``tasks``), else the first publish failure;
+        None while healthy. The runtime then stops and restarts from the last commit."""
+        return self.tasks.failure or self._publish_failed
 
     @property
     def queued(self) -> int:
@@ -191,13 +193,15 @@ class Pipeline:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued and no batch in flight."""
-        return self.scheduler.queued == 0 and not self.scheduler.busy
+        """Nothing queued and no batch in flight or being published."""
+        return self.scheduler.queued == 0 and not self.scheduler.busy and not self._deciding
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every queued event is decided and every message acknowledged."""
         deadline = time.monotonic() + timeout_s
         while not self.idle:
+            if self.tasks.failure is not None:
+                return False  # no dispatcher left to decide what is queued
             self._wake.set()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -217,11 +221,10 @@ class Pipeline:
         """Stop the dispatcher (queued events stay undecided: drain first)."""
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # a death was reported through ``tasks`` already
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -250,8 +253,12 @@ class Pipeline:
         counters = self.counters
         kinds = counters.kinds
         target_of = self._get_target
-        free = self._free
-        slab = self._slab
+        slots = self.slots
+        free = slots.free
+        slab = slots.slab
+        targets = slots.targets
+        fill = slots.fill
+        scratch = slots.scratch
         wall_now = now - w2m
         for rec in records:
             left -= 1
@@ -293,34 +300,23 @@ class Pipeline:
             tk = (topic, type(event))
             kinds[tk] = kinds.get(tk, 0) + 1
             key = event.key
-            if not state.ready:
-                await self._publish(
-                    topic, part, off, key, Status.WARMING, kafka_ns, event.source_ts_ns, now
-                )
-                continue
-            if not free:
-                await self._publish(
-                    topic, part, off, key, Status.SHED, kafka_ns, event.source_ts_ns, now
-                )
+            source_ns = event.source_ts_ns
+            if not state.ready or not free:
+                # Decided now (no window yet, or no slot left): from the scratch slot.
+                fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None)
+                await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
                 continue
             slot = free.pop()
             state.write_window(slab[slot])
-            self._targets[slot] = target_of(state)
-            self._topic[slot] = topic
-            self._part[slot] = part
-            self._off[slot] = off
-            self._key[slot] = key
-            self._kafka_ts[slot] = kafka_ns
-            self._source_ts[slot] = event.source_ts_ns
-            self._ingest[slot] = now
+            targets[slot] = target_of(state)
             d = self.budgets.policy(topic).deadline_ns(
-                now, kafka_wall_ns=kafka_ns, source_wall_ns=event.source_ts_ns, wall_to_mono_ns=w2m
+                now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
             )
-            self._deadline[slot] = d
+            fill(slot, topic, part, off, key, kafka_ns, source_ns, now, d)
             outcome = sched.submit(Item(slot, key, Deadline(d)), now)
             if outcome is not None:
                 status = Status.SHED if outcome is Outcome.SHED else Status.EXPIRED
-                await self._publish_slot(slot, status)
+                await self._publish(slot, status)
         self._wake.set()
 
     def warm(self, records: Iterable[Record]) -> None:
@@ -364,19 +360,25 @@ class Pipeline:
             result = sched.poll(now)
             if isinstance(result, Batch):
                 expired = result.expired
+                # Until its last decision is handed to the sink (whose ``send`` may wait for
+                # room), the batch keeps the pipeline from being idle.
+                self._deciding = True
                 if not result.items:
                     if expired:
                         self._probe(expired, now)
                     for item in expired:
-                        await self._publish_slot(item.payload, Status.EXPIRED)
+                        await self._publish(item.payload, Status.EXPIRED)
+                    self._deciding = False
                     continue
                 # The planned batch has the tightest slack: nothing is awaited between the
                 # poll and the engine call (an await lets ingest run for milliseconds). The
                 # expired decisions go out after the inference and before the batch's, so
                 # each key's decisions keep their order.
                 await self._run_batch(result, loop)
+                self._deciding = False
                 # Let the sink and the producer send these decisions before the next batch
-                # (nothing in publishing suspends, so back-to-back batches would hold them).
+                # (publishing suspends only when the sink is full, so back-to-back batches
+                # would hold them).
                 await asyncio.sleep(0)
                 continue
             if self.idle:
@@ -400,7 +402,7 @@ class Pipeline:
         idx = self._idx[:n]
         for i, item in enumerate(items):
             idx[i] = item.payload
-        np.take(self._slab, idx, axis=0, out=self.engine.input_buffer(bucket)[:n])
+        np.take(self.slots.slab, idx, axis=0, out=self.engine.input_buffer(bucket)[:n])
         return idx
 
     def _probe(self, expired: Sequence[Item[int]], now: int) -> None:
@@ -450,8 +452,9 @@ class Pipeline:
         self.scheduler.complete(batch, engine.last_latency_ns if error is None else -1)
         obs = self.observer
         if obs is not None:
+            slots = self.slots
             obs.on_batch(
-                bucket, items, self._ingest, self._kafka_ts, self._source_ts, dispatch, done
+                bucket, items, slots.ingest, slots.kafka_ts, slots.source_ts, dispatch, done
             )
         # An expired or shed event of a key in this batch is earlier in that key: its
         # decision goes first; the others wait until the batch's decisions are out.
@@ -461,14 +464,14 @@ class Pipeline:
             for group, status in ((batch.expired, Status.EXPIRED), (batch.shed, Status.SHED)):
                 for item in group:
                     if item.key in keys:
-                        await self._publish_slot(item.payload, status)
+                        await self._publish(item.payload, status)
                     else:
                         later.append((item, status))
         await self._publish_batch(items, idx, out, dispatch, done, error)
         out_at = self._clock()
         self.scheduler.note_publish(out_at - done, out_at)
         for item, status in later:
-            await self._publish_slot(item.payload, status)
+            await self._publish(item.payload, status)
 
     async def _publish_batch(
         self,
@@ -484,18 +487,18 @@ class Pipeline:
         obs = self.observer
         if error is not None or out is None:
             for item in items:
-                await self._publish_slot(
+                await self._publish(
                     item.payload, Status.ERROR, dispatch=dispatch, done=done, error=error, n=n
                 )
             if obs is not None:
                 obs.on_published(self._clock(), -self.w2m.offset_ns)
             return
-        labels, scores = self.head.decide(out, self._targets[idx])
+        labels, scores = self.head.decide(out, self.slots.targets[idx])
         names = self.head.labels
         score_rows = scores.tolist()
         for i, item in enumerate(items):
             slot = item.payload
-            await self._publish_slot(
+            await self._publish(
                 slot,
                 Status.OK,
                 dispatch=dispatch,
@@ -510,7 +513,7 @@ class Pipeline:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def _publish_slot(
+    async def _publish(
         self,
         slot: int,
         status: Status,
@@ -523,46 +526,13 @@ class Pipeline:
         error: str | None = None,
         n: int = 0,
     ) -> None:
-        await self._publish(
-            self._topic[slot],
-            self._part[slot],
-            self._off[slot],
-            self._key[slot],
-            status,
-            self._kafka_ts[slot],
-            self._source_ts[slot],
-            self._ingest[slot],
-            deadline=self._deadline[slot],
-            dispatch=dispatch,
-            done=done,
-            label=label,
-            scores=scores,
-            late=late,
-            error=error,
-            n=n,
-        )
-        self._free.append(slot)
-
-    async def _publish(
-        self,
-        topic: str,
-        part: int,
-        off: int,
-        key: str,
-        status: Status,
-        kafka_ns: int | None,
-        source_ns: int | None,
-        ingest: int,
-        *,
-        deadline: int | None = None,
-        dispatch: int | None = None,
-        done: int | None = None,
-        label: str = "",
-        scores: list[float] | None = None,
-        late: bool = False,
-        error: str | None = None,
-        n: int = 0,
-    ) -> None:
+        """Publish the decision of the event in ``slot``, then free the slot."""
+        slots = self.slots
+        deadline = slots.deadline[slot]
+        key = slots.key[slot]
+        topic = slots.topic[slot]
+        part = slots.partition[slot]
+        off = slots.offset[slot]
         m2w = -self.w2m.offset_ns
         now = self._clock()
         if status is Status.OK and deadline is not None and now > deadline:
@@ -582,9 +552,9 @@ class Pipeline:
             batch_size=n,
             error=error,
             stamps=Stamps(
-                source_ts_ns=source_ns,
-                kafka_ts_ns=kafka_ns,
-                ingest_wall_ns=ingest + m2w,
+                source_ts_ns=slots.source_ts[slot],
+                kafka_ts_ns=slots.kafka_ts[slot],
+                ingest_wall_ns=slots.ingest[slot] + m2w,
                 dispatch_wall_ns=None if dispatch is None else dispatch + m2w,
                 infer_done_wall_ns=None if done is None else done + m2w,
                 publish_wall_ns=now + m2w,
@@ -600,6 +570,7 @@ class Pipeline:
             (topic, part, off),
             self._on_ack,
         )
+        slots.release(slot)
 
     async def _dead_letter(
         self, rec: Record, reason: str, detail: str, kafka_ns: int | None
@@ -632,7 +603,16 @@ class Pipeline:
         topic, part, off = token
         if error is not None:
             self.counters.produce_errors += 1
-            if self.failed is None:
-                self.failed = error
+            if self._publish_failed is None:
+                failed = PublishError(
+                    f"publishing decisions failed: {type(error).__name__}: {error} - "
+                    f"topic={topic} partition={part} offset={off}"
+                )
+                failed.__cause__ = error
+                self._publish_failed = failed
             return
-        self.tracker.ack((topic, part), off)
+        tp = (topic, part)
+        if self.tracker.holds(tp):
+            self.tracker.ack(tp, off)
+        # else: revoked while the decision was in flight; the new owner reads on from the
+        # commit made at the revoke, which stayed below this offset.

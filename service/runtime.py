@@ -3,7 +3,8 @@
 One consumer (a member of the group), one producer, one pipeline, on one event loop:
 
 - fetch with ``getmany`` and hand each partition's records to the pipeline in order;
-- pause every assigned partition while the scheduler signals backpressure, resume after;
+- pause every assigned partition while the scheduler signals backpressure or the sink
+  holds its most in-flight decisions (``max_inflight_decisions``/``_bytes``), resume after;
 - at-least-once: commit, every ``commit_interval_ms``, the offsets the tracker allows
   (decisions below them are produced *and* acknowledged), and on revoke and shutdown;
 - exactly-once: decisions go out in a transaction; every ``flush_interval_ms`` fetching
@@ -14,10 +15,17 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
   assign: start tracking at the consumer's position; with ``warmup = "seek"`` seek back
   ``seek_back`` records and fold them into the key windows without deciding them;
 - topics (``service.topics``): checked before subscribing (created with ``[topics] create``,
-  else a missing decision or dead-letter topic stops the start); a supervised task picks up
+  else a missing decision or dead-letter topic stops the start); a background task picks up
   input topics created after the start and warns while they are missing;
 - SIGTERM/SIGINT: stop fetching, drain within ``drain_timeout_ms``, commit, exit 0; a
-  second signal exits at once (status 130).
+  second signal exits at once (status 130);
+- a background task that dies (dispatcher, sink submitter, metrics sampler, topic watch: all
+  started through ``Runtime.tasks``) or a decision the broker refuses fails readiness at once and
+  stops the loop; nothing more is committed and ``run`` raises the cause (the process
+  exits non-zero), so the restart resumes from the last commit.
+
+The Kafka clients come from ``clients`` (``service.kafka.KafkaClients`` by default;
+``service.memory_kafka.MemoryKafka`` in tests) and the commit cadence reads ``clock``.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import (
     AuthenticationFailedError,
     AuthenticationMethodNotSupported,
@@ -46,18 +54,21 @@ from engines.base import Engine
 from engines.head import Head
 from engines.registry import load_model
 from schemas.features import FeatureSpec
+from service.base import Clients, Consumer, Producer
 from service.errors import BrokerError, ServiceError
 from service.http import OpsServer
-from service.kafka import KafkaSink, make_consumer, make_producer
+from service.kafka import KafkaClients, KafkaSink
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
+from service.tasks import TaskDied, TaskSupervisor
 from service.topics import check_topics, watch_inputs
 
 log = get_logger("weir.serve")
 
 FailHook = Callable[[str], None]
+Clock = Callable[[], int]
 
 
 _REFUSALS: tuple[type[BaseException], ...] = (
@@ -110,6 +121,8 @@ class Runtime:
         model_version: str | None = None,
         worker_index: int = 0,
         fail_hook: FailHook | None = None,
+        clients: Clients | None = None,
+        clock: Clock = time.monotonic_ns,
     ) -> None:
         self.settings = settings
         self.worker_index = worker_index
@@ -122,13 +135,18 @@ class Runtime:
         self.model_version = model_version or engine.describe().model_version
         self.eos = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
         self._fail_hook = fail_hook
+        self._clients: Clients = clients or KafkaClients()
+        self._clock = clock
+        self.tasks = TaskSupervisor(on_death=self._on_task_death)
+        """Supervises the dispatcher, the sink's submitter, the metrics sampler and the
+        input-topic watch."""
         self._stop = asyncio.Event()
         self._signals = 0
         self._paused = False
         self._assigned: set[TopicPartition] = set()
         self._rebuild_until: dict[TopicPartition, int] = {}
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
         self.sink: KafkaSink | None = None
         self.pipeline: Pipeline | None = None
         self.rebalances = 0
@@ -141,8 +159,6 @@ class Runtime:
         self._http: OpsServer | None = None
         self._missing_inputs: list[str] = []
         self._watch: asyncio.Task[None] | None = None
-        self._died: tuple[str, BaseException] | None = None
-        """The supervised task of this runtime that ended (the topic watch), and why."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -158,20 +174,26 @@ class Runtime:
         log.info("stopping", reason="signal")
         self.stop()
 
+    def _on_task_death(self, died: TaskDied) -> None:
+        """A background task died: stop now (readiness already fails: ``Pipeline.failed``);
+        ``run`` raises the death after shutting down, so the process exits non-zero."""
+        log.error("task_died", task=died.task, error=str(died))
+        self.stop()
+
     async def _start_clients(self) -> None:
         s = self.settings
         k = s.kafka
         tid = None
         if self.eos:
             tid = f"{s.delivery.transactional_id_prefix}-{k.group_id}-{self.worker_index}"
-        self.producer = make_producer(k, **({"transactional_id": tid} if tid else {}))
+        self.producer = self._clients.producer(k, transactional_id=tid)
         iso = "read_committed" if self.eos else "read_uncommitted"
         if k.group_instance_id:
             # Static membership: each worker is its own member, or they fence each other.
             k = msgspec.structs.replace(
                 k, group_instance_id=f"{k.group_instance_id}-{self.worker_index}"
             )
-        self.consumer = make_consumer(k, isolation_level=iso)
+        self.consumer = self._clients.consumer(k, isolation_level=iso)
         deadline = time.monotonic() + s.delivery.startup_timeout_ms / 1000
         delay = 0.2
         watch = _RefusalWatch()
@@ -187,27 +209,15 @@ class Runtime:
 
     async def _check_topics(self) -> None:
         try:
-            self._missing_inputs = await check_topics(self.settings.kafka, self.settings.topics)
+            self._missing_inputs = await check_topics(
+                self.settings.kafka, self.settings.topics, admin=self._clients.admin
+            )
         except BaseException:
             for client in (self.consumer, self.producer):
                 if client is not None:
                     with contextlib.suppress(KafkaError):
                         await client.stop()
             raise
-
-    def _supervise(self, task: asyncio.Task[None]) -> None:
-        """A background task that ends for any reason but cancellation stops the service."""
-
-        def done(task: asyncio.Task[None]) -> None:
-            if task.cancelled():
-                return
-            error = task.exception() or ServiceError("returned")
-            self._died = (task.get_name(), error)
-            self.ready = False
-            log.error("task_died", task=task.get_name(), error=repr(error))
-            self.stop()
-
-        task.add_done_callback(done)
 
     async def _connect(
         self,
@@ -249,8 +259,8 @@ class Runtime:
                         f"stopped before Kafka at {k.bootstrap_servers} was reachable: {exc}"
                     ) from exc
                 delay = min(delay * 2, 5.0)
-                self.producer = make_producer(k, **({"transactional_id": tid} if tid else {}))
-                self.consumer = make_consumer(k, isolation_level=iso)
+                self.producer = self._clients.producer(k, transactional_id=tid)
+                self.consumer = self._clients.consumer(k, isolation_level=iso)
 
     async def run(self, *, install_signals: bool = True) -> int:
         """Serve until stopped; returns the exit status (0 after a clean drain)."""
@@ -265,7 +275,14 @@ class Runtime:
             await self._stop_http()
             raise
         assert self.producer is not None and self.consumer is not None
-        self.sink = KafkaSink(self.producer)
+        d = self.settings.delivery
+        self.sink = KafkaSink(
+            self.producer,
+            max_inflight=d.max_inflight_decisions,
+            max_inflight_bytes=d.max_inflight_bytes,
+            max_message_bytes=self.settings.kafka.max_request_bytes,
+            tasks=self.tasks,
+        )
         self.pipeline = Pipeline(
             settings=self.settings,
             engine=self.engine,
@@ -274,6 +291,7 @@ class Runtime:
             sink=self.sink,
             model_version=self.model_version,
             observer=self.metrics,
+            tasks=self.tasks,
         )
         self.pipeline.start()
         if self.eos:
@@ -286,18 +304,18 @@ class Runtime:
             model=self.model_version,
         )
         watch = watch_inputs(
-            self.consumer, self.settings.kafka, self.settings.topics, self._missing_inputs
+            self.consumer,
+            self._clients.metadata_refresher(self.consumer),
+            self.settings.kafka,
+            self.settings.topics,
+            self._missing_inputs,
         )
-        self._watch = asyncio.get_running_loop().create_task(watch.run(), name="weir-topic-watch")
-        self._supervise(self._watch)
+        self._watch = self.tasks.spawn(watch.run(), name="weir-topic-watch")
         status = 0
         try:
             await self._loop()
         finally:
             status = await self._shutdown()
-        if self._died is not None:
-            name, error = self._died
-            raise ServiceError(f"stopped because task {name} died: {error!r}") from error
         return status
 
     async def _loop(self) -> None:
@@ -305,10 +323,11 @@ class Runtime:
         consumer = self.consumer
         pipe = self.pipeline
         s = self.settings
+        clock = self._clock
         commit_every = (
             s.delivery.flush_interval_ms if self.eos else s.delivery.commit_interval_ms
-        ) / 1000
-        next_commit = time.monotonic() + commit_every
+        ) * 1_000_000
+        next_commit = clock() + commit_every
         max_records = s.kafka.max_poll_records
         stop = self._stop
         while not stop.is_set():
@@ -321,11 +340,13 @@ class Runtime:
                 if records:
                     await pipe.ingest(records)
             if pipe.failed is not None:
-                raise ServiceError(f"publishing decisions failed: {pipe.failed}") from pipe.failed
+                raise pipe.failed
             self._backpressure()
-            if time.monotonic() >= next_commit:
+            if clock() >= next_commit:
                 await self._commit()
-                next_commit = time.monotonic() + commit_every
+                next_commit = clock() + commit_every
+        if pipe.failed is not None:
+            raise pipe.failed
 
     def _rebuild(self, tp: TopicPartition, records: list[Any], until: int) -> list[Any]:
         assert self.pipeline is not None
@@ -336,8 +357,10 @@ class Runtime:
         return [r for r in records if r.offset >= until]
 
     def _backpressure(self) -> None:
+        """Pause every assigned partition while the scheduler is over its bound or the sink
+        holds its most in-flight decisions; resume when neither is."""
         assert self.consumer is not None and self.pipeline is not None
-        want = self.pipeline.scheduler.paused
+        want = self.pipeline.scheduler.paused or (self.sink is not None and self.sink.full)
         if want == self._paused:
             return
         parts = list(self.consumer.assignment())
@@ -363,7 +386,7 @@ class Runtime:
         }
         if not offsets:
             return
-        t0 = time.monotonic_ns()
+        t0 = self._clock()
         try:
             await self.consumer.commit(offsets)
         except KafkaError as exc:
@@ -371,7 +394,7 @@ class Runtime:
             return
         self.pipeline.tracker.committed({(tp.topic, tp.partition): o for tp, o in offsets.items()})
         self.commits += 1
-        self.metrics.observe_commit(time.monotonic_ns() - t0)
+        self.metrics.observe_commit(self._clock() - t0)
 
     async def _commit_transaction(self) -> None:
         assert self.producer is not None and self.pipeline is not None
@@ -381,7 +404,7 @@ class Runtime:
         drained = await pipe.drain(self.settings.shutdown.drain_timeout_ms / 1000)
         moved = pipe.tracker.to_commit()
         offsets = {TopicPartition(t, p): off for (t, p), off in moved.items()}
-        t0 = time.monotonic_ns()
+        t0 = self._clock()
         try:
             if not drained:
                 raise ServiceError("pipeline did not drain before the transaction commit")
@@ -398,7 +421,7 @@ class Runtime:
             return
         pipe.tracker.committed(moved)
         self.commits += 1
-        self.metrics.observe_commit(time.monotonic_ns() - t0)
+        self.metrics.observe_commit(self._clock() - t0)
         await self.producer.begin_transaction()
 
     async def _abort(self) -> None:
@@ -451,7 +474,7 @@ class Runtime:
                 start = max(0, pos - s.seek_back)
                 self.consumer.seek(tp, start)
                 self._rebuild_until[tp] = pos
-        self.ready = self._died is None  # a dead task's service stays unready until it exits
+        self.ready = self.tasks.failure is None  # a dead task's worker stays unready until exit
         log.info("partitions_assigned", count=len(assigned))
 
     # -- shutdown ---------------------------------------------------------------------------------
@@ -466,11 +489,17 @@ class Runtime:
                 await watch
         try:
             if pipe is not None:
-                if not await pipe.drain(self.settings.shutdown.drain_timeout_ms / 1000):
+                # After a failure nothing more is committed: the restart resumes from the
+                # last commit (a dead dispatcher leaves nothing that could drain).
+                if pipe.failed is None and not await pipe.drain(
+                    self.settings.shutdown.drain_timeout_ms / 1000
+                ):
                     log.warning("drain_timeout", queued=pipe.queued)
                     status = 1
                 if pipe.failed is None:
                     await self._commit()
+                else:
+                    status = 1
                 await pipe.close()
         finally:
             if self.sink is not None:
@@ -494,7 +523,7 @@ class Runtime:
         if not h.enabled:
             return
         port = h.port + self.worker_index if h.port else 0
-        server = OpsServer(self.metrics, h.host, port)
+        server = OpsServer(self.metrics, h.host, port, tasks=self.tasks)
         try:
             await server.start()
         except OSError as exc:

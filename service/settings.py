@@ -126,6 +126,9 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     compression_type: str | None = None
     request_timeout_ms: Positive = 30_000
     retry_backoff_ms: Positive = 100
+    max_request_bytes: Positive = 1_048_576
+    """Largest produce request (aiokafka ``max_request_size``); a larger decision or dead
+    letter fails, naming its size and this limit."""
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -146,6 +149,11 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     """How long to retry reaching the brokers at start before giving up."""
     flush_interval_ms: Positive = 20
     """Exactly-once: how often a transaction is committed."""
+    max_inflight_decisions: Positive = 10_000
+    """Decisions and dead letters produced but not yet acknowledged, at most. At the bound
+    consumption pauses (and publishing waits) until acknowledgements bring it below."""
+    max_inflight_bytes: Positive = 16_777_216
+    """The same bound on their payload bytes (key, value, headers)."""
 
 
 class TopicSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -31,7 +31,7 @@ def readiness(view: RuntimeView) -> tuple[bool, str]:
     if pipe is None:
         return False, "not started: connecting to Kafka"
     if pipe.failed is not None:
-        return False, f"publishing failed: {pipe.failed}"
+        return False, str(pipe.failed)
     if not view.ready:
         return False, "rebalancing: no partitions assigned yet"
     consumer = view.consumer

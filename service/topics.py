@@ -31,15 +31,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError
 
-from service.base import TopicAdmin
+from service.base import Consumer, TopicAdmin
 from service.errors import TopicError
-from service.kafka import admin_kwargs
+from service.kafka import KafkaTopicAdmin
 from service.logs import get_logger
 from service.settings import KafkaSettings, TopicSettings
 
@@ -50,47 +47,6 @@ AdminFactory = Callable[[KafkaSettings], TopicAdmin]
 
 _FIX = "create it, or set [topics] create = true (WEIR_TOPICS__CREATE=true)"
 _FIX_MANY = "create them, or set [topics] create = true (WEIR_TOPICS__CREATE=true)"
-
-
-class KafkaTopicAdmin:
-    """``TopicAdmin`` over aiokafka's admin client, with the settings' security."""
-
-    def __init__(self, k: KafkaSettings) -> None:
-        self._admin = AIOKafkaAdminClient(**admin_kwargs(k))
-
-    async def start(self) -> None:
-        """Connect to the cluster."""
-        await self._admin.start()
-
-    async def topics(self) -> set[str]:
-        """Every topic name the cluster shows this client (metadata for all topics)."""
-        return set(await self._admin.list_topics())
-
-    async def create(self, topic: str, partitions: int, replication_factor: int) -> bool:
-        """Create ``topic``; False when it already existed, the broker's error otherwise."""
-        response = await self._admin.create_topics(
-            [NewTopic(topic, partitions, replication_factor)]
-        )
-        for _name, code, *message in response.topic_errors:
-            if code == TopicAlreadyExistsError.errno:
-                return False
-            if code:
-                raise for_code(code)(message[0] if message and message[0] else topic)
-        return True
-
-    async def has_leaders(self, topic: str) -> bool:
-        """Whether every partition of the existing ``topic`` has a leader."""
-        (described,) = await self._admin.describe_topics([topic])
-        parts: list[dict[str, Any]] = described.get("partitions") or []
-        return (
-            described.get("error_code") == 0
-            and bool(parts)
-            and all(p["leader"] >= 0 for p in parts)
-        )
-
-    async def close(self) -> None:
-        """Disconnect."""
-        await self._admin.close()
 
 
 def _roles(k: KafkaSettings) -> dict[str, str]:
@@ -248,17 +204,19 @@ class InputWatch:
 
 
 def watch_inputs(
-    consumer: AIOKafkaConsumer, k: KafkaSettings, t: TopicSettings, warned: Collection[str]
+    consumer: Consumer,
+    refresh: Callable[[], object],
+    k: KafkaSettings,
+    t: TopicSettings,
+    warned: Collection[str],
 ) -> InputWatch:
-    """The ``InputWatch`` of a subscribed consumer (``warned``: what ``check_topics`` found)."""
-    # aiokafka has no public "fetch metadata now"; its own consumer and producer call the
-    # client's force_metadata_update when metadata is stale, and so does this.
-    client: Any = consumer._client
+    """The ``InputWatch`` of a subscribed consumer (``refresh``: the ``Clients``' metadata
+    refresher of that consumer; ``warned``: what ``check_topics`` found)."""
     return InputWatch(
         k.input_topics,
         bootstrap=k.bootstrap_servers,
         settings=t,
         partitions_for=consumer.partitions_for_topic,
-        refresh=client.force_metadata_update,
+        refresh=refresh,
         warned=warned,
     )

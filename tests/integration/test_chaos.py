@@ -23,6 +23,7 @@ from chaos.poison import poison
 from chaos.pressure import RSS_BOUND_MB, engine_faults, overload
 from chaos.scenarios import format_table
 from chaos.security import sasl_tls
+from chaos.supervision import dispatcher_death, slow_produce
 from chaos.tls import make_pki
 from service.settings import Secret
 
@@ -134,6 +135,21 @@ async def test_sasl_scram_over_tls(chaos_ctx: Context) -> None:
     """Right SCRAM credentials over TLS are served; a wrong password or an unknown CA is refused; no secret is ever shown."""
     row = await sasl_tls(chaos_ctx)
     assert row.lost == 0
+    _verdict(row)
+
+
+async def test_dispatcher_death_stops_and_restarts_from_the_commit(chaos_ctx: Context) -> None:
+    """A dead dispatcher fails readiness and stops the worker non-zero; restarted, it loses nothing."""
+    row = await dispatcher_death(chaos_ctx)
+    assert row.lost == 0
+    _verdict(row)
+
+
+async def test_throttled_produce_path_keeps_in_flight_bounded(chaos_ctx: Context) -> None:
+    """A produce path 10x slower than the input: in-flight decisions bounded, consumption paused, nothing lost."""
+    row = await slow_produce(chaos_ctx)
+    assert row.lost == 0
+    assert row.peak_rss_mb is not None and row.peak_rss_mb < RSS_BOUND_MB
     _verdict(row)
 
 

@@ -23,9 +23,11 @@ from schemas.decision import Decision, Status
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
 from service.errors import ServiceError, TopicError
+from service.kafka import KafkaTopicAdmin
 from service.runtime import Runtime
 from service.settings import Settings, load_settings
-from service.topics import InputWatch, KafkaTopicAdmin
+from service.tasks import TaskDied
+from service.topics import InputWatch
 
 WINDOW = 4
 KEYS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
@@ -714,17 +716,17 @@ async def test_creating_a_topic_that_exists_is_not_an_error(
 async def test_a_dead_topic_watch_stops_serving_with_its_cause(
     topics: dict[str, str], make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The topic watch is supervised: its death drains, commits and ends `run` with the cause."""
+    """The topic watch is supervised: its death fails readiness and ends `run` with the cause."""
 
     def broken(self: InputWatch) -> list[str]:
         raise RuntimeError("injected watch failure")
 
     monkeypatch.setattr(InputWatch, "tick", broken)
     rt = Runtime(make_settings(topics["inp"], topics["out"], topics["dlq"], topics["group"]))
-    with pytest.raises(ServiceError) as info:
+    with pytest.raises(TaskDied) as info:
         await asyncio.wait_for(rt.run(install_signals=False), 60)
     assert str(info.value) == (
-        "stopped because task weir-topic-watch died: RuntimeError('injected watch failure')"
+        "background task 'weir-topic-watch' died: RuntimeError: injected watch failure"
     )
     assert isinstance(info.value.__cause__, RuntimeError)
-    assert not rt.ready
+    assert not rt.ready and rt.tasks.deaths == {"weir-topic-watch": 1}

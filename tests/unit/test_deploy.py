@@ -260,6 +260,33 @@ def test_dockerfiles_are_multi_stage_non_root_runtime_only(name: str, base: str)
             assert (REPO / src).exists(), src
 
 
+@pytest.mark.parametrize(
+    ("name", "lock"), [("Dockerfile.cpu", "runtime.txt"), ("Dockerfile.gpu", "gpu.txt")]
+)
+def test_dockerfiles_install_only_from_the_hashed_lock(name: str, lock: str) -> None:
+    """Each image installs its packages from its hashed lock and builds weir without
+    dependencies or build isolation, so nothing unpinned is fetched."""
+    text = (DEPLOY / "docker" / name).read_text()
+    installs = re.findall(r"pip install[^\n]*", text)
+    assert installs == [
+        f"pip install --no-cache-dir --require-hashes -r requirements/{lock} \\",
+        "pip install --no-cache-dir --no-deps --no-build-isolation . \\",
+    ]
+    assert f"COPY requirements/{lock} ./requirements/" in text
+
+
+@pytest.mark.parametrize("lock", sorted(p.name for p in (REPO / "requirements").glob("*.txt")))
+def test_every_lock_is_hashed_and_names_no_host(lock: str) -> None:
+    """Every requirement in a lock file is pinned with ==, carries sha256 hashes, and no
+    line names an index or host (installs use each tool's default registry)."""
+    text = (REPO / "requirements" / lock).read_text()
+    pins = re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", text, re.M)
+    requirements = [line for line in text.splitlines() if line and line[0].isalnum()]
+    assert pins and len(pins) == len(requirements)
+    assert text.count("--hash=sha256:") >= len(pins)
+    assert not re.search(r"https?://|--index-url|--extra-index-url|--find-links", text)
+
+
 def test_compose_file_is_structurally_valid() -> None:
     """docker-compose.yml has Kafka (KRaft), weir, Prometheus and Grafana wired together:
     dependencies exist, mounted files exist, ports bind to loopback, weir's settings load."""

@@ -52,6 +52,7 @@ EXPECTED_TYPES = {
     "weir_queued_events": ("gauge", set()),
     "weir_ready": ("gauge", set()),
     "weir_rebalances": ("counter", set()),
+    "weir_task_deaths": ("counter", {"task"}),
 }
 
 

@@ -88,3 +88,18 @@ def test_commit_point_never_passes_an_unacked_offset(gaps: list[int], data: st.D
         expected = unacked[0] if unacked else offsets[-1] + 1
         assert t.committable(0) == expected
     assert t.pending() == 0
+
+
+def test_acks_from_before_a_reset_change_nothing() -> None:
+    """An acknowledgement of an offset below the reset point (a decision sent before the
+    rewind or reassignment) neither moves the commit point nor counts as pending."""
+    t: OffsetTracker[str] = OffsetTracker()
+    for off in range(5):
+        t.track("p", off)
+    t.reset("p", 2)
+    t.ack("p", 1)
+    t.track("p", 2)
+    assert t.committable("p") == 2 and t.pending("p") == 1
+    t.ack("p", 2)
+    assert t.committable("p") == 3 and t.pending("p") == 0
+    assert t.holds("p") and not t.holds("q")

@@ -13,7 +13,10 @@ from schemas.codec import dead_letter_codec, decision_codec, event_codec
 from schemas.decision import Decision, Status
 from schemas.events import Quote, SensorReading
 from schemas.features import Task
+from service.errors import PublishError
+from service.kafka import KafkaSink
 from service.memory import MemoryRecord, MemorySink
+from service.memory_kafka import MemoryKafka, MemoryProducer
 from service.pipeline import Pipeline
 from service.settings import Settings, load_settings
 
@@ -197,15 +200,22 @@ async def test_sensor_alerts_on_a_spike(make_pipeline: Any) -> None:
 
 
 async def test_publish_failure_holds_the_commit_point(make_pipeline: Any) -> None:
-    """A decision the broker refused is never acknowledged, so its offset is never committed."""
+    """A decision the broker refused is never acknowledged, so its offset is never committed;
+    the failure names the input's coordinates and keeps the broker's error as its cause."""
+    refusal = RuntimeError("broker said no")
 
     def fail(msg: Any) -> BaseException | None:
         d = decision_codec().decode(msg.value)
-        return RuntimeError("broker said no") if d.offset == 5 else None
+        return refusal if d.offset == 5 else None
 
     pipe, _, _ = make_pipeline(sink=MemorySink(fail=fail))
     await _run(pipe, [_quote_record(i) for i in range(10)])
-    assert isinstance(pipe.failed, RuntimeError)
+    assert isinstance(pipe.failed, PublishError)
+    assert str(pipe.failed) == (
+        "publishing decisions failed: RuntimeError: broker said no - "
+        "topic=weir.events partition=0 offset=5"
+    )
+    assert pipe.failed.__cause__ is refusal
     assert pipe.tracker.committable((TOPIC, 0)) == 5
     assert pipe.counters.produce_errors == 1
 
@@ -306,3 +316,45 @@ async def test_large_ingest_lets_the_dispatcher_run_between_chunks(make_pipeline
     assert min(seen_at) < 100  # decided before ingest reached the middle
     ingests = [d.stamps.ingest_wall_ns for d in got]
     assert len(set(ingests)) > 1
+
+
+async def test_ack_of_a_revoked_partition_is_dropped(make_pipeline: Any) -> None:
+    """A decision acknowledged after its partition was revoked (forgotten by the tracker)
+    is dropped without error, and the other partitions' acks still count."""
+    forgotten: list[int] = []
+
+    def revoke_first(msg: Any) -> None:
+        d = decision_codec().decode(msg.value)
+        if d.partition == 1 and not forgotten:
+            forgotten.append(d.offset)
+            pipe.tracker.forget((TOPIC, 1))  # the revoke completes as this one goes out
+
+    pipe, sink, _ = make_pipeline(sink=MemorySink(on_message=revoke_first))
+    await _run(pipe, [_quote_record(i, partition=i % 2) for i in range(6)])
+    assert forgotten == [1] and pipe.failed is None
+    assert len(_decisions(sink)) == 6
+    assert pipe.tracker.committable((TOPIC, 0)) == 5
+
+
+async def test_drain_waits_for_a_batch_whose_publishing_waits_for_room(
+    make_pipeline: Any,
+) -> None:
+    """A batch whose decisions wait for room in a full sink keeps the pipeline busy: drain
+    returns only once all of them are out and acknowledged."""
+    kafka = MemoryKafka()
+    kafka.create_topic("weir.decisions", 1)
+    producer = MemoryProducer(kafka, None)
+    producer.hold = True
+    sink = KafkaSink(producer, max_inflight=WINDOW)
+    pipe, _, _ = make_pipeline(sink=sink)
+    pipe.start()
+    await pipe.ingest([_quote_record(i) for i in range(WINDOW - 1)])  # warming, held
+    await pipe.ingest([_quote_record(i) for i in range(WINDOW - 1, WINDOW + 2)])
+    await kafka.wait_until(lambda: producer.unanswered == WINDOW)
+    assert sink.full and pipe.scheduler.queued == 0 and not pipe.idle
+    drained = asyncio.get_running_loop().create_task(pipe.drain(5.0))
+    producer.release()
+    assert await drained
+    assert len(kafka.records("weir.decisions")) == WINDOW + 2
+    await pipe.close()
+    await sink.close()

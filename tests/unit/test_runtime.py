@@ -1,33 +1,249 @@
-"""Runtime behaviour that needs no broker: signals and backpressure bookkeeping."""
+"""The runtime's loop over in-memory Kafka clients: commits on the injected clock, the
+transaction abort and rewind, the window rebuild after a seek back, backpressure from the
+sink, a dying dispatcher, and the signals."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
+import msgspec
 import pytest
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 
 import service.runtime as runtime_mod
 from engines.fake import FakeEngine
 from engines.head import Head
+from schemas.codec import decision_codec, event_codec
+from schemas.decision import Decision, Status
+from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
+from service.memory_kafka import MemoryKafka
 from service.runtime import Runtime
-from service.settings import load_settings
+from service.settings import Settings, load_settings
+from service.tasks import TaskDied
+
+IN, OUT, DLQ, GROUP = "in", "out", "dlq", "g"
+MS = 1_000_000
 
 
-def _runtime() -> Runtime:
-    spec = FeatureSpec(task=Task.TRADING, window=2)
-    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
-    engine.warm_up(2)
-    return Runtime(
-        load_settings(env={}),
-        engine=engine,
-        head=Head("trading", ["SELL", "HOLD", "BUY"]),
-        spec=spec,
-        model_version="t",
+class FakeClock:
+    """A monotonic ns clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ns: int) -> None:
+        self.now += ns
+
+
+def _settings(**sections: dict[str, Any]) -> Settings:
+    env = {
+        "WEIR_KAFKA__INPUT_TOPICS": '["in"]',
+        "WEIR_KAFKA__DECISION_TOPIC": OUT,
+        "WEIR_KAFKA__DLQ_TOPIC": DLQ,
+        "WEIR_KAFKA__GROUP_ID": GROUP,
+        "WEIR_HTTP__ENABLED": "false",
+        "WEIR_SCHEDULER__BUDGET_MS": "10000",
+    }
+    for section, values in sections.items():
+        for k, v in values.items():
+            env[f"WEIR_{section.upper()}__{k.upper()}"] = (
+                v if isinstance(v, str) else msgspec.json.encode(v).decode()
+            )
+    return load_settings(env=env)
+
+
+Made = tuple[Runtime, MemoryKafka, FakeClock]
+
+
+@pytest.fixture
+def make_runtime() -> Callable[..., Made]:
+    def make(
+        *, partitions: int = 1, fail: Callable[[int, int], bool] | None = None, **sections: Any
+    ) -> Made:
+        spec = FeatureSpec(task=Task.TRADING, window=2)
+        engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4, fail=fail)
+        engine.warm_up(2)
+        kafka = MemoryKafka()
+        kafka.create_topic(IN, partitions)
+        kafka.create_topic(OUT, partitions)
+        kafka.create_topic(DLQ, 1)
+        clock = FakeClock()
+        rt = Runtime(
+            _settings(**sections),
+            engine=engine,
+            head=Head("trading", ["SELL", "HOLD", "BUY"]),
+            spec=spec,
+            model_version="t",
+            clients=kafka,
+            clock=clock,
+        )
+        return rt, kafka, clock
+
+    return make
+
+
+def _feed(kafka: MemoryKafka, n: int, *, partitions: int = 1, key: str = "BTC") -> None:
+    codec = event_codec()
+    for i in range(n):
+        q = Quote(symbol=key, bid_px=100.0 + i, bid_qty=1.0, ask_px=100.5 + i, ask_qty=2.0)
+        kafka.append(IN, i % partitions, codec.encode(q), key=key.encode())
+
+
+def _decisions(kafka: MemoryKafka) -> list[Decision]:
+    codec = decision_codec()
+    return [codec.decode(r.value or b"") for r in kafka.records(OUT)]
+
+
+def _start(rt: Runtime) -> asyncio.Task[int]:
+    return asyncio.get_running_loop().create_task(rt.run(install_signals=False))
+
+
+def _committed(kafka: MemoryKafka, partitions: int) -> list[int | None]:
+    return [kafka.committed(GROUP, IN, p) for p in range(partitions)]
+
+
+async def test_commits_what_is_acknowledged_when_the_clock_says(make_runtime: Any) -> None:
+    """Nothing is committed before the commit interval has passed on the injected clock;
+    then each partition's offset after its last acknowledged decision is, and a failed
+    commit is retried at the next interval."""
+    rt, kafka, clock = make_runtime(partitions=2, delivery={"commit_interval_ms": 200})
+    _feed(kafka, 20, partitions=2)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 20)
+    assert _committed(kafka, 2) == [None, None]
+    assert rt.consumer is not None
+    rt.consumer.fail_commit = KafkaError("coordinator moved")  # type: ignore[attr-defined]
+    clock.advance(200 * MS)
+    await kafka.wait_until(lambda: rt.consumer.fail_commit is None)  # type: ignore[union-attr]
+    assert _committed(kafka, 2) == [None, None] and rt.commits == 0
+    clock.advance(200 * MS)
+    await kafka.wait_until(lambda: _committed(kafka, 2) == [10, 10])
+    assert rt.commits == 1
+    rt.stop()
+    assert await task == 0
+    assert sorted(d.offset for d in _decisions(kafka)) == sorted(list(range(10)) * 2)
+
+
+async def test_failed_transaction_is_aborted_rewound_and_decided_again(make_runtime: Any) -> None:
+    """Exactly-once: a transaction whose commit fails is aborted, the partitions rewound to
+    the committed offsets and the windows cleared; the next transaction makes every decision
+    again, so exactly one decision per input is visible and the offsets are committed."""
+    rt, kafka, clock = make_runtime(delivery={"mode": "exactly_once", "flush_interval_ms": 20})
+    _feed(kafka, 10)
+    task = _start(rt)
+    await kafka.wait_until(
+        lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == 10
     )
+    producer = kafka.producers[0]
+    producer.fail_commit = KafkaError("fenced")
+    clock.advance(20 * MS)
+    await kafka.wait_until(lambda: producer.aborts == 1 and producer.in_transaction == 10)
+    assert kafka.records(OUT) == [] and _committed(kafka, 1) == [None]
+    clock.advance(20 * MS)
+    await kafka.wait_until(lambda: _committed(kafka, 1) == [10])
+    rt.stop()
+    assert await task == 0
+    got = _decisions(kafka)
+    assert [d.offset for d in got] == list(range(10))
+    assert got[0].status is Status.WARMING  # the cleared window filled again
+    assert {d.status for d in got[1:]} == {Status.OK}
 
 
-def test_first_signal_stops_second_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_seek_back_rebuilds_windows_without_deciding(make_runtime: Any) -> None:
+    """With ``warmup = "seek"`` an assigned partition is read again from ``seek_back``
+    records before the committed offset: those records fill the key windows and get no
+    decision, so the first new record is decided ``ok``, not ``warming``."""
+    rt, kafka, _ = make_runtime(state={"warmup": "seek", "seek_back": 3})
+    _feed(kafka, 10)
+    kafka.commits[(GROUP, TopicPartition(IN, 0))] = 6
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 4)
+    rt.stop()
+    assert await task == 0
+    got = _decisions(kafka)
+    assert [d.offset for d in got] == [6, 7, 8, 9]
+    assert {d.status for d in got} == {Status.OK}
+    assert _committed(kafka, 1) == [10]
+
+
+async def test_sink_bound_pauses_consumption_and_loses_nothing(make_runtime: Any) -> None:
+    """While the broker holds every acknowledgement, at most ``max_inflight_decisions``
+    decisions are in flight and the partitions are paused; once it answers they resume and
+    every input is decided once."""
+    rt, kafka, _ = make_runtime(
+        partitions=2, delivery={"max_inflight_decisions": 4}, kafka={"max_poll_records": 8}
+    )
+    _feed(kafka, 40, partitions=2)
+    task = _start(rt)
+    await kafka.wait_until(lambda: bool(kafka.producers))
+    producer = kafka.producers[0]
+    producer.hold = True
+    await kafka.wait_until(lambda: rt.consumer is not None and bool(rt.consumer.paused()))
+    assert rt.sink is not None and rt.sink.full and rt.pauses == 1
+    producer.release()
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 40)
+    await kafka.wait_until(lambda: not rt.consumer.paused())  # type: ignore[union-attr]
+    rt.stop()
+    assert await task == 0
+    assert producer.max_unanswered <= 4
+    assert sorted(d.offset for d in _decisions(kafka)) == sorted(list(range(20)) * 2)
+
+
+async def test_revoke_drains_commits_and_the_reassignment_resumes_there(
+    make_runtime: Any,
+) -> None:
+    """On revoke the runtime commits what was decided (the clock never reached a periodic
+    commit); the partitions assigned again resume at that commit, deciding nothing twice."""
+    rt, kafka, _ = make_runtime(partitions=2)
+    _feed(kafka, 10, partitions=2)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 10)
+    assert rt.consumer is not None
+    rt.consumer.rebalance()  # type: ignore[attr-defined]
+    await kafka.wait_until(lambda: _committed(kafka, 2) == [5, 5])
+    _feed(kafka, 4, partitions=2)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 14)
+    rt.stop()
+    assert await task == 0
+    assert rt.rebalances == 1 and rt.ready
+    assert sorted(d.offset for d in _decisions(kafka)) == sorted([*range(7), *range(7)])
+
+
+async def test_dispatcher_death_stops_the_runtime_with_its_cause(make_runtime: Any) -> None:
+    """An engine raising something other than ``EngineError`` kills the dispatcher: the
+    runtime stops, commits nothing, raises the death (the process exits non-zero), and
+    readiness and the task-death counter say so."""
+
+    armed = [False]
+
+    def crash(call: int, bucket: int) -> bool:
+        if armed[0]:
+            raise RuntimeError("driver lost")
+        return False
+
+    rt, kafka, _ = make_runtime(fail=crash)
+    armed[0] = True
+    _feed(kafka, 10)
+    with pytest.raises(TaskDied) as info:
+        await _start(rt)
+    assert str(info.value) == "background task 'weir-dispatch' died: RuntimeError: driver lost"
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert rt.metrics.readiness() == (False, str(info.value))
+    assert rt.pipeline is not None and rt.pipeline.tasks.deaths == {"weir-dispatch": 1}
+    # Nothing is committed after the death: the restart begins at the last commit.
+    assert _committed(kafka, 1) == [None]
+
+
+def test_first_signal_stops_second_exits_at_once(
+    make_runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The first SIGTERM/SIGINT asks for a drain; the second exits the process with 130."""
     exits: list[int] = []
 
@@ -35,47 +251,9 @@ def test_first_signal_stops_second_exits_at_once(monkeypatch: pytest.MonkeyPatch
         exits.append(code)
 
     monkeypatch.setattr(runtime_mod.os, "_exit", fake_exit)
-    rt = _runtime()
+    rt, _, _ = make_runtime()
     rt._on_signal()
     assert rt._stop.is_set()
     assert exits == []
     rt._on_signal()
     assert exits == [130]
-
-
-async def test_a_dead_background_task_stops_the_runtime() -> None:
-    """A supervised task that fails stops the service, drops readiness and keeps the cause."""
-    rt = _runtime()
-    rt.ready = True
-
-    async def boom() -> None:
-        raise RuntimeError("watch broke")
-
-    task = asyncio.create_task(boom(), name="weir-topic-watch")
-    rt._supervise(task)
-    await asyncio.wait_for(rt._stop.wait(), 10)
-    assert not rt.ready
-    assert rt._died is not None
-    name, error = rt._died
-    assert name == "weir-topic-watch"
-    assert isinstance(error, RuntimeError) and str(error) == "watch broke"
-
-
-async def test_a_cancelled_background_task_is_not_a_death() -> None:
-    """Cancelling a supervised task at shutdown neither stops the service nor records a death."""
-    rt = _runtime()
-    started = asyncio.Event()
-
-    async def forever() -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    task = asyncio.create_task(forever())
-    rt._supervise(task)
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    # ``_supervise``'s callback was added first, so it ran before this await resumed.
-    assert not rt._stop.is_set()
-    assert rt._died is None

@@ -1,0 +1,93 @@
+"""The pipeline's slot table: what it keeps of each queued event until its decision is out.
+
+A queued event holds one slot: a row of the feature slab (its window, copied at ingest:
+the key's window moves on with later events), the head's target for it, and its
+coordinates and stamps in named columns (plain lists indexed by slot, so filling a slot
+allocates nothing and a batch's columns are read without a per-event object). The table
+has ``capacity`` slots, never more: with none free the event is shed.
+
+One more slot, :attr:`SlotTable.scratch`, never queued and never freed, holds an event
+decided at ingest (``warming``, or ``shed`` for want of a slot) while its decision is
+published, so every decision is made from a slot the same way.
+
+Owned by the event loop (not thread-safe).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SlotTable"]
+
+
+class SlotTable:
+    """Feature slab, targets and per-slot columns of the queued events (module docstring)."""
+
+    __slots__ = (
+        "deadline",
+        "free",
+        "ingest",
+        "kafka_ts",
+        "key",
+        "offset",
+        "partition",
+        "scratch",
+        "slab",
+        "source_ts",
+        "targets",
+        "topic",
+    )
+
+    def __init__(self, capacity: int, n_features: int) -> None:
+        rows = capacity + 1
+        self.slab = np.zeros((rows, n_features), dtype=np.float32)
+        """One feature row per slot (the event's window)."""
+        self.targets = np.zeros(rows, dtype=np.float64)
+        self.scratch = capacity
+        """The slot of an event decided at ingest (see the module docstring)."""
+        self.free = list(range(capacity - 1, -1, -1))
+        """Free slots; ``pop`` takes one, ``release`` gives it back."""
+        self.topic: list[str] = [""] * rows
+        self.partition = [0] * rows
+        self.offset = [0] * rows
+        self.key: list[str] = [""] * rows
+        self.kafka_ts: list[int | None] = [None] * rows
+        """Kafka record timestamp, wall ns (None: the record had none)."""
+        self.source_ts: list[int | None] = [None] * rows
+        """The event's own timestamp, wall ns (None: it carries none)."""
+        self.ingest = [0] * rows
+        """Ingest time, monotonic ns."""
+        self.deadline: list[int | None] = [None] * rows
+        """Deadline, monotonic ns (None: decided at ingest, never queued)."""
+
+    @property
+    def capacity(self) -> int:
+        """Slots events can be queued in (the scratch slot not counted)."""
+        return self.scratch
+
+    def fill(
+        self,
+        slot: int,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: str,
+        kafka_ts: int | None,
+        source_ts: int | None,
+        ingest: int,
+        deadline: int | None,
+    ) -> None:
+        """Write an event's coordinates and stamps into ``slot``."""
+        self.topic[slot] = topic
+        self.partition[slot] = partition
+        self.offset[slot] = offset
+        self.key[slot] = key
+        self.kafka_ts[slot] = kafka_ts
+        self.source_ts[slot] = source_ts
+        self.ingest[slot] = ingest
+        self.deadline[slot] = deadline
+
+    def release(self, slot: int) -> None:
+        """``slot``'s decision is out: it may take another event (the scratch never)."""
+        if slot != self.scratch:
+            self.free.append(slot)

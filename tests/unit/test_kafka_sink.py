@@ -1,0 +1,136 @@
+"""KafkaSink over the in-memory producer: in-flight bounds by count and bytes, the
+too-large message naming its limit, and a dying submitter answering every message."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.errors import MessageSizeTooLargeError
+
+from service.kafka import KafkaSink
+from service.memory_kafka import MemoryKafka, MemoryProducer
+from service.tasks import TaskDied, TaskSupervisor
+
+TOPIC = "out"
+
+
+def _producer(partitions: int = 1) -> tuple[MemoryKafka, MemoryProducer]:
+    kafka = MemoryKafka()
+    kafka.create_topic(TOPIC, partitions)
+    return kafka, MemoryProducer(kafka, None)
+
+
+class _Answers:
+    def __init__(self) -> None:
+        self.got: dict[Any, BaseException | None] = {}
+
+    def __call__(self, token: Any, error: BaseException | None) -> None:
+        self.got[token] = error
+
+
+async def test_count_bound_makes_send_wait_until_answers_come() -> None:
+    """With every answer held, the sink is full at ``max_inflight`` messages and the next
+    send waits; answers free room and it goes through."""
+    kafka, producer = _producer()
+    producer.hold = True
+    sink = KafkaSink(producer, max_inflight=3)
+    answers = _Answers()
+    for i in range(3):
+        await sink.send(TOPIC, b"k", b"v", [], i, answers)
+    assert sink.full and sink.inflight == 3
+    late = asyncio.create_task(sink.send(TOPIC, b"k", b"v", [], 3, answers))
+    await kafka.wait_until(lambda: producer.unanswered == 3)
+    await asyncio.sleep(0)  # one loop turn: the fourth send runs up to its wait
+    assert not late.done() and sink.waits == 1
+    producer.release()
+    await late
+    await sink.flush()
+    assert answers.got == dict.fromkeys(range(4))
+    assert producer.max_unanswered == 3 and not sink.full and sink.inflight == 0
+    await sink.close()
+
+
+async def test_byte_bound_counts_key_value_and_headers() -> None:
+    """The byte bound counts each message's key, value and header bytes (2 + 40 + 8 here):
+    two such messages reach 100 bytes, and the answers bring the count back to zero."""
+    _, producer = _producer()
+    producer.hold = True
+    sink = KafkaSink(producer, max_inflight=100, max_inflight_bytes=100)
+    answers = _Answers()
+    await sink.send(TOPIC, b"kk", b"v" * 40, [("hd", b"123456")], 0, answers)
+    assert sink.inflight_bytes == 50 and not sink.full
+    await sink.send(TOPIC, b"kk", b"v" * 40, [("hd", b"123456")], 1, answers)
+    assert sink.inflight_bytes == 100 and sink.full
+    producer.release()
+    await sink.flush()
+    assert sink.inflight_bytes == 0 and not sink.full
+    await sink.close()
+
+
+async def test_too_large_message_fails_naming_its_size_and_the_limit() -> None:
+    """A message over ``max_message_bytes`` is answered at once with an error that names
+    its size, its topic and the limit; nothing is sent."""
+    _, producer = _producer()
+    sink = KafkaSink(producer, max_message_bytes=64)
+    answers = _Answers()
+    await sink.send(TOPIC, b"key", b"x" * 62, [], "t", answers)
+    error = answers.got["t"]
+    assert isinstance(error, MessageSizeTooLargeError)
+    assert str(error).endswith(
+        "decision of 65 bytes for topic 'out' exceeds the producer's max_request_size=64"
+    )
+    assert sink.inflight == 0 and producer.max_unanswered == 0
+    await sink.close()
+
+
+class _BadFuture:
+    def add_done_callback(self, fn: Any) -> None:
+        raise RuntimeError("callback refused")
+
+
+class _BrokenProducer(MemoryProducer):
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        return _BadFuture()
+
+
+async def test_dying_submitter_answers_every_message_and_stops_the_service() -> None:
+    """When the submitter task dies, the supervisor has the death, every message it held
+    and every later one is answered with it, and flush returns."""
+    kafka = MemoryKafka()
+    kafka.create_topic(TOPIC, 2)
+    heard: list[TaskDied] = []
+    sink = KafkaSink(_BrokenProducer(kafka, None), tasks=TaskSupervisor(on_death=heard.append))
+    answers = _Answers()
+    for i in range(4):
+        await sink.send(TOPIC, b"k%d" % i, b"v", [], i, answers)
+    await sink.flush()
+    assert len(heard) == 1
+    assert str(heard[0]) == (
+        "background task 'weir-sink-submitter' died: RuntimeError: callback refused"
+    )
+    await sink.send(TOPIC, b"k", b"v", [], 9, answers)
+    assert sorted(answers.got) == [0, 1, 2, 3, 9]
+    assert all(isinstance(e, TaskDied) for e in answers.got.values())
+    assert sink.inflight == 0
+    await sink.close()
+
+
+async def test_a_send_that_fits_does_not_overtake_a_waiting_one() -> None:
+    """A small message sent after a large one that waits for room queues behind it: the
+    partition's log keeps the send order (each key's decisions stay in event order)."""
+    kafka, producer = _producer()
+    producer.hold = True
+    sink = KafkaSink(producer, max_inflight=100, max_inflight_bytes=100)
+    answers = _Answers()
+    await sink.send(TOPIC, b"k", b"a" * 59, [], "first", answers)
+    large = asyncio.create_task(sink.send(TOPIC, b"k", b"b" * 49, [], "large", answers))
+    small = asyncio.create_task(sink.send(TOPIC, b"k", b"c" * 9, [], "small", answers))
+    await asyncio.sleep(0)  # one loop turn: both sends run up to their waits
+    assert not large.done() and not small.done() and sink.full and sink.waits == 2
+    producer.release()
+    await asyncio.gather(large, small)
+    await sink.flush()
+    assert [r.value[:1] for r in kafka.records(TOPIC)] == [b"a", b"b", b"c"]
+    assert list(answers.got) == ["first", "large", "small"]
+    await sink.close()
