@@ -30,8 +30,8 @@ from replay.measure import DEFAULT_LAG_THRESHOLD_MS
 from replay.pacing import Pacing
 from replay.plan import SOURCE_TS_MODES, load_plan
 from replay.progress import Progress
-from replay.report import format_summary, format_verdict, write_html
-from replay.results import read_result, write_result
+from replay.report import format_summary, format_verdict, print_outcome, write_html
+from replay.results import read_result
 from replay.runner import DEFAULT_QUIET_S, config_for, run_feed
 from replay.slo import DEFAULT_MIN_ATTAINMENT, Slo, load_slo
 from schemas.codec import Encoding
@@ -141,14 +141,7 @@ def _run_cli(args: argparse.Namespace) -> int:
             progress=progress,
         )
     )
-    print(format_summary(result))
-    assert result.verdict is not None
-    print(format_verdict(result.verdict))
-    if args.out is not None:
-        print(f"results: {write_result(result, args.out)}")
-    if args.html is not None:
-        print(f"report: {write_html(result, args.html)}")
-    return 0 if result.verdict.passed else 1
+    return print_outcome(result, results=args.out, html_page=args.html)
 
 
 def register_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

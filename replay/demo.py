@@ -37,8 +37,8 @@ from replay.kafka import KafkaTransport, ensure_topics
 from replay.pacing import Pacing
 from replay.plan import load_plan
 from replay.progress import Progress
-from replay.report import format_summary, format_verdict, write_html
-from replay.results import RunResult, write_result
+from replay.report import print_outcome
+from replay.results import RunResult
 from replay.runner import config_for, replay, run_feed
 from replay.slo import Slo, load_slo
 from replay.synthetic import synthesize_market
@@ -397,14 +397,9 @@ def _run_cli(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         warmup_events=args.warmup_events,
     )
-    results = write_result(result, out_dir / "results.json")
-    html = write_html(result, out_dir / "report.html")
-    print(format_summary(result))
-    assert result.verdict is not None
-    print(format_verdict(result.verdict))
-    print(f"results: {results}")
-    print(f"report:  {html}   (open it in a browser)")
-    return 0 if result.verdict.passed else 1
+    return print_outcome(
+        result, results=out_dir / "results.json", html_page=out_dir / "report.html"
+    )
 
 
 def register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

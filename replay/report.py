@@ -14,7 +14,7 @@ from pathlib import Path
 
 from replay.charts import STAGE_LABELS, charts
 from replay.errors import ReplayError
-from replay.results import LATENCIES, STAGES, LatencySummary, RunResult, Verdict
+from replay.results import LATENCIES, STAGES, LatencySummary, RunResult, Verdict, write_result
 from replay.svg import Num
 
 # -- text -----------------------------------------------------------------------------------
@@ -144,6 +144,19 @@ text-align:right}td:first-child,th:first-child{text-align:left}
 svg.chart{display:block;margin:8px 0 18px;font-size:11px}svg .title{font-size:13px;font-weight:600}
 pre{background:#f6f6f6;padding:8px;overflow:auto}.note{color:#8a5a00}
 """
+
+
+def print_outcome(r: RunResult, *, results: Path | None, html_page: Path | None) -> int:
+    """Print the summary and verdict, write the results JSON and the HTML report where
+    asked (saying where), and return the exit status: 0 when the SLO passed, else 1."""
+    print(format_summary(r))
+    assert r.verdict is not None
+    print(format_verdict(r.verdict))
+    if results is not None:
+        print(f"results: {write_result(r, results)}")
+    if html_page is not None:
+        print(f"report:  {write_html(r, html_page)}   (open it in a browser)")
+    return 0 if r.verdict.passed else 1
 
 
 def _esc(text: str) -> str:
