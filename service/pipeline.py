@@ -29,11 +29,13 @@ import numpy as np
 from engines.base import Engine, FloatArray
 from engines.errors import EngineError
 from engines.head import Head
-from schemas.codec import dead_letter_codec, decision_codec, event_codec
+from schemas.base import EventDecoder
+from schemas.codec import dead_letter_codec, decision_codec
 from schemas.decision import DeadLetter, Decision, Stamps, Status
 from schemas.errors import DecodeError, SchemaError
 from schemas.features import FeatureSpec
 from service.base import Record, Sink
+from service.inbound import build_decoder
 from service.offsets import OffsetTracker
 from service.scheduler.base import Batch, Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
@@ -102,6 +104,7 @@ class Pipeline:
         wall: Clock = time.time_ns,
         on_backpressure: Callable[[bool], None] | None = None,
         observer: BatchObserver | None = None,
+        decoder: EventDecoder | None = None,
     ) -> None:
         if spec.n_features != engine.n_features:
             raise EngineError(
@@ -128,7 +131,8 @@ class Pipeline:
         engine.observe = False
         self._last_probe = -PROBE_INTERVAL_NS
         k = settings.kafka
-        self._codec = event_codec(k.input_encoding)
+        self._decoder = decoder if decoder is not None else build_decoder(settings)
+        """Record bytes to event, key and source time (``[schema]``; ``schemas.base``)."""
         self._out = decision_codec(k.output_encoding)
         self._dead_codec = dead_letter_codec(k.output_encoding)
         self._decision_topic = k.decision_topic
@@ -243,7 +247,7 @@ class Pipeline:
         turn = prof.p99_ns(prof.max_batch)
         turn_at = now + turn
         w2m = self.w2m.offset_ns
-        codec = self._codec
+        decode = self._decoder.decode
         store = self.state
         sched = self.scheduler
         tracker = self.tracker
@@ -282,8 +286,10 @@ class Pipeline:
                 await self._dead_letter(rec, reason, detail, kafka_ns)
                 continue
             try:
-                event = codec.decode(value, topic=topic, partition=part, offset=off)
-                state = store.update(event, kafka_ns if kafka_ns is not None else wall_now)
+                event, key, source_ns = decode(
+                    value, rec.headers, topic=topic, partition=part, offset=off
+                )
+                state = store.update(event, kafka_ns if kafka_ns is not None else wall_now, key)
             except DecodeError as exc:
                 await self._dead_letter(rec, exc.code, str(exc), kafka_ns)
                 continue
@@ -292,16 +298,11 @@ class Pipeline:
                 continue
             tk = (topic, type(event))
             kinds[tk] = kinds.get(tk, 0) + 1
-            key = event.key
             if not state.ready:
-                await self._publish(
-                    topic, part, off, key, Status.WARMING, kafka_ns, event.source_ts_ns, now
-                )
+                await self._publish(topic, part, off, key, Status.WARMING, kafka_ns, source_ns, now)
                 continue
             if not free:
-                await self._publish(
-                    topic, part, off, key, Status.SHED, kafka_ns, event.source_ts_ns, now
-                )
+                await self._publish(topic, part, off, key, Status.SHED, kafka_ns, source_ns, now)
                 continue
             slot = free.pop()
             state.write_window(slab[slot])
@@ -311,10 +312,10 @@ class Pipeline:
             self._off[slot] = off
             self._key[slot] = key
             self._kafka_ts[slot] = kafka_ns
-            self._source_ts[slot] = event.source_ts_ns
+            self._source_ts[slot] = source_ns
             self._ingest[slot] = now
             d = self.budgets.policy(topic).deadline_ns(
-                now, kafka_wall_ns=kafka_ns, source_wall_ns=event.source_ts_ns, wall_to_mono_ns=w2m
+                now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
             )
             self._deadline[slot] = d
             outcome = sched.submit(Item(slot, key, Deadline(d)), now)
@@ -325,7 +326,7 @@ class Pipeline:
 
     def warm(self, records: Iterable[Record]) -> None:
         """Fold already-decided records into the key windows only (after a seek back)."""
-        codec = self._codec
+        decode = self._decoder.decode
         store = self.state
         wall_now = self._wall()
         for rec in records:
@@ -334,7 +335,8 @@ class Pipeline:
                 continue
             ts_ms = rec.timestamp
             try:
-                store.update(codec.decode(value), ts_ms * 1_000_000 if ts_ms >= 0 else wall_now)
+                event, key, _ = decode(value, rec.headers)
+                store.update(event, ts_ms * 1_000_000 if ts_ms >= 0 else wall_now, key)
             except SchemaError:
                 continue  # it went to the dead-letter topic the first time
 
