@@ -100,7 +100,7 @@ def avro_reader(schema_text: str) -> Reader:
     try:
         parsed = fastavro.parse_schema(json.loads(schema_text))
     except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
-        raise SchemaError(f"not a valid Avro schema: {exc}") from exc
+        raise SchemaError(f"not a valid Avro schema: {type(exc).__name__}: {exc}") from exc
     read = fastavro.schemaless_reader
 
     def reader(payload: memoryview) -> object:
@@ -129,8 +129,10 @@ def json_schema_reader(schema_text: str) -> Reader:
         schema = json.loads(schema_text)
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
-    except (ValueError, jsonschema.SchemaError) as exc:
+    except ValueError as exc:
         raise SchemaError(f"not a valid JSON Schema: {exc}") from exc
+    except jsonschema.SchemaError as exc:
+        raise SchemaError(f"not a valid JSON Schema: {exc.message}") from exc
     validator = cls(schema)
     decode = msgspec.json.Decoder().decode
 
