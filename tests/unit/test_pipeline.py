@@ -14,11 +14,12 @@ import pytest
 from schemas.codec import dead_letter_codec, decision_codec, event_codec
 from schemas.confluent import ConfluentDecoder, MemorySchemas, frame
 from schemas.decision import Decision, Status
-from schemas.decoders import FieldMap
+from schemas.decoders import FieldMap, StructDecoder
 from schemas.events import Quote, SensorReading
 from schemas.features import Task
 from service.memory import MemoryRecord, MemorySink
 from service.pipeline import Pipeline
+from service.registry import RegistryClient, RegistryError
 from service.settings import Settings, load_settings
 
 WINDOW = 4  # the window of the conftest fixtures
@@ -368,3 +369,48 @@ async def test_avro_input_decides_and_dead_letters_with_reasons(make_pipeline: A
     )
     assert dead[2].value == reading(10)[:-4]
     assert schemas.lookups == 2
+
+
+class _Reading(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's own event type, which weir's built-in features do not take."""
+
+    device: str
+    temp: float
+
+
+@pytest.mark.parametrize("task", [Task.SENSOR, Task.TRADING])
+async def test_user_struct_into_builtin_features_is_dead_lettered(
+    make_pipeline: Any, task: Task
+) -> None:
+    """A user Struct reaching weir's own features is refused (``wrong_task``), never
+    folded into a window as zeros."""
+    decoder = StructDecoder(_Reading, key_field="device")
+    pipe, sink, _ = make_pipeline(task=task, decoder=decoder)
+    await _run(pipe, [MemoryRecord(TOPIC, 0, 0, b'{"device":"d","temp":1.5}')])
+    dead = [dead_letter_codec().decode(m.value) for m in sink.on("weir.dlq")]
+    assert [(d.reason, d.detail) for d in dead] == [
+        ("wrong_task", f"{task} features got a _Reading, not one of weir's event types")
+    ]
+    assert _decisions(sink) == [] and len(pipe.state) == 0
+
+
+async def test_unreachable_registry_stops_ingest_without_dead_letters(make_pipeline: Any) -> None:
+    """A registry that does not answer raises RegistryError out of ingest: the record is not
+    at fault, so it is neither dead-lettered nor committed past."""
+
+    def refuse(url: str, timeout_s: float) -> tuple[int, bytes]:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    field_map = FieldMap(kind="sensor", key_field="device", values={"value": "temp"})
+    client = RegistryClient("http://registry:8081", fetch=refuse)
+    pipe, sink, _ = make_pipeline(
+        task=Task.SENSOR, decoder=ConfluentDecoder(client, field_map, "AVRO")
+    )
+    with pytest.raises(RegistryError) as info:
+        await pipe.ingest([MemoryRecord(TOPIC, 0, 0, frame(1, b"\x02d"))])
+    assert str(info.value) == (
+        "schema registry http://registry:8081/schemas/ids/1 unreachable: "
+        "[Errno 111] Connection refused"
+    )
+    assert sink.on("weir.dlq") == [] and pipe.tracker.to_commit() == {}
+    await pipe.close()
