@@ -27,15 +27,12 @@ from typing import Any, NamedTuple, Protocol
 Headers = Sequence[tuple[str, bytes]]
 
 
-class Inbound(NamedTuple):
-    """One decoded record: what the pipeline needs of it."""
-
-    event: Any
-    """What the feature code receives (a weir wire type, or the user's own Struct)."""
-    key: str
-    """Partitioning and state key."""
-    source_ts_ns: int | None
-    """The event's own wall time in ns since the epoch, ``None`` when it has none."""
+Inbound = tuple[Any, str, int | None]
+"""One decoded record, ``(event, key, source_ts_ns)``: what the feature code receives (a weir
+wire type, or the user's own Struct), the partitioning and state key, and the event's own
+wall time in ns since the epoch (``None`` when it has none). A plain tuple: one is made per
+record, and the pipeline unpacks it at once.
+"""
 
 
 class EventDecoder(Protocol):

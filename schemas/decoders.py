@@ -24,7 +24,7 @@ import msgspec
 from schemas.base import Headers, Inbound
 from schemas.codec import Codec, Encoding, event_codec
 from schemas.errors import DecodeError, SchemaError
-from schemas.events import EVENT_KINDS, EVENT_TYPES, SensorReading
+from schemas.events import EVENT_KINDS, EVENT_TYPES, Event, SensorReading
 
 UNIT_NS: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 """Nanoseconds per unit of a source-time field."""
@@ -57,10 +57,15 @@ def _to_ns(raw: object, unit_ns: int) -> int | None:
 class WireDecoder:
     """weir's own wire types (``schemas.events.Event``) in JSON or MessagePack."""
 
-    __slots__ = ("_codec",)
+    __slots__ = ("_codec", "_raw")
 
     def __init__(self, encoding: Encoding | str = Encoding.JSON) -> None:
         self._codec = event_codec(encoding)
+        self._raw = (
+            msgspec.json.Decoder(Event)
+            if self._codec.encoding is Encoding.JSON
+            else msgspec.msgpack.Decoder(Event)
+        )
 
     def decode(
         self,
@@ -72,8 +77,12 @@ class WireDecoder:
         offset: int | None = None,
     ) -> Inbound:
         """Decode one wire event (see ``schemas.base.EventDecoder``)."""
-        event = self._codec.decode(value, topic=topic, partition=partition, offset=offset)
-        return Inbound(event, event.key, event.source_ts_ns)
+        try:
+            event = self._raw.decode(value)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            # The codec words the failure (and raises it): only failures pay for that.
+            event = self._codec.decode(value, topic=topic, partition=partition, offset=offset)
+        return (event, event.key, event.source_ts_ns)
 
 
 def load_struct(path: str) -> type[msgspec.Struct]:
@@ -152,7 +161,7 @@ class StructDecoder:
                     partition=partition,
                     offset=offset,
                 )
-        return Inbound(event, key, ts)
+        return (event, key, ts)
 
 
 class FieldMap:
@@ -248,7 +257,7 @@ class FieldMap:
             event = msgspec.convert(data, self.type)
         except msgspec.ValidationError as exc:
             raise fail(self._name_input(str(exc)), "invalid_value") from exc
-        return Inbound(event, event.key, event.source_ts_ns)
+        return (event, event.key, event.source_ts_ns)
 
     def _name_input(self, message: str) -> str:
         """msgspec's message with the wire field's path replaced by the input field."""

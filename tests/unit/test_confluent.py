@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from schemas.base import Inbound
 from schemas.confluent import ConfluentDecoder, MemorySchemas, SchemaType, frame, unframe
 from schemas.decoders import FieldMap
 from schemas.errors import DecodeError
@@ -73,7 +72,7 @@ def test_avro_record_decodes_into_the_mapped_event() -> None:
         frame(sid, _avro({"device": "d1", "temp_c": 20.5, "at": 1_700_000_000_123})), []
     )
     ts = 1_700_000_000_123_000_000
-    assert got == Inbound(SensorReading(sensor_id="d1", value=20.5, source_ts_ns=ts), "d1", ts)
+    assert got == (SensorReading(sensor_id="d1", value=20.5, source_ts_ns=ts), "d1", ts)
 
 
 def test_each_schema_id_is_looked_up_once() -> None:
@@ -189,7 +188,7 @@ def test_json_schema_record_decodes_and_is_checked() -> None:
     sid = schemas.register("JSON", JSON_SCHEMA)
     dec = _decoder(schemas, SchemaType.JSON, ts="")
     got = dec.decode(frame(sid, b'{"device":"d2","temp_c":3}'), [])
-    assert got == Inbound(SensorReading(sensor_id="d2", value=3.0), "d2", None)
+    assert got == (SensorReading(sensor_id="d2", value=3.0), "d2", None)
     err = _fails(dec, frame(sid, b'{"device":"d2","temp_c":"hot"}'))
     assert err.code == "schema_mismatch"
     assert err.reason == (

@@ -7,7 +7,6 @@ import datetime as dt
 import msgspec
 import pytest
 
-from schemas.base import Inbound
 from schemas.codec import event_codec
 from schemas.decoders import FieldMap, FieldMapDecoder, StructDecoder, WireDecoder, load_struct
 from schemas.errors import DecodeError, SchemaError
@@ -44,7 +43,7 @@ def test_wire_decoder_gives_the_event_its_key_and_time() -> None:
     """weir's own wire types decode as before, with key and source time from the event."""
     q = Quote(symbol="ETH", bid_px=1.0, bid_qty=1.0, ask_px=2.0, ask_qty=1.0, source_ts_ns=5)
     got = WireDecoder("msgpack").decode(event_codec("msgpack").encode(q), [])
-    assert got == Inbound(q, "ETH", 5)
+    assert got == (q, "ETH", 5)
 
 
 def test_wire_decoder_error_names_the_field_and_coordinates() -> None:
@@ -86,8 +85,10 @@ def test_struct_decoder_passes_the_users_event_through() -> None:
     """The user's Struct reaches the caller as decoded, keyed and timed by named fields."""
     dec = StructDecoder(Reading, key_field="device", source_ts_field="at_ms")
     got = dec.decode(b'{"device":"d1","temp_c":21.5,"at_ms":1700000000000}', [])
-    assert got == Inbound(
-        Reading(device="d1", temp_c=21.5, at_ms=1_700_000_000_000), "d1", 1_700_000_000_000_000_000
+    assert got == (
+        Reading(device="d1", temp_c=21.5, at_ms=1_700_000_000_000),
+        "d1",
+        1_700_000_000_000_000_000,
     )
 
 
@@ -96,7 +97,7 @@ def test_struct_decoder_reads_a_key_property_and_stringifies_ints() -> None:
     got = StructDecoder(Keyed, "msgpack").decode(
         msgspec.msgpack.encode({"site": 7, "level": 1.0}), []
     )
-    assert got.key == "7" and got.source_ts_ns is None and got.event == Keyed(site=7, level=1.0)
+    assert got == (Keyed(site=7, level=1.0), "7", None)
 
 
 def test_struct_decoder_refuses_unknown_fields_at_build() -> None:
@@ -133,7 +134,7 @@ def test_field_map_builds_a_wire_event() -> None:
     """Input fields feed the wire type's key, value and source time (ms scaled to ns)."""
     dec = FieldMapDecoder(_sensor_map(source_ts_field="ts"))
     got = dec.decode(b'{"device":"d1","temp_c":3.5,"ts":1000,"extra":true}', [])
-    assert got == Inbound(SensorReading(sensor_id="d1", value=3.5, source_ts_ns=10**9), "d1", 10**9)
+    assert got == (SensorReading(sensor_id="d1", value=3.5, source_ts_ns=10**9), "d1", 10**9)
 
 
 def test_field_map_reads_msgpack_int_keys_and_datetimes() -> None:
@@ -146,8 +147,11 @@ def test_field_map_reads_msgpack_int_keys_and_datetimes() -> None:
     )
     at = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     got = fm.apply({"id": 42, "b": 1.0, "bq": 2.0, "a": 1.5, "aq": 3.0, "t": at})
-    assert got.key == "42" and got.source_ts_ns == 1_704_067_200 * 10**9
-    assert isinstance(got.event, Quote) and got.event.ask_qty == 3.0
+    event, key, ts = got
+    assert key == "42" and ts == 1_704_067_200 * 10**9
+    assert event == Quote(
+        symbol="42", bid_px=1.0, bid_qty=2.0, ask_px=1.5, ask_qty=3.0, source_ts_ns=ts
+    )
 
 
 @pytest.mark.parametrize(
@@ -212,3 +216,25 @@ def test_field_map_is_checked_at_build(kw: dict[str, object], message: str) -> N
     with pytest.raises(SchemaError) as info:
         _sensor_map(**kw)  # type: ignore[arg-type]
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "reason"),
+    [
+        (b"\xff", "malformed", "invalid UTF-8 at byte 0"),
+        (
+            b'{"kind":"quote","symbol":"A","x":' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+            "malformed",
+            "nested too deeply",
+        ),
+        (b'{"kind":"weather"}', "unknown_kind", "Invalid value 'weather' - at `$.kind`"),
+    ],
+)
+def test_wire_decoder_failures_are_worded_by_the_codec(
+    payload: bytes, code: str, reason: str
+) -> None:
+    """Every way the fast path fails is re-decoded by the codec, which names it."""
+    with pytest.raises(DecodeError) as info:
+        WireDecoder().decode(payload, [], **WHERE)
+    assert info.value.code == code
+    assert str(info.value) == f"decode failed: {reason} - topic=t partition=2 offset=9"
