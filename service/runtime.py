@@ -48,6 +48,7 @@ from engines.registry import load_model
 from schemas.features import FeatureSpec
 from service.errors import BrokerError, ServiceError
 from service.http import OpsServer
+from service.inbound import build_decoder
 from service.kafka import KafkaSink, make_consumer, make_producer
 from service.logs import get_logger
 from service.metrics import Metrics
@@ -120,6 +121,9 @@ class Runtime:
         self.head = head
         self.spec = spec
         self.model_version = model_version or engine.describe().model_version
+        self.decoder = build_decoder(settings)
+        """The input's decoder (``[schema]``), built before any connection: a bad setting
+        stops the start with nothing to close."""
         self.eos = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
         self._fail_hook = fail_hook
         self._stop = asyncio.Event()
@@ -274,6 +278,7 @@ class Runtime:
             sink=self.sink,
             model_version=self.model_version,
             observer=self.metrics,
+            decoder=self.decoder,
         )
         self.pipeline.start()
         if self.eos:

@@ -10,16 +10,17 @@ import service.runtime as runtime_mod
 from engines.fake import FakeEngine
 from engines.head import Head
 from schemas.features import FeatureSpec, Task
+from service.errors import ConfigError
 from service.runtime import Runtime
 from service.settings import load_settings
 
 
-def _runtime() -> Runtime:
+def _runtime(**env: str) -> Runtime:
     spec = FeatureSpec(task=Task.TRADING, window=2)
     engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
     engine.warm_up(2)
     return Runtime(
-        load_settings(env={}),
+        load_settings(env=env),
         engine=engine,
         head=Head("trading", ["SELL", "HOLD", "BUY"]),
         spec=spec,
@@ -79,3 +80,14 @@ async def test_a_cancelled_background_task_is_not_a_death() -> None:
     # ``_supervise``'s callback was added first, so it ran before this await resumed.
     assert not rt._stop.is_set()
     assert rt._died is None
+
+
+def test_bad_schema_settings_stop_the_runtime_before_it_connects() -> None:
+    """A ``[schema]`` setting that names no importable Struct fails at construction,
+    before any Kafka client exists."""
+    with pytest.raises(ConfigError) as info:
+        _runtime(WEIR_SCHEMA__FORMAT="struct", WEIR_SCHEMA__STRUCT="weir_nowhere:Event")
+    assert str(info.value) == (
+        "[schema]: event struct 'weir_nowhere:Event': cannot import weir_nowhere: "
+        "No module named 'weir_nowhere'"
+    )
