@@ -95,7 +95,7 @@ def avro_reader(schema_text: str) -> Reader:
     """A reader of Avro binary payloads written with ``schema_text``."""
     try:
         import fastavro
-    except ImportError as exc:  # pragma: no cover - depends on the install
+    except ImportError as exc:
         raise SchemaError("Avro input needs fastavro: pip install 'weir[registry]'") from exc
     try:
         parsed = fastavro.parse_schema(json.loads(schema_text))
@@ -121,7 +121,7 @@ def json_schema_reader(schema_text: str) -> Reader:
     """A reader of JSON payloads checked against the JSON Schema ``schema_text``."""
     try:
         import jsonschema
-    except ImportError as exc:  # pragma: no cover - depends on the install
+    except ImportError as exc:
         raise SchemaError(
             "JSON Schema input needs jsonschema: pip install 'weir[registry]'"
         ) from exc
@@ -149,6 +149,9 @@ def json_schema_reader(schema_text: str) -> Reader:
     return reader
 
 
+_PROBE = {SchemaType.AVRO: '"null"', SchemaType.JSON: "{}"}
+"""A trivial schema of each type, read at construction to import its library."""
+
 _READERS: dict[SchemaType, Callable[[str], Reader]] = {
     SchemaType.AVRO: avro_reader,
     SchemaType.JSON: json_schema_reader,
@@ -167,6 +170,9 @@ class ConfluentDecoder:
         self.field_map = field_map
         self.schema_type = SchemaType(schema_type)
         self._readers: dict[int, Reader | _Refused] = {}
+        # Import the schema library now: its first import takes hundreds of milliseconds,
+        # which would otherwise fall on the first record's deadline budget.
+        _READERS[self.schema_type](_PROBE[self.schema_type])
 
     def decode(
         self,

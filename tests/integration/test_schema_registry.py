@@ -18,6 +18,7 @@ import io
 import json
 import re
 import threading
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,6 +38,18 @@ fastavro = pytest.importorskip("fastavro", reason="the registry extra is not ins
 
 WINDOW = 4
 KEYS = ("BTCUSDT", "ETHUSDT")
+TICK_JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "instrument": {"type": "string"},
+        "bid": {"type": "number"},
+        "bid_size": {"type": "number"},
+        "ask": {"type": "number"},
+        "ask_size": {"type": "number"},
+        "exchange_time": {"type": "integer"},
+    },
+    "required": ["instrument", "bid", "bid_size", "ask", "ask_size", "exchange_time"],
+}
 QUOTE_SCHEMA = {
     "type": "record",
     "name": "Tick",
@@ -122,13 +135,11 @@ def registry() -> Iterator[StandInRegistry]:
         thread.join()
 
 
-def _register(url: str, subject: str, schema: dict[str, Any]) -> int:
+def _register(url: str, subject: str, schema: dict[str, Any], schema_type: str = "AVRO") -> int:
     """Register ``schema`` as a producer's serializer would; returns its id."""
-    import urllib.request
-
     request = urllib.request.Request(  # noqa: S310 - loopback stand-in
         f"{url}/subjects/{subject}/versions",
-        data=json.dumps({"schema": json.dumps(schema)}).encode(),
+        data=json.dumps({"schema": json.dumps(schema), "schemaType": schema_type}).encode(),
         headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
         method="POST",
     )
@@ -178,6 +189,37 @@ async def _read(bootstrap: str, topic: str, n: int) -> list[Any]:
     return got
 
 
+def _settings(
+    bootstrap: str, topics: tuple[str, str, str], bundle: Path, registry_url: str, fmt: str
+) -> Settings:
+    """Serve ``topics`` (input, decisions, dead letters) reading ``fmt`` ticks as quotes."""
+    inp, out, dlq = topics
+    return load_settings(
+        env={
+            "WEIR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "WEIR_KAFKA__INPUT_TOPICS": f'["{inp}"]',
+            "WEIR_KAFKA__DECISION_TOPIC": out,
+            "WEIR_KAFKA__DLQ_TOPIC": dlq,
+            "WEIR_KAFKA__GROUP_ID": f"g-{inp}",
+            "WEIR_KAFKA__FETCH_MAX_WAIT_MS": "5",
+            "WEIR_ENGINE__BUNDLE": str(bundle),
+            "WEIR_ENGINE__MAX_BATCH": "16",
+            "WEIR_ENGINE__WARMUP_ITERS": "20",
+            "WEIR_SCHEDULER__BUDGET_MS": "200",
+            "WEIR_HTTP__ENABLED": "false",
+            "WEIR_LOG__LEVEL": "warning",
+            "WEIR_SCHEMA__FORMAT": fmt,
+            "WEIR_SCHEMA__REGISTRY_URL": registry_url,
+            "WEIR_SCHEMA__KIND": "quote",
+            "WEIR_SCHEMA__KEY_FIELD": "instrument",
+            "WEIR_SCHEMA__SOURCE_TS_FIELD": "exchange_time",
+            "WEIR_SCHEMA__VALUES": (
+                '{ bid_px = "bid", bid_qty = "bid_size", ask_px = "ask", ask_qty = "ask_size" }'
+            ),
+        }
+    )
+
+
 async def test_avro_input_decides_and_dead_letters(
     kafka_bootstrap: str, topic_factory: Any, registry: StandInRegistry, tmp_path: Path
 ) -> None:
@@ -187,30 +229,7 @@ async def test_avro_input_decides_and_dead_letters(
     inp, out, dlq = [await topic_factory(1, prefix=p) for p in ("in", "out", "dlq")]
     write_tiny_trading_bundle(tmp_path / "b", window=WINDOW, model_version="avro-1")
     schema_id = await asyncio.to_thread(_register, registry.url, f"{inp}-value", QUOTE_SCHEMA)
-    settings = load_settings(
-        env={
-            "WEIR_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "WEIR_KAFKA__INPUT_TOPICS": f'["{inp}"]',
-            "WEIR_KAFKA__DECISION_TOPIC": out,
-            "WEIR_KAFKA__DLQ_TOPIC": dlq,
-            "WEIR_KAFKA__GROUP_ID": f"g-{inp}",
-            "WEIR_KAFKA__FETCH_MAX_WAIT_MS": "5",
-            "WEIR_ENGINE__BUNDLE": str(tmp_path / "b"),
-            "WEIR_ENGINE__MAX_BATCH": "16",
-            "WEIR_ENGINE__WARMUP_ITERS": "20",
-            "WEIR_SCHEDULER__BUDGET_MS": "200",
-            "WEIR_HTTP__ENABLED": "false",
-            "WEIR_LOG__LEVEL": "warning",
-            "WEIR_SCHEMA__FORMAT": "avro",
-            "WEIR_SCHEMA__REGISTRY_URL": registry.url,
-            "WEIR_SCHEMA__KIND": "quote",
-            "WEIR_SCHEMA__KEY_FIELD": "instrument",
-            "WEIR_SCHEMA__SOURCE_TS_FIELD": "exchange_time",
-            "WEIR_SCHEMA__VALUES": (
-                '{ bid_px = "bid", bid_qty = "bid_size", ask_px = "ask", ask_qty = "ask_size" }'
-            ),
-        }
-    )
+    settings = _settings(kafka_bootstrap, (inp, out, dlq), tmp_path / "b", registry.url, "avro")
     items = [_tick(schema_id, i) for i in range(20)]
     truncated = items[5][1][:-6]
     bad = [
@@ -250,3 +269,53 @@ async def test_avro_input_decides_and_dead_letters(
         f"decode failed: payload does not match AVRO schema id {schema_id}: "
     )
     assert registry.lookups == {schema_id: 1, schema_id + 41: 1}
+
+
+async def test_json_schema_input_decides_and_dead_letters_mismatches(
+    kafka_bootstrap: str, topic_factory: Any, registry: StandInRegistry, tmp_path: Path
+) -> None:
+    """Confluent-framed JSON ticks valid under their JSON Schema are decided; one that
+    breaks the schema is dead-lettered as ``schema_mismatch`` naming the rule it broke."""
+    inp, out, dlq = [await topic_factory(1, prefix=p) for p in ("in", "out", "dlq")]
+    write_tiny_trading_bundle(tmp_path / "b", window=WINDOW, model_version="json-1")
+    sid = await asyncio.to_thread(_register, registry.url, f"{inp}-value", TICK_JSON_SCHEMA, "JSON")
+    settings = _settings(
+        kafka_bootstrap, (inp, out, dlq), tmp_path / "b", registry.url, "json_schema"
+    )
+
+    def tick(i: int, bid: object = 100.0) -> bytes:
+        record = {
+            "instrument": KEYS[i % 2],
+            "bid": bid,
+            "bid_size": 1.0,
+            "ask": 100.5,
+            "ask_size": 2.0,
+            "exchange_time": 1_700_000_000_000 + i,
+        }
+        return frame(sid, json.dumps(record).encode())
+
+    values = [tick(i) for i in range(6)] + [tick(6, bid="cheap")] + [tick(i) for i in range(7, 12)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for v in values:
+            await producer.send_and_wait(inp, value=v, key=b"k")
+    finally:
+        await producer.stop()
+    async with _serving(settings):
+        dead = await _read(kafka_bootstrap, dlq, 1)
+        decided = await _read(kafka_bootstrap, out, 11)
+    decisions = [decision_codec().decode(r.value) for r in decided]
+    assert sorted(d.offset for d in decisions) == [*range(6), *range(7, 12)]
+    statuses = {d.offset: d.status for d in decisions}
+    assert statuses == {
+        **dict.fromkeys(range(6), Status.WARMING),
+        **dict.fromkeys(range(7, 12), Status.OK),
+    }, [(d.offset, d.status, d.error) for d in decisions]
+    (letter,) = [dead_letter_codec().decode(r.value) for r in dead]
+    assert (letter.offset, letter.reason) == (6, "schema_mismatch")
+    assert letter.detail == (
+        f"decode failed: payload does not match JSON schema id {sid}: "
+        f"'cheap' is not of type 'number' at $.bid - topic={inp} partition=0 offset=6"
+    )
+    assert registry.lookups == {sid: 1}

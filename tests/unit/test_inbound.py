@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from schemas.confluent import ConfluentDecoder, MemorySchemas, SchemaType
@@ -26,6 +28,8 @@ def test_default_is_weirs_wire_types() -> None:
 
 def test_each_format_builds_its_decoder() -> None:
     """struct, fields, avro and json_schema each build their decoder from the settings."""
+    pytest.importorskip("fastavro", reason="the registry extra is not installed")
+    pytest.importorskip("jsonschema", reason="the registry extra is not installed")
     struct = build_decoder(
         _settings(format="struct", struct="schemas.events:SensorReading", key_field="sensor_id")
     )
@@ -82,3 +86,24 @@ def test_unknown_format_is_a_settings_error() -> None:
     assert str(info.value).startswith(
         "bad settings from defaults + environment (WEIR_SCHEMA__FORMAT)"
     )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "module", "message"),
+    [
+        ("avro", "fastavro", "Avro input needs fastavro: pip install 'weir[registry]'"),
+        (
+            "json_schema",
+            "jsonschema",
+            "JSON Schema input needs jsonschema: pip install 'weir[registry]'",
+        ),
+    ],
+)
+def test_missing_schema_library_is_named_at_start(
+    monkeypatch: pytest.MonkeyPatch, fmt: str, module: str, message: str
+) -> None:
+    """Without the registry extra, an Avro or JSON Schema input stops the start naming it."""
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    with pytest.raises(ConfigError) as info:
+        build_decoder(_settings(format=fmt, **SENSOR_MAP), source=MemorySchemas())
+    assert str(info.value) == f"[schema]: {message}"
