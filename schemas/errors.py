@@ -15,6 +15,7 @@ One root, one subtree per package; a third-party error is wrapped at the seam an
     │   ├── BrokerError             (retriable)         a broker not reachable or startable
     │   ├── ProcessError                                a child process not startable or stoppable
     │   ├── TopicError                                  a needed topic missing or not creatable
+    │   ├── RegistryError           (service.registry)  schema registry unreachable (retriable)
     │   ├── SchedulerError          (service.scheduler) the scheduler called off-contract
     │   └── OffsetError             (service.offsets)   offsets tracked out of order
     └── ReplayError                 (replay.errors)     record, replay, measure, report

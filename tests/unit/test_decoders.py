@@ -180,6 +180,11 @@ def test_field_map_reads_msgpack_int_keys_and_datetimes() -> None:
             "Expected `float` <= 1000000000000.0 - at `temp_c` (for `value`)",
         ),
         (b"[1,2]", "invalid_value", "Expected `object`, got `array`"),
+        (
+            b'{"device":"d","temp_c":1.0,"ts":true}',
+            "invalid_value",
+            "field `ts` is True, expected a time",
+        ),
         (b"{", "malformed", "Input data was truncated"),
     ],
 )
@@ -238,3 +243,27 @@ def test_wire_decoder_failures_are_worded_by_the_codec(
         WireDecoder().decode(payload, [], **WHERE)
     assert info.value.code == code
     assert str(info.value) == f"decode failed: {reason} - topic=t partition=2 offset=9"
+
+
+def test_field_map_scales_float_and_null_times() -> None:
+    """A float time is scaled by its unit; a null time means the event has none."""
+    fm = _sensor_map(source_ts_field="ts", source_ts_unit="s")
+    assert fm.apply({"device": "d", "temp_c": 1.0, "ts": 1.5})[2] == 1_500_000_000
+    assert fm.apply({"device": "d", "temp_c": 1.0, "ts": None})[2] is None
+
+
+class Stamped(msgspec.Struct, frozen=True, kw_only=True):
+    """A user event whose time field is text."""
+
+    key: str
+    at: str
+
+
+def test_struct_decoder_rejects_a_time_that_is_not_a_number() -> None:
+    """A user event whose time field holds text is an invalid value naming the field."""
+    with pytest.raises(DecodeError) as info:
+        StructDecoder(Stamped, source_ts_field="at").decode(b'{"key":"k","at":"noon"}', [], **WHERE)
+    assert info.value.code == "invalid_value"
+    assert str(info.value) == (
+        "decode failed: time field `at` is 'noon', expected a number - topic=t partition=2 offset=9"
+    )
