@@ -4,7 +4,8 @@ A framed record is one magic byte ``0x00``, the schema id as a 4-byte big-endian
 then the payload (Avro binary, or JSON text) written with that schema. ``ConfluentDecoder``
 reads the frame, asks its ``SchemaSource`` (``schemas.base``) for the schema the first time
 it meets an id, builds that schema's reader once and keeps it (an id the registry does not
-know is kept too, so a flood of bad ids costs no lookups), then feeds the record's fields
+know is kept too; past ``MAX_REFUSED_IDS`` refused ids, new ones are refused unasked, so
+garbage input costs no lookups and no memory), then feeds the record's fields
 to a ``FieldMap`` (``schemas.decoders``). The lookup is the only I/O; it lives behind the
 source (``service.registry.RegistryClient`` over HTTP).
 
@@ -33,6 +34,10 @@ from schemas.errors import DecodeError, SchemaError
 
 MAGIC = 0
 HEADER_BYTES = 5
+MAX_REFUSED_IDS = 256
+"""Schema ids a decoder refuses (unknown, unreadable) before it stops asking the registry
+about new ones: random bytes after a zero byte would otherwise cost one lookup per record
+and grow the cache without bound."""
 
 Reader = Callable[[memoryview], object]
 """Reads one payload into a record of fields; raises ``_Mismatch`` when it does not fit."""
@@ -161,15 +166,22 @@ _READERS: dict[SchemaType, Callable[[str], Reader]] = {
 class ConfluentDecoder:
     """Framed Avro or JSON Schema records through a schema registry (module docstring)."""
 
-    __slots__ = ("_readers", "field_map", "schema_type", "source")
+    __slots__ = ("_readers", "_refused", "field_map", "max_refused_ids", "schema_type", "source")
 
     def __init__(
-        self, source: SchemaSource, field_map: FieldMap, schema_type: SchemaType | str
+        self,
+        source: SchemaSource,
+        field_map: FieldMap,
+        schema_type: SchemaType | str,
+        *,
+        max_refused_ids: int = MAX_REFUSED_IDS,
     ) -> None:
         self.source = source
         self.field_map = field_map
         self.schema_type = SchemaType(schema_type)
+        self.max_refused_ids = max_refused_ids
         self._readers: dict[int, Reader | _Refused] = {}
+        self._refused = 0
         # Import the schema library now: its first import takes hundreds of milliseconds,
         # which would otherwise fall on the first record's deadline budget.
         _READERS[self.schema_type](_PROBE[self.schema_type])
@@ -187,7 +199,7 @@ class ConfluentDecoder:
         schema_id, payload = unframe(value, topic=topic, partition=partition, offset=offset)
         reader = self._readers.get(schema_id)
         if reader is None:
-            reader = self._readers[schema_id] = self._build(schema_id)
+            reader = self._first(schema_id)
         if isinstance(reader, _Refused):
             raise DecodeError(
                 reader.reason, code=reader.code, topic=topic, partition=partition, offset=offset
@@ -208,6 +220,20 @@ class ConfluentDecoder:
     def known_ids(self) -> list[int]:
         """Schema ids met so far (each looked up once), in order of first use."""
         return list(self._readers)
+
+    def _first(self, schema_id: int) -> Reader | _Refused:
+        """The reader of a schema id met for the first time, kept unless the bound of
+        refused ids is reached (then the id is refused without asking the registry)."""
+        if self._refused >= self.max_refused_ids:
+            return _Refused(
+                "unknown_schema",
+                f"schema id {schema_id} not looked up: {self._refused} schema ids "
+                "were refused already",
+            )
+        reader = self._readers[schema_id] = self._build(schema_id)
+        if isinstance(reader, _Refused):
+            self._refused += 1
+        return reader
 
     def _build(self, schema_id: int) -> Reader | _Refused:
         found = self.source.schema(schema_id)

@@ -199,3 +199,27 @@ def test_json_schema_record_decodes_and_is_checked() -> None:
     assert (
         err.reason == "payload does not match JSON schema id 1: not JSON: Input data was truncated"
     )
+
+
+def test_refused_ids_are_bounded() -> None:
+    """Past ``max_refused_ids`` refused ids a new id is refused without a lookup, while
+    ids met before still decode: random framed bytes cannot cost a lookup per record."""
+    schemas = MemorySchemas()
+    sid = schemas.register("AVRO", AVRO)
+    fm = FieldMap(kind="sensor", key_field="device", values={"value": "temp_c"})
+    dec = ConfluentDecoder(schemas, fm, "AVRO", max_refused_ids=2)
+    good = frame(sid, _avro({"device": "d", "temp_c": 1.0, "at": 1}))
+    assert dec.decode(good, [])[1] == "d"
+    for bad in (50, 51, 52, 53, 50):
+        with pytest.raises(DecodeError) as info:
+            dec.decode(frame(bad, b""), [])
+        assert info.value.code == "unknown_schema"
+    assert info.value.reason == "schema id 50 is not in the registry"
+    with pytest.raises(DecodeError) as info:
+        dec.decode(frame(52, b""), [], **WHERE)
+    assert str(info.value) == (
+        "decode failed: schema id 52 not looked up: 2 schema ids were refused already "
+        "- topic=t partition=1 offset=4"
+    )
+    assert schemas.lookups == 3 and dec.known_ids == [sid, 50, 51]
+    assert dec.decode(good, [])[1] == "d" and schemas.lookups == 3
