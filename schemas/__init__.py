@@ -1,7 +1,10 @@
 """weir's wire types, codecs and feed file format: the bottom layer, importing nothing of ours."""
 
+from schemas.base import EventDecoder, Inbound, RegisteredSchema, SchemaSource
 from schemas.codec import Codec, Encoding, dead_letter_codec, decision_codec, event_codec
+from schemas.confluent import ConfluentDecoder, MemorySchemas
 from schemas.decision import DeadLetter, Decision, Stamps, Status
+from schemas.decoders import FieldMap, FieldMapDecoder, StructDecoder, WireDecoder
 from schemas.errors import DecodeError, FeedError, SchemaError, WeirError
 from schemas.events import (
     EVENT_KINDS,
@@ -24,27 +27,37 @@ __all__ = [
     "BookDiff",
     "BookSnapshot",
     "Codec",
+    "ConfluentDecoder",
     "DeadLetter",
     "Decision",
     "DecodeError",
     "Encoding",
     "Event",
+    "EventDecoder",
     "FeatureSpec",
     "FeedError",
     "FeedReader",
     "FeedRecord",
     "FeedWriter",
+    "FieldMap",
+    "FieldMapDecoder",
+    "Inbound",
     "KeyState",
+    "MemorySchemas",
     "Quote",
+    "RegisteredSchema",
     "SchemaError",
+    "SchemaSource",
     "SensorReading",
     "SensorState",
     "Stamps",
     "Status",
+    "StructDecoder",
     "Task",
     "Trade",
     "TradingState",
     "WeirError",
+    "WireDecoder",
     "dead_letter_codec",
     "decision_codec",
     "event_codec",

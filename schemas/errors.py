@@ -17,6 +17,7 @@ One root, one subtree per package; a third-party error is wrapped at the seam an
     │   ├── TopicError                                  a needed topic missing or not creatable
     │   ├── PublishError                                a decision the broker did not take
     │   ├── TaskDied                (service.tasks)     a background task raised or returned
+    │   ├── RegistryError           (service.registry)  schema registry unreachable (retriable)
     │   ├── SchedulerError          (service.scheduler) the scheduler called off-contract
     │   └── OffsetError             (service.offsets)   offsets tracked out of order
     └── ReplayError                 (replay.errors)     record, replay, measure, report

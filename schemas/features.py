@@ -33,7 +33,15 @@ import msgspec
 import numpy as np
 
 from schemas.errors import SchemaError
-from schemas.events import BookDiff, BookSnapshot, Event, Quote, SensorReading, Trade
+from schemas.events import (
+    EVENT_TYPES,
+    BookDiff,
+    BookSnapshot,
+    Event,
+    Quote,
+    SensorReading,
+    Trade,
+)
 
 FEATURE_SPEC_VERSION = 1
 
@@ -90,6 +98,12 @@ class FeatureSpec(msgspec.Struct, frozen=True, kw_only=True):
             return msgspec.json.decode(data, type=cls)
         except msgspec.DecodeError as exc:
             raise SchemaError(f"bad feature spec: {exc}") from exc
+
+
+def _foreign(task: str, event: object) -> str:
+    """Why ``task``'s built-in features refuse ``event``, an object of none of weir's types
+    (a user's own event reaches them only when no model package's features take it)."""
+    return f"{task} features got a {type(event).__qualname__}, not one of weir's event types"
 
 
 TRADING_ROW = (
@@ -248,6 +262,8 @@ class TradingState(KeyState):
                 raise SchemaError(
                     f"trading features got a sensor reading for key {event.sensor_id!r}"
                 )
+            case _:
+                raise SchemaError(_foreign("trading", event))
         mid = self.mid
         ret = 0.0
         if prev_mid != 0.0 and mid != 0.0:
@@ -296,6 +312,8 @@ class SensorState(KeyState):
     def update(self, event: Event, arrival_ns: int) -> None:
         """Fold one reading into the state and append its row."""
         if not isinstance(event, SensorReading):
+            if not isinstance(event, EVENT_TYPES):
+                raise SchemaError(_foreign("sensor", event))
             raise SchemaError(
                 f"sensor features got a {type(event).__struct_config__.tag} event "
                 f"for key {event.key!r}"

@@ -30,12 +30,14 @@ import numpy as np
 from engines.base import Engine, FloatArray
 from engines.errors import EngineError
 from engines.head import Head
-from schemas.codec import dead_letter_codec, decision_codec, event_codec
+from schemas.base import EventDecoder
+from schemas.codec import dead_letter_codec, decision_codec
 from schemas.decision import DeadLetter, Decision, Stamps, Status
 from schemas.errors import DecodeError, SchemaError
 from schemas.features import FeatureSpec
 from service.base import Record, Sink
 from service.errors import PublishError, ServiceError
+from service.inbound import build_decoder
 from service.offsets import OffsetTracker
 from service.scheduler.base import Batch, Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
@@ -107,6 +109,7 @@ class Pipeline:
         on_backpressure: Callable[[bool], None] | None = None,
         observer: BatchObserver | None = None,
         tasks: TaskSupervisor | None = None,
+        decoder: EventDecoder | None = None,
     ) -> None:
         if spec.n_features != engine.n_features:
             raise EngineError(
@@ -133,7 +136,8 @@ class Pipeline:
         engine.observe = False
         self._last_probe = -PROBE_INTERVAL_NS
         k = settings.kafka
-        self._codec = event_codec(k.input_encoding)
+        self._decoder = decoder if decoder is not None else build_decoder(settings)
+        """Record bytes to event, key and source time (``[schema]``; ``schemas.base``)."""
         self._out = decision_codec(k.output_encoding)
         self._dead_codec = dead_letter_codec(k.output_encoding)
         self._decision_topic = k.decision_topic
@@ -246,7 +250,7 @@ class Pipeline:
         turn = prof.p99_ns(prof.max_batch)
         turn_at = now + turn
         w2m = self.w2m.offset_ns
-        codec = self._codec
+        decode = self._decoder.decode
         store = self.state
         sched = self.scheduler
         tracker = self.tracker
@@ -289,8 +293,10 @@ class Pipeline:
                 await self._dead_letter(rec, reason, detail, kafka_ns)
                 continue
             try:
-                event = codec.decode(value, topic=topic, partition=part, offset=off)
-                state = store.update(event, kafka_ns if kafka_ns is not None else wall_now)
+                event, key, source_ns = decode(
+                    value, rec.headers, topic=topic, partition=part, offset=off
+                )
+                state = store.update(event, kafka_ns if kafka_ns is not None else wall_now, key)
             except DecodeError as exc:
                 await self._dead_letter(rec, exc.code, str(exc), kafka_ns)
                 continue
@@ -299,8 +305,6 @@ class Pipeline:
                 continue
             tk = (topic, type(event))
             kinds[tk] = kinds.get(tk, 0) + 1
-            key = event.key
-            source_ns = event.source_ts_ns
             if not state.ready or not free:
                 # Decided now (no window yet, or no slot left): from the scratch slot.
                 fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None)
@@ -321,7 +325,7 @@ class Pipeline:
 
     def warm(self, records: Iterable[Record]) -> None:
         """Fold already-decided records into the key windows only (after a seek back)."""
-        codec = self._codec
+        decode = self._decoder.decode
         store = self.state
         wall_now = self._wall()
         for rec in records:
@@ -330,7 +334,8 @@ class Pipeline:
                 continue
             ts_ms = rec.timestamp
             try:
-                store.update(codec.decode(value), ts_ms * 1_000_000 if ts_ms >= 0 else wall_now)
+                event, key, _ = decode(value, rec.headers)
+                store.update(event, ts_ms * 1_000_000 if ts_ms >= 0 else wall_now, key)
             except SchemaError:
                 continue  # it went to the dead-letter topic the first time
 

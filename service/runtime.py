@@ -57,6 +57,7 @@ from schemas.features import FeatureSpec
 from service.base import Clients, Consumer, Producer
 from service.errors import BrokerError, ServiceError
 from service.http import OpsServer
+from service.inbound import build_decoder
 from service.kafka import KafkaClients, KafkaSink
 from service.logs import get_logger
 from service.metrics import Metrics
@@ -133,6 +134,9 @@ class Runtime:
         self.head = head
         self.spec = spec
         self.model_version = model_version or engine.describe().model_version
+        self.decoder = build_decoder(settings)
+        """The input's decoder (``[schema]``), built before any connection: a bad setting
+        stops the start with nothing to close."""
         self.eos = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
         self._fail_hook = fail_hook
         self._clients: Clients = clients or KafkaClients()
@@ -292,6 +296,7 @@ class Runtime:
             model_version=self.model_version,
             observer=self.metrics,
             tasks=self.tasks,
+            decoder=self.decoder,
         )
         self.pipeline.start()
         if self.eos:

@@ -92,6 +92,21 @@ class WarmupMode(enum.StrEnum):
     """Seek back ``seek_back`` records per partition and rebuild windows silently."""
 
 
+class InputFormat(enum.StrEnum):
+    """How an input record's bytes become an event (``[schema] format``)."""
+
+    WEIR = "weir"
+    """weir's own wire types (``schemas.events``) in ``[kafka] input_encoding``."""
+    STRUCT = "struct"
+    """The user's ``msgspec.Struct`` (``[schema] struct``) in ``[kafka] input_encoding``."""
+    FIELDS = "fields"
+    """A JSON object / MessagePack map mapped onto a wire type by the field map."""
+    AVRO = "avro"
+    """Confluent-framed Avro through the Schema Registry, then the field map."""
+    JSON_SCHEMA = "json_schema"
+    """Confluent-framed JSON checked by its JSON Schema from the registry, then the field map."""
+
+
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -137,6 +152,34 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_password: Secret | None = None
+
+
+class SchemaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The input's event schema: how a record's bytes become an event."""
+
+    format: InputFormat = InputFormat.WEIR
+    """``weir`` (wire types), ``struct`` (your msgspec.Struct), ``fields`` (JSON/MessagePack
+    through the field map), ``avro`` or ``json_schema`` (Confluent wire format: magic byte
+    and schema id; schemas from ``registry_url``, looked up once per id)."""
+    struct: str = ""
+    """``struct``: the event class as ``module:Class`` (a ``msgspec.Struct``); the decoded
+    object reaches the feature code as it is."""
+    kind: str = "sensor"
+    """Field map: which wire type the fields build (``sensor``, ``quote``, ``trade``, ...)."""
+    key_field: str = ""
+    """Input field holding the key (needed by the field map; ``struct``: default ``key``)."""
+    source_ts_field: str = ""
+    """Input field holding the event's own time; empty: it has none."""
+    source_ts_unit: str = "ms"
+    """Unit of ``source_ts_field``: ``ns``, ``us``, ``ms`` or ``s`` (Avro timestamp
+    logical types are read as they are)."""
+    values: dict[str, str] = msgspec.field(default_factory=dict)
+    """Field map: wire type field -> input field, e.g. ``{ value = "temperature" }``."""
+    registry_url: str = ""
+    """Schema Registry base URL (Confluent API: ``GET {url}/schemas/ids/{id}``), e.g.
+    ``http://registry:8080/apis/ccompat/v7`` for Apicurio."""
+    registry_timeout_ms: Positive = 5_000
+    """Bound on one schema lookup; the first record of a schema id waits for it."""
 
 
 class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -251,6 +294,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     topics: TopicSettings = msgspec.field(default_factory=TopicSettings)
+    schema: SchemaSettings = msgspec.field(default_factory=SchemaSettings)
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
     state: StateSettings = msgspec.field(default_factory=StateSettings)

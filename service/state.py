@@ -27,9 +27,11 @@ class StateStore:
         self._states: OrderedDict[str, KeyState] = OrderedDict()
         self.evictions = 0
 
-    def update(self, event: Event, arrival_ns: int) -> KeyState:
-        """Fold ``event`` into its key's window (creating or evicting as needed)."""
-        key = event.key
+    def update(self, event: Event, arrival_ns: int, key: str | None = None) -> KeyState:
+        """Fold ``event`` into ``key``'s window (default ``event.key``; creating or evicting
+        as needed). ``key`` comes from the input's decoder (``schemas.base.Inbound``)."""
+        if key is None:
+            key = event.key
         states = self._states
         state = states.get(key)
         if state is not None:

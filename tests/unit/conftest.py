@@ -10,6 +10,7 @@ import pytest
 
 from engines.fake import FakeEngine, LatencyModel
 from engines.head import Head
+from schemas.base import EventDecoder
 from schemas.features import FeatureSpec, Task
 from service.base import BatchObserver
 from service.memory import MemorySink
@@ -69,7 +70,8 @@ def make_engine() -> MakeEngine:
 @pytest.fixture
 def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
     """An in-memory pipeline (not started) on a fresh ``make_engine(**engine_kw)`` unless
-    ``engine`` is given, publishing to a ``MemorySink``: ``(pipeline, sink, engine)``."""
+    ``engine`` is given, publishing to a ``MemorySink``: ``(pipeline, sink, engine)``;
+    ``decoder`` replaces the one the settings build."""
 
     def make(
         *,
@@ -79,6 +81,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
         sink: MemorySink | None = None,
         observer: BatchObserver | None = None,
         model_version: str = "test-1",
+        decoder: EventDecoder | None = None,
         **engine_kw: int,
     ) -> tuple[Pipeline, MemorySink, FakeEngine]:
         engine = engine or make_engine(task=task, **engine_kw)
@@ -91,6 +94,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
             sink=sink,
             model_version=model_version,
             observer=observer,
+            decoder=decoder,
         )
         return pipe, sink, engine
 

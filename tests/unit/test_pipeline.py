@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from typing import Any
 
 import msgspec
@@ -10,7 +12,9 @@ import numpy as np
 import pytest
 
 from schemas.codec import dead_letter_codec, decision_codec, event_codec
+from schemas.confluent import ConfluentDecoder, MemorySchemas, frame
 from schemas.decision import Decision, Status
+from schemas.decoders import FieldMap, StructDecoder
 from schemas.events import Quote, SensorReading
 from schemas.features import Task
 from service.errors import PublishError
@@ -18,6 +22,7 @@ from service.kafka import KafkaSink
 from service.memory import MemoryRecord, MemorySink
 from service.memory_kafka import MemoryKafka, MemoryProducer
 from service.pipeline import Pipeline
+from service.registry import RegistryClient, RegistryError
 from service.settings import Settings, load_settings
 
 WINDOW = 4  # the window of the conftest fixtures
@@ -358,3 +363,107 @@ async def test_drain_waits_for_a_batch_whose_publishing_waits_for_room(
     assert len(kafka.records("weir.decisions")) == WINDOW + 2
     await pipe.close()
     await sink.close()
+
+
+async def test_avro_input_decides_and_dead_letters_with_reasons(make_pipeline: Any) -> None:
+    """Framed Avro readings are decided per device; bad framing, an unknown schema id and a
+    mismatched payload are dead-lettered with their reasons; the registry is asked once."""
+    fastavro = pytest.importorskip("fastavro", reason="the registry extra is not installed")
+    schema = json.dumps(
+        {
+            "type": "record",
+            "name": "Reading",
+            "fields": [
+                {"name": "device", "type": "string"},
+                {"name": "temp", "type": "double"},
+                {"name": "at_ms", "type": "long"},
+            ],
+        }
+    )
+    parsed = fastavro.parse_schema(json.loads(schema))
+    schemas = MemorySchemas()
+    sid = schemas.register("AVRO", schema)
+    field_map = FieldMap(
+        kind="sensor", key_field="device", values={"value": "temp"}, source_ts_field="at_ms"
+    )
+    decoder = ConfluentDecoder(schemas, field_map, "AVRO")
+    pipe, sink, _ = make_pipeline(task=Task.SENSOR, decoder=decoder)
+
+    def reading(i: int) -> bytes:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, {"device": "m1", "temp": 1.0 + i % 2, "at_ms": i})
+        return frame(sid, buf.getvalue())
+
+    good = [MemoryRecord(TOPIC, 0, i, reading(i), timestamp=i) for i in range(8)]
+    bad = [
+        MemoryRecord(TOPIC, 0, 8, b"\x01" + reading(8)[1:]),
+        MemoryRecord(TOPIC, 0, 9, frame(sid + 1, b"\x02")),
+        MemoryRecord(TOPIC, 0, 10, reading(10)[:-4]),
+    ]
+    await _run(pipe, good + bad + [MemoryRecord(TOPIC, 0, 11, reading(11), timestamp=11)])
+    got = _decisions(sink)
+    assert [d.offset for d in got] == [*range(8), 11]
+    assert {d.key for d in got} == {"m1"}
+    assert [d.status for d in got].count(Status.OK) == 9 - (WINDOW - 1)
+    assert got[-1].stamps.source_ts_ns == 11_000_000
+    dead = [dead_letter_codec().decode(m.value) for m in sink.on("weir.dlq")]
+    assert [(d.offset, d.reason) for d in dead] == [
+        (8, "bad_framing"),
+        (9, "unknown_schema"),
+        (10, "schema_mismatch"),
+    ]
+    assert dead[0].detail == (
+        "decode failed: magic byte is 0x01, expected 0x00 (Confluent wire format) "
+        "- topic=weir.events partition=0 offset=8"
+    )
+    assert dead[1].detail == (
+        "decode failed: schema id 2 is not in the registry - topic=weir.events partition=0 offset=9"
+    )
+    assert dead[2].value == reading(10)[:-4]
+    assert schemas.lookups == 2
+
+
+class _Reading(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's own event type, which weir's built-in features do not take."""
+
+    device: str
+    temp: float
+
+
+@pytest.mark.parametrize("task", [Task.SENSOR, Task.TRADING])
+async def test_user_struct_into_builtin_features_is_dead_lettered(
+    make_pipeline: Any, task: Task
+) -> None:
+    """A user Struct reaching weir's own features is refused (``wrong_task``), never
+    folded into a window as zeros."""
+    decoder = StructDecoder(_Reading, key_field="device")
+    pipe, sink, _ = make_pipeline(task=task, decoder=decoder)
+    await _run(pipe, [MemoryRecord(TOPIC, 0, 0, b'{"device":"d","temp":1.5}')])
+    dead = [dead_letter_codec().decode(m.value) for m in sink.on("weir.dlq")]
+    assert [(d.reason, d.detail) for d in dead] == [
+        ("wrong_task", f"{task} features got a _Reading, not one of weir's event types")
+    ]
+    assert _decisions(sink) == [] and len(pipe.state) == 0
+
+
+async def test_unreachable_registry_stops_ingest_without_dead_letters(make_pipeline: Any) -> None:
+    """A registry that does not answer raises RegistryError out of ingest: the record is not
+    at fault, so it is neither dead-lettered nor committed past."""
+    pytest.importorskip("fastavro", reason="the registry extra is not installed")
+
+    def refuse(url: str, timeout_s: float) -> tuple[int, bytes]:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    field_map = FieldMap(kind="sensor", key_field="device", values={"value": "temp"})
+    client = RegistryClient("http://registry:8081", fetch=refuse)
+    pipe, sink, _ = make_pipeline(
+        task=Task.SENSOR, decoder=ConfluentDecoder(client, field_map, "AVRO")
+    )
+    with pytest.raises(RegistryError) as info:
+        await pipe.ingest([MemoryRecord(TOPIC, 0, 0, frame(1, b"\x02d"))])
+    assert str(info.value) == (
+        "schema registry http://registry:8081/schemas/ids/1 unreachable: "
+        "[Errno 111] Connection refused"
+    )
+    assert sink.on("weir.dlq") == [] and pipe.tracker.to_commit() == {}
+    await pipe.close()

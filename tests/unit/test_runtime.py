@@ -20,6 +20,7 @@ from schemas.codec import decision_codec, event_codec
 from schemas.decision import Decision, Status
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
+from service.errors import ConfigError
 from service.memory_kafka import MemoryKafka
 from service.runtime import Runtime
 from service.settings import Settings, load_settings
@@ -257,3 +258,24 @@ def test_first_signal_stops_second_exits_at_once(
     assert exits == []
     rt._on_signal()
     assert exits == [130]
+
+
+def test_bad_schema_settings_stop_the_runtime_before_it_connects() -> None:
+    """A ``[schema]`` setting that names no importable Struct fails at construction,
+    before any Kafka client exists."""
+    spec = FeatureSpec(task=Task.TRADING, window=2)
+    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
+    settings = _settings(schema={"format": "struct", "struct": "weir_nowhere:Event"})
+    with pytest.raises(ConfigError) as info:
+        Runtime(
+            settings,
+            engine=engine,
+            head=Head("trading", ["SELL", "HOLD", "BUY"]),
+            spec=spec,
+            model_version="t",
+            clients=MemoryKafka(),
+        )
+    assert str(info.value) == (
+        "[schema]: event struct 'weir_nowhere:Event': cannot import weir_nowhere: "
+        "No module named 'weir_nowhere'"
+    )
