@@ -1,7 +1,7 @@
 """weir's wire types, codecs and feed file format: the bottom layer, importing nothing of ours."""
 
 from schemas.codec import Codec, Encoding, dead_letter_codec, decision_codec, event_codec
-from schemas.decision import DeadLetter, Decision, Stamps, Status
+from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
 from schemas.errors import DecodeError, FeedError, SchemaError, WeirError
 from schemas.events import (
     EVENT_KINDS,
@@ -21,6 +21,7 @@ __all__ = [
     "EVENT_KINDS",
     "EVENT_TYPES",
     "SCHEMA_VERSION",
+    "Anomaly",
     "BookDiff",
     "BookSnapshot",
     "Codec",

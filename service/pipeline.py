@@ -28,11 +28,11 @@ import numpy as np
 
 from engines.base import Engine, FloatArray
 from engines.errors import EngineError
+from engines.features import Features
 from engines.head import Head
 from schemas.codec import dead_letter_codec, decision_codec, event_codec
-from schemas.decision import DeadLetter, Decision, Stamps, Status
+from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
 from schemas.errors import DecodeError, SchemaError
-from schemas.features import FeatureSpec
 from service.base import Record, Sink
 from service.offsets import OffsetTracker
 from service.scheduler.base import Batch, Item, Outcome, Scheduler
@@ -94,7 +94,7 @@ class Pipeline:
         settings: Settings,
         engine: Engine,
         head: Head,
-        spec: FeatureSpec,
+        spec: Features,
         sink: Sink,
         model_version: str,
         scheduler: Scheduler[int] | None = None,
@@ -118,7 +118,7 @@ class Pipeline:
         self._wall = wall
         self.counters = Counters()
         self.tracker: OffsetTracker[TP] = OffsetTracker()
-        self.state = StateStore(spec, settings.state.max_keys)
+        self.state = StateStore(spec, settings.state.max_keys, head.new_key_state)
         self.budgets = Budgets.from_settings(settings.scheduler)
         self.w2m = WallToMono(mono=clock, wall=wall)
         self.scheduler: Scheduler[int] = scheduler or build_scheduler(
@@ -139,6 +139,7 @@ class Pipeline:
         cap = settings.scheduler.max_queue + engine.max_batch
         self._slab = np.zeros((cap, spec.n_features), dtype=np.float32)
         self._targets = np.zeros(cap, dtype=np.float64)
+        self._head_state: list[Any] = [None] * cap
         self._free = list(range(cap - 1, -1, -1))
         self._topic: list[str] = [""] * cap
         self._part = [0] * cap
@@ -149,7 +150,6 @@ class Pipeline:
         self._ingest = [0] * cap
         self._deadline = [0] * cap
         self._idx = np.zeros(engine.max_batch, dtype=np.intp)
-        self._get_target = self._target_getter()
         self._executor = (
             ThreadPoolExecutor(1, thread_name_prefix="weir-engine")
             if settings.engine.offload
@@ -165,15 +165,6 @@ class Pipeline:
         """The first publish failure; the runtime stops and restarts from the last commit."""
         self.observer = observer
         """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
-
-    def _target_getter(self) -> Callable[[Any], float]:
-        def sensor(state: Any) -> float:
-            return float(state.last_z)
-
-        def none(state: Any) -> float:
-            return 0.0
-
-        return sensor if self.head.task == "sensor" else none
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -249,7 +240,6 @@ class Pipeline:
         tracker = self.tracker
         counters = self.counters
         kinds = counters.kinds
-        target_of = self._get_target
         free = self._free
         slab = self._slab
         wall_now = now - w2m
@@ -304,8 +294,9 @@ class Pipeline:
                 )
                 continue
             slot = free.pop()
-            state.write_window(slab[slot])
-            self._targets[slot] = target_of(state)
+            state.write_input(slab[slot])
+            self._targets[slot] = state.target()
+            self._head_state[slot] = store.last_head_state
             self._topic[slot] = topic
             self._part[slot] = part
             self._off[slot] = off
@@ -490,7 +481,10 @@ class Pipeline:
             if obs is not None:
                 obs.on_published(self._clock(), -self.w2m.offset_ns)
             return
-        labels, scores = self.head.decide(out, self._targets[idx])
+        head_state = self._head_state
+        labels, scores, details = self.head.judge(
+            out, self._targets[idx], [head_state[item.payload] for item in items]
+        )
         names = self.head.labels
         score_rows = scores.tolist()
         for i, item in enumerate(items):
@@ -504,6 +498,7 @@ class Pipeline:
                 scores=score_rows[i],
                 late=item.late,
                 n=n,
+                anomaly=None if details is None else details[i],
             )
         if obs is not None:
             obs.on_published(self._clock(), -self.w2m.offset_ns)
@@ -522,6 +517,7 @@ class Pipeline:
         late: bool = False,
         error: str | None = None,
         n: int = 0,
+        anomaly: Anomaly | None = None,
     ) -> None:
         await self._publish(
             self._topic[slot],
@@ -540,7 +536,9 @@ class Pipeline:
             late=late,
             error=error,
             n=n,
+            anomaly=anomaly,
         )
+        self._head_state[slot] = None
         self._free.append(slot)
 
     async def _publish(
@@ -562,6 +560,7 @@ class Pipeline:
         late: bool = False,
         error: str | None = None,
         n: int = 0,
+        anomaly: Anomaly | None = None,
     ) -> None:
         m2w = -self.w2m.offset_ns
         now = self._clock()
@@ -590,6 +589,7 @@ class Pipeline:
                 publish_wall_ns=now + m2w,
                 deadline_wall_ns=None if deadline is None else deadline + m2w,
             ),
+            anomaly=anomaly,
         )
         self.counters.decisions[status] += 1
         await self.sink.send(

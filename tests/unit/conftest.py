@@ -79,6 +79,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
         sink: MemorySink | None = None,
         observer: BatchObserver | None = None,
         model_version: str = "test-1",
+        head: Head | None = None,
         **engine_kw: int,
     ) -> tuple[Pipeline, MemorySink, FakeEngine]:
         engine = engine or make_engine(task=task, **engine_kw)
@@ -86,7 +87,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
         pipe = Pipeline(
             settings=settings or default_settings(),
             engine=engine,
-            head=Head(task.value, LABELS),
+            head=head or Head(task.value, LABELS),
             spec=FeatureSpec(task=task, window=WINDOW),
             sink=sink,
             model_version=model_version,
