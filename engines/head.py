@@ -86,6 +86,12 @@ class Head:
         return cls.from_spec(read_descriptor(bundle).decision)
 
     @property
+    def task(self) -> str:
+        """The built-in task of this kind (``sensor`` / ``trading``), for callers of the
+        old name; new code reads ``kind``."""
+        return "sensor" if self.kind == ANOMALY else "trading"
+
+    @property
     def alert_threshold(self) -> float:
         """The anomaly threshold (a log-likelihood); kept for callers of the old name."""
         return self.threshold

@@ -134,7 +134,16 @@ def test_a_tampered_descriptor_fails_its_hash(tmp_path: Path, user_module: str) 
         load_package(tmp_path / "p")
 
 
-def test_an_unknown_descriptor_key_is_refused(tmp_path: Path, user_module: str) -> None:
+@pytest.mark.parametrize(
+    ("section", "key", "where"),
+    [
+        (("decision",), "treshold", "$.decision"),
+        (("decision", "likelihood"), "learning_perod", "$.decision.likelihood"),
+    ],
+)
+def test_an_unknown_descriptor_key_is_refused(
+    tmp_path: Path, user_module: str, section: tuple[str, ...], key: str, where: str
+) -> None:
     """A misspelt key in package.json is an error naming it, not silently ignored."""
     pkg = write_package(
         tmp_path / "p",
@@ -143,7 +152,10 @@ def test_an_unknown_descriptor_key_is_refused(tmp_path: Path, user_module: str) 
         n_outputs=1,
     )
     raw = json.loads((tmp_path / "p" / DESCRIPTOR_FILE).read_bytes())
-    raw["decision"]["treshold"] = 0.1
+    node = raw
+    for part in section:
+        node = node[part]
+    node[key] = 0.1
     meta = pkg.bundle.metadata
     Bundle.write(
         tmp_path / "q",
@@ -159,7 +171,7 @@ def test_an_unknown_descriptor_key_is_refused(tmp_path: Path, user_module: str) 
         load_package(tmp_path / "q")
     assert str(err.value) == (
         f"package {tmp_path / 'q'}: invalid package.json: Object contains unknown field "
-        "`treshold` - at `$.decision`"
+        f"`{key}` - at `{where}`"
     )
 
 
