@@ -76,7 +76,7 @@ def test_load_model_builds_warms_and_reads_head_and_spec(tmp_path: Path) -> None
     assert spec == FeatureSpec(task=Task.TRADING, window=4)
     assert engine.n_features == spec.n_features and engine.buckets == (1, 2, 4)
     assert engine.profile.buckets == (1, 2, 4)  # warmed: a profile measured from its runs
-    assert (head.kind, head.labels) == ("classes", ("SELL", "HOLD", "BUY"))
+    assert (head.task, head.labels) == ("trading", ("SELL", "HOLD", "BUY"))
 
 
 def test_load_model_refuses_an_unknown_kind_before_building(tmp_path: Path) -> None:
