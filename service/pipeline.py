@@ -5,7 +5,13 @@ go out through a ``Sink``; the offset tracker learns of every durable acknowledg
 dispatcher task owns the engine: it polls the scheduler, runs each batch, and publishes the
 batch's decisions in row order, so decisions of one key leave in event order.
 
-Memory: each queued event's feature window is copied at ingest into a row of a
+The model is a package (``engines.package``): the pipeline knows only its feature
+implementation (``engines.features``: a state per key, ``write_input`` at ingest,
+``target()`` beside it) and its ``Head``, whose per-key state (an anomaly head's
+likelihood) lives in the same bounded ``StateStore`` and is judged at dispatch, in each
+key's event order. ``warm`` (after a seek back) rebuilds the feature states only.
+
+Memory: each queued event's model input is written at ingest into a row of a
 preallocated slab (the key's window moves on with later events, so it cannot be read at
 dispatch time); dispatch gathers the batch's rows into the engine's bucket buffer with one
 ``np.take``. The slab has ``max_queue + max_batch`` rows: a full slab sheds, it never grows.
