@@ -25,8 +25,8 @@ Call contract (hot path, event loop thread, once per event, in each key's event 
   a classifier's features return 0.0.
 
 None of these may block. To keep the hot path allocation-free, preallocate buffers in
-``new_state`` and write into them (``numpy`` slices, ``out[:] = ...``); Python floats are the
-only per-event objects weir's own features create.
+``new_state`` and write into them (``out[:] = ring[a:b]``): no buffer is allocated per
+event; weir's own features create only Python floats and the slice view of one copy.
 """
 
 from __future__ import annotations

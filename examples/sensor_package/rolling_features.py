@@ -8,8 +8,9 @@ each key's anomaly likelihood (the package's ``decision`` section).
 
 It follows ``engines.features``' contract: ``RollingLevel(**settings)`` is the per-key state
 factory; a state updates once per event, is ``ready`` once it has ``window + 1`` readings,
-and writes its input row into the buffer weir hands it. Nothing is allocated per event
-but Python floats: the ring is preallocated, written twice so the window is one slice.
+and writes its input row into the buffer weir hands it. No buffer is allocated per event
+(only Python floats and one slice view): the ring is preallocated and written twice, so
+the window is always one contiguous slice.
 """
 
 from __future__ import annotations
