@@ -335,3 +335,15 @@ def test_a_decision_without_anomaly_still_decodes() -> None:
     old = b'{"topic":"t","partition":0,"offset":1,"key":"k","model_version":"v","status":"ok"}'
     d = msgspec.json.decode(old, type=Decision)
     assert d.status is Status.OK and d.anomaly is None
+
+
+def test_an_entry_point_names_the_implementation(tmp_path: Path, user_module: str) -> None:
+    """A name registered under weir.features resolves to the class it points at."""
+    dist = tmp_path / "user_feats-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-feats\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        f"[weir.features]\nlast-values = {user_module}:LastValues\n"
+    )
+    features = make_features(FeaturesRef(impl="last-values", settings={"window": 5}))
+    assert type(features).__name__ == "LastValues" and features.n_features == 5
