@@ -287,10 +287,12 @@ def test_an_old_bundle_of_another_task_is_refused_with_the_fix(tmp_path: Path) -
 
 
 def test_the_default_bundle_loads_through_the_contract() -> None:
-    """The committed default bundle is a trading package."""
+    """The committed default bundle is a trading package with its own package.json."""
     from engines.defaults import default_bundle_path
 
     pkg = load_package(default_bundle_path())
+    assert DESCRIPTOR_FILE in pkg.bundle.metadata.files
+    assert pkg.descriptor.features.impl == "schemas.features:FeatureSpec"
     assert isinstance(pkg.features, FeatureSpec) and pkg.head.kind == "classes"
 
 
