@@ -31,8 +31,7 @@ from chaos.procs import rss_kb
 from engines.bundle import Bundle
 from engines.errors import EngineError
 from engines.fake import FakeEngine, LatencyModel, WaitMode
-from engines.head import Head
-from schemas.features import FeatureSpec
+from engines.package import package_of
 from service.kafka import KafkaClients, producer_kwargs
 from service.logs import configure_logging
 from service.runtime import Runtime
@@ -110,7 +109,7 @@ async def _run(config: str, plan: Plan, stats_path: Path) -> int:
     settings = load_settings(config)
     configure_logging(settings.log.level, settings.log.format)
     bundle = Bundle.load(settings.engine.bundle)
-    spec = msgspec.convert(bundle.feature_spec, FeatureSpec)
+    package = package_of(bundle, threshold=settings.engine.alert_threshold)
     failing = [False]
     crashing = [False]
     throttle = [0.0]
@@ -125,8 +124,8 @@ async def _run(config: str, plan: Plan, stats_path: Path) -> int:
     rt = Runtime(
         settings,
         engine=engine,
-        head=Head.from_bundle(bundle),
-        spec=spec,
+        head=package.head,
+        spec=package.features,
         model_version=bundle.metadata.model_version,
         clients=_ChaosClients(lambda: throttle[0]),
     )

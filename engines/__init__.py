@@ -10,7 +10,9 @@ Start from a bundle::
     probs = engine.infer(b, n)                        # view of the preallocated output
     engine.profile.p99_ns(b)                          # refreshed from real calls
 
-See ``engines.base`` for the call contract and ``engines.registry`` for the kinds.
+See ``engines.base`` for the call contract and ``engines.registry`` for the kinds. A model
+package (``engines.package``: ``load_package``/``write_package``) is a bundle plus a
+descriptor naming its feature implementation (``engines.features``) and its ``Head``.
 ``OnnxEngine``, ``TorchEngine`` and ``TensorRTEngine`` are imported on first use, so
 importing this package pulls in neither onnxruntime, torch nor tensorrt.
 """
@@ -29,8 +31,13 @@ from engines.bundle import (
     ParityResult,
     TensorSpec,
 )
+from engines.descriptor import DecisionSpec, FeaturesRef, PackageDescriptor
 from engines.errors import BundleError, EngineError, ProfileError
 from engines.fake import FakeEngine, LatencyModel, tiny_mlp_onnx, write_tiny_bundle
+from engines.features import Features, FeatureState
+from engines.head import Head
+from engines.likelihood import AnomalyLikelihood, LikelihoodSpec
+from engines.package import ModelPackage, load_package, package_of, write_package
 from engines.profile import BucketStats, LatencyProfile, bucket_sizes
 from engines.registry import ENGINE_CLASSES, ENGINE_KINDS, load_engine, load_model
 
@@ -58,19 +65,28 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ENGINE_CLASSES",
     "ENGINE_KINDS",
+    "AnomalyLikelihood",
     "BucketStats",
     "Bundle",
     "BundleError",
     "BundleMetadata",
+    "DecisionSpec",
     "Engine",
     "EngineError",
     "EngineInfo",
     "EngineProfile",
     "FakeEngine",
+    "FeatureState",
+    "Features",
+    "FeaturesRef",
     "FileDigest",
+    "Head",
     "LatencyModel",
     "LatencyProfile",
+    "LikelihoodSpec",
+    "ModelPackage",
     "OnnxEngine",
+    "PackageDescriptor",
     "ParityResult",
     "PlanKey",
     "PlanSidecar",
@@ -81,6 +97,9 @@ __all__ = [
     "bucket_sizes",
     "load_engine",
     "load_model",
+    "load_package",
+    "package_of",
     "tiny_mlp_onnx",
+    "write_package",
     "write_tiny_bundle",
 ]

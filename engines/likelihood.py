@@ -44,7 +44,7 @@ _LOG_DENOMINATOR: Final = math.log(LOG_FLOOR)
 _SQRT2: Final = math.sqrt(2.0)
 
 
-class LikelihoodSpec(msgspec.Struct, frozen=True, kw_only=True):
+class LikelihoodSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Settings of the anomaly likelihood (defaults: nupic's, as NAB's HTM detector runs)."""
 
     averaging_window: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10

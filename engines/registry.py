@@ -6,7 +6,8 @@ use, so naming a kind pulls in only its runtime (onnxruntime, tensorrt). ``Torch
 is not a kind: it is built from an ``nn.Module``, and a bundle holds no pickles.
 
 ``load_model`` is what a server or a replay run does at start: load and verify the
-bundle, build and warm the engine, and read the head and feature spec it serves with.
+bundle, build and warm the engine, and read the package's head and feature implementation
+(``engines.package``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import msgspec
-
 from engines.base import DEFAULT_MAX_BATCH, Engine
 from engines.bundle import Bundle
 from engines.defaults import default_bundle_path
 from engines.errors import EngineError
+from engines.features import Features
 from engines.head import Head
-from schemas.features import FeatureSpec
+from engines.package import package_of
 
 ENGINE_CLASSES: Mapping[str, tuple[str, str]] = {
     "fake": ("engines.fake", "FakeEngine"),
@@ -96,6 +96,11 @@ class EngineChoice(Protocol):
         """Warm-up runs per bucket before serving."""
         ...
 
+    @property
+    def alert_threshold(self) -> float | None:
+        """Overrides the package's anomaly threshold; ``None``: the package's."""
+        ...
+
 
 class ModelSettings(Protocol):
     """Settings that say which model to serve (``service.settings.Settings`` is one)."""
@@ -106,12 +111,13 @@ class ModelSettings(Protocol):
         ...
 
 
-def load_model(settings: ModelSettings) -> tuple[Bundle, Engine, Head, FeatureSpec]:
-    """Load and verify the bundle, build and warm the engine, read head and feature spec."""
+def load_model(settings: ModelSettings) -> tuple[Bundle, Engine, Head, Features]:
+    """Load and verify the model package, build and warm the engine; return them with the
+    package's head and feature implementation (``engines.package``)."""
     choice = settings.engine
     bundle = Bundle.load(choice.bundle or str(default_bundle_path()))
-    spec = msgspec.convert(bundle.feature_spec, FeatureSpec)
+    package = package_of(bundle, threshold=choice.alert_threshold)
     opts: dict[str, Any] = {"threads": choice.threads} if choice.kind == "onnx" else {}
     engine = load_engine(bundle, choice.kind, max_batch=choice.max_batch, options=opts)
     engine.warm_up(choice.warmup_iters)
-    return bundle, engine, Head.from_bundle(bundle), spec
+    return bundle, engine, package.head, package.features

@@ -21,9 +21,12 @@
    macro-F1 points for trading, relative MAE for sensor).
 5. Parity (:mod:`engines.parity`): a held-out sample through ``OnnxEngine`` at every
    bucket against PyTorch; the sample ships in the bundle for ``weir model verify``.
-6. Sensor: ``alert_threshold`` = the ``alert_quantile`` quantile of the student's score
-   ``|last_z - forecast|`` on the training rows.
-7. ``Bundle.write``: ONNX + JSON, metrics, parity, dataset description, versions.
+6. Sensor: ``alert_threshold`` (a metric, for reference) = the ``alert_quantile`` quantile
+   of the student's error ``|last_z - forecast|`` on the training rows. The served
+   decision judges that error through each key's likelihood against the package's
+   ``decision.threshold`` (``engines.head``).
+7. ``Bundle.write``: ONNX + JSON, metrics, parity, dataset description, versions, and
+   ``package.json`` (``engines.package``: ``FeatureSpec`` features, the task's head).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from engines.dataset import (
     infer_task,
     split_times,
 )
+from engines.descriptor import DESCRIPTOR_FILE, builtin_descriptor
 from engines.errors import EngineError
 from engines.export import (
     export_onnx,
@@ -342,6 +346,12 @@ def _parity(
     return sample, checks
 
 
+def _descriptor(obj: Objective, spec: FeatureSpec, version: str) -> bytes:
+    """``package.json`` of a built-in model: ``FeatureSpec`` features, its task's head."""
+    settings = msgspec.to_builtins(spec)
+    return builtin_descriptor(obj.task.value, version, settings, list(obj.labels)).to_json()
+
+
 def _write_teacher(
     t_out: Path,
     obj: Objective,
@@ -364,6 +374,7 @@ def _write_teacher(
         metrics={f"teacher_test_{obj.metric_key}": teacher_test},
         versions=_versions(),
         data={"note": "teacher of " + version + ", for latency comparison only"},
+        extra_files={DESCRIPTOR_FILE: _descriptor(obj, spec, f"{version}-teacher")},
     )
 
 
@@ -484,7 +495,10 @@ def build_bundle(
         parity=[c.result() for c in checks],
         versions=_versions(),
         data=data,
-        extra_files={PARITY_FILE: sample.to_json()},
+        extra_files={
+            PARITY_FILE: sample.to_json(),
+            DESCRIPTOR_FILE: _descriptor(obj, spec, version),
+        },
     )
     log(f"wrote {bundle.path} ({version}) in {time.perf_counter() - t_start:.0f}s")
 

@@ -8,12 +8,12 @@ import time
 from aiokafka.partitioner import murmur2
 
 from engines.base import Engine
+from engines.features import Features
 from engines.head import Head
 from replay.base import Clock
 from replay.measure import Recorder
 from schemas.codec import dead_letter_codec, decision_codec
 from schemas.errors import DecodeError
-from schemas.features import FeatureSpec
 from service.memory import MemoryRecord, MemorySink, SentMessage
 from service.pipeline import Pipeline
 from service.settings import Settings
@@ -33,7 +33,7 @@ class InProcessTransport:
         *,
         engine: Engine,
         head: Head,
-        spec: FeatureSpec,
+        spec: Features,
         model_version: str,
         topic: str | None = None,
         partitions: int = 1,

@@ -3,7 +3,7 @@
 from schemas.base import EventDecoder, Inbound, RegisteredSchema, SchemaSource
 from schemas.codec import Codec, Encoding, dead_letter_codec, decision_codec, event_codec
 from schemas.confluent import ConfluentDecoder, MemorySchemas
-from schemas.decision import DeadLetter, Decision, Stamps, Status
+from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
 from schemas.decoders import FieldMap, FieldMapDecoder, StructDecoder, WireDecoder
 from schemas.errors import DecodeError, FeedError, SchemaError, WeirError
 from schemas.events import (
@@ -24,6 +24,7 @@ __all__ = [
     "EVENT_KINDS",
     "EVENT_TYPES",
     "SCHEMA_VERSION",
+    "Anomaly",
     "BookDiff",
     "BookSnapshot",
     "Codec",

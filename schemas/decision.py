@@ -1,7 +1,8 @@
 """Outbound types: the decision published for every event, and the dead-letter record.
 
 A decision carries its input's coordinates (topic, partition, offset, key), the model
-version, a status, the label and scores, and the stage stamps. Stamps that cross process
+version, a status, the label and scores, the stage stamps, and (from an anomaly head) the
+likelihood and threshold the label was judged by. Stamps that cross process
 boundaries are wall-clock ns since the Unix epoch (``*_wall_ns``); the service converts
 its monotonic stamps once per batch, never per field read.
 """
@@ -42,6 +43,19 @@ class Stamps(msgspec.Struct, frozen=True, kw_only=True):
     deadline_wall_ns: int | None = None
 
 
+class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
+    """How an ``anomaly`` head judged one event: the evidence behind its label."""
+
+    error: float
+    """The raw anomaly score: ``|target - forecast|``."""
+    likelihood: float | None
+    """The key's anomaly likelihood of ``error``; ``None`` while it still warms up."""
+    log_likelihood: float | None
+    """``likelihood`` spread over [0, 1] (``engines.likelihood.log_likelihood``)."""
+    threshold: float
+    """The log-likelihood at or above which the label is ``ALERT`` (the package's)."""
+
+
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
     """The one decision published for one input event."""
 
@@ -58,6 +72,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     stamps: Stamps = msgspec.field(default_factory=Stamps)
     schema_version: int = SCHEMA_VERSION
+    anomaly: Anomaly | None = None
+    """Set by an ``anomaly`` head on ``ok`` decisions; appended last so old readers decode."""
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

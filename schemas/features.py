@@ -12,6 +12,10 @@ training, the record's arrival when serving). It is O(1) per event except book d
 are O(levels in the message) plus a bounded prune. ``write_window`` copies the window into a
 caller-owned row (one ``memcpy``); nothing else allocates per event beyond Python floats.
 
+``FeatureSpec`` is weir's own implementation of the model package contract's feature seam
+(``engines.features.Features``; ``KeyState`` is its ``FeatureState``): the built-in trading
+and sensor packages name it as ``schemas.features:FeatureSpec``.
+
 Trading row (10 values): mid log-return since the previous row in bps (clipped), spread in
 bps, level-1 size imbalance, signed log trade size, trade price minus mid in bps, top-N
 depth imbalance from the book, log1p(gap ms), and a one-hot of quote / book / trade.
@@ -170,6 +174,14 @@ class KeyState:
         start = self._pos
         out.reshape(self.window, self.row_width)[:] = self._ring[start : start + self.window]
 
+    def write_input(self, out: np.ndarray) -> None:
+        """The model input (``engines.features.FeatureState``): ``write_window``."""
+        self.write_window(out)
+
+    def target(self) -> float:
+        """What the model forecasts for the last event: 0.0 (a classifier's features)."""
+        return 0.0
+
     def update(self, event: Event, arrival_ns: int) -> None:
         """Fold one event of this key into the state and append its row."""
         raise NotImplementedError
@@ -308,6 +320,10 @@ class SensorState(KeyState):
         self.var = 0.0
         self.last_z = 0.0
         """The latest reading's z-score: the forecast target of the previous window."""
+
+    def target(self) -> float:
+        """The latest reading's z-score (``last_z``): what the model forecasts."""
+        return self.last_z
 
     def update(self, event: Event, arrival_ns: int) -> None:
         """Fold one reading into the state and append its row."""

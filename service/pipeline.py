@@ -5,12 +5,19 @@ go out through a ``Sink``; the offset tracker learns of every durable acknowledg
 dispatcher task owns the engine: it polls the scheduler, runs each batch, and publishes the
 batch's decisions in row order, so decisions of one key leave in event order.
 
-Memory: each queued event holds a slot of the slot table (``service.slots``): its feature
-window, copied at ingest into the slot's row of a preallocated slab (the key's window moves
-on with later events, so it cannot be read at dispatch time), its target, coordinates and
-stamps. Dispatch gathers the batch's rows into the engine's bucket buffer with one
-``np.take``. The table has ``max_queue + max_batch`` slots: with none free an event is
-shed, the table never grows. Every decision is published from a slot (``_publish``).
+The model is a package (``engines.package``): the pipeline knows only its feature
+implementation (``engines.features``: a state per key, ``write_input`` at ingest,
+``target()`` beside it) and its ``Head``, whose per-key state (an anomaly head's
+likelihood) lives in the same bounded ``StateStore`` and is judged at dispatch, in each
+key's event order. ``warm`` (after a seek back) rebuilds the feature states only.
+
+Memory: each queued event holds a slot of the slot table (``service.slots``): its model
+input, written at ingest into the slot's row of a preallocated slab (the key's window moves
+on with later events, so it cannot be read at dispatch time), its target, its key's head
+state, coordinates and stamps. Dispatch gathers the batch's rows into the engine's bucket
+buffer with one ``np.take``. The table has ``max_queue + max_batch`` slots: with none free
+an event is shed, the table never grows. Every decision is published from a slot
+(``_publish``).
 
 Every input gets exactly one outcome: a decision (``ok``, ``expired``, ``shed``,
 ``warming``, ``error``) on the decision topic, or a dead letter (undecodable or invalid
@@ -29,12 +36,12 @@ import numpy as np
 
 from engines.base import Engine, FloatArray
 from engines.errors import EngineError
+from engines.features import Features
 from engines.head import Head
 from schemas.base import EventDecoder
 from schemas.codec import dead_letter_codec, decision_codec
-from schemas.decision import DeadLetter, Decision, Stamps, Status
+from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
 from schemas.errors import DecodeError, SchemaError
-from schemas.features import FeatureSpec
 from service.base import Record, Sink
 from service.errors import PublishError, ServiceError
 from service.inbound import build_decoder
@@ -100,7 +107,7 @@ class Pipeline:
         settings: Settings,
         engine: Engine,
         head: Head,
-        spec: FeatureSpec,
+        spec: Features,
         sink: Sink,
         model_version: str,
         scheduler: Scheduler[int] | None = None,
@@ -126,7 +133,7 @@ class Pipeline:
         self._wall = wall
         self.counters = Counters()
         self.tracker: OffsetTracker[TP] = OffsetTracker()
-        self.state = StateStore(spec, settings.state.max_keys)
+        self.state = StateStore(spec, settings.state.max_keys, head.new_key_state)
         self.budgets = Budgets.from_settings(settings.scheduler)
         self.w2m = WallToMono(mono=clock, wall=wall)
         self.scheduler: Scheduler[int] = scheduler or build_scheduler(
@@ -148,7 +155,6 @@ class Pipeline:
         self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
         """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
         self._idx = np.zeros(engine.max_batch, dtype=np.intp)
-        self._get_target = self._target_getter()
         self._executor = (
             ThreadPoolExecutor(1, thread_name_prefix="weir-engine")
             if settings.engine.offload
@@ -166,15 +172,6 @@ class Pipeline:
         self._publish_failed: PublishError | None = None
         self.observer = observer
         """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
-
-    def _target_getter(self) -> Callable[[Any], float]:
-        def sensor(state: Any) -> float:
-            return float(state.last_z)
-
-        def none(state: Any) -> float:
-            return 0.0
-
-        return sensor if self.head.task == "sensor" else none
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -256,11 +253,11 @@ class Pipeline:
         tracker = self.tracker
         counters = self.counters
         kinds = counters.kinds
-        target_of = self._get_target
         slots = self.slots
         free = slots.free
         slab = slots.slab
         targets = slots.targets
+        head_states = slots.head_state
         fill = slots.fill
         scratch = slots.scratch
         wall_now = now - w2m
@@ -311,8 +308,9 @@ class Pipeline:
                 await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
                 continue
             slot = free.pop()
-            state.write_window(slab[slot])
-            targets[slot] = target_of(state)
+            state.write_input(slab[slot])
+            targets[slot] = state.target()
+            head_states[slot] = store.last_head_state
             d = self.budgets.policy(topic).deadline_ns(
                 now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
             )
@@ -498,7 +496,11 @@ class Pipeline:
             if obs is not None:
                 obs.on_published(self._clock(), -self.w2m.offset_ns)
             return
-        labels, scores = self.head.decide(out, self.slots.targets[idx])
+        slots = self.slots
+        head_state = slots.head_state
+        labels, scores, details = self.head.judge(
+            out, slots.targets[idx], [head_state[item.payload] for item in items]
+        )
         names = self.head.labels
         score_rows = scores.tolist()
         for i, item in enumerate(items):
@@ -512,6 +514,7 @@ class Pipeline:
                 scores=score_rows[i],
                 late=item.late,
                 n=n,
+                anomaly=None if details is None else details[i],
             )
         if obs is not None:
             obs.on_published(self._clock(), -self.w2m.offset_ns)
@@ -530,6 +533,7 @@ class Pipeline:
         late: bool = False,
         error: str | None = None,
         n: int = 0,
+        anomaly: Anomaly | None = None,
     ) -> None:
         """Publish the decision of the event in ``slot``, then free the slot."""
         slots = self.slots
@@ -565,6 +569,7 @@ class Pipeline:
                 publish_wall_ns=now + m2w,
                 deadline_wall_ns=None if deadline is None else deadline + m2w,
             ),
+            anomaly=anomaly,
         )
         self.counters.decisions[status] += 1
         await self.sink.send(

@@ -51,9 +51,9 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from engines.base import Engine
+from engines.features import Features
 from engines.head import Head
 from engines.registry import load_model
-from schemas.features import FeatureSpec
 from service.base import Clients, Consumer, Producer
 from service.errors import BrokerError, ServiceError
 from service.http import OpsServer
@@ -118,7 +118,7 @@ class Runtime:
         *,
         engine: Engine | None = None,
         head: Head | None = None,
-        spec: FeatureSpec | None = None,
+        spec: Features | None = None,
         model_version: str | None = None,
         worker_index: int = 0,
         fail_hook: FailHook | None = None,

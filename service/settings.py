@@ -256,6 +256,8 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     warmup_iters: Positive = 200
     offload: bool = False
     """Run ``infer`` in a worker thread instead of on the event loop (for slow models)."""
+    alert_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    """Override the package's anomaly threshold (a log-likelihood); unset: the package's."""
 
 
 class StateSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

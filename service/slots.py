@@ -1,8 +1,8 @@
 """The pipeline's slot table: what it keeps of each queued event until its decision is out.
 
-A queued event holds one slot: a row of the feature slab (its window, copied at ingest:
-the key's window moves on with later events), the head's target for it, and its
-coordinates and stamps in named columns (plain lists indexed by slot, so filling a slot
+A queued event holds one slot: a row of the input slab (its model input, written at ingest:
+the key's window moves on with later events), the head's target for it and the key's head
+state (an anomaly head's likelihood), and its coordinates and stamps in named columns (plain lists indexed by slot, so filling a slot
 allocates nothing and a batch's columns are read without a per-event object). The table
 has ``capacity`` slots, never more: with none free the event is shed.
 
@@ -15,6 +15,8 @@ Owned by the event loop (not thread-safe).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["SlotTable"]
@@ -26,6 +28,7 @@ class SlotTable:
     __slots__ = (
         "deadline",
         "free",
+        "head_state",
         "ingest",
         "kafka_ts",
         "key",
@@ -43,6 +46,8 @@ class SlotTable:
         self.slab = np.zeros((rows, n_features), dtype=np.float32)
         """One feature row per slot (the event's window)."""
         self.targets = np.zeros(rows, dtype=np.float64)
+        self.head_state: list[Any] = [None] * rows
+        """The key's head state at ingest (``StateStore.last_head_state``), for ``judge``."""
         self.scratch = capacity
         """The slot of an event decided at ingest (see the module docstring)."""
         self.free = list(range(capacity - 1, -1, -1))
@@ -89,5 +94,6 @@ class SlotTable:
 
     def release(self, slot: int) -> None:
         """``slot``'s decision is out: it may take another event (the scratch never)."""
+        self.head_state[slot] = None
         if slot != self.scratch:
             self.free.append(slot)

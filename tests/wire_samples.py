@@ -4,6 +4,7 @@ every event kind, a decision and a dead letter, with every optional field exerci
 from __future__ import annotations
 
 from schemas import (
+    Anomaly,
     BookDiff,
     BookSnapshot,
     DeadLetter,
@@ -57,6 +58,7 @@ DECISION = Decision(
     scores=[0.1, 0.2, 0.7],
     batch_size=16,
     stamps=Stamps(source_ts_ns=1, kafka_ts_ns=2, ingest_wall_ns=3, publish_wall_ns=9),
+    anomaly=Anomaly(error=2.5, likelihood=0.999995, log_likelihood=0.53, threshold=0.5),
 )
 
 DEAD = DeadLetter(

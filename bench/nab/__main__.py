@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.nab.corpus import DEFAULT_ROOT, NabFile, load
-from bench.nab.detectors import Detector, WeirSensor, null, windowed_gaussian
+from bench.nab.detectors import Detector, WeirSensor, WeirServed, null, windowed_gaussian
 from bench.nab.scorer import (
     PROFILES,
     SweepRows,
@@ -108,6 +108,28 @@ def table(results: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def package_line(
+    results: dict[str, dict[str, object]], files: list[NabFile], served: WeirServed
+) -> str:
+    """How the served package does at its *own* threshold (not NAB's optimised one)."""
+    thr = served.package.head.threshold
+    per_file = [sweep_rows(f.series) for f in files]
+    rows = concat(per_file)
+    s = as_nab_stored(np.concatenate([served.scores(f) for f in files]))
+    nulls = {p.name: optimise(np.full(s.shape[0], 0.5), rows, p).score for p in PROFILES}
+    cells = []
+    for p in PROFILES:
+        t = score_at(s, rows, p, thr)
+        score = normalised(t.score, nulls[p.name], perfect_score(rows, p))
+        cells.append(f"{p.name} {score:.1f} ({t.detected}/{rows.windows}, {t.fp} FP)")
+    alerts = sum(served.alerts.values())
+    return (
+        f"weir_served at its package threshold (log-likelihood {thr}): "
+        + ", ".join(cells)
+        + f"; {alerts} ALERT decisions"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.nab", description=__doc__.split("\n")[0])
     ap.add_argument("--root", default=str(DEFAULT_ROOT), help="NAB directory (data/, labels/)")
@@ -123,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         detectors["weir_likelihood"] = weir.likelihood_scores
         detectors["weir_likelihood_serving"] = weir.serving_likelihood_scores
         detectors["weir_surprise_likelihood"] = weir.surprise_likelihood_scores
+        served = WeirServed(args.bundle)
+        detectors["weir_served"] = served.scores
+        detectors["weir_served_nab_split"] = WeirServed(args.bundle, nab_split=True).scores
     results = run(files, detectors)
     rows = sum(len(f) for f in files)
     windows = sum(len(f.series.windows) for f in files)
@@ -130,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     print("normalised score (windows detected, false-positive rows) at each profile's")
     print("optimised threshold; null = 0, perfect = 100")
     print(table(results))
+    if args.bundle:
+        print(package_line(results, files, served))
     if args.per_file:
         print()
         print(file_table(results))

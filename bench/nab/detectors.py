@@ -18,6 +18,12 @@ sees rows ``0..i`` only), the way NAB runs a detector.
   learn on 288 scores, estimate on 100), which do not depend on the series' length.
 - ``weir_surprise_likelihood`` (ablation): the likelihood of ``|last_z|``, the reading's
   z-score against the feature code's EWMA, without the model: what the model adds.
+- ``weir_served``: the sensor *package* as the service runs it (``engines.package``): its
+  feature implementation, its fp32 model, and its head (``Head.judge``: the error through
+  the key's own ``AnomalyLikelihood`` with the package's ``LikelihoodSpec``), each series
+  one key; the score is the decision's ``anomaly.log_likelihood`` (0 while warming).
+- ``weir_served_nab_split``: the same head with NAB's per-series likelihood split (the
+  package's threshold setting unchanged): what ``weir_likelihood`` measures, served.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from bench.nab.corpus import NabFile
 from bench.nab.scorer import probation_length
 from engines.bundle import Bundle
 from engines.export import onnx_outputs
+from engines.head import Head
 from engines.likelihood import AnomalyLikelihood, LikelihoodSpec, log_likelihood
+from engines.package import load_package
 from schemas.events import SensorReading
 from schemas.features import FeatureSpec, SensorState, Task
 
@@ -150,3 +158,50 @@ def likelihood_of(raw: F64, spec: LikelihoodSpec | None = None) -> F64:
         if e == e:  # not NaN
             out[i] = log_likelihood(lk.update(e))
     return out
+
+
+class WeirServed:
+    """A sensor package's decisions per series, through its own features and head."""
+
+    def __init__(self, bundle_dir: str | Path, *, nab_split: bool = False) -> None:
+        self.package = pkg = load_package(bundle_dir)
+        if pkg.head.kind != "anomaly":
+            raise ValueError(f"{bundle_dir}: a {pkg.head.kind} package, expected an anomaly one")
+        self.model = pkg.bundle.model_path("fp32").read_bytes()
+        self.nab_split = nab_split
+        self.alerts: dict[str, int] = {}
+        """ALERT decisions per series at the package's own threshold."""
+
+    def _head(self, rows: int) -> Head:
+        head = self.package.head
+        if not self.nab_split:
+            return head
+        return Head(head.kind, threshold=head.threshold, likelihood=nab_likelihood_spec(rows))
+
+    def scores(self, f: NabFile) -> F64:
+        """Each row's ``anomaly.log_likelihood`` as served; 0 while warming."""
+        features = self.package.features
+        head = self._head(len(f))
+        state = features.new_state()
+        n = len(f)
+        x = np.zeros((n, features.n_features), dtype=np.float32)
+        target = np.zeros(n)
+        ready = np.zeros(n, dtype=bool)
+        rows = zip(f.series.timestamps.tolist(), f.values.tolist(), strict=True)
+        for i, (ts, value) in enumerate(rows):
+            state.update(SensorReading(sensor_id=f.sensor, value=value, source_ts_ns=ts), ts)
+            if state.ready:
+                state.write_input(x[i])
+                target[i] = state.target()
+                ready[i] = True
+        out = np.zeros(n)
+        k = int(ready.sum())
+        if k:
+            key_state = head.new_key_state()
+            labels, _, details = head.judge(
+                onnx_outputs(self.model, x[ready]), target[ready], [key_state] * k
+            )
+            assert details is not None
+            out[ready] = [d.log_likelihood or 0.0 for d in details]
+            self.alerts[f.name] = int(labels.sum())
+        return out

@@ -82,6 +82,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
         observer: BatchObserver | None = None,
         model_version: str = "test-1",
         decoder: EventDecoder | None = None,
+        head: Head | None = None,
         **engine_kw: int,
     ) -> tuple[Pipeline, MemorySink, FakeEngine]:
         engine = engine or make_engine(task=task, **engine_kw)
@@ -89,7 +90,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
         pipe = Pipeline(
             settings=settings or default_settings(),
             engine=engine,
-            head=Head(task.value, LABELS),
+            head=head or Head(task.value, LABELS),
             spec=FeatureSpec(task=task, window=WINDOW),
             sink=sink,
             model_version=model_version,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import engines
 from engines import Bundle, EngineError, FakeEngine, load_engine, load_model, write_tiny_bundle
-from engines.fake import write_tiny_trading_bundle
+from engines.fake import tiny_mlp_onnx, write_tiny_trading_bundle
 from engines.registry import ENGINE_CLASSES, ENGINE_KINDS, engine_class
 from schemas.features import FeatureSpec, Task
+from service.errors import ConfigError
 from service.settings import load_settings
 
 
@@ -84,3 +86,41 @@ def test_load_model_refuses_an_unknown_kind_before_building(tmp_path: Path) -> N
     settings = load_settings(env={"WEIR_ENGINE__BUNDLE": str(path), "WEIR_ENGINE__KIND": "torch"})
     with pytest.raises(EngineError, match=r"^unknown engine kind 'torch'; kinds are "):
         load_model(settings)
+
+
+def _sensor_bundle(path: Path) -> Path:
+    spec = FeatureSpec(task=Task.SENSOR, window=4)
+    Bundle.write(
+        path,
+        models={"fp32": tiny_mlp_onnx(spec.n_features, (8,), 1)},
+        feature_spec=msgspec.to_builtins(spec),
+        model_version="s-1",
+        task="sensor",
+        n_features=spec.n_features,
+        n_outputs=1,
+    )
+    return path
+
+
+@pytest.mark.parametrize(("override", "expected"), [(None, 0.5), ("0.8", 0.8)])
+def test_load_model_takes_the_package_threshold_unless_overridden(
+    tmp_path: Path, override: str | None, expected: float
+) -> None:
+    """[engine] alert_threshold replaces the package's anomaly threshold; unset keeps it."""
+    env = {
+        "WEIR_ENGINE__BUNDLE": str(_sensor_bundle(tmp_path / "s")),
+        "WEIR_ENGINE__KIND": "fake",
+        "WEIR_ENGINE__MAX_BATCH": "2",
+        "WEIR_ENGINE__WARMUP_ITERS": "1",
+    }
+    if override is not None:
+        env["WEIR_ENGINE__ALERT_THRESHOLD"] = override
+    _, _, head, spec = load_model(load_settings(env=env))
+    assert (head.kind, head.threshold) == ("anomaly", expected)
+    assert spec == FeatureSpec(task=Task.SENSOR, window=4)
+
+
+def test_an_alert_threshold_outside_0_1_is_refused() -> None:
+    """The override is a log-likelihood: outside [0, 1] the settings fail to load."""
+    with pytest.raises(ConfigError, match=r"<= 1.0 - at `\$.engine.alert_threshold`"):
+        load_settings(env={"WEIR_ENGINE__ALERT_THRESHOLD": "1.5"})

@@ -14,6 +14,7 @@ from bench.nab import __main__ as nab_main
 from bench.nab.corpus import load
 from bench.nab.detectors import (
     WeirSensor,
+    WeirServed,
     likelihood_of,
     nab_likelihood_spec,
     null,
@@ -236,3 +237,50 @@ def test_per_file_scores_add_up_to_the_corpus_score(tmp_path: Path) -> None:
             assert isinstance(r, dict)
             assert sum(f["raw"] for f in r["files"].values()) == pytest.approx(r["raw"])
             assert sum(f["detected"] for f in r["files"].values()) == r["detected"]
+
+
+def test_served_scores_equal_the_offline_likelihood_of_the_errors(tmp_path: Path) -> None:
+    """The package's head, as served, gives what likelihood_of makes of the same errors,
+    except that a key still warming its likelihood scores 0 (it cannot alert), not 0.03."""
+    rng = np.random.default_rng(3)
+    values = (10.0 + rng.normal(size=700)).tolist()
+    values[650:660] = [40.0] * 10
+    [f] = load(write_nab(tmp_path / "nab", values, []))
+    path = sensor_bundle(tmp_path / "b").path
+    errors = WeirSensor(path).errors(f)
+    first = int(np.argmax(~np.isnan(errors)))
+
+    def warm_zeroed(expected: np.ndarray, spec: LikelihoodSpec) -> np.ndarray:
+        expected[first : first + spec.warm_scores] = 0.0
+        return expected
+
+    served = WeirServed(path)
+    got = served.scores(f)
+    assert got == pytest.approx(
+        warm_zeroed(likelihood_of(errors, LikelihoodSpec()), LikelihoodSpec())
+    )
+    assert got[650:660].max() > 0.5 and served.alerts["g/s.csv"] >= 1
+    split = WeirServed(path, nab_split=True).scores(f)
+    spec = nab_likelihood_spec(len(values))
+    assert split == pytest.approx(warm_zeroed(likelihood_of(errors), spec))
+
+
+def test_served_refuses_a_classes_package(tmp_path: Path) -> None:
+    """Only an anomaly package has likelihoods to score."""
+    b = write_tiny_trading_bundle(tmp_path / "t", window=4, model_version="t-1")
+    with pytest.raises(ValueError, match=r"a classes package, expected an anomaly one$"):
+        WeirServed(b.path)
+
+
+def test_main_with_a_bundle_scores_the_served_package(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--bundle adds the served rows and the score at the package's own threshold."""
+    values = [1.0, 1.2] * 100 + [50.0] + [1.0] * 99
+    root = write_nab(tmp_path / "nab", values, [(195, 210)])
+    path = sensor_bundle(tmp_path / "b").path
+    assert nab_main.main(["--root", str(root), "--bundle", str(path)]) == 0
+    text = capsys.readouterr().out
+    names = [line.split()[0] for line in text.splitlines() if line.startswith("weir_served")]
+    assert names == ["weir_served", "weir_served_nab_split", "weir_served"]
+    assert "weir_served at its package threshold (log-likelihood 0.5): standard " in text

@@ -11,6 +11,8 @@ import msgspec
 import numpy as np
 import pytest
 
+from engines.head import Head
+from engines.likelihood import AnomalyLikelihood, LikelihoodSpec
 from schemas.codec import dead_letter_codec, decision_codec, event_codec
 from schemas.confluent import ConfluentDecoder, MemorySchemas, frame
 from schemas.decision import Decision, Status
@@ -188,20 +190,67 @@ async def test_tight_budget_expires_explicitly(make_pipeline: Any) -> None:
     assert {d.status for d in got} == {Status.WARMING, Status.EXPIRED}
 
 
-async def test_sensor_alerts_on_a_spike(make_pipeline: Any) -> None:
-    """Sensor decisions are OK/ALERT with the anomaly score first."""
-    pipe, sink, _ = make_pipeline(task=Task.SENSOR)
-    values = [1.0, 1.1] * 20 + [500.0]
-    records = [
+def _sensor_records(values: list[float]) -> list[MemoryRecord]:
+    return [
         MemoryRecord(
             TOPIC, 0, i, event_codec().encode(SensorReading(sensor_id="m", value=v)), timestamp=i
         )
         for i, v in enumerate(values)
     ]
-    await _run(pipe, records)
+
+
+_QUICK = LikelihoodSpec(
+    averaging_window=1,
+    learning_period=0,
+    estimation_samples=20,
+    historic_window=200,
+    reestimation_period=1,
+)
+
+
+async def test_sensor_alerts_on_a_spike(make_pipeline: Any) -> None:
+    """A spike after a steady stretch is an ALERT carrying its likelihood and threshold."""
+    head = Head("anomaly", threshold=0.5, likelihood=_QUICK)
+    pipe, sink, _ = make_pipeline(task=Task.SENSOR, head=head)
+    await _run(pipe, _sensor_records([1.0, 1.1] * 40 + [500.0]))
     got = [d for d in _decisions(sink) if d.status is Status.OK]
     assert {d.label for d in got} <= {"OK", "ALERT"}
-    assert got[-1].label == "ALERT" and got[-1].scores[0] > 3.0
+    last = got[-1].anomaly
+    assert last is not None and last.likelihood is not None and last.log_likelihood is not None
+    assert got[-1].label == "ALERT" and last.log_likelihood >= 0.5 and last.threshold == 0.5
+    assert got[-1].scores[0] == pytest.approx(last.error)
+    assert all(d.label == "OK" for d in got[:-1])
+
+
+async def test_a_key_warming_its_likelihood_never_alerts(make_pipeline: Any) -> None:
+    """Until its likelihood has seen warm_scores errors a key is OK, whatever the threshold."""
+    head = Head("anomaly", threshold=0.0, likelihood=_QUICK)
+    pipe, sink, _ = make_pipeline(task=Task.SENSOR, head=head)
+    await _run(pipe, _sensor_records([1.0, 1.1] * 10 + [500.0]))
+    got = [d for d in _decisions(sink) if d.status is Status.OK]
+    assert got and len(got) <= _QUICK.warm_scores
+    assert {d.label for d in got} == {"OK"}
+    assert all(d.anomaly is not None and d.anomaly.likelihood is None for d in got)
+
+
+async def test_an_evicted_key_starts_its_likelihood_over(make_pipeline: Any) -> None:
+    """The likelihood lives beside the key's feature state and is evicted with it."""
+    settings = _settings(state={"max_keys": 1})
+    head = Head("anomaly", likelihood=_QUICK)
+    pipe, _, _ = make_pipeline(task=Task.SENSOR, head=head, settings=settings)
+    reading = event_codec().encode(SensorReading(sensor_id="m", value=1.0))
+    other = event_codec().encode(SensorReading(sensor_id="n", value=1.0))
+    await _run(pipe, [MemoryRecord(TOPIC, 0, 0, reading, timestamp=0)])
+    first = pipe.state.head_state("m")
+    assert isinstance(first, AnomalyLikelihood)
+    await _run(
+        pipe,
+        [
+            MemoryRecord(TOPIC, 0, 1, other, timestamp=1),
+            MemoryRecord(TOPIC, 0, 2, reading, timestamp=2),
+        ],
+    )
+    assert pipe.state.head_state("m") is not first
 
 
 async def test_publish_failure_holds_the_commit_point(make_pipeline: Any) -> None:

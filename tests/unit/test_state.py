@@ -46,3 +46,23 @@ def test_wrong_task_event_takes_no_key_slot() -> None:
         store.update(Quote(symbol="X", bid_px=1.0, bid_qty=1.0, ask_px=2.0, ask_qty=1.0), 1)
     assert store.get("real") is not None and store.get("X") is None
     assert store.evictions == 0
+
+
+def test_each_key_keeps_its_head_state_beside_its_features() -> None:
+    """The head's per-key state is made once per key, reported after each update of that
+    key, and evicted with the key."""
+    made: list[object] = []
+
+    def new_head_state() -> object:
+        made.append(object())
+        return made[-1]
+
+    store = StateStore(FeatureSpec(task=Task.SENSOR, window=2), 2, new_head_state)
+    store.update(_r("a"), 0)
+    store.update(_r("b"), 1)
+    store.update(_r("a"), 2)
+    assert store.last_head_state is made[0] and store.head_state("b") is made[1]
+    store.update(_r("c"), 3)  # evicts b
+    assert store.head_state("b") is None and store.last_head_state is made[2]
+    store.update(_r("b"), 4)  # b returns with a fresh head state
+    assert len(made) == 4 and store.head_state("b") is made[3]

@@ -16,11 +16,13 @@ pytest.importorskip("onnx", reason="export needs onnx (the train extra)")
 
 from engines.bundle import Bundle
 from engines.cli import register
+from engines.descriptor import DEFAULT_THRESHOLD
 from engines.export import export_onnx, finish_pruning, onnx_outputs, prune_magnitude
 from engines.fitting import predict
 from engines.head import Head
 from engines.models import deeplob_teacher, exported, gru_forecaster, mlp_student
 from engines.onnx import OnnxEngine
+from engines.package import load_package
 from engines.parity import PARITY_FILE, verify_bundle
 from engines.train import BuildConfig, build_bundle
 from schemas.events import Event, Quote, SensorReading, Trade
@@ -218,8 +220,9 @@ def test_build_refuses_an_out_dir_with_foreign_files(market_feed: Path, tmp_path
     assert (out / "notes.txt").exists()
 
 
-def test_sensor_build_sets_an_alert_threshold(tmp_path: Path) -> None:
-    """A sensor bundle forecasts one value and carries its train-quantile alert threshold."""
+def test_sensor_build_writes_an_anomaly_package(tmp_path: Path) -> None:
+    """A sensor build forecasts one value, records its train-error quantile and writes a
+    package whose head judges the error's likelihood against the package's threshold."""
     feed = tiny_sensor(tmp_path / "s.parquet")
     result = build_bundle(
         feed,
@@ -231,9 +234,10 @@ def test_sensor_build_sets_an_alert_threshold(tmp_path: Path) -> None:
     assert (meta.task, meta.n_outputs, meta.labels) == ("sensor", 1, [])
     assert meta.metrics["alert_threshold"] > 0
     assert "student_test_mae" in meta.metrics
-    assert Head.from_bundle(Bundle.load(tmp_path / "sb")).alert_threshold == pytest.approx(
-        meta.metrics["alert_threshold"]
-    )
+    package = load_package(tmp_path / "sb")
+    assert package.descriptor.features.impl == "schemas.features:FeatureSpec"
+    assert isinstance(package.features, FeatureSpec) and package.features.task is Task.SENSOR
+    assert (package.head.kind, package.head.threshold) == ("anomaly", DEFAULT_THRESHOLD)
     assert all(c.ok for c in result.parity)
 
 
