@@ -44,12 +44,14 @@ from bench.peers.results import (
     MIN_ATTAINMENT,
     MIN_SEND_RATIO,
     BenchResult,
+    ClassFigures,
     ContenderRun,
     ProfileSummary,
     Trial,
     expectations,
     summarize,
 )
+from bench.peers.verdict import curve_rates, mark_host_limits, points_of, scenario_checks_of
 from replay.errors import ReplayError
 from replay.kafka import KafkaTransport, ensure_topics
 from replay.measure import Recorder
@@ -97,6 +99,24 @@ class Options(msgspec.Struct, kw_only=True):
     """``WEIR_*`` overrides for the weir contender (diagnostics only; default: none)."""
     inproc_events: int = 40_000
     """Events for the in-process decision-path measurement (0: skip it)."""
+    scenarios: tuple[str, ...] = ("overload", "mixed", "heavy", "scale")
+    """Scenarios after the curve (``bench.peers.scenarios``); each skipped when empty."""
+    overload: tuple[float, ...] = (1.5, 3.0)
+    """Offered load as multiples of each contender's max sustainable rate."""
+    overload_s: float = 30.0
+    mixed_budgets_ms: tuple[float, float] = (5.0, 100.0)
+    """Budgets of the mixed-deadline scenario's tight and loose input topics."""
+    mixed_speed: float = 10.0
+    """The mixed-deadline scenario replays the feed at this speed ..."""
+    mixed_s: float = 60.0
+    """... for this long."""
+    tight_share: float = 0.5
+    """Share of the mixed feed's events sent to the tight topic."""
+    heavy_bundle: str = ""
+    """A costlier model bundle (the teacher, or a wide student) for the heavy-model
+    scenario; empty: skip it."""
+    workers: tuple[int, ...] = (1, 2)
+    """weir worker processes (one consumer group, that many partitions) for scale-out."""
 
 
 # -- the contender process --------------------------------------------------------------------
@@ -114,20 +134,29 @@ class Session:
         say: Say,
         *,
         broker_pid: int | None = None,
+        workers: int = 1,
+        budgets_ms: tuple[float, ...] = (),
+        bundle: str = "",
     ) -> None:
         self.contender = contender
         self.broker_pid = broker_pid
         self.opts = opts
+        self.workers = workers
         name = f"peers-{tag}-{contender.name}"
         work = opts.out / "work" / f"{tag}-{contender.name}"
+        inputs = [f"{name}-in", *(f"{name}-in{i}" for i in range(1, len(budgets_ms)))]
+        self.partitions = max(opts.partitions, workers)
         self.cfg = PeerConfig(
             bootstrap=bootstrap,
-            input_topic=f"{name}-in",
+            input_topic=inputs[0],
+            extra_input_topics=inputs[1:],
+            topic_budget_ms=dict(zip(inputs, budgets_ms, strict=False)),
+            bundle=bundle,
             decision_topic=f"{name}-out",
             dlq_topic=f"{name}-dlq",
             group_id=name,
-            partitions=opts.partitions,
-            budget_ms=opts.budget_ms,
+            partitions=self.partitions,
+            budget_ms=max(budgets_ms) if budgets_ms else opts.budget_ms,
             max_batch=opts.max_batch,
             max_wait_ms=opts.max_wait_ms,
             loop=opts.loop,
@@ -137,11 +166,18 @@ class Session:
         self.settings = weir_settings(self.cfg)
         self.log_file = opts.out / "logs" / f"{tag}-{contender.name}.log"
         self.say = say
-        self.proc: ChildProcess | None = None
+        self.procs: list[ChildProcess] = []
         self.on_stop: Callable[[Session], None] | None = None
         self.peak_rss: int | None = None
         self.dirty = False
         """Work left undecided by a trial: restart before measuring again."""
+        self.restarts = 0
+        """Sessions this one replaced (``Bench.ready``)."""
+
+    @property
+    def proc(self) -> ChildProcess | None:
+        """The first worker process (None before the start)."""
+        return self.procs[0] if self.procs else None
 
     @property
     def pid(self) -> int:
@@ -149,8 +185,19 @@ class Session:
         return self.proc.pid
 
     @property
+    def pids(self) -> list[int]:
+        """Every worker process."""
+        return [p.pid for p in self.procs]
+
+    @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive
+        return bool(self.procs) and all(p.alive for p in self.procs)
+
+    @property
+    def label(self) -> str:
+        """The contender's name, with ``xN`` for N worker processes."""
+        name = self.contender.name
+        return name if self.workers == 1 else f"{name} x{self.workers}"
 
     def log_tail(self, lines: int = 20) -> str:
         """The end of the child's log."""
@@ -162,13 +209,14 @@ class Session:
         await ensure_topics(
             k,
             {
-                self.cfg.input_topic: self.opts.partitions,
-                self.cfg.decision_topic: self.opts.partitions,
+                **dict.fromkeys(self.cfg.input_topics, self.partitions),
+                self.cfg.decision_topic: self.partitions,
                 self.cfg.dlq_topic: 1,
             },
         )
         began = time.monotonic()
-        self._spawn()
+        for _ in range(self.workers):
+            self._spawn()
         result, _ = await self.measure(
             warm, Pacing(rate=self.opts.warmup_rate), quiet_s=self.opts.startup_timeout_s
         )
@@ -187,22 +235,33 @@ class Session:
         python = self.opts.python.get(self.contender.name, sys.executable)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        self.proc = spawn(
-            [python, "-m", "bench.peers.worker", self.contender.name],
-            log_file=self.log_file,
-            cwd=REPO,
-            env=env,
-            stdin=msgspec.json.encode(self.cfg),
+        n = len(self.procs)
+        log = self.log_file if n == 0 else self.log_file.with_suffix(f".{n}.log")
+        self.procs.append(
+            spawn(
+                [python, "-m", "bench.peers.worker", self.contender.name],
+                log_file=log,
+                cwd=REPO,
+                env=env,
+                stdin=msgspec.json.encode(self.cfg),
+            )
         )
 
     async def measure(
-        self, plan: Plan, pacing: Pacing, *, quiet_s: float, max_s: float | None = None
+        self,
+        plan: Plan,
+        pacing: Pacing,
+        *,
+        quiet_s: float,
+        max_s: float | None = None,
+        transport: KafkaTransport | None = None,
     ) -> tuple[RunResult, Recorder]:
         """One replay of ``plan`` into this contender (stopped early if the child dies)."""
-        transport = KafkaTransport(self.settings.kafka)
+        transport = transport or KafkaTransport(self.settings.kafka)
         rec = Recorder(plan.n)
         started = time.time_ns()
-        slo = Slo(budget_ms=self.opts.budget_ms, percentiles=((99.0, self.opts.budget_ms),))
+        budget = self.cfg.budget_ms
+        slo = Slo(budget_ms=budget, percentiles=((99.0, budget),))
         config = config_for(
             plan,
             pacing,
@@ -222,7 +281,8 @@ class Session:
             if task.done():
                 break
             if not self.alive:
-                why = f"the contender exited (status {self.proc.returncode if self.proc else None})"
+                codes = [p.returncode for p in self.procs]
+                why = f"the contender exited (status {', '.join(map(str, codes)) or None})"
             elif deadline is not None and time.monotonic() > deadline:
                 why = f"stopped waiting for decisions after {max_s:,.0f} s"
             if why:
@@ -240,22 +300,22 @@ class Session:
         return result, rec
 
     def sample_rss(self) -> None:
-        """Keep the largest high-water mark seen."""
-        if self.proc is None:
-            return
-        hwm = procstat.peak_rss_bytes(self.proc.pid)
+        """Keep the largest high-water mark seen (summed over the worker processes)."""
+        marks = [procstat.peak_rss_bytes(pid) for pid in self.pids]
+        known = [m for m in marks if m is not None]
+        hwm = sum(known) if known else None
         if hwm is not None and (self.peak_rss is None or hwm > self.peak_rss):
             self.peak_rss = hwm
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit status."""
-        proc = self.proc
-        if proc is None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; the first non-zero exit status."""
+        if not self.procs:
             return None
         if self.on_stop is not None:
             self.on_stop(self)
         self.sample_rss()
-        return proc.stop(timeout_s)
+        codes = [p.stop(timeout_s) for p in self.procs]
+        return next((c for c in codes if c not in (0, None)), codes[0])
 
 
 # -- plans --------------------------------------------------------------------------------------
@@ -327,6 +387,7 @@ def trial_of(
     peak_rss: int | None,
     loadavg: tuple[float, float],
     result_file: str,
+    workers: int = 1,
 ) -> Trial:
     """The table's figures of one replay result."""
     e2e = result.latency["e2e"]
@@ -379,7 +440,16 @@ def trial_of(
         sustainable=sustainable,
         result_file=result_file,
         notes=list(result.config.notes),
+        dead_lettered=c.dead_lettered,
+        misses=c.misses,
+        planned_s=(s.sent / s.intended_rate) if s.intended_rate else None,
+        workers=workers,
     )
+
+
+def _cpu(pids: list[int]) -> float | None:
+    vals = [procstat.cpu_seconds(pid) for pid in pids]
+    return None if any(v is None for v in vals) else sum(v or 0.0 for v in vals)
 
 
 async def run_trial(
@@ -390,37 +460,46 @@ async def run_trial(
     load: str,
     repeat: int,
     name: str,
+    transport: KafkaTransport | None = None,
+    classes: Callable[[Recorder], dict[str, ClassFigures]] | None = None,
 ) -> Trial:
-    """Replay ``plan`` into the session's contender and take its figures."""
+    """Replay ``plan`` into the session's contender and take its figures (and, with
+    ``classes``, each deadline class's figures from the recorder)."""
     opts = session.opts
-    pid = session.pid
+    pids = session.pids
     me = os.getpid()
     broker = session.broker_pid
-    cpu0 = procstat.cpu_seconds(pid)
+    cpu0 = _cpu(pids)
     own0 = procstat.cpu_seconds(me)
     brk0 = procstat.cpu_seconds(broker) if broker else None
     load0 = _loadavg()
     planned = plan.n / pacing.rate if pacing.rate else plan.span_s / (pacing.speed or 1.0)
-    result, _ = await session.measure(plan, pacing, quiet_s=opts.quiet_s, max_s=3 * planned + 60.0)
-    cpu1 = procstat.cpu_seconds(pid)
+    result, rec = await session.measure(
+        plan, pacing, quiet_s=opts.quiet_s, max_s=3 * planned + 60.0, transport=transport
+    )
+    cpu1 = _cpu(pids)
     own1 = procstat.cpu_seconds(me)
     brk1 = procstat.cpu_seconds(broker) if broker else None
     session.sample_rss()
     path = opts.out / "runs" / f"{name}.json"
     write_result(result, path)
-    return trial_of(
+    trial = trial_of(
         result,
-        contender=session.contender.name,
+        contender=session.label,
         load=load,
         repeat=repeat,
-        budget_ms=opts.budget_ms,
+        budget_ms=session.cfg.budget_ms,
         cpu_s=_delta(cpu0, cpu1),
         harness_cpu_s=_delta(own0, own1),
         broker_cpu_s=_delta(brk0, brk1),
         peak_rss=session.peak_rss,
         loadavg=(load0, _loadavg()),
         result_file=str(path.relative_to(opts.out)),
+        workers=session.workers,
     )
+    if classes is not None:
+        trial.classes = classes(rec)
+    return trial
 
 
 # -- one contender, one repeat ---------------------------------------------------------------
@@ -472,32 +551,58 @@ class Bench:
         self.live: set[Session] = set()
         """Sessions not stopped yet (stopped by ``run_bench`` if the run is interrupted)."""
 
-    def _session(self, contender: Contender) -> Session:
+    def _session(self, contender: Contender, **variant: Any) -> Session:
         self._sessions += 1
         tag = f"{self.run_id}-{self._sessions}"
         session = Session(
-            contender, self.opts, self.bootstrap, tag, self.say, broker_pid=self.broker_pid
+            contender,
+            self.opts,
+            self.bootstrap,
+            tag,
+            self.say,
+            broker_pid=self.broker_pid,
+            **variant,
         )
         self.live.add(session)
         session.on_stop = self.live.discard
         return session
 
-    async def _fresh(self, contender: Contender, plans: Plans, run: ContenderRun) -> Session:
-        session = self._session(contender)
-        self.say(f"{contender.name}: starting (log {session.log_file})")
+    async def fresh(
+        self, contender: Contender, plans: Plans, run: ContenderRun | None = None, **variant: Any
+    ) -> Session:
+        """A new, warmed-up contender session (``variant``: ``Session``'s keywords)."""
+        session = self._session(contender, **variant)
+        self.say(f"{session.label}: starting (log {session.log_file})")
         startup = await session.start(plans.warm)
-        if run.startup_s is None:
+        if run is not None and run.startup_s is None:
             run.startup_s = startup
-        self.say(f"{contender.name}: ready and warm in {startup:.1f} s (pid {session.pid})")
+        self.say(f"{session.label}: ready and warm in {startup:.1f} s (pids {session.pids})")
         return session
 
+    async def ready(self, session: Session, plans: Plans) -> Session:
+        """``session`` after the settle pause, or a fresh one like it if it left work
+        undecided or died (same contender and variant)."""
+        await asyncio.sleep(self.opts.settle_s)
+        if not session.dirty and session.alive:
+            return session
+        session.stop()
+        again = await self.fresh(
+            session.contender,
+            plans,
+            workers=session.workers,
+            budgets_ms=tuple(session.cfg.topic_budget_ms.values()),
+            bundle=session.cfg.bundle,
+        )
+        again.restarts = session.restarts + 1
+        return again
+
     async def run_contender(self, contender: Contender, plans: Plans, repeat: int) -> ContenderRun:
-        """1x, 10x and the ramp of one contender (one repeat)."""
+        """1x and 10x of one contender (one repeat); the ramp is the interleaved curve's."""
         opts = self.opts
         run = ContenderRun(contender=contender.name, repeat=repeat)
         session: Session | None = None
         try:
-            session = await self._fresh(contender, plans, run)
+            session = await self.fresh(contender, plans, run)
             for load, plan, pacing in (
                 ("1x", plans.x1, Pacing(speed=1.0)),
                 ("10x", plans.x10, Pacing(speed=10.0)),
@@ -507,7 +612,7 @@ class Bench:
                     session.stop()
                     self._rss(run, session)
                     run.restarts += 1
-                    session = await self._fresh(contender, plans, run)
+                    session = await self.fresh(contender, plans, run)
                 t = await run_trial(
                     session,
                     plan,
@@ -516,9 +621,8 @@ class Bench:
                     repeat=repeat,
                     name=f"r{repeat}-{contender.name}-{load}",
                 )
-                self._report(t)
+                self.report(t)
                 run.trials.append(t)
-            session = await self._ramp(contender, plans, run, session)
         except ReplayError as exc:
             run.error = str(exc)
             self.say(f"{contender.name}: {exc}")
@@ -535,55 +639,7 @@ class Bench:
             mib = session.peak_rss / 2**20
             run.peak_rss_mib = max(run.peak_rss_mib or 0.0, mib)
 
-    async def _ramp(
-        self, contender: Contender, plans: Plans, run: ContenderRun, session: Session
-    ) -> Session:
-        opts = self.opts
-        ramp = run.ramp
-
-        async def step(rate: float, session: Session) -> tuple[Trial, Session]:
-            await asyncio.sleep(opts.settle_s)
-            if session.dirty or not session.alive:
-                session.stop()
-                self._rss(run, session)
-                run.restarts += 1
-                session = await self._fresh(contender, plans, run)
-            t = await run_trial(
-                session,
-                plans.at_rate(rate, opts.step_s),
-                Pacing(rate=rate),
-                load="rate",
-                repeat=run.repeat,
-                name=f"r{run.repeat}-{contender.name}-rate{rate:.0f}",
-            )
-            self._report(t)
-            ramp.steps.append(t)
-            return t, session
-
-        for rate in ramp_rates(opts.ramp_start, opts.ramp_factor, opts.ramp_max):
-            t, session = await step(rate, session)
-            if t.sustainable:
-                continue
-            ramp.limited_by = "harness" if t.harness_limited else "slo"
-            break
-        else:
-            ramp.limited_by = "ceiling"
-        for _ in range(opts.refine):
-            lo, hi = _bracket(ramp.steps)
-            if lo is None or hi is None:
-                break
-            mid = bisect_rate(lo, hi)
-            if not lo < mid < hi:
-                break
-            _, session = await step(mid, session)
-        ramp.max_rate = _bracket(ramp.steps)[0]
-        self.say(
-            f"{contender.name}: max sustainable rate {_rate(ramp.max_rate)} at "
-            f"{opts.budget_ms:g} ms ({ramp.limited_by})"
-        )
-        return session
-
-    def _report(self, t: Trial) -> None:
+    def report(self, t: Trial) -> None:
         def ms(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
 
@@ -601,7 +657,7 @@ class Bench:
         """One trial at ``rate`` with py-spy sampling the contender."""
         contender = CONTENDERS[name]
         run = ContenderRun(contender=name, repeat=0)
-        session = await self._fresh(contender, plans, run)
+        session = await self.fresh(contender, plans, run)
         raw = self.opts.out / f"profile-{name}.txt"
         try:
             await asyncio.sleep(self.opts.settle_s)
@@ -617,13 +673,51 @@ class Bench:
                 repeat=0,
                 name=f"profile-{name}-rate{rate:.0f}",
             )
-            self._report(t)
+            self.report(t)
             await asyncio.get_running_loop().run_in_executor(None, pyspy.wait, spy)
         finally:
             session.stop()
         summary = pyspy.summarize(raw, contender=name, rate=rate, seconds=self.opts.profile_s)
         summary.trial = t
         return summary
+
+    async def curve(self, plans: Plans, names: list[str], result: BenchResult) -> None:
+        """The interleaved curve, then the scenarios (``bench.peers.scenarios``)."""
+        from bench.peers import scenarios
+
+        opts = self.opts
+        sessions: list[Session] = []
+        try:
+            for name in names:
+                try:
+                    sessions.append(await self.fresh(CONTENDERS[name], plans))
+                except ReplayError as exc:
+                    result.notes.append(f"curve: {exc}")
+            self.say(f"curve: {', '.join(s.label for s in sessions)} interleaved")
+            steps, stops, sessions = await scenarios.ramp(self, plans, sessions)
+            result.curve, result.curve_stop = steps, stops
+            result.points = mark_host_limits(points_of(steps, budget_ms=opts.budget_ms))
+            rates = curve_rates(steps, result.points)
+            result.summary = summarize(result.runs, rates)
+            _save(result, opts.out)
+            if "overload" in opts.scenarios and opts.overload:
+                capacity = {label: r.median for label, r in rates.items()}
+                sc, sessions = await scenarios.overload(self, plans, sessions, capacity)
+                result.scenarios.append(sc)
+                _save(result, opts.out)
+        finally:
+            for session in sessions:
+                session.stop()
+        if "mixed" in opts.scenarios:
+            result.scenarios.append(await scenarios.mixed(self, plans, names))
+            _save(result, opts.out)
+        if "heavy" in opts.scenarios and opts.heavy_bundle:
+            result.scenarios.append(await scenarios.heavy(self, plans, names))
+            _save(result, opts.out)
+        if "scale" in opts.scenarios and any(n > 1 for n in opts.workers):
+            sc, _ = await scenarios.scale(self, plans)
+            result.scenarios.append(sc)
+            _save(result, opts.out)
 
     async def run(self) -> BenchResult:
         """Every repeat of every contender, the summary, the checks, the profiles."""
@@ -660,8 +754,10 @@ class Bench:
                 run = await self.run_contender(CONTENDERS[name], plans, repeat)
                 result.runs.append(run)
                 _save(result, opts.out)
-        result.summary = summarize(result.runs)
+        await self.curve(plans, names, result)
         result.checks = expectations(result.summary)
+        result.checks += scenario_checks_of(result)
+        _save(result, opts.out)
         for name in opts.profile:
             if name not in result.summary:
                 continue
