@@ -94,7 +94,7 @@ async def ramp(
 
     async def run(targets: dict[str, float], idx: int) -> None:
         for repeat, label in interleaved(list(targets), opts.repeats, step=idx):
-            if label in stopped:
+            if stopped.get(label, "").startswith("error"):
                 continue
             rate = targets[label]
             try:
