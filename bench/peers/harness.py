@@ -714,6 +714,12 @@ class Bench:
         if "heavy" in opts.scenarios and opts.heavy_bundle:
             result.scenarios.append(await scenarios.heavy(self, plans, names))
             _save(result, opts.out)
+        elif "heavy" in opts.scenarios:
+            result.notes.append(
+                "heavy-model scenario not run: no --heavy-bundle (build one with "
+                "`weir model build ... --teacher-out DIR`, or a student wide enough that a "
+                "batch of 64 takes >= 1 ms)"
+            )
         if "scale" in opts.scenarios and any(n > 1 for n in opts.workers):
             sc, _ = await scenarios.scale(self, plans)
             result.scenarios.append(sc)

@@ -590,3 +590,25 @@ def test_classed_transport_sends_each_event_to_its_class_topic() -> None:
     )
     rec.decided(d, 10)
     assert rec.n_outcomes == 1 and int(rec.status[1]) == list(Status).index(Status.OK)
+
+
+def test_report_redraw_recomputes_rates_and_checks_from_the_curve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--report DIR`` re-derives the max rates and the checks from the saved curve and
+    scenarios (stale ones in the file do not survive) and prints the whole report."""
+    from bench.peers.__main__ import main
+
+    result = _result()
+    result.summary = {}
+    result.checks = []
+    write_all(result, tmp_path)
+    assert main(["--report", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    back = decode_result((tmp_path / "peers.json").read_bytes())
+    assert back.summary["weir"]["max_rate"].median == 2000.0
+    assert {c.name for c in back.checks} >= {
+        "overload_3x_goodput_vs_best_peer",
+        "mixed_tight_class_attainment",
+    }
+    assert "## Throughput-latency curve" in printed and "## Overload" in printed
