@@ -87,7 +87,9 @@ def render_markdown(result: BenchResult) -> str:
         "",
         f"SLO budget {p.get('budget_ms')} ms end to end (weir's deadline budget too); e2e = decision arrival - "
         f"intended send, coordinated-omission corrected; {p.get('repeats')} repeat(s): median "
-        "[min-max]; one worker each, alone on the box, same Apache Kafka, topics of "
+        "[min-max]; one worker each (1x and 10x: each contender alone on the box; the "
+        "curve and the overload scenario: every contender's process started once and kept, "
+        "idle while another is measured, so repeats interleave), same Apache Kafka, topics of "
         f"{p.get('partitions')} partition(s), same ONNX student (default bundle) and feature "
         "code.",
         "",

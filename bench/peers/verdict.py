@@ -99,13 +99,15 @@ def point_of(trials: Sequence[Trial], *, budget_ms: float) -> CurvePoint:
 
 
 def points_of(steps: Iterable[Trial], *, budget_ms: float) -> list[CurvePoint]:
-    """Every (contender, rate) point of the curve's steps, by contender then rate."""
+    """Every (contender, rate) point of the curve's steps, contenders in the order they
+    first ran (the table's), then by rate."""
     groups: dict[tuple[str, float], list[Trial]] = {}
+    first: dict[str, int] = {}
     for t in steps:
+        first.setdefault(t.contender, len(first))
         groups.setdefault((t.contender, round(t.offered_rate or 0.0)), []).append(t)
-    return [
-        point_of(groups[k], budget_ms=budget_ms) for k in sorted(groups, key=lambda k: (k[0], k[1]))
-    ]
+    order = sorted(groups, key=lambda k: (first[k[0]], k[1]))
+    return [point_of(groups[k], budget_ms=budget_ms) for k in order]
 
 
 def mark_host_limits(points: list[CurvePoint]) -> list[CurvePoint]:

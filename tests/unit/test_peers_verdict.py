@@ -347,6 +347,7 @@ def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
     per-class attainment, the scale-out table, and each target met or not."""
     md = render_markdown(_result())
     assert "### weir (ramp stopped: slo)" in md
+    assert md.index("### weir") < md.index("### naive") < md.index("### echo")  # run order
     assert "| 2,000 | 1.25 | 2.50 | 5.00 | 99.90% | 0.050 | ok H 1/3 |" in md
     assert "| 4,000 | 4.50 | 9.00 | 18.00 | 50.00% | 0.050 | ✗ B |" in md
     assert (
