@@ -1,4 +1,4 @@
-"""Runs the contenders one at a time against one Apache Kafka and measures each the same way.
+"""Runs the contenders against one Apache Kafka and measures each the same way.
 
 For every repeat, for every contender (order rotated each repeat, so a noisy minute on the
 shared host does not always hit the same one):
@@ -9,11 +9,17 @@ shared host does not always hit the same one):
    one is decided (this is also the readiness test, the same for every system); excluded;
 4. the loads, each a ``replay.runner`` replay (open loop, e2e latency from the intended
    send time, decisions matched by (topic, partition, offset)): the feed's first
-   ``seconds_1x`` s at 1x, its first ``seconds_10x`` s at 10x, then the fixed-rate ramp:
-   ``step_s`` s at ``ramp_start``/s, times ``ramp_factor`` per step until a step is not
-   sustainable (``results.Trial.sustainable``), then ``refine`` geometric bisections;
-   a step that left work undecided restarts the contender on fresh topics first;
+   ``seconds_1x`` s at 1x and its first ``seconds_10x`` s at 10x; a replay that left work
+   undecided restarts the contender on fresh topics first;
 5. CPU seconds and peak RSS of the child from ``/proc`` around each trial; SIGTERM.
+
+Then the throughput-latency curve and the scenarios (``Bench.curve``, which hands over to
+``bench.peers.scenarios``): every contender started once and kept, each fixed rate of the
+ramp (``step_s`` s at ``ramp_start``/s, times ``ramp_factor`` per step, then ``refine``
+bisections) run ``repeats`` times interleaved across contenders and judged on the median
+(``bench.peers.verdict``); overload at multiples of each one's max rate on those same
+processes; the mixed-deadline, heavy-model and scale-out scenarios on fresh ones. A
+session here may be N worker processes in one consumer group (``Session(workers=N)``).
 
 Then, for the contenders named by ``profile``, one more trial at that contender's median
 max sustainable rate with py-spy sampling its process (``bench.peers.pyspy``).

@@ -1,8 +1,10 @@
 """The figures of a side-by-side run: per trial, per contender run, and the summary.
 
 A *trial* is one replay (a load) against one contender process; a *contender run* is one
-repeat of one contender (its trials at 1x and 10x and its ramp); the *summary* gives each
-figure's min / median / max over the repeats. ``sustainable`` (per trial) is the ramp's
+repeat of one contender (its trials at 1x and 10x); the *curve* is every fixed-rate step
+of every contender, its *points* the per-rate verdicts over interleaved repeats
+(``bench.peers.verdict``); *scenarios* hold the overload, mixed-deadline, heavy-model and
+scale-out trials; the *summary* gives each figure's min / median / max over the repeats. ``sustainable`` (per trial) is the ramp's
 test: e2e p99 within the budget, nothing lost, at least 99 % of inputs decided ``ok`` in
 budget (so weir's ``expired``/``shed`` decisions count against it), and the harness's
 sender keeping the offered rate (otherwise the trial measured the harness, not the
