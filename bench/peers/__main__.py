@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         result.checks = expectations(result.summary) + scenario_checks_of(result)
         paths = write_all(result, args.report)
     else:
-        from bench.peers.harness import Options, run_bench
+        from bench.peers.harness import run_bench
+        from bench.peers.session import Options
 
         opts = Options(
             out=args.out,

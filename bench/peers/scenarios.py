@@ -40,7 +40,8 @@ from replay.plan import load_plan
 from service.settings import KafkaSettings
 
 if TYPE_CHECKING:
-    from bench.peers.harness import Bench, Plans, Session
+    from bench.peers.harness import Bench, Plans
+    from bench.peers.session import Session
 
 
 class ClassedTransport(KafkaTransport):

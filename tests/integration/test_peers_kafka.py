@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.peers.harness import Bench, Options
+from bench.peers.harness import Bench
+from bench.peers.session import Options
 from replay.synthetic import synthesize_market
 
 

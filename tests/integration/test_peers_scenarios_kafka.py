@@ -9,7 +9,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.peers.harness import Bench, Options
+from bench.peers.harness import Bench
+from bench.peers.session import Options
 from replay.synthetic import synthesize_market
 from schemas.decision import Decision
 

@@ -25,6 +25,7 @@ from bench.peers.results import (
     encode_result,
     summarize,
 )
+from bench.peers.session import Options, Session
 from bench.peers.verdict import (
     class_figures,
     curve_rates,
@@ -404,10 +405,10 @@ def test_peer_config_with_two_topics_gives_weir_per_topic_budgets() -> None:
 def test_session_variants_name_topics_partitions_and_workers(tmp_path: Path) -> None:
     """Two workers take two partitions and the label ``weir x2``; two budgets make two
     input topics, the tight first, and the loose budget is the session's SLO."""
-    opts = harness.Options(out=tmp_path, feed=tmp_path / "f")
-    two = harness.Session(CONTENDERS["weir"], opts, "b:1", "x", print, workers=2)
+    opts = Options(out=tmp_path, feed=tmp_path / "f")
+    two = Session(CONTENDERS["weir"], opts, "b:1", "x", print, workers=2)
     assert (two.label, two.partitions, two.cfg.partitions) == ("weir x2", 2, 2)
-    mixed = harness.Session(CONTENDERS["naive"], opts, "b:1", "y", print, budgets_ms=(5.0, 100.0))
+    mixed = Session(CONTENDERS["naive"], opts, "b:1", "y", print, budgets_ms=(5.0, 100.0))
     assert mixed.cfg.input_topics == ["peers-y-naive-in", "peers-y-naive-in1"]
     assert mixed.cfg.topic_budget_ms == {"peers-y-naive-in": 5.0, "peers-y-naive-in1": 100.0}
     assert mixed.cfg.budget_ms == 100.0 and mixed.label == "naive"
@@ -449,7 +450,7 @@ def test_cli_parses_and_refuses_scenario_options() -> None:
 class _FakeBench:
     """What ``scenarios`` needs of ``harness.Bench``: options, ``ready``, ``report``."""
 
-    def __init__(self, opts: harness.Options) -> None:
+    def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.readied: list[str] = []
 
@@ -481,9 +482,7 @@ def test_ramp_interleaves_stops_on_the_median_and_refines(
         return _t(session.label, rate, 1.0 if ok else 50.0, repeat=kw["repeat"])
 
     monkeypatch.setattr(harness, "run_trial", fake_trial)
-    opts = harness.Options(
-        out=tmp_path, feed=tmp_path / "f", ramp_start=500, ramp_max=4000, refine=1
-    )
+    opts = Options(out=tmp_path, feed=tmp_path / "f", ramp_start=500, ramp_max=4000, refine=1)
     bench = _FakeBench(opts)
     plans = SimpleNamespace(at_rate=lambda rate, seconds: rate)
     sessions = [SimpleNamespace(label="weir"), SimpleNamespace(label="naive")]
@@ -534,7 +533,7 @@ def test_overload_offers_each_factor_of_each_capacity_on_the_bursty_feed(
         return _t(session.label, plan.n / 2.0, load=kw["load"])
 
     monkeypatch.setattr(harness, "run_trial", fake_trial)
-    opts = harness.Options(out=tmp_path, feed=tmp_path / "f", overload_s=2.0, repeats=1)
+    opts = Options(out=tmp_path, feed=tmp_path / "f", overload_s=2.0, repeats=1)
     bench = _FakeBench(opts)
     plans = SimpleNamespace(base=_plan(50))
     sessions = [SimpleNamespace(label=n) for n in ("weir", "naive", "echo")]
