@@ -41,6 +41,7 @@ from bench.peers.verdict import (
     scenario_checks,
     scenario_checks_of,
 )
+from replay.errors import ReplayError
 from replay.measure import Recorder
 from replay.plan import Plan
 from schemas.codec import event_codec
@@ -612,3 +613,116 @@ def test_report_redraw_recomputes_rates_and_checks_from_the_curve(
         "mixed_tight_class_attainment",
     }
     assert "## Throughput-latency curve" in printed and "## Overload" in printed
+
+
+class _FreshBench(_FakeBench):
+    """A fake bench that also starts (fake) sessions, recording each variant asked for."""
+
+    def __init__(self, opts: Options, *, fail: str = "") -> None:
+        super().__init__(opts)
+        self.started: list[tuple[str, dict[str, Any]]] = []
+        self.fail = fail
+        self.feed = Path("f")
+        self.sessions: list[Any] = []
+
+    async def fresh(self, contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
+        self.started.append((contender.name, variant))
+        workers = variant.get("workers", 1)
+        if contender.name == self.fail or f"x{workers}" == self.fail:
+            raise ReplayError(f"{contender.name} did not answer its warm-up")
+        label = contender.name if workers == 1 else f"{contender.name} x{workers}"
+        stopped: list[bool] = []
+        session = SimpleNamespace(
+            label=label, workers=workers, stopped=stopped, stop=lambda: stopped.append(True)
+        )
+        self.sessions.append(session)
+        return session
+
+
+def test_heavy_runs_the_10x_replay_with_the_bundle_and_skips_the_echo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every model contender gets the heavy bundle and the 10x replay; the echo (no model)
+    is left out; a contender that does not start is a note, not a crash."""
+    loads: list[tuple[str, str]] = []
+
+    async def fake_trial(session: Any, plan: Any, pacing: Any, **kw: Any) -> Trial:
+        loads.append((session.label, kw["load"]))
+        assert pacing.speed == 10.0 and plan == "x10"
+        return _t(session.label, 100.0, load=kw["load"])
+
+    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    opts = Options(out=tmp_path, feed=tmp_path / "f", repeats=1, heavy_bundle="/b/teacher")
+    bench = _FreshBench(opts, fail="naive")
+    plans = SimpleNamespace(x10="x10")
+    sc = asyncio.run(scenarios.heavy(bench, plans, ["weir", "naive", "echo"]))  # type: ignore[arg-type]
+    assert bench.started == [
+        ("weir", {"bundle": "/b/teacher"}),
+        ("naive", {"bundle": "/b/teacher"}),
+    ]
+    assert loads == [("weir", "heavy-10x")]
+    assert sc.notes == ["naive: naive did not answer its warm-up"]
+
+
+def test_scale_ramps_each_worker_count_and_stops_every_session(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Workers 1, 2 and 3 are asked for; 3 does not start (noted); 1 and 2 are ramped
+    side by side under their labels and both stopped afterwards."""
+    labels: list[str] = []
+
+    async def fake_trial(session: Any, plan: Any, pacing: Any, **kw: Any) -> Trial:
+        labels.append(session.label)
+        return _t(session.label, float(pacing.rate), 1.0, load="scale", workers=session.workers)
+
+    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    opts = Options(
+        out=tmp_path,
+        feed=tmp_path / "f",
+        repeats=1,
+        ramp_start=100,
+        ramp_max=100,
+        workers=(1, 2, 3),
+    )
+    bench = _FreshBench(opts, fail="x3")
+    plans = SimpleNamespace(at_rate=lambda rate, seconds: rate)
+    sc, stops = asyncio.run(scenarios.scale(bench, plans))  # type: ignore[arg-type]
+    assert [v for _, v in bench.started] == [{"workers": 1}, {"workers": 2}, {"workers": 3}]
+    assert labels == ["weir", "weir x2"] and stops == {"weir": "ceiling", "weir x2": "ceiling"}
+    assert sc.notes == ["weir x3: weir did not answer its warm-up"]
+    assert [t.workers for t in sc.trials] == [1, 2]
+    assert [s.stopped for s in bench.sessions] == [[True], [True]]
+
+
+def test_ready_replaces_a_dirty_session_with_the_same_variant(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A session that left work undecided is stopped and replaced by a fresh one with the
+    same contender, workers, budgets and bundle; its restart count goes up; a clean one is
+    kept."""
+    opts = Options(out=tmp_path, feed=tmp_path / "f", settle_s=0.0)
+    bench = harness.Bench(opts, say=lambda text: None)
+    asked: list[dict[str, Any]] = []
+
+    async def fresh(contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
+        asked.append({"contender": contender.name, **variant})
+        return SimpleNamespace(restarts=0)
+
+    monkeypatch.setattr(bench, "fresh", fresh)
+    stopped: list[bool] = []
+    old = SimpleNamespace(
+        dirty=True,
+        alive=True,
+        contender=CONTENDERS["weir"],
+        workers=2,
+        cfg=SimpleNamespace(topic_budget_ms={"a": 5.0, "b": 100.0}, bundle="/b"),
+        restarts=1,
+        stop=lambda: stopped.append(True),
+    )
+    new = asyncio.run(bench.ready(old, None))  # type: ignore[arg-type]
+    assert stopped == [True] and new.restarts == 2
+    assert asked == [
+        {"contender": "weir", "workers": 2, "budgets_ms": (5.0, 100.0), "bundle": "/b"}
+    ]
+    old.dirty = False
+    assert asyncio.run(bench.ready(old, None)) is old  # type: ignore[arg-type]
