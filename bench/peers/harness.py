@@ -104,14 +104,6 @@ def _rate(r: float | None) -> str:
     return "-" if r is None else f"{r:,.0f}/s"
 
 
-def _bracket(steps: list[Trial]) -> tuple[float | None, float | None]:
-    """The highest sustainable rate below the lowest unsustainable one, and that one."""
-    rates = sorted((t.offered_rate or 0.0, t.sustainable) for t in steps)
-    hi = next((r for r, ok in rates if not ok), None)
-    passing = [r for r, ok in rates if ok and (hi is None or r < hi)]
-    return (max(passing) if passing else None), hi
-
-
 def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else b - a
 

@@ -109,6 +109,9 @@ class CurvePoint(msgspec.Struct, frozen=True, kw_only=True):
     """The median of the repeats meets the SLO."""
     harness_limited: int = 0
     """Repeats whose sender fell short of the offered rate (the harness was the limit)."""
+    sender_lagged: int = 0
+    """Repeats whose sender was late by more than the runner's threshold (50 ms) at least
+    once: its latencies include the harness's own stalls (coordinated-omission charged)."""
     host_limited: bool = False
     """The echo floor was not sustainable at this rate or below (host or broker limit)."""
 
@@ -125,7 +128,8 @@ class Scenario(msgspec.Struct, kw_only=True):
 
 
 class Ramp(msgspec.Struct, kw_only=True):
-    """The fixed-rate ramp of one contender in one repeat."""
+    """The fixed-rate ramp of one contender in one repeat (results written before the
+    interleaved curve, ``BenchResult.curve``, replaced it; read for ``--report``)."""
 
     steps: list[Trial] = msgspec.field(default_factory=list)
     max_rate: float | None = None

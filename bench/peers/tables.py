@@ -51,10 +51,13 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def marks(p: CurvePoint) -> str:
-    """``H 1/3`` (sender short of the rate in 1 of 3 repeats), ``B`` (host/broker)."""
+    """``H 1/3`` (sender short of the rate in 1 of 3 repeats), ``L 2/3`` (sender late by
+    more than 50 ms at least once in 2 of 3), ``B`` (host/broker)."""
     out = []
     if p.harness_limited:
         out.append(f"H {p.harness_limited}/{p.repeats}")
+    if p.sender_lagged:
+        out.append(f"L {p.sender_lagged}/{p.repeats}")
     if p.host_limited:
         out.append("B")
     return " ".join(out)
@@ -93,8 +96,9 @@ def curve_markdown(result: BenchResult) -> list[str]:
         f"[min-max] over those repeats; a rate is sustainable (ok) when the median meets the "
         f"SLO (p99 <= {budget} ms, >= 99 % in budget, nothing lost, sender keeping up). "
         "Marks: `H n/N` the harness's sender fell short of the rate in n of N repeats "
-        "(harness limit); `B` the echo floor (no model) already failed at this rate or "
-        "below (host or broker limit).",
+        "(harness limit); `L n/N` the sender was late by more than 50 ms at least once in "
+        "n of N repeats (its stalls are charged to the latencies); `B` the echo floor (no "
+        "model) already failed at this rate or below (host or broker limit).",
         "",
     ]
     for name in dict.fromkeys(p.contender for p in result.points):

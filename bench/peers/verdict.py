@@ -95,6 +95,7 @@ def point_of(trials: Sequence[Trial], *, budget_ms: float) -> CurvePoint:
         cpu_s_per_1k=spread(t.cpu_s_per_1k for t in trials),
         sustainable=sustainable,
         harness_limited=sum(t.harness_limited for t in trials),
+        sender_lagged=sum(t.sender_behind for t in trials),
     )
 
 

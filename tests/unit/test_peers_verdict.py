@@ -285,7 +285,7 @@ def _result() -> BenchResult:
     for repeat in (1, 2, 3):
         steps += [
             _t("weir", 1000, 1.5, repeat=repeat),
-            _t("weir", 2000, 2.5, repeat=repeat, harness_limited=repeat == 2),
+            _t("weir", 2000, 2.5, repeat=repeat, harness_limited=repeat == 2, sender_behind=True),
             _t("weir", 4000, 9.0, repeat=repeat),
             _t("naive", 1000, 3.0, repeat=repeat),
             _t("naive", 2000, 20.0, repeat=repeat),
@@ -345,12 +345,12 @@ def _result() -> BenchResult:
 
 
 def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
-    """The markdown has each contender's curve (H and B marks), the overload goodput, the
+    """The markdown has each contender's curve (H, L and B marks), the overload goodput, the
     per-class attainment, the scale-out table, and each target met or not."""
     md = render_markdown(_result())
     assert "### weir (ramp stopped: slo)" in md
     assert md.index("### weir") < md.index("### naive") < md.index("### echo")  # run order
-    assert "| 2,000 | 1.25 | 2.50 | 5.00 | 99.90% | 0.050 | ok H 1/3 |" in md
+    assert "| 2,000 | 1.25 | 2.50 | 5.00 | 99.90% | 0.050 | ok H 1/3 L 3/3 |" in md
     assert "| 4,000 | 4.50 | 9.00 | 18.00 | 50.00% | 0.050 | ✗ B |" in md
     assert (
         "| weir | overload-3x | 6,000 | 4,000 | 66.67% | 4.00 | 120,000 / 0 / 60,000 / 0 | 0 |"
