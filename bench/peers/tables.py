@@ -210,7 +210,10 @@ def _heavy(sc: Scenario) -> list[str]:
 
 def _scale(sc: Scenario, budget_ms: float) -> list[str]:
     points = points_of(sc.trials, budget_ms=budget_ms)
-    rows = [["workers", "max sustainable ev/s", "CPU s/1k at max", "per worker ev/s"]]
+    stops = dict(sc.params.get("stopped") or {})
+    rows = [
+        ["workers", "max sustainable ev/s", "CPU s/1k at max", "per worker ev/s", "ramp stopped"]
+    ]
     for label in dict.fromkeys(t.contender for t in sc.trials):
         ts = [t for t in sc.trials if t.contender == label]
         mine = [p for p in points if p.contender == label]
@@ -224,9 +227,14 @@ def _scale(sc: Scenario, budget_ms: float) -> list[str]:
                 cell(rate, "rate"),
                 cell(at.cpu_s_per_1k if at else None, "cpu"),
                 "-" if per is None else f"{per:,.0f}",
+                stops.get(label, "-"),
             ]
         )
-    return [markdown_table(rows)]
+    return [
+        markdown_table(rows),
+        "",
+        "A ramp stopped at the ceiling (`ceiling`) only bounds the rate from below.",
+    ]
 
 
 def scenario_markdown(result: BenchResult) -> list[str]:

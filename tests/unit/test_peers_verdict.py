@@ -334,7 +334,11 @@ def _result() -> BenchResult:
             Scenario(name="overload", title="Overload", trials=over),
             Scenario(name="mixed", title="Mixed deadlines", trials=mixed),
             Scenario(
-                name="scale", title="Scale-out", trials=scale, notes=["weir x3: did not start"]
+                name="scale",
+                title="Scale-out",
+                trials=scale,
+                params={"stopped": {"weir": "slo", "weir x2": "ceiling"}},
+                notes=["weir x3: did not start"],
             ),
         ],
     )
@@ -357,7 +361,7 @@ def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
         in md
     )
     assert "| naive | 60.00% | 4.00 | 99.00% | 30.00 | 0 |" in md
-    assert "| 2 | 2,000 | 0.050 | 1,000 |" in md
+    assert "| 2 | 2,000 | 0.050 | 1,000 | ceiling |" in md
     assert "- weir x3: did not start" in md
     assert (
         "overload_3x_goodput_vs_best_peer: expected >= 3x the best peer's goodput, nothing lost; got 60.00x"
