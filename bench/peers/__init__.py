@@ -14,8 +14,12 @@ the same feature code (``schemas.features``) and the same budget:
 - ``echo``: ``replay.echo`` (consume -> produce, no model): the floor.
 
 The harness (``bench.peers.harness``) drives them with ``replay.runner`` through one
-Apache Kafka: a recorded feed at 1x and 10x, then a fixed-rate ramp for each one's
-maximum sustainable rate; ``bench.peers.report`` writes JSON, a markdown table and a plot::
+Apache Kafka: a recorded feed at 1x and 10x, then the throughput-latency curve, each
+fixed rate repeated and interleaved across contenders and judged on the median of its
+repeats (``bench.peers.verdict``), then the scheduling-policy scenarios
+(``bench.peers.scenarios``: overload at 1.5x / 3x each one's capacity, two input topics
+with different budgets, a costlier model, weir with N workers on N partitions);
+``bench.peers.report`` writes JSON, markdown tables (``bench.peers.tables``) and a plot::
 
     python -m bench.peers --out build/peers [--repeats 3] [--contenders weir,naive,...]
 
@@ -25,15 +29,25 @@ Benchmarks print figures and assert nothing (CONVENTIONS.md, Tests).
 from bench.peers.base import CONTENDERS, Contender
 from bench.peers.config import PeerConfig
 from bench.peers.model import PeerModel, Pending
-from bench.peers.results import BenchResult, ContenderRun, Trial
+from bench.peers.results import (
+    BenchResult,
+    ClassFigures,
+    ContenderRun,
+    CurvePoint,
+    Scenario,
+    Trial,
+)
 
 __all__ = [
     "CONTENDERS",
     "BenchResult",
+    "ClassFigures",
     "Contender",
     "ContenderRun",
+    "CurvePoint",
     "PeerConfig",
     "PeerModel",
     "Pending",
+    "Scenario",
     "Trial",
 ]

@@ -50,6 +50,48 @@ def _weir_env(items: list[str]) -> dict[str, str]:
     return out
 
 
+SCENARIOS = ("overload", "mixed", "heavy", "scale")
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
+        )
+    return names
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        vals = ()
+    if not vals or any(not v > 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"{flag} wants numbers > 0, comma-separated, got {text!r}")
+    return vals
+
+
+def _two_budgets(text: str) -> tuple[float, float]:
+    vals = _floats(text, "--mixed-budgets-ms")
+    if len(vals) != 2 or vals[0] >= vals[1]:
+        raise argparse.ArgumentTypeError(
+            f"--mixed-budgets-ms wants TIGHT,LOOSE with TIGHT < LOOSE, got {text!r}"
+        )
+    return vals[0], vals[1]
+
+
+def _workers(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        vals = ()
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"--workers wants integers >= 1, got {text!r}")
+    return vals
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(
@@ -105,6 +147,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=40_000,
         help="events for the in-process decision-path measurement (0: skip)",
     )
+    p.add_argument(
+        "--scenarios",
+        type=_scenarios,
+        default=SCENARIOS,
+        help=f"scenarios after the curve, comma-separated ({','.join(SCENARIOS)}; '' for none)",
+    )
+    p.add_argument(
+        "--overload",
+        type=lambda s: _floats(s, "--overload"),
+        default=(1.5, 3.0),
+        help="overload factors x each contender's max sustainable rate",
+    )
+    p.add_argument("--overload-s", type=float, default=30.0, help="seconds per overload trial")
+    p.add_argument(
+        "--mixed-budgets-ms",
+        type=_two_budgets,
+        default=(5.0, 100.0),
+        metavar="TIGHT,LOOSE",
+        help="budgets of the mixed-deadline scenario's two input topics",
+    )
+    p.add_argument("--mixed-speed", type=float, default=10.0, help="mixed scenario feed speed")
+    p.add_argument("--mixed-s", type=float, default=60.0, help="mixed scenario seconds")
+    p.add_argument("--tight-share", type=float, default=0.5, help="share of tight-topic events")
+    p.add_argument(
+        "--heavy-bundle", default="", help="a costlier bundle for the heavy-model scenario"
+    )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=(1, 2),
+        help="weir worker processes for the scale-out ramp, comma-separated (e.g. 1,2)",
+    )
     p.add_argument("--report", type=Path, metavar="DIR", help="only redraw DIR/peers.json")
     return p
 
@@ -122,14 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     from bench.peers.report import render_markdown, write_all
     from bench.peers.results import decode_result, expectations, summarize
+    from bench.peers.verdict import curve_rates, scenario_checks_of
 
     if args.report is not None:
         result = decode_result((args.report / "peers.json").read_bytes())
-        result.summary = summarize(result.runs)
-        result.checks = expectations(result.summary)
+        result.summary = summarize(result.runs, curve_rates(result.curve, result.points))
+        result.checks = expectations(result.summary) + scenario_checks_of(result)
         paths = write_all(result, args.report)
     else:
-        from bench.peers.harness import Options, run_bench
+        from bench.peers.harness import run_bench
+        from bench.peers.session import Options
 
         opts = Options(
             out=args.out,
@@ -156,6 +232,15 @@ def main(argv: list[str] | None = None) -> int:
             python=_pythons(args.python),
             weir_env=_weir_env(args.weir_setting),
             inproc_events=args.inproc_events,
+            scenarios=args.scenarios,
+            overload=args.overload,
+            overload_s=args.overload_s,
+            mixed_budgets_ms=args.mixed_budgets_ms,
+            mixed_speed=args.mixed_speed,
+            mixed_s=args.mixed_s,
+            tight_share=args.tight_share,
+            heavy_bundle=args.heavy_bundle,
+            workers=args.workers,
         )
         result = run_bench(opts)
         paths = write_all(result, args.out)

@@ -41,13 +41,23 @@ class PeerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Extra ``WEIR_*`` settings for the weir contender only (diagnostic runs; empty: the
     defaults, which is what the side-by-side measures)."""
     warmup_iters: int = 200
+    extra_input_topics: list[str] = msgspec.field(default_factory=list)
+    """More input topics, consumed with ``input_topic`` (the mixed-deadline scenario)."""
+    topic_budget_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    """Per-topic SLO budgets: weir's ``scheduler.topic_budget_ms``; the peers have no such
+    knob (they batch the same way whatever the topic), which is what the scenario tests."""
+
+    @property
+    def input_topics(self) -> list[str]:
+        """Every topic a contender consumes."""
+        return [self.input_topic, *self.extra_input_topics]
 
 
 def weir_settings(cfg: PeerConfig) -> Settings:
     """weir's default settings with this run's broker, topics, group and budget."""
     env = {
         "WEIR_KAFKA__BOOTSTRAP_SERVERS": _q(cfg.bootstrap),
-        "WEIR_KAFKA__INPUT_TOPICS": msgspec.json.encode([cfg.input_topic]).decode(),
+        "WEIR_KAFKA__INPUT_TOPICS": msgspec.json.encode(cfg.input_topics).decode(),
         "WEIR_KAFKA__DECISION_TOPIC": _q(cfg.decision_topic),
         "WEIR_KAFKA__DLQ_TOPIC": _q(cfg.dlq_topic),
         "WEIR_KAFKA__GROUP_ID": _q(cfg.group_id),
@@ -58,6 +68,10 @@ def weir_settings(cfg: PeerConfig) -> Settings:
         "WEIR_HTTP__ENABLED": "false",
         "WEIR_LOG__LEVEL": _q(cfg.log_level),
     }
+    if cfg.topic_budget_ms:
+        env["WEIR_SCHEDULER__TOPIC_BUDGET_MS"] = (
+            "{" + ", ".join(f"{_q(t)} = {float(b)!r}" for t, b in cfg.topic_budget_ms.items()) + "}"
+        )
     if cfg.bundle:
         env["WEIR_ENGINE__BUNDLE"] = _q(cfg.bundle)
     env.update(cfg.weir_env)

@@ -83,7 +83,9 @@ def build_app(cfg: PeerConfig, model: PeerModel) -> Any:
         datadir=str(workdir),
         autodiscover=False,
     )
-    source = app.topic(cfg.input_topic, key_type=bytes, value_type=bytes, partitions=cfg.partitions)
+    source = app.topic(
+        *cfg.input_topics, key_type=bytes, value_type=bytes, partitions=cfg.partitions
+    )
     sink = app.topic(
         cfg.decision_topic, key_type=bytes, value_type=bytes, partitions=cfg.partitions
     )

@@ -106,7 +106,7 @@ async def _loop(cfg: PeerConfig, model: PeerModel) -> None:
             await producer.send(out, value=encode(d), key=d.key.encode())
 
     try:
-        consumer.subscribe(topics=[cfg.input_topic])
+        consumer.subscribe(topics=cfg.input_topics)
         while True:
             closes = batcher.closes_at
             wait_ms = 100.0 if closes is None else max(0.0, (closes - clock()) / 1e6)

@@ -1,4 +1,4 @@
-"""Runs the contenders one at a time against one Apache Kafka and measures each the same way.
+"""Runs the contenders against one Apache Kafka and measures each the same way.
 
 For every repeat, for every contender (order rotated each repeat, so a noisy minute on the
 shared host does not always hit the same one):
@@ -9,11 +9,17 @@ shared host does not always hit the same one):
    one is decided (this is also the readiness test, the same for every system); excluded;
 4. the loads, each a ``replay.runner`` replay (open loop, e2e latency from the intended
    send time, decisions matched by (topic, partition, offset)): the feed's first
-   ``seconds_1x`` s at 1x, its first ``seconds_10x`` s at 10x, then the fixed-rate ramp:
-   ``step_s`` s at ``ramp_start``/s, times ``ramp_factor`` per step until a step is not
-   sustainable (``results.Trial.sustainable``), then ``refine`` geometric bisections;
-   a step that left work undecided restarts the contender on fresh topics first;
+   ``seconds_1x`` s at 1x and its first ``seconds_10x`` s at 10x; a replay that left work
+   undecided restarts the contender on fresh topics first;
 5. CPU seconds and peak RSS of the child from ``/proc`` around each trial; SIGTERM.
+
+Then the throughput-latency curve and the scenarios (``Bench.curve``, which hands over to
+``bench.peers.scenarios``): every contender started once and kept, each fixed rate of the
+ramp (``step_s`` s at ``ramp_start``/s, times ``ramp_factor`` per step, then ``refine``
+bisections) run ``repeats`` times interleaved across contenders and judged on the median
+(``bench.peers.verdict``); overload at multiples of each one's max rate on those same
+processes; the mixed-deadline, heavy-model and scale-out scenarios on fresh ones. A
+session here may be N worker processes in one consumer group (``Session(workers=N)``).
 
 Then, for the contenders named by ``profile``, one more trial at that contender's median
 max sustainable rate with py-spy sampling its process (``bench.peers.pyspy``).
@@ -28,7 +34,6 @@ import platform
 import shutil
 import signal
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -39,224 +44,25 @@ import numpy as np
 
 from bench.peers import procstat, pyspy
 from bench.peers.base import CONTENDERS, Contender
-from bench.peers.config import PeerConfig, weir_settings
 from bench.peers.results import (
     MIN_ATTAINMENT,
     MIN_SEND_RATIO,
     BenchResult,
+    ClassFigures,
     ContenderRun,
     ProfileSummary,
     Trial,
     expectations,
     summarize,
 )
+from bench.peers.session import Options, Say, Session
+from bench.peers.verdict import curve_rates, mark_host_limits, points_of, scenario_checks_of
 from replay.errors import ReplayError
-from replay.kafka import KafkaTransport, ensure_topics
+from replay.kafka import KafkaTransport
 from replay.measure import Recorder
 from replay.pacing import Pacing
 from replay.plan import Plan, load_plan
 from replay.results import RunResult, write_result
-from replay.runner import Timing, build_result, config_for, replay
-from replay.slo import Slo
-from service.processes import ChildProcess, log_tail, spawn
-
-REPO = Path(__file__).resolve().parents[2]
-Say = Callable[[str], None]
-
-
-class Options(msgspec.Struct, kw_only=True):
-    """Everything a run is told (the command line's flags)."""
-
-    out: Path
-    feed: Path
-    contenders: tuple[str, ...] = tuple(CONTENDERS)
-    repeats: int = 3
-    budget_ms: float = 5.0
-    seconds_1x: float = 60.0
-    seconds_10x: float = 345.0
-    step_s: float = 10.0
-    ramp_start: float = 500.0
-    ramp_factor: float = 2.0
-    ramp_max: float = 64_000.0
-    refine: int = 1
-    warmup_events: int = 3000
-    warmup_rate: float = 1000.0
-    partitions: int = 1
-    bootstrap: str | None = None
-    loop: str = "uvloop"
-    max_batch: int = 64
-    max_wait_ms: float = 1.0
-    profile: tuple[str, ...] = ("weir",)
-    profile_s: float = 15.0
-    settle_s: float = 2.0
-    quiet_s: float = 5.0
-    startup_timeout_s: float = 180.0
-    python: dict[str, str] = msgspec.field(default_factory=dict)
-    """Contender -> interpreter (a separate venv), default this one."""
-    weir_env: dict[str, str] = msgspec.field(default_factory=dict)
-    """``WEIR_*`` overrides for the weir contender (diagnostics only; default: none)."""
-    inproc_events: int = 40_000
-    """Events for the in-process decision-path measurement (0: skip it)."""
-
-
-# -- the contender process --------------------------------------------------------------------
-
-
-class Session:
-    """One contender process on its own topics, warmed up and ready to measure."""
-
-    def __init__(
-        self,
-        contender: Contender,
-        opts: Options,
-        bootstrap: str,
-        tag: str,
-        say: Say,
-        *,
-        broker_pid: int | None = None,
-    ) -> None:
-        self.contender = contender
-        self.broker_pid = broker_pid
-        self.opts = opts
-        name = f"peers-{tag}-{contender.name}"
-        work = opts.out / "work" / f"{tag}-{contender.name}"
-        self.cfg = PeerConfig(
-            bootstrap=bootstrap,
-            input_topic=f"{name}-in",
-            decision_topic=f"{name}-out",
-            dlq_topic=f"{name}-dlq",
-            group_id=name,
-            partitions=opts.partitions,
-            budget_ms=opts.budget_ms,
-            max_batch=opts.max_batch,
-            max_wait_ms=opts.max_wait_ms,
-            loop=opts.loop,
-            workdir=str(work),
-            weir_env=dict(opts.weir_env) if contender.name == "weir" else {},
-        )
-        self.settings = weir_settings(self.cfg)
-        self.log_file = opts.out / "logs" / f"{tag}-{contender.name}.log"
-        self.say = say
-        self.proc: ChildProcess | None = None
-        self.on_stop: Callable[[Session], None] | None = None
-        self.peak_rss: int | None = None
-        self.dirty = False
-        """Work left undecided by a trial: restart before measuring again."""
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The end of the child's log."""
-        return log_tail(self.log_file, lines)
-
-    async def start(self, warm: Plan) -> float:
-        """Create the topics, start the child, warm it up; seconds until it answered."""
-        k = self.settings.kafka
-        await ensure_topics(
-            k,
-            {
-                self.cfg.input_topic: self.opts.partitions,
-                self.cfg.decision_topic: self.opts.partitions,
-                self.cfg.dlq_topic: 1,
-            },
-        )
-        began = time.monotonic()
-        self._spawn()
-        result, _ = await self.measure(
-            warm, Pacing(rate=self.opts.warmup_rate), quiet_s=self.opts.startup_timeout_s
-        )
-        c = result.completeness
-        if c.lost or not self.alive:
-            status = None if self.proc is None else self.proc.returncode
-            self.stop()
-            raise ReplayError(
-                f"{self.contender.name} did not answer its warm-up ({c.decided:,} of "
-                f"{c.inputs:,} decided; exit status {status}); its log ends:\n{self.log_tail()}"
-            )
-        return time.monotonic() - began
-
-    def _spawn(self) -> None:
-        Path(self.cfg.workdir).mkdir(parents=True, exist_ok=True)
-        python = self.opts.python.get(self.contender.name, sys.executable)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-        self.proc = spawn(
-            [python, "-m", "bench.peers.worker", self.contender.name],
-            log_file=self.log_file,
-            cwd=REPO,
-            env=env,
-            stdin=msgspec.json.encode(self.cfg),
-        )
-
-    async def measure(
-        self, plan: Plan, pacing: Pacing, *, quiet_s: float, max_s: float | None = None
-    ) -> tuple[RunResult, Recorder]:
-        """One replay of ``plan`` into this contender (stopped early if the child dies)."""
-        transport = KafkaTransport(self.settings.kafka)
-        rec = Recorder(plan.n)
-        started = time.time_ns()
-        slo = Slo(budget_ms=self.opts.budget_ms, percentiles=((99.0, self.opts.budget_ms),))
-        config = config_for(
-            plan,
-            pacing,
-            self.settings,
-            transport,
-            budget_source="--budget-ms",
-            quiet_s=quiet_s,
-            service=self.contender.title,
-        )
-        task = asyncio.get_running_loop().create_task(
-            replay(plan, transport, pacing=pacing, recorder=rec, quiet_s=quiet_s)
-        )
-        deadline = None if max_s is None else time.monotonic() + max_s
-        why = ""
-        while not task.done():
-            await asyncio.wait({task}, timeout=0.5)
-            if task.done():
-                break
-            if not self.alive:
-                why = f"the contender exited (status {self.proc.returncode if self.proc else None})"
-            elif deadline is not None and time.monotonic() > deadline:
-                why = f"stopped waiting for decisions after {max_s:,.0f} s"
-            if why:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                break
-        timing = Timing(started_wall_ns=started, ended_wall_ns=time.time_ns())
-        if task.done() and not task.cancelled():
-            _, timing = task.result()
-        result = build_result(rec, timing, config=config, slo=slo, pacing=pacing)
-        if why:
-            result.config.notes.append(why)
-        if result.completeness.lost or why:
-            self.dirty = True
-        return result, rec
-
-    def sample_rss(self) -> None:
-        """Keep the largest high-water mark seen."""
-        if self.proc is None:
-            return
-        hwm = procstat.peak_rss_bytes(self.proc.pid)
-        if hwm is not None and (self.peak_rss is None or hwm > self.peak_rss):
-            self.peak_rss = hwm
-
-    def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit status."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if self.on_stop is not None:
-            self.on_stop(self)
-        self.sample_rss()
-        return proc.stop(timeout_s)
-
 
 # -- plans --------------------------------------------------------------------------------------
 
@@ -298,14 +104,6 @@ def _rate(r: float | None) -> str:
     return "-" if r is None else f"{r:,.0f}/s"
 
 
-def _bracket(steps: list[Trial]) -> tuple[float | None, float | None]:
-    """The highest sustainable rate below the lowest unsustainable one, and that one."""
-    rates = sorted((t.offered_rate or 0.0, t.sustainable) for t in steps)
-    hi = next((r for r, ok in rates if not ok), None)
-    passing = [r for r, ok in rates if ok and (hi is None or r < hi)]
-    return (max(passing) if passing else None), hi
-
-
 def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else b - a
 
@@ -327,6 +125,7 @@ def trial_of(
     peak_rss: int | None,
     loadavg: tuple[float, float],
     result_file: str,
+    workers: int = 1,
 ) -> Trial:
     """The table's figures of one replay result."""
     e2e = result.latency["e2e"]
@@ -379,7 +178,16 @@ def trial_of(
         sustainable=sustainable,
         result_file=result_file,
         notes=list(result.config.notes),
+        dead_lettered=c.dead_lettered,
+        misses=c.misses,
+        planned_s=(s.sent / s.intended_rate) if s.intended_rate else None,
+        workers=workers,
     )
+
+
+def _cpu(pids: list[int]) -> float | None:
+    vals = [procstat.cpu_seconds(pid) for pid in pids]
+    return None if any(v is None for v in vals) else sum(v or 0.0 for v in vals)
 
 
 async def run_trial(
@@ -390,37 +198,46 @@ async def run_trial(
     load: str,
     repeat: int,
     name: str,
+    transport: KafkaTransport | None = None,
+    classes: Callable[[Recorder], dict[str, ClassFigures]] | None = None,
 ) -> Trial:
-    """Replay ``plan`` into the session's contender and take its figures."""
+    """Replay ``plan`` into the session's contender and take its figures (and, with
+    ``classes``, each deadline class's figures from the recorder)."""
     opts = session.opts
-    pid = session.pid
+    pids = session.pids
     me = os.getpid()
     broker = session.broker_pid
-    cpu0 = procstat.cpu_seconds(pid)
+    cpu0 = _cpu(pids)
     own0 = procstat.cpu_seconds(me)
     brk0 = procstat.cpu_seconds(broker) if broker else None
     load0 = _loadavg()
     planned = plan.n / pacing.rate if pacing.rate else plan.span_s / (pacing.speed or 1.0)
-    result, _ = await session.measure(plan, pacing, quiet_s=opts.quiet_s, max_s=3 * planned + 60.0)
-    cpu1 = procstat.cpu_seconds(pid)
+    result, rec = await session.measure(
+        plan, pacing, quiet_s=opts.quiet_s, max_s=3 * planned + 60.0, transport=transport
+    )
+    cpu1 = _cpu(pids)
     own1 = procstat.cpu_seconds(me)
     brk1 = procstat.cpu_seconds(broker) if broker else None
     session.sample_rss()
     path = opts.out / "runs" / f"{name}.json"
     write_result(result, path)
-    return trial_of(
+    trial = trial_of(
         result,
-        contender=session.contender.name,
+        contender=session.label,
         load=load,
         repeat=repeat,
-        budget_ms=opts.budget_ms,
+        budget_ms=session.cfg.budget_ms,
         cpu_s=_delta(cpu0, cpu1),
         harness_cpu_s=_delta(own0, own1),
         broker_cpu_s=_delta(brk0, brk1),
         peak_rss=session.peak_rss,
         loadavg=(load0, _loadavg()),
         result_file=str(path.relative_to(opts.out)),
+        workers=session.workers,
     )
+    if classes is not None:
+        trial.classes = classes(rec)
+    return trial
 
 
 # -- one contender, one repeat ---------------------------------------------------------------
@@ -472,32 +289,58 @@ class Bench:
         self.live: set[Session] = set()
         """Sessions not stopped yet (stopped by ``run_bench`` if the run is interrupted)."""
 
-    def _session(self, contender: Contender) -> Session:
+    def _session(self, contender: Contender, **variant: Any) -> Session:
         self._sessions += 1
         tag = f"{self.run_id}-{self._sessions}"
         session = Session(
-            contender, self.opts, self.bootstrap, tag, self.say, broker_pid=self.broker_pid
+            contender,
+            self.opts,
+            self.bootstrap,
+            tag,
+            self.say,
+            broker_pid=self.broker_pid,
+            **variant,
         )
         self.live.add(session)
         session.on_stop = self.live.discard
         return session
 
-    async def _fresh(self, contender: Contender, plans: Plans, run: ContenderRun) -> Session:
-        session = self._session(contender)
-        self.say(f"{contender.name}: starting (log {session.log_file})")
+    async def fresh(
+        self, contender: Contender, plans: Plans, run: ContenderRun | None = None, **variant: Any
+    ) -> Session:
+        """A new, warmed-up contender session (``variant``: ``Session``'s keywords)."""
+        session = self._session(contender, **variant)
+        self.say(f"{session.label}: starting (log {session.log_file})")
         startup = await session.start(plans.warm)
-        if run.startup_s is None:
+        if run is not None and run.startup_s is None:
             run.startup_s = startup
-        self.say(f"{contender.name}: ready and warm in {startup:.1f} s (pid {session.pid})")
+        self.say(f"{session.label}: ready and warm in {startup:.1f} s (pids {session.pids})")
         return session
 
+    async def ready(self, session: Session, plans: Plans) -> Session:
+        """``session`` after the settle pause, or a fresh one like it if it left work
+        undecided or died (same contender and variant)."""
+        await asyncio.sleep(self.opts.settle_s)
+        if not session.dirty and session.alive:
+            return session
+        session.stop()
+        again = await self.fresh(
+            session.contender,
+            plans,
+            workers=session.workers,
+            budgets_ms=tuple(session.cfg.topic_budget_ms.values()),
+            bundle=session.cfg.bundle,
+        )
+        again.restarts = session.restarts + 1
+        return again
+
     async def run_contender(self, contender: Contender, plans: Plans, repeat: int) -> ContenderRun:
-        """1x, 10x and the ramp of one contender (one repeat)."""
+        """1x and 10x of one contender (one repeat); the ramp is the interleaved curve's."""
         opts = self.opts
         run = ContenderRun(contender=contender.name, repeat=repeat)
         session: Session | None = None
         try:
-            session = await self._fresh(contender, plans, run)
+            session = await self.fresh(contender, plans, run)
             for load, plan, pacing in (
                 ("1x", plans.x1, Pacing(speed=1.0)),
                 ("10x", plans.x10, Pacing(speed=10.0)),
@@ -507,7 +350,7 @@ class Bench:
                     session.stop()
                     self._rss(run, session)
                     run.restarts += 1
-                    session = await self._fresh(contender, plans, run)
+                    session = await self.fresh(contender, plans, run)
                 t = await run_trial(
                     session,
                     plan,
@@ -516,9 +359,8 @@ class Bench:
                     repeat=repeat,
                     name=f"r{repeat}-{contender.name}-{load}",
                 )
-                self._report(t)
+                self.report(t)
                 run.trials.append(t)
-            session = await self._ramp(contender, plans, run, session)
         except ReplayError as exc:
             run.error = str(exc)
             self.say(f"{contender.name}: {exc}")
@@ -535,55 +377,7 @@ class Bench:
             mib = session.peak_rss / 2**20
             run.peak_rss_mib = max(run.peak_rss_mib or 0.0, mib)
 
-    async def _ramp(
-        self, contender: Contender, plans: Plans, run: ContenderRun, session: Session
-    ) -> Session:
-        opts = self.opts
-        ramp = run.ramp
-
-        async def step(rate: float, session: Session) -> tuple[Trial, Session]:
-            await asyncio.sleep(opts.settle_s)
-            if session.dirty or not session.alive:
-                session.stop()
-                self._rss(run, session)
-                run.restarts += 1
-                session = await self._fresh(contender, plans, run)
-            t = await run_trial(
-                session,
-                plans.at_rate(rate, opts.step_s),
-                Pacing(rate=rate),
-                load="rate",
-                repeat=run.repeat,
-                name=f"r{run.repeat}-{contender.name}-rate{rate:.0f}",
-            )
-            self._report(t)
-            ramp.steps.append(t)
-            return t, session
-
-        for rate in ramp_rates(opts.ramp_start, opts.ramp_factor, opts.ramp_max):
-            t, session = await step(rate, session)
-            if t.sustainable:
-                continue
-            ramp.limited_by = "harness" if t.harness_limited else "slo"
-            break
-        else:
-            ramp.limited_by = "ceiling"
-        for _ in range(opts.refine):
-            lo, hi = _bracket(ramp.steps)
-            if lo is None or hi is None:
-                break
-            mid = bisect_rate(lo, hi)
-            if not lo < mid < hi:
-                break
-            _, session = await step(mid, session)
-        ramp.max_rate = _bracket(ramp.steps)[0]
-        self.say(
-            f"{contender.name}: max sustainable rate {_rate(ramp.max_rate)} at "
-            f"{opts.budget_ms:g} ms ({ramp.limited_by})"
-        )
-        return session
-
-    def _report(self, t: Trial) -> None:
+    def report(self, t: Trial) -> None:
         def ms(v: float | None) -> str:
             return "-" if v is None else f"{v:.2f}"
 
@@ -601,7 +395,7 @@ class Bench:
         """One trial at ``rate`` with py-spy sampling the contender."""
         contender = CONTENDERS[name]
         run = ContenderRun(contender=name, repeat=0)
-        session = await self._fresh(contender, plans, run)
+        session = await self.fresh(contender, plans, run)
         raw = self.opts.out / f"profile-{name}.txt"
         try:
             await asyncio.sleep(self.opts.settle_s)
@@ -617,13 +411,57 @@ class Bench:
                 repeat=0,
                 name=f"profile-{name}-rate{rate:.0f}",
             )
-            self._report(t)
+            self.report(t)
             await asyncio.get_running_loop().run_in_executor(None, pyspy.wait, spy)
         finally:
             session.stop()
         summary = pyspy.summarize(raw, contender=name, rate=rate, seconds=self.opts.profile_s)
         summary.trial = t
         return summary
+
+    async def curve(self, plans: Plans, names: list[str], result: BenchResult) -> None:
+        """The interleaved curve, then the scenarios (``bench.peers.scenarios``)."""
+        from bench.peers import scenarios
+
+        opts = self.opts
+        sessions: list[Session] = []
+        try:
+            for name in names:
+                try:
+                    sessions.append(await self.fresh(CONTENDERS[name], plans))
+                except ReplayError as exc:
+                    result.notes.append(f"curve: {exc}")
+            self.say(f"curve: {', '.join(s.label for s in sessions)} interleaved")
+            steps, stops, sessions = await scenarios.ramp(self, plans, sessions)
+            result.curve, result.curve_stop = steps, stops
+            result.points = mark_host_limits(points_of(steps, budget_ms=opts.budget_ms))
+            rates = curve_rates(steps, result.points)
+            result.summary = summarize(result.runs, rates)
+            _save(result, opts.out)
+            if "overload" in opts.scenarios and opts.overload:
+                capacity = {label: r.median for label, r in rates.items()}
+                sc, sessions = await scenarios.overload(self, plans, sessions, capacity)
+                result.scenarios.append(sc)
+                _save(result, opts.out)
+        finally:
+            for session in sessions:
+                session.stop()
+        if "mixed" in opts.scenarios:
+            result.scenarios.append(await scenarios.mixed(self, plans, names))
+            _save(result, opts.out)
+        if "heavy" in opts.scenarios and opts.heavy_bundle:
+            result.scenarios.append(await scenarios.heavy(self, plans, names))
+            _save(result, opts.out)
+        elif "heavy" in opts.scenarios:
+            result.notes.append(
+                "heavy-model scenario not run: no --heavy-bundle (build one with "
+                "`weir model build ... --teacher-out DIR`, or a student wide enough that a "
+                "batch of 64 takes >= 1 ms)"
+            )
+        if "scale" in opts.scenarios and any(n > 1 for n in opts.workers):
+            sc, _ = await scenarios.scale(self, plans)
+            result.scenarios.append(sc)
+            _save(result, opts.out)
 
     async def run(self) -> BenchResult:
         """Every repeat of every contender, the summary, the checks, the profiles."""
@@ -660,8 +498,10 @@ class Bench:
                 run = await self.run_contender(CONTENDERS[name], plans, repeat)
                 result.runs.append(run)
                 _save(result, opts.out)
-        result.summary = summarize(result.runs)
+        await self.curve(plans, names, result)
         result.checks = expectations(result.summary)
+        result.checks += scenario_checks_of(result)
+        _save(result, opts.out)
         for name in opts.profile:
             if name not in result.summary:
                 continue

@@ -51,7 +51,7 @@ async def _loop(cfg: PeerConfig, model: PeerModel) -> None:
     await producer.start()
     await consumer.start()
     try:
-        consumer.subscribe(topics=[cfg.input_topic])
+        consumer.subscribe(topics=cfg.input_topics)
         async for rec in consumer:
             d = core.handle(rec)
             await producer.send(out, value=encode(d), key=rec.key)

@@ -61,7 +61,6 @@ def build_app(cfg: PeerConfig, model: PeerModel) -> Any:
         use_changelog_topics=False,
         loglevel=level if isinstance(level, int) else logging.WARNING,
     )
-    source = app.topic(cfg.input_topic, value_deserializer="bytes", key_deserializer="bytes")
     sink = app.topic(cfg.decision_topic, value_serializer="bytes", key_serializer="bytes")
     core = ApplyCore(model)
     encode = model.encode
@@ -70,9 +69,13 @@ def build_app(cfg: PeerConfig, model: PeerModel) -> Any:
         ctx = message_context()
         return encode(core.decide(value, ctx.topic, ctx.partition, ctx.offset, timestamp))
 
-    sdf = app.dataframe(source)
-    sdf = sdf.apply(decide, metadata=True)
-    sdf.to_topic(sink)
+    # One dataframe per input topic (the mixed-deadline scenario has two); ``app.run()``
+    # runs every dataframe the application defines.
+    for name in cfg.input_topics:
+        source = app.topic(name, value_deserializer="bytes", key_deserializer="bytes")
+        sdf = app.dataframe(source)
+        sdf = sdf.apply(decide, metadata=True)
+        sdf.to_topic(sink)
     return app
 
 

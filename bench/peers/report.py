@@ -9,11 +9,17 @@ no dependencies).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from bench.peers.base import CONTENDERS
-from bench.peers.results import BenchResult, Spread, encode_result
+from bench.peers.results import BenchResult, encode_result
+from bench.peers.tables import (
+    cell,
+    curve_markdown,
+    curve_series,
+    markdown_table,
+    scenario_markdown,
+)
 
 _COLORS = {
     "weir": "#d62728",
@@ -23,32 +29,6 @@ _COLORS = {
     "quix": "#9467bd",
     "echo": "#000000",
 }
-
-
-def _fmt(v: float | None, kind: str) -> str:
-    if v is None:
-        return "-"
-    if kind == "rate":
-        return f"{v:,.0f}"
-    if kind == "ms":
-        return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
-    if kind == "pct":
-        return f"{100 * v:.2f}%"
-    if kind == "int":
-        return f"{v:,.0f}"
-    if kind == "cpu":
-        return f"{v:.3f}"
-    return f"{v:.0f}"
-
-
-def cell(s: Spread | None, kind: str) -> str:
-    """``median [min-max]`` (just the median with one repeat; ``-`` with none)."""
-    if s is None or s.median is None:
-        return "-"
-    mid = _fmt(s.median, kind)
-    if s.n <= 1 or s.min == s.max:
-        return mid
-    return f"{mid} [{_fmt(s.min, kind)}-{_fmt(s.max, kind)}]"
 
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -99,14 +79,6 @@ def cpu_rows(result: BenchResult) -> list[list[str]]:
     return rows
 
 
-def markdown_table(rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table (first row is the header; numbers right-aligned)."""
-    head = "| " + " | ".join(rows[0]) + " |"
-    rule = "|" + "|".join([":---"] + ["---:"] * (len(rows[0]) - 1)) + "|"
-    body = ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join([head, rule, *body])
-
-
 def render_markdown(result: BenchResult) -> str:
     """The whole ``peers.md``."""
     p = result.params
@@ -115,7 +87,9 @@ def render_markdown(result: BenchResult) -> str:
         "",
         f"SLO budget {p.get('budget_ms')} ms end to end (weir's deadline budget too); e2e = decision arrival - "
         f"intended send, coordinated-omission corrected; {p.get('repeats')} repeat(s): median "
-        "[min-max]; one worker each, alone on the box, same Apache Kafka, topics of "
+        "[min-max]; one worker each (1x and 10x: each contender alone on the box; the "
+        "curve and the overload scenario: every contender's process started once and kept, "
+        "idle while another is measured, so repeats interleave), same Apache Kafka, topics of "
         f"{p.get('partitions')} partition(s), same ONNX student (default bundle) and feature "
         "code.",
         "",
@@ -123,7 +97,8 @@ def render_markdown(result: BenchResult) -> str:
         "",
         "Max sustainable rate: the highest fixed rate whose e2e p99 stays within the budget "
         "with nothing lost, >= 99 % of inputs decided ok within budget, and the harness's "
-        "sender keeping >= 95 % of the offered rate.",
+        "sender keeping >= 95 % of the offered rate, judged on the median of the rate's "
+        "interleaved repeats (the curve below); [min-max]: each repeat's own verdict.",
         "",
         "CPU seconds per 1,000 events during the 10x replay, by process (the contender, the "
         "replay harness, the Kafka broker), from /proc:",
@@ -150,7 +125,7 @@ def render_markdown(result: BenchResult) -> str:
     if result.checks:
         out += ["## Expectations", ""]
         for c in result.checks:
-            actual = "-" if c.actual is None else f"{c.actual:.2f}x"
+            actual = "-" if c.actual is None else c.unit.format(c.actual)
             mark = "met" if c.passed else "NOT met"
             out.append(f"- {c.name}: expected {c.expected}; got {actual} ({c.detail}): {mark}")
         out.append("")
@@ -159,26 +134,8 @@ def render_markdown(result: BenchResult) -> str:
         versions = ", ".join(f"{k} {v}" for k, v in dict(meta.get("versions", {})).items())
         out.append(f"- **{name}**: {meta.get('how')} ({versions})")
     out.append("")
-    out += [
-        "## Ramp steps",
-        "",
-        "e2e p99 ms at each offered rate (✗: not sustainable) -> max sustainable rate.",
-        "",
-    ]
-    for run in result.runs:
-        steps = ", ".join(
-            f"{t.offered_rate or 0:,.0f}: {'-' if t.p99_ms is None else f'{t.p99_ms:.1f}'}"
-            f"{'' if t.sustainable else '✗'}"
-            f"{' (harness-limited)' if t.harness_limited else ''}"
-            for t in sorted(run.ramp.steps, key=lambda t: t.offered_rate or 0.0)
-        )
-        err = f" error: {run.error}" if run.error else ""
-        out.append(
-            f"- r{run.repeat} {run.contender}: {steps or '-'} -> "
-            f"{'-' if run.ramp.max_rate is None else f'{run.ramp.max_rate:,.0f}/s'} "
-            f"(stopped: {run.ramp.limited_by or '-'}); restarts {run.restarts}{err}"
-        )
-    out.append("")
+    out += curve_markdown(result)
+    out += scenario_markdown(result)
     for prof in result.profiles:
         out += [
             f"## Profile: {prof.contender} at {prof.rate:,.0f} ev/s "
@@ -213,17 +170,6 @@ def write_all(result: BenchResult, out: Path) -> list[Path]:
 
 def _series(result: BenchResult) -> list[str]:
     return [n for n in CONTENDERS if n in result.summary]
-
-
-def _ramp_points(result: BenchResult, name: str) -> list[tuple[float, float]]:
-    pts: dict[float, list[float]] = {}
-    for run in result.runs:
-        if run.contender != name:
-            continue
-        for t in run.ramp.steps:
-            if t.offered_rate and t.p99_ms is not None:
-                pts.setdefault(round(t.offered_rate), []).append(t.p99_ms)
-    return sorted((r, sorted(v)[len(v) // 2]) for r, v in pts.items())
 
 
 def write_plot(result: BenchResult, out: Path) -> list[Path]:
@@ -275,15 +221,20 @@ def write_plot(result: BenchResult, out: Path) -> list[Path]:
     ax.set_ylabel("ms")
     ax.legend(fontsize=8)
     ax = axes[2]
-    for n in names:
-        pts = _ramp_points(result, n)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=n, color=_COLORS.get(n))
+    for n, pts in curve_series(result).items():
+        color = _COLORS.get(n, "#888")
+        rates = [p[0] for p in pts]
+        ax.plot(rates, [p[2] for p in pts], "o-", label=f"{n} p99", color=color)
+        ax.plot(rates, [p[1] for p in pts], ":", color=color, alpha=0.7)
+        ax.plot(rates, [p[3] for p in pts], "--", color=color, alpha=0.7)
+        lim = [p for p in pts if p[4]]
+        if lim:
+            ax.plot([p[0] for p in lim], [p[2] for p in lim], "x", color="#000", markersize=9)
     if budget:
         ax.axhline(budget, color="#444", linestyle="--", label="budget")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_title("ramp: e2e p99 vs offered rate (median of repeats)")
+    ax.set_title("curve: e2e p50 (dotted) / p99 / p99.9 (dashed); x = harness or host limit")
     ax.set_xlabel("events/s")
     ax.set_ylabel("ms")
     ax.legend(fontsize=8)
@@ -323,16 +274,20 @@ def _write_svg(result: BenchResult, out: Path) -> Path:
         ),
     ]
     lines = []
-    for n in names:
-        pts = _ramp_points(result, n)
-        if pts:
-            lines.append(
-                Line(n, [p[0] for p in pts], [p[1] for p in pts], color=_COLORS.get(n, "#888"))
-            )
+    for n, pts in curve_series(result).items():
+        color = _COLORS.get(n, "#888")
+        xs = [p[0] for p in pts]
+        lines.append(Line(f"{n} p99", xs, [p[2] for p in pts], color=color))
+        lines.append(Line(f"{n} p99.9", xs, [p[3] for p in pts], color=color, dash=True))
+        lines.append(Line(f"{n} p50", xs, [p[1] for p in pts], color=color, dash=True))
+    limited = sorted(
+        {f"{n} {p[0]:,.0f}/s" for n, pts in curve_series(result).items() for p in pts if p[4]}
+    )
     charts.append(
         line_chart(
             "ramp",
-            "ramp: e2e p99 vs offered rate",
+            "curve: e2e p50 / p99 / p99.9 (dashed) vs offered rate"
+            + (f"; harness/host-limited: {', '.join(limited)}" if limited else ""),
             lines,
             xlabel="events/s",
             ylabel="ms",

@@ -1,8 +1,10 @@
 """The figures of a side-by-side run: per trial, per contender run, and the summary.
 
 A *trial* is one replay (a load) against one contender process; a *contender run* is one
-repeat of one contender (its trials at 1x and 10x and its ramp); the *summary* gives each
-figure's min / median / max over the repeats. ``sustainable`` (per trial) is the ramp's
+repeat of one contender (its trials at 1x and 10x); the *curve* is every fixed-rate step
+of every contender, its *points* the per-rate verdicts over interleaved repeats
+(``bench.peers.verdict``); *scenarios* hold the overload, mixed-deadline, heavy-model and
+scale-out trials; the *summary* gives each figure's min / median / max over the repeats. ``sustainable`` (per trial) is the ramp's
 test: e2e p99 within the budget, nothing lost, at least 99 % of inputs decided ``ok`` in
 budget (so weir's ``expired``/``shed`` decisions count against it), and the harness's
 sender keeping the offered rate (otherwise the trial measured the harness, not the
@@ -67,10 +69,67 @@ class Trial(msgspec.Struct, kw_only=True):
     """Sustainable at the SLO budget (see the module docstring)."""
     result_file: str = ""
     notes: list[str] = msgspec.field(default_factory=list)
+    dead_lettered: int = 0
+    misses: int = 0
+    """Inputs that missed (lost, expired, shed, error, late, over budget)."""
+    planned_s: float | None = None
+    """The offered load's planned duration, s (goodput's denominator)."""
+    classes: dict[str, ClassFigures] = msgspec.field(default_factory=dict)
+    """Input topic -> its class's figures (the mixed-deadline scenario)."""
+    workers: int = 1
+    """Contender processes in the consumer group (``--workers``)."""
+
+
+class ClassFigures(msgspec.Struct, kw_only=True):
+    """One deadline class (input topic) of a mixed-deadline trial."""
+
+    topic: str
+    budget_ms: float
+    inputs: int
+    good: int
+    """Inputs decided ``ok`` within this class's budget."""
+    attainment: float | None
+    p99_ms: float | None
+    lost: int
+
+
+class CurvePoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One contender at one offered rate over its interleaved repeats (``verdict``)."""
+
+    contender: str
+    rate: float
+    repeats: int
+    p50_ms: Spread
+    p99_ms: Spread
+    p999_ms: Spread
+    attainment: Spread
+    lost: Spread
+    cpu_s_per_1k: Spread
+    sustainable: bool
+    """The median of the repeats meets the SLO."""
+    harness_limited: int = 0
+    """Repeats whose sender fell short of the offered rate (the harness was the limit)."""
+    sender_lagged: int = 0
+    """Repeats whose sender was late by more than the runner's threshold (50 ms) at least
+    once: its latencies include the harness's own stalls (coordinated-omission charged)."""
+    host_limited: bool = False
+    """The echo floor was not sustainable at this rate or below (host or broker limit)."""
+
+
+class Scenario(msgspec.Struct, kw_only=True):
+    """A scheduling-policy scenario run side by side (overload, mixed deadlines, heavy
+    model, scale-out): its trials and what it was told."""
+
+    name: str
+    title: str
+    trials: list[Trial] = msgspec.field(default_factory=list)
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 class Ramp(msgspec.Struct, kw_only=True):
-    """The fixed-rate ramp of one contender in one repeat."""
+    """The fixed-rate ramp of one contender in one repeat (results written before the
+    interleaved curve, ``BenchResult.curve``, replaced it; read for ``--report``)."""
 
     steps: list[Trial] = msgspec.field(default_factory=list)
     max_rate: float | None = None
@@ -120,6 +179,8 @@ class Check(msgspec.Struct, kw_only=True):
     actual: float | None
     passed: bool
     detail: str = ""
+    unit: str = "{:.2f}x"
+    """How ``actual`` prints (a ratio by default)."""
 
 
 class ProfileSummary(msgspec.Struct, kw_only=True):
@@ -150,6 +211,13 @@ class BenchResult(msgspec.Struct, kw_only=True):
     """Contender -> figure -> spread over repeats."""
     checks: list[Check] = msgspec.field(default_factory=list)
     profiles: list[ProfileSummary] = msgspec.field(default_factory=list)
+    curve: list[Trial] = msgspec.field(default_factory=list)
+    """Every step of the interleaved throughput-latency curve (all contenders)."""
+    points: list[CurvePoint] = msgspec.field(default_factory=list)
+    curve_stop: dict[str, str] = msgspec.field(default_factory=dict)
+    """Contender -> why its ramp stopped: ``slo``, ``harness``, ``ceiling``, ``error: ...``."""
+    """The curve: one point per contender and offered rate (``verdict.points_of``)."""
+    scenarios: list[Scenario] = msgspec.field(default_factory=list)
     inproc_us_per_event: dict[str, float] = msgspec.field(default_factory=dict)
     """Contender -> CPU microseconds per event of its decision path without Kafka
     (``bench.peers.inproc``)."""
@@ -199,12 +267,18 @@ def run_figures(run: ContenderRun) -> dict[str, float | None]:
     return out
 
 
-def summarize(runs: Iterable[ContenderRun]) -> dict[str, dict[str, Spread]]:
-    """Contender -> figure -> spread over its repeats (contenders in first-seen order)."""
+def summarize(
+    runs: Iterable[ContenderRun], max_rates: dict[str, Spread] | None = None
+) -> dict[str, dict[str, Spread]]:
+    """Contender -> figure -> spread over its repeats (contenders in first-seen order);
+    ``max_rates`` (the interleaved curve's verdicts) replace the runs' own ramps."""
     by: dict[str, list[dict[str, float | None]]] = {}
     for run in runs:
         by.setdefault(run.contender, []).append(run_figures(run))
-    return {name: {f: spread(r[f] for r in rows) for f in FIGURES} for name, rows in by.items()}
+    out = {name: {f: spread(r[f] for r in rows) for f in FIGURES} for name, rows in by.items()}
+    for name, rate in (max_rates or {}).items():
+        out.setdefault(name, {f: spread(()) for f in FIGURES})["max_rate"] = rate
+    return out
 
 
 def expectations(

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.peers.harness import Bench, Options
+from bench.peers.harness import Bench
+from bench.peers.session import Options
 from replay.synthetic import synthesize_market
 
 
 @pytest.mark.slow
 async def test_tiny_side_by_side_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
     """weir, the naive loop and the echo, each warmed up and replayed for a few seconds at
-    a low rate (1x, 10x and one 200/s ramp step), decide every input exactly once."""
+    a low rate (1x, 10x, then one 200/s step of the interleaved curve), decide every input
+    exactly once."""
     feed = tmp_path / "feed.parquet"
     synthesize_market(feed, seconds=20.0, rate=50.0, seed=3)
     opts = Options(
@@ -35,6 +37,8 @@ async def test_tiny_side_by_side_loses_nothing(kafka_bootstrap: str, tmp_path: P
         settle_s=0.2,
         quiet_s=5.0,
         startup_timeout_s=90.0,
+        scenarios=(),
+        inproc_events=0,
     )
     bench = Bench(opts)
     bench.bootstrap = kafka_bootstrap
@@ -42,7 +46,8 @@ async def test_tiny_side_by_side_loses_nothing(kafka_bootstrap: str, tmp_path: P
     assert [r.contender for r in result.runs] == ["weir", "naive", "echo"]
     for run in result.runs:
         assert run.error is None, run.error
-        trials = [*run.trials, *run.ramp.steps]
+        steps = [t for t in result.curve if t.contender == run.contender]
+        trials = [*run.trials, *steps]
         assert [t.load for t in trials] == ["1x", "10x", "rate"]
         for t in trials:
             assert t.events > 100, (run.contender, t.load, t.events)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import bench.peers
-from bench.peers import harness, procstat, pyspy
+from bench.peers import harness, procstat, pyspy, scenarios
 from bench.peers.config import PeerConfig, weir_settings
 from bench.peers.faust_agent import TakeCore
 from bench.peers.fixed_window import FixedWindowBatcher
@@ -400,15 +400,15 @@ def test_ramp_rates_and_bisection() -> None:
 
 
 def test_bracket_is_below_the_first_failure() -> None:
-    """The max rate is the highest pass below the lowest failure; a pass above a failure
-    (noise) does not count."""
+    """The refine bracket is the highest pass below the lowest failure (each rate judged
+    by the median rule); a pass above a failure (noise) does not count."""
     steps = [
-        _trial("weir", "rate", 1.0, rate=r, sustainable=ok)
+        _trial("weir", "rate", 1.0 if ok else 50.0, rate=r)
         for r, ok in ((500.0, True), (1000.0, False), (700.0, True), (2000.0, True))
     ]
-    assert harness._bracket(steps) == (700.0, 1000.0)
-    assert harness._bracket(steps[:1]) == (500.0, None)
-    assert harness._bracket(steps[1:2]) == (None, 1000.0)
+    assert scenarios._bracket(steps, 5.0) == (700.0, 1000.0)
+    assert scenarios._bracket(steps[:1], 5.0) == (500.0, None)
+    assert scenarios._bracket(steps[1:2], 5.0) == (None, 1000.0)
 
 
 def test_proc_stat_parsing() -> None:

@@ -1,0 +1,306 @@
+"""The interleaved throughput-latency curve and the scheduling-policy scenarios.
+
+Run by ``harness.Bench.run`` after the 1x / 10x replays, all through the same broker and
+the same feed:
+
+- **curve** (``ramp``): every contender's session is started and warmed up once and kept;
+  each offered rate then runs ``repeats`` times per contender, interleaved
+  (``verdict.interleaved``), and the median rule (``verdict.point_of``) decides whether a
+  contender goes on to the next rate; ``refine`` geometric bisections follow, per
+  contender between its last pass and first failure. A session that left work undecided
+  is replaced by a fresh one before its next step (``Bench.ready``).
+- **overload**: the bursty feed, tiled and sped up so its mean rate is ``factor`` x each
+  contender's own max sustainable rate, for ``overload_s`` s; goodput and the share of
+  in-deadline ``ok`` decisions, every other input's outcome by status, and lost inputs.
+- **mixed**: one service consuming two input topics, the tight one with budget
+  ``mixed_budgets_ms[0]`` and the loose one with ``[1]`` (weir's
+  ``scheduler.topic_budget_ms``; the peers batch the same whatever the topic), the feed at
+  ``mixed_speed`` split between them (``tight_share``); attainment per class.
+- **heavy**: the 10x replay with a costlier model bundle (``heavy_bundle``).
+- **scale**: weir with ``N`` worker processes in one consumer group on ``N`` partitions,
+  the same interleaved ramp for each ``N`` in ``workers``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from bench.peers.results import ClassFigures, Scenario, Trial
+from bench.peers.verdict import ECHO, class_figures, interleaved, mixed_classes, point_of
+from replay.errors import ReplayError
+from replay.kafka import KafkaTransport, ensure_topics
+from replay.measure import Recorder
+from replay.pacing import Pacing
+from replay.plan import load_plan
+from service.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from bench.peers.harness import Bench, Plans
+    from bench.peers.session import Session
+
+
+class ClassedTransport(KafkaTransport):
+    """A replay transport that sends input ``seq`` to ``topics[classes[seq]]``."""
+
+    def __init__(
+        self, kafka: KafkaSettings, *, topics: Sequence[str], classes: npt.NDArray[np.int8]
+    ) -> None:
+        super().__init__(kafka, topic=topics[0])
+        self.topics = list(topics)
+        self.classes = classes
+
+    async def open(self, recorder: Recorder) -> None:
+        """Create the other class topics too, then open as ``KafkaTransport`` does."""
+        await ensure_topics(self.kafka, dict.fromkeys(self.topics[1:], self.partitions))
+        await super().open(recorder)
+
+    async def send(self, seq: int, key: bytes, value: bytes) -> None:
+        """Produce to the event's class topic (see ``KafkaTransport.send``)."""
+        self.topic = self.topics[int(self.classes[seq])]
+        await super().send(seq, key, value)
+
+
+def class_figures_of(
+    rec: Recorder, classes: npt.NDArray[np.int8], topics: Sequence[str], budgets_ms: Sequence[float]
+) -> dict[str, ClassFigures]:
+    """Per-class figures of a finished replay (``verdict.class_figures``)."""
+    n = rec.n_sent
+    return class_figures(
+        status=rec.status[:n],
+        acked=rec.acked[:n],
+        late=rec.late[:n],
+        e2e_ns=rec.received[:n] - rec.intended[:n],
+        classes=classes[:n],
+        topics=dict(enumerate(topics)),
+        budgets_ms=dict(enumerate(budgets_ms)),
+    )
+
+
+async def ramp(
+    bench: Bench, plans: Plans, sessions: list[Session], *, tag: str = "rate"
+) -> tuple[list[Trial], dict[str, str], list[Session]]:
+    """The interleaved ramp of ``sessions``: every step, why each stopped, the sessions
+    still held (replacements included)."""
+    from bench.peers.harness import bisect_rate, ramp_rates, run_trial
+
+    opts = bench.opts
+    held = {s.label: s for s in sessions}
+    steps: list[Trial] = []
+    stopped: dict[str, str] = {}
+
+    async def run(targets: dict[str, float], idx: int) -> None:
+        for repeat, label in interleaved(list(targets), opts.repeats, step=idx):
+            if stopped.get(label, "").startswith("error"):
+                continue
+            rate = targets[label]
+            try:
+                held[label] = session = await bench.ready(held[label], plans)
+            except ReplayError as exc:
+                stopped[label] = f"error: {exc}"
+                bench.say(f"{label}: {exc}")
+                continue
+            t = await run_trial(
+                session,
+                plans.at_rate(rate, opts.step_s),
+                Pacing(rate=rate),
+                load=tag,
+                repeat=repeat,
+                name=f"{tag}-r{repeat}-{label.replace(' ', '')}-{rate:.0f}",
+            )
+            bench.report(t)
+            steps.append(t)
+
+    def mine(label: str) -> list[Trial]:
+        return [t for t in steps if t.contender == label]
+
+    active = list(held)
+    for idx, rate in enumerate(ramp_rates(opts.ramp_start, opts.ramp_factor, opts.ramp_max)):
+        if not active:
+            break
+        await run(dict.fromkeys(active, rate), idx)
+        for label in active:
+            at = [t for t in mine(label) if round(t.offered_rate or 0) == round(rate)]
+            if label in stopped or not at:
+                continue
+            p = point_of(at, budget_ms=opts.budget_ms)
+            if not p.sustainable:
+                stopped[label] = "harness" if 2 * p.harness_limited >= p.repeats else "slo"
+        active = [a for a in active if a not in stopped]
+    for label in active:
+        stopped[label] = "ceiling"
+    for idx in range(opts.refine):
+        mids: dict[str, float] = {}
+        for label in held:
+            lo, hi = _bracket(mine(label), opts.budget_ms)
+            if lo is not None and hi is not None and lo < (mid := bisect_rate(lo, hi)) < hi:
+                mids[label] = mid
+        if not mids:
+            break
+        await run(mids, idx)
+    return steps, stopped, list(held.values())
+
+
+def _bracket(trials: list[Trial], budget_ms: float) -> tuple[float | None, float | None]:
+    by: dict[float, list[Trial]] = {}
+    for t in trials:
+        by.setdefault(round(t.offered_rate or 0.0), []).append(t)
+    pts = sorted((r, point_of(ts, budget_ms=budget_ms).sustainable) for r, ts in by.items())
+    hi = next((r for r, ok in pts if not ok), None)
+    passing = [r for r, ok in pts if ok and (hi is None or r < hi)]
+    return (max(passing) if passing else None), hi
+
+
+async def overload(
+    bench: Bench, plans: Plans, sessions: list[Session], capacity: dict[str, float | None]
+) -> tuple[Scenario, list[Session]]:
+    """Each contender at ``factor`` x its own capacity on the bursty feed (module doc)."""
+    from bench.peers.harness import run_trial, tile_plan
+
+    opts = bench.opts
+    sc = Scenario(
+        name="overload",
+        title=f"Overload: the bursty feed at {', '.join(f'{f:g}x' for f in opts.overload)} "
+        f"each contender's max sustainable rate for {opts.overload_s:g} s",
+        params={"factors": list(opts.overload), "seconds": opts.overload_s},
+    )
+    held = {s.label: s for s in sessions if s.label != ECHO}
+    for label in list(held):
+        if not capacity.get(label):
+            sc.notes.append(f"{label}: no max sustainable rate measured, not overloaded")
+            del held[label]
+    for idx, factor in enumerate(opts.overload):
+        for repeat, label in interleaved(list(held), opts.repeats, step=idx):
+            rate = factor * float(capacity[label] or 0.0)
+            plan = tile_plan(plans.base, max(1, round(rate * opts.overload_s)))
+            pacing = Pacing(speed=max(plan.span_s, 1e-9) / opts.overload_s)
+            try:
+                held[label] = session = await bench.ready(held[label], plans)
+            except ReplayError as exc:
+                sc.notes.append(f"{label}: {exc}")
+                continue
+            t = await run_trial(
+                session,
+                plan,
+                pacing,
+                load=f"overload-{factor:g}x",
+                repeat=repeat,
+                name=f"overload-r{repeat}-{label}-{factor:g}x",
+            )
+            bench.report(t)
+            sc.trials.append(t)
+    return sc, [*held.values(), *(s for s in sessions if s.label == ECHO)]
+
+
+async def mixed(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
+    """Two input topics with different budgets on one service per contender (module doc)."""
+    from bench.peers.base import CONTENDERS
+    from bench.peers.harness import run_trial
+
+    opts = bench.opts
+    budgets = opts.mixed_budgets_ms
+    sc = Scenario(
+        name="mixed",
+        title=f"Mixed deadlines: {budgets[0]:g} ms and {budgets[1]:g} ms input topics on one "
+        f"service, the feed at {opts.mixed_speed:g}x for {opts.mixed_s:g} s, "
+        f"{100 * opts.tight_share:g} % of events on the tight topic",
+        params={"budgets_ms": list(budgets), "speed": opts.mixed_speed, "seconds": opts.mixed_s},
+    )
+    assert bench.feed is not None
+    plan = load_plan(bench.feed, seconds=opts.mixed_s * opts.mixed_speed)
+    classes = mixed_classes(plan.n, opts.tight_share)
+    # Class 1 (tight) -> the first topic, class 0 (loose) -> the second.
+    order = np.where(classes == 1, 0, 1).astype(np.int8)
+    held: dict[str, Session] = {}
+    for repeat, name in interleaved(names, opts.repeats):
+        try:
+            if name not in held:
+                held[name] = await bench.fresh(CONTENDERS[name], plans, budgets_ms=budgets)
+            held[name] = session = await bench.ready(held[name], plans)
+        except ReplayError as exc:
+            sc.notes.append(f"{name}: {exc}")
+            continue
+        topics = session.cfg.input_topics
+        t = await run_trial(
+            session,
+            plan,
+            Pacing(speed=opts.mixed_speed),
+            load="mixed",
+            repeat=repeat,
+            name=f"mixed-r{repeat}-{name}",
+            transport=ClassedTransport(session.settings.kafka, topics=topics, classes=order),
+            classes=functools.partial(
+                class_figures_of, classes=order, topics=topics, budgets_ms=budgets
+            ),
+        )
+        bench.report(t)
+        sc.trials.append(t)
+    for session in held.values():
+        session.stop()
+    return sc
+
+
+async def heavy(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
+    """The 10x replay with ``heavy_bundle`` in every contender (module doc)."""
+    from bench.peers.base import CONTENDERS
+    from bench.peers.harness import run_trial
+
+    opts = bench.opts
+    sc = Scenario(
+        name="heavy",
+        title=f"Heavy model: the 10x replay with {opts.heavy_bundle}",
+        params={"bundle": opts.heavy_bundle},
+    )
+    held: dict[str, Session] = {}
+    for repeat, name in interleaved([n for n in names if CONTENDERS[n].model], opts.repeats):
+        try:
+            if name not in held:
+                held[name] = await bench.fresh(CONTENDERS[name], plans, bundle=opts.heavy_bundle)
+            held[name] = session = await bench.ready(held[name], plans)
+        except ReplayError as exc:
+            sc.notes.append(f"{name}: {exc}")
+            continue
+        t = await run_trial(
+            session,
+            plans.x10,
+            Pacing(speed=10.0),
+            load="heavy-10x",
+            repeat=repeat,
+            name=f"heavy-r{repeat}-{name}",
+        )
+        bench.report(t)
+        sc.trials.append(t)
+    for session in held.values():
+        session.stop()
+    return sc
+
+
+async def scale(bench: Bench, plans: Plans) -> tuple[Scenario, dict[str, str]]:
+    """weir with N workers on N partitions, for each N in ``workers`` (module doc)."""
+    from bench.peers.base import CONTENDERS
+
+    opts = bench.opts
+    sc = Scenario(
+        name="scale",
+        title="Scale-out: weir with N worker processes in one consumer group, N partitions",
+        params={"workers": list(opts.workers)},
+    )
+    sessions: list[Session] = []
+    stops: dict[str, str] = {}
+    try:
+        for n in opts.workers:
+            try:
+                sessions.append(await bench.fresh(CONTENDERS["weir"], plans, workers=n))
+            except ReplayError as exc:
+                sc.notes.append(f"weir x{n}: {exc}")
+        if sessions:
+            sc.trials, stops, sessions = await ramp(bench, plans, sessions, tag="scale")
+    finally:
+        for session in sessions:
+            session.stop()
+    sc.params["stopped"] = stops
+    return sc, stops

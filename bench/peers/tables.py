@@ -1,0 +1,258 @@
+"""The report's curve and scenario sections: markdown tables and their chart series.
+
+``curve_markdown`` prints, per contender, the throughput-latency curve (p50 / p99 /
+p99.9 per offered rate, median [min-max] over the interleaved repeats, the verdict and
+the limit marks: ``H`` harness-limited in n of N repeats, ``B`` past the echo floor's
+failure, i.e. the host or broker was the limit); ``scenario_markdown`` prints the
+overload, mixed-deadline, heavy-model and scale-out scenarios; ``curve_series`` gives
+the plot its lines (``report.write_plot``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bench.peers.results import BenchResult, CurvePoint, Scenario, Spread, spread
+from bench.peers.verdict import mixed_figures, overload_figures, points_of, rate_spread
+
+
+def _fmt(v: float | None, kind: str) -> str:
+    if v is None:
+        return "-"
+    if kind == "rate":
+        return f"{v:,.0f}"
+    if kind == "ms":
+        return f"{v:.2f}" if v < 100 else f"{v:,.0f}"
+    if kind == "pct":
+        return f"{100 * v:.2f}%"
+    if kind == "int":
+        return f"{v:,.0f}"
+    if kind == "cpu":
+        return f"{v:.3f}"
+    return f"{v:.0f}"
+
+
+def cell(s: Spread | None, kind: str) -> str:
+    """``median [min-max]`` (just the median with one repeat; ``-`` with none)."""
+    if s is None or s.median is None:
+        return "-"
+    mid = _fmt(s.median, kind)
+    if s.n <= 1 or s.min == s.max:
+        return mid
+    return f"{mid} [{_fmt(s.min, kind)}-{_fmt(s.max, kind)}]"
+
+
+def markdown_table(rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table (first row is the header; numbers right-aligned)."""
+    head = "| " + " | ".join(rows[0]) + " |"
+    rule = "|" + "|".join([":---"] + ["---:"] * (len(rows[0]) - 1)) + "|"
+    body = ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join([head, rule, *body])
+
+
+def marks(p: CurvePoint) -> str:
+    """``H 1/3`` (sender short of the rate in 1 of 3 repeats), ``L 2/3`` (sender late by
+    more than 50 ms at least once in 2 of 3), ``B`` (host/broker)."""
+    out = []
+    if p.harness_limited:
+        out.append(f"H {p.harness_limited}/{p.repeats}")
+    if p.sender_lagged:
+        out.append(f"L {p.sender_lagged}/{p.repeats}")
+    if p.host_limited:
+        out.append("B")
+    return " ".join(out)
+
+
+def curve_rows(points: list[CurvePoint], contender: str) -> list[list[str]]:
+    """One contender's curve: header and one row per offered rate."""
+    rows = [["offered ev/s", "p50 ms", "p99 ms", "p99.9 ms", "attainment", "CPU s/1k", "verdict"]]
+    for p in sorted((p for p in points if p.contender == contender), key=lambda p: p.rate):
+        verdict = "ok" if p.sustainable else "✗"
+        limit = marks(p)
+        rows.append(
+            [
+                f"{p.rate:,.0f}",
+                cell(p.p50_ms, "ms"),
+                cell(p.p99_ms, "ms"),
+                cell(p.p999_ms, "ms"),
+                cell(p.attainment, "pct"),
+                cell(p.cpu_s_per_1k, "cpu"),
+                f"{verdict} {limit}".strip(),
+            ]
+        )
+    return rows
+
+
+def curve_markdown(result: BenchResult) -> list[str]:
+    """The curve section (empty without curve steps)."""
+    if not result.points:
+        return []
+    budget = result.params.get("budget_ms")
+    out = [
+        "## Throughput-latency curve",
+        "",
+        f"Each offered rate ran {result.params.get('repeats')} time(s) per contender, "
+        "interleaved across contenders (a noisy minute hits everyone); figures are median "
+        f"[min-max] over those repeats; a rate is sustainable (ok) when the median meets the "
+        f"SLO (p99 <= {budget} ms, >= 99 % in budget, nothing lost, sender keeping up). "
+        "Marks: `H n/N` the harness's sender fell short of the rate in n of N repeats "
+        "(harness limit); `L n/N` the sender was late by more than 50 ms at least once in "
+        "n of N repeats (its stalls are charged to the latencies); `B` the echo floor (no "
+        "model) already failed at this rate or below (host or broker limit).",
+        "",
+    ]
+    for name in dict.fromkeys(p.contender for p in result.points):
+        stop = result.curve_stop.get(name, "-")
+        out += [
+            f"### {name} (ramp stopped: {stop})",
+            "",
+            markdown_table(curve_rows(result.points, name)),
+        ]
+        out.append("")
+    return out
+
+
+def curve_series(result: BenchResult) -> dict[str, list[tuple[float, float, float, float, bool]]]:
+    """Contender -> (rate, p50, p99, p99.9 medians, limited) per point, by rate."""
+    out: dict[str, list[tuple[float, float, float, float, bool]]] = {}
+    for p in sorted(result.points, key=lambda p: p.rate):
+        if p.p99_ms.median is None:
+            continue
+        out.setdefault(p.contender, []).append(
+            (
+                p.rate,
+                p.p50_ms.median or 0.0,
+                p.p99_ms.median,
+                p.p999_ms.median or p.p99_ms.median,
+                bool(p.harness_limited or p.host_limited),
+            )
+        )
+    return out
+
+
+def _overload(sc: Scenario) -> list[str]:
+    rows = [
+        [
+            "contender",
+            "load",
+            "offered ev/s",
+            "goodput ev/s",
+            "in-deadline ok",
+            "p99 ms",
+            "ok / expired / shed / error",
+            "lost",
+        ]
+    ]
+    for (name, load), f in overload_figures(sc.trials).items():
+        outcomes = " / ".join(cell(f[k], "int") for k in ("ok", "expired", "shed", "error"))
+        rows.append(
+            [
+                name,
+                load,
+                cell(f["offered"], "rate"),
+                cell(f["goodput"], "rate"),
+                cell(f["good_share"], "pct"),
+                cell(f["p99_ms"], "ms"),
+                outcomes,
+                cell(f["lost"], "int"),
+            ]
+        )
+    return [
+        "Goodput: inputs decided `ok` within their deadline per second of offered load; "
+        "every input must get an explicit outcome (lost: none came back).",
+        "",
+        markdown_table(rows),
+    ]
+
+
+def _mixed(sc: Scenario) -> list[str]:
+    rows = [
+        [
+            "contender",
+            "tight attainment",
+            "tight p99 ms",
+            "loose attainment",
+            "loose p99 ms",
+            "lost",
+        ]
+    ]
+    for name, f in mixed_figures(sc.trials).items():
+        rows.append(
+            [
+                name,
+                cell(f["tight_attainment"], "pct"),
+                cell(f["tight_p99_ms"], "ms"),
+                cell(f["loose_attainment"], "pct"),
+                cell(f["loose_p99_ms"], "ms"),
+                cell(f["lost"], "int"),
+            ]
+        )
+    return [markdown_table(rows)]
+
+
+def _heavy(sc: Scenario) -> list[str]:
+    rows = [["contender", "p50 ms", "p99 ms", "p99.9 ms", "attainment", "lost", "CPU s/1k"]]
+    for name in dict.fromkeys(t.contender for t in sc.trials):
+        ts = [t for t in sc.trials if t.contender == name]
+        rows.append(
+            [
+                name,
+                cell(spread(t.p50_ms for t in ts), "ms"),
+                cell(spread(t.p99_ms for t in ts), "ms"),
+                cell(spread(t.p999_ms for t in ts), "ms"),
+                cell(spread(t.attainment for t in ts), "pct"),
+                cell(spread(float(t.lost) for t in ts), "int"),
+                cell(spread(t.cpu_s_per_1k for t in ts), "cpu"),
+            ]
+        )
+    return [markdown_table(rows)]
+
+
+def _scale(sc: Scenario, budget_ms: float) -> list[str]:
+    points = points_of(sc.trials, budget_ms=budget_ms)
+    stops = dict(sc.params.get("stopped") or {})
+    rows = [
+        ["workers", "max sustainable ev/s", "CPU s/1k at max", "per worker ev/s", "ramp stopped"]
+    ]
+    for label in dict.fromkeys(t.contender for t in sc.trials):
+        ts = [t for t in sc.trials if t.contender == label]
+        mine = [p for p in points if p.contender == label]
+        rate = rate_spread(ts, mine)
+        n = ts[0].workers
+        at = next((p for p in mine if rate.median is not None and p.rate == rate.median), None)
+        per = None if rate.median is None else rate.median / n
+        rows.append(
+            [
+                str(n),
+                cell(rate, "rate"),
+                cell(at.cpu_s_per_1k if at else None, "cpu"),
+                "-" if per is None else f"{per:,.0f}",
+                stops.get(label, "-"),
+            ]
+        )
+    return [
+        markdown_table(rows),
+        "",
+        "A ramp stopped at the ceiling (`ceiling`) only bounds the rate from below.",
+    ]
+
+
+def scenario_markdown(result: BenchResult) -> list[str]:
+    """The scenario sections, in run order."""
+    out: list[str] = []
+    budget = float(result.params.get("budget_ms") or 0.0)
+    for sc in result.scenarios:
+        out += [f"## {sc.title}", ""]
+        if sc.name == "overload":
+            out += _overload(sc)
+        elif sc.name == "mixed":
+            out += _mixed(sc)
+        elif sc.name == "heavy":
+            out += _heavy(sc)
+        elif sc.name == "scale":
+            out += _scale(sc, budget)
+        out.append("")
+        out += [f"- {n}" for n in sc.notes]
+        if sc.notes:
+            out.append("")
+    return out

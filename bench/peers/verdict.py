@@ -1,0 +1,390 @@
+"""Verdicts a noisy host cannot fool: interleaved repeats, median rules, marked limits.
+
+The throughput-latency curve runs every offered rate ``repeats`` times per contender,
+*interleaved*: for one rate, repeat 1 runs each contender once, then repeat 2 in a
+rotated order, and so on (``interleaved``), so a noisy minute on a shared host lands on
+every contender rather than on one. A rate is **sustainable** for a contender when the
+*median* of its repeats meets the SLO (``point_of``): median e2e p99 within the budget,
+median attainment >= ``MIN_ATTAINMENT``, median lost 0 and the sender keeping up in at
+least half the repeats. The spread (min / median / max of p50, p99, p99.9) is reported
+with each point.
+
+Limits are marked, not hidden: a point is **harness-limited** when the sender fell short
+of the offered rate in any repeat (the harness, not the contender, was measured there),
+and **host-limited** when the echo floor (no model at all) was not sustainable at that
+rate or below it (``mark_host_limits``): past that rate the broker or the host is the
+limit for everyone.
+
+The scenarios' figures come from the same trials: goodput (inputs decided ``ok``
+within their deadline per second of offered load, ``goodput``) and per-class
+attainment on the mixed-deadline service (``class_figures``). ``scenario_checks`` states
+each of the issue's targets as met or not met with its figures.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from bench.peers.results import (
+    MIN_ATTAINMENT,
+    BenchResult,
+    Check,
+    ClassFigures,
+    CurvePoint,
+    Spread,
+    Trial,
+    spread,
+)
+from schemas.decision import Status
+
+ECHO = "echo"
+"""The floor contender: its failures mark the host or broker limit."""
+
+_STATUS_CODE = {s: i for i, s in enumerate(Status)}
+"""``replay.measure.Recorder.status`` codes: the index into ``Status``; -1 no outcome yet,
+``len(Status)`` a dead letter."""
+
+
+def interleaved(names: Sequence[str], repeats: int, *, step: int = 0) -> list[tuple[int, str]]:
+    """(repeat, contender) in run order for one offered rate: each repeat runs every
+    contender once, rotated by one per repeat (and by ``step``, the rate's index)."""
+    out: list[tuple[int, str]] = []
+    n = len(names)
+    for r in range(1, repeats + 1):
+        shift = (r - 1 + step) % n if n else 0
+        out += [(r, name) for name in [*names[shift:], *names[:shift]]]
+    return out
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def point_of(trials: Sequence[Trial], *, budget_ms: float) -> CurvePoint:
+    """One contender's point at one offered rate from its repeats (the median rule)."""
+    if not trials:
+        raise ValueError("a curve point needs at least one trial")
+    first = trials[0]
+    p99 = _median(t.p99_ms for t in trials)
+    attain = _median(t.attainment for t in trials)
+    lost = _median(float(t.lost) for t in trials)
+    kept_up = sum(not t.harness_limited for t in trials)
+    sustainable = (
+        p99 is not None
+        and p99 <= budget_ms
+        and attain is not None
+        and attain >= MIN_ATTAINMENT
+        and lost == 0
+        and 2 * kept_up >= len(trials)
+    )
+    return CurvePoint(
+        contender=first.contender,
+        rate=float(first.offered_rate or 0.0),
+        repeats=len(trials),
+        p50_ms=spread(t.p50_ms for t in trials),
+        p99_ms=spread(t.p99_ms for t in trials),
+        p999_ms=spread(t.p999_ms for t in trials),
+        attainment=spread(t.attainment for t in trials),
+        lost=spread(float(t.lost) for t in trials),
+        cpu_s_per_1k=spread(t.cpu_s_per_1k for t in trials),
+        sustainable=sustainable,
+        harness_limited=sum(t.harness_limited for t in trials),
+        sender_lagged=sum(t.sender_behind for t in trials),
+    )
+
+
+def points_of(steps: Iterable[Trial], *, budget_ms: float) -> list[CurvePoint]:
+    """Every (contender, rate) point of the curve's steps, contenders in the order they
+    first ran (the table's), then by rate."""
+    groups: dict[tuple[str, float], list[Trial]] = {}
+    first: dict[str, int] = {}
+    for t in steps:
+        first.setdefault(t.contender, len(first))
+        groups.setdefault((t.contender, round(t.offered_rate or 0.0)), []).append(t)
+    order = sorted(groups, key=lambda k: (first[k[0]], k[1]))
+    return [point_of(groups[k], budget_ms=budget_ms) for k in order]
+
+
+def mark_host_limits(points: list[CurvePoint]) -> list[CurvePoint]:
+    """Mark every point at or above the lowest rate the echo floor failed (or beyond the
+    highest rate the echo was measured at when its ramp stopped on a failure)."""
+    echo = [p for p in points if p.contender == ECHO]
+    failed = [p.rate for p in echo if not p.sustainable]
+    if not failed:
+        return points
+    floor = min(failed)
+    return [msgspec.structs.replace(p, host_limited=p.rate >= floor) for p in points]
+
+
+def max_rate(points: Iterable[CurvePoint]) -> float | None:
+    """The highest sustainable rate below the lowest unsustainable one (None: none)."""
+    pts = sorted((p.rate, p.sustainable) for p in points)
+    hi = next((r for r, ok in pts if not ok), None)
+    passing = [r for r, ok in pts if ok and (hi is None or r < hi)]
+    return max(passing) if passing else None
+
+
+def repeat_max_rates(steps: Iterable[Trial]) -> list[float | None]:
+    """Each repeat's own max sustainable rate (per-trial verdicts): the verdict's spread."""
+    by: dict[int, list[tuple[float, bool]]] = {}
+    for t in steps:
+        by.setdefault(t.repeat, []).append((t.offered_rate or 0.0, t.sustainable))
+    out: list[float | None] = []
+    for r in sorted(by):
+        pts = sorted(by[r])
+        hi = next((x for x, ok in pts if not ok), None)
+        passing = [x for x, ok in pts if ok and (hi is None or x < hi)]
+        out.append(max(passing) if passing else None)
+    return out
+
+
+def rate_spread(steps: Sequence[Trial], points: Sequence[CurvePoint]) -> Spread:
+    """The verdict (median rule) as the median, each repeat's own max as min and max."""
+    per = [r for r in repeat_max_rates(steps) if r is not None]
+    verdict = max_rate(points)
+    vals = [*per, *([verdict] if verdict is not None else [])]
+    return Spread(
+        min=min(vals) if vals else None,
+        median=verdict,
+        max=max(vals) if vals else None,
+        n=len(per),
+    )
+
+
+# -- scenario figures ----------------------------------------------------------------------
+
+
+def good_inputs(trial: Trial) -> int:
+    """Inputs decided ``ok`` within their deadline (``attainment``'s numerator)."""
+    warming = trial.by_status.get(Status.WARMING.value, 0)
+    denom = trial.events - warming - trial.dead_lettered
+    return max(0, denom - trial.misses)
+
+
+def goodput(trial: Trial) -> float | None:
+    """In-deadline ``ok`` decisions per second of the offered load (None: no duration)."""
+    if not trial.planned_s:
+        return None
+    return good_inputs(trial) / trial.planned_s
+
+
+def good_share(trial: Trial) -> float | None:
+    """The share of inputs that got an in-deadline ``ok`` (None: no inputs)."""
+    return good_inputs(trial) / trial.events if trial.events else None
+
+
+def mixed_classes(n: int, tight_share: float) -> npt.NDArray[np.int8]:
+    """Class per send sequence (1: tight, 0: loose), ``tight_share`` of them tight,
+    spread evenly (``floor((i + 1) s) - floor(i s)``)."""
+    if not 0.0 <= tight_share <= 1.0:
+        raise ValueError(f"tight_share must be within [0, 1], got {tight_share!r}")
+    i = np.arange(n, dtype=np.float64)
+    return (np.floor((i + 1) * tight_share) - np.floor(i * tight_share)).astype(np.int8)
+
+
+def class_figures(
+    *,
+    status: npt.NDArray[np.int8],
+    acked: npt.NDArray[np.bool_],
+    late: npt.NDArray[np.bool_],
+    e2e_ns: npt.NDArray[np.int64],
+    classes: npt.NDArray[np.int8],
+    topics: Mapping[int, str],
+    budgets_ms: Mapping[int, float],
+) -> dict[str, ClassFigures]:
+    """Per class (by topic): inputs, in-deadline ``ok``, attainment against that class's
+    own budget (``replay.measure``'s definition), p99 and lost; arrays indexed by send
+    sequence, as a ``Recorder`` holds them."""
+    ok_code = _STATUS_CODE[Status.OK]
+    warm_code = _STATUS_CODE[Status.WARMING]
+    dead_code = len(_STATUS_CODE)
+    out: dict[str, ClassFigures] = {}
+    for cls, topic in topics.items():
+        m = acked & (classes == cls)
+        budget_ns = int(budgets_ms[cls] * 1e6)
+        good = m & (status == ok_code) & ~late & (e2e_ns <= budget_ns)
+        denom = int(np.count_nonzero(m & (status != warm_code) & (status != dead_code)))
+        resp = m & (status >= 0) & (status != warm_code) & (status != dead_code)
+        lat = e2e_ns[resp]
+        out[topic] = ClassFigures(
+            topic=topic,
+            budget_ms=budgets_ms[cls],
+            inputs=int(np.count_nonzero(m)),
+            good=int(np.count_nonzero(good)),
+            attainment=int(np.count_nonzero(good)) / denom if denom else None,
+            p99_ms=float(np.percentile(lat, 99.0)) / 1e6 if lat.size else None,
+            lost=int(np.count_nonzero(m & (status == -1))),
+        )
+    return out
+
+
+def _best_peer(values: Mapping[str, float | None]) -> tuple[str, float] | None:
+    known = {n: v for n, v in values.items() if n not in ("weir", ECHO) and v is not None}
+    if not known:
+        return None
+    best = max(known, key=lambda n: known[n])
+    return best, known[best]
+
+
+def scenario_checks(
+    *,
+    overload_goodput: Mapping[str, float | None],
+    weir_overload_lost: float | None,
+    tight_attainment: Mapping[str, float | None],
+    p99_normal: Mapping[str, float | None],
+    goodput_factor: float = 3.0,
+    tight_target: float = 0.99,
+) -> list[Check]:
+    """The issue's targets: under 3x overload weir's goodput >= 3x the best peer's with
+    nothing lost; under mixed deadlines the tight class >= 99 % for weir while every peer
+    falls below; at normal load weir's p99 no worse than the best peer's (figures are
+    medians over repeats; a target with no figures is not judged)."""
+    checks: list[Check] = []
+    w = overload_goodput.get("weir")
+    best = _best_peer(overload_goodput)
+    if w is not None and best is not None:
+        ratio = w / best[1] if best[1] > 0 else None
+        ok = (ratio is None or ratio >= goodput_factor) and not weir_overload_lost
+        checks.append(
+            Check(
+                name="overload_3x_goodput_vs_best_peer",
+                expected=f">= {goodput_factor:g}x the best peer's goodput, nothing lost",
+                actual=ratio,
+                passed=ok,
+                detail=f"weir {w:,.0f}/s vs {best[0]} {best[1]:,.0f}/s; "
+                f"weir lost {weir_overload_lost or 0:,.0f}",
+            )
+        )
+    w = tight_attainment.get("weir")
+    peers = {n: v for n, v in tight_attainment.items() if n not in ("weir", ECHO)}
+    if w is not None and peers:
+        below = all(v is not None and v < tight_target for v in peers.values())
+        checks.append(
+            Check(
+                name="mixed_tight_class_attainment",
+                expected=f"weir >= {100 * tight_target:g} % while every peer falls below",
+                actual=w,
+                passed=w >= tight_target and below,
+                unit="{:.2%}",
+                detail="; ".join(
+                    f"{n} {'-' if v is None else f'{100 * v:.2f} %'}"
+                    for n, v in {"weir": w, **peers}.items()
+                ),
+            )
+        )
+    w = p99_normal.get("weir")
+    lowest = {n: v for n, v in p99_normal.items() if n not in ("weir", ECHO) and v is not None}
+    if w is not None and lowest:
+        best_name = min(lowest, key=lambda n: lowest[n])
+        ratio = w / lowest[best_name] if lowest[best_name] > 0 else None
+        checks.append(
+            Check(
+                name="normal_load_p99_vs_best_peer",
+                expected="<= the best peer's 1x p99",
+                actual=ratio,
+                passed=ratio is not None and ratio <= 1.0,
+                detail=f"weir {w:.2f} ms vs {best_name} {lowest[best_name]:.2f} ms",
+            )
+        )
+    return checks
+
+
+# -- scenario summaries -------------------------------------------------------------------
+
+
+def _groups(trials: Iterable[Trial]) -> dict[tuple[str, str], list[Trial]]:
+    out: dict[tuple[str, str], list[Trial]] = {}
+    for t in trials:
+        out.setdefault((t.contender, t.load), []).append(t)
+    return out
+
+
+def overload_figures(trials: Iterable[Trial]) -> dict[tuple[str, str], dict[str, Spread]]:
+    """(contender, load) -> offered rate, goodput, in-deadline share, p99, lost and every
+    explicit outcome by status, each a spread over the repeats."""
+    out: dict[tuple[str, str], dict[str, Spread]] = {}
+    for key, ts in _groups(trials).items():
+        fig = {
+            "offered": spread(t.offered_rate for t in ts),
+            "goodput": spread(goodput(t) for t in ts),
+            "good_share": spread(good_share(t) for t in ts),
+            "p99_ms": spread(t.p99_ms for t in ts),
+            "lost": spread(float(t.lost) for t in ts),
+        }
+        for status in (Status.OK, Status.EXPIRED, Status.SHED, Status.ERROR):
+            fig[status.value] = spread(float(t.by_status.get(status.value, 0)) for t in ts)
+        out[key] = fig
+    return out
+
+
+def _tight(t: Trial) -> ClassFigures | None:
+    return min(t.classes.values(), key=lambda c: c.budget_ms) if t.classes else None
+
+
+def _loose(t: Trial) -> ClassFigures | None:
+    return max(t.classes.values(), key=lambda c: c.budget_ms) if t.classes else None
+
+
+def mixed_figures(trials: Iterable[Trial]) -> dict[str, dict[str, Spread]]:
+    """Contender -> tight / loose class attainment and p99, and lost, over the repeats."""
+    out: dict[str, dict[str, Spread]] = {}
+    for (name, _), ts in _groups(trials).items():
+        tight = [_tight(t) for t in ts]
+        loose = [_loose(t) for t in ts]
+        out[name] = {
+            "tight_attainment": spread(c.attainment for c in tight if c),
+            "tight_p99_ms": spread(c.p99_ms for c in tight if c),
+            "loose_attainment": spread(c.attainment for c in loose if c),
+            "loose_p99_ms": spread(c.p99_ms for c in loose if c),
+            "lost": spread(float(t.lost) for t in ts),
+        }
+    return out
+
+
+def scenario_checks_of(result: BenchResult) -> list[Check]:
+    """``scenario_checks`` with the medians of ``result``'s scenarios and 1x replays."""
+    by = {sc.name: sc for sc in result.scenarios}
+    goodputs: dict[str, float | None] = {}
+    weir_lost: float | None = None
+    if "overload" in by:
+        figs = overload_figures(by["overload"].trials)
+        top = max((load for _, load in figs), key=_factor, default=None)
+        for (name, load), fig in figs.items():
+            if load == top:
+                goodputs[name] = fig["goodput"].median
+                if name == "weir":
+                    weir_lost = fig["lost"].max
+    tight = {
+        n: f["tight_attainment"].median
+        for n, f in (mixed_figures(by["mixed"].trials) if "mixed" in by else {}).items()
+    }
+    p99 = {n: s["p99_1x"].median for n, s in result.summary.items() if "p99_1x" in s}
+    return scenario_checks(
+        overload_goodput=goodputs,
+        weir_overload_lost=weir_lost,
+        tight_attainment=tight,
+        p99_normal=p99,
+    )
+
+
+def _factor(load: str) -> float:
+    """``overload-3x`` -> 3.0."""
+    return float(load.removeprefix("overload-").removesuffix("x"))
+
+
+def curve_rates(steps: Sequence[Trial], points: Sequence[CurvePoint]) -> dict[str, Spread]:
+    """Contender -> its max sustainable rate (``rate_spread``), contenders in step order."""
+    labels = list(dict.fromkeys(t.contender for t in steps))
+    return {
+        label: rate_spread(
+            [t for t in steps if t.contender == label],
+            [p for p in points if p.contender == label],
+        )
+        for label in labels
+    }

@@ -1,0 +1,732 @@
+"""The peer benchmark's verdicts, scenarios and writers, from synthetic results (no Kafka)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.peers import harness, scenarios
+from bench.peers.__main__ import build_parser
+from bench.peers.base import CONTENDERS
+from bench.peers.config import PeerConfig, weir_settings
+from bench.peers.report import render_markdown, write_all
+from bench.peers.results import (
+    BenchResult,
+    ClassFigures,
+    Scenario,
+    Trial,
+    decode_result,
+    encode_result,
+    summarize,
+)
+from bench.peers.session import Options, Session
+from bench.peers.verdict import (
+    class_figures,
+    curve_rates,
+    good_inputs,
+    good_share,
+    goodput,
+    interleaved,
+    mark_host_limits,
+    max_rate,
+    mixed_classes,
+    point_of,
+    points_of,
+    scenario_checks,
+    scenario_checks_of,
+)
+from replay.errors import ReplayError
+from replay.measure import Recorder
+from replay.plan import Plan
+from schemas.codec import event_codec
+from schemas.decision import Decision, Stamps, Status
+from schemas.events import Quote
+
+BUDGET = 5.0
+
+
+def _t(
+    name: str = "weir",
+    rate: float = 1000.0,
+    p99: float = 2.0,
+    *,
+    repeat: int = 1,
+    load: str = "rate",
+    **kw: Any,
+) -> Trial:
+    """A trial whose per-trial verdict follows its p99 unless told otherwise."""
+    return Trial(
+        contender=name,
+        load=load,
+        repeat=repeat,
+        offered_rate=None if rate is None else float(rate),
+        events=kw.pop("events", 10_000),
+        p50_ms=p99 / 2,
+        p99_ms=p99,
+        p999_ms=p99 * 2,
+        attainment=kw.pop("attainment", 0.999 if p99 <= BUDGET else 0.5),
+        cpu_s_per_1k=0.05,
+        sustainable=kw.pop("sustainable", p99 <= BUDGET),
+        **kw,
+    )
+
+
+# -- interleaving and the median rule -----------------------------------------------------
+
+
+def test_interleaved_runs_every_contender_once_per_repeat_rotated() -> None:
+    """Each repeat runs each contender once; the first slot rotates per repeat and step."""
+    order = interleaved(["weir", "naive", "echo"], 3)
+    assert order == [
+        (1, "weir"),
+        (1, "naive"),
+        (1, "echo"),
+        (2, "naive"),
+        (2, "echo"),
+        (2, "weir"),
+        (3, "echo"),
+        (3, "weir"),
+        (3, "naive"),
+    ]
+    assert interleaved(["a", "b"], 1, step=1) == [(1, "b"), (1, "a")]
+    assert interleaved([], 2) == []
+
+
+def test_median_of_repeats_decides_and_spread_is_reported() -> None:
+    """One noisy repeat out of three does not fail a rate; two do; the spread keeps all."""
+    one_bad = [_t(p99=2.0, repeat=1), _t(p99=40.0, repeat=2), _t(p99=3.0, repeat=3)]
+    p = point_of(one_bad, budget_ms=BUDGET)
+    assert p.sustainable and p.repeats == 3
+    assert (p.p99_ms.min, p.p99_ms.median, p.p99_ms.max) == (2.0, 3.0, 40.0)
+    two_bad = [_t(p99=2.0, repeat=1), _t(p99=40.0, repeat=2), _t(p99=9.0, repeat=3)]
+    assert not point_of(two_bad, budget_ms=BUDGET).sustainable
+
+
+def test_median_lost_or_attainment_fails_a_rate() -> None:
+    """A rate whose median repeat lost inputs, or kept < 99 % in budget, is not sustainable."""
+    lost = [_t(lost=3), _t(lost=1), _t()]
+    assert not point_of(lost, budget_ms=BUDGET).sustainable
+    low = [_t(attainment=0.98), _t(attainment=0.97), _t()]
+    assert not point_of(low, budget_ms=BUDGET).sustainable
+
+
+def test_harness_limited_repeats_are_counted_and_a_majority_fails_the_rate() -> None:
+    """One lagging sender is marked (1/3) but passes; two out of three fail the rate."""
+    one = point_of([_t(harness_limited=True), _t(), _t()], budget_ms=BUDGET)
+    assert one.sustainable and one.harness_limited == 1
+    two = point_of([_t(harness_limited=True), _t(harness_limited=True), _t()], budget_ms=BUDGET)
+    assert not two.sustainable and two.harness_limited == 2
+
+
+def test_point_of_nothing_is_an_error() -> None:
+    """A point needs at least one trial."""
+    with pytest.raises(ValueError, match=r"^a curve point needs at least one trial$"):
+        point_of([], budget_ms=BUDGET)
+
+
+def test_host_limit_marks_rates_from_the_echo_floors_first_failure() -> None:
+    """Points at or above the lowest rate the echo failed are host-limited; below are not."""
+    steps = [
+        _t("echo", 1000, 1.0),
+        _t("echo", 2000, 9.0),
+        _t("weir", 1000, 2.0),
+        _t("weir", 2000, 12.0),
+        _t("weir", 4000, 30.0),
+    ]
+    marked = {
+        (p.contender, p.rate): p.host_limited
+        for p in mark_host_limits(points_of(steps, budget_ms=BUDGET))
+    }
+    assert marked == {
+        ("echo", 1000.0): False,
+        ("echo", 2000.0): True,
+        ("weir", 1000.0): False,
+        ("weir", 2000.0): True,
+        ("weir", 4000.0): True,
+    }
+    clean = points_of([_t("echo", 1000, 1.0), _t("weir", 2000, 9.0)], budget_ms=BUDGET)
+    assert not any(p.host_limited for p in mark_host_limits(clean))
+
+
+def test_max_rate_is_the_median_verdict_with_each_repeats_own_as_spread() -> None:
+    """Repeats passing 2000/4000/2000 give verdict 2000 (median rule) with [2000-4000]."""
+    steps = []
+    for repeat, p99s in ((1, (1.0, 2.0, 9.0)), (2, (1.0, 2.0, 3.0)), (3, (1.0, 8.0, 9.0))):
+        for rate, p99 in zip((1000.0, 2000.0, 4000.0), p99s, strict=True):
+            steps.append(_t(rate=rate, p99=p99, repeat=repeat))
+    points = points_of(steps, budget_ms=BUDGET)
+    assert max_rate(points) == 2000.0
+    r = curve_rates(steps, points)["weir"]
+    assert (r.min, r.median, r.max, r.n) == (1000.0, 2000.0, 4000.0, 3)
+    summary = summarize([], curve_rates(steps, points))
+    assert summary["weir"]["max_rate"].median == 2000.0
+
+
+# -- scenario figures --------------------------------------------------------------------
+
+
+def test_goodput_counts_in_deadline_ok_per_planned_second() -> None:
+    """10,000 inputs, 100 warming, 50 dead letters, 2,000 misses over 30 s: 7,850 good."""
+    t = _t(
+        events=10_000,
+        by_status={"warming": 100, "ok": 8_000, "shed": 1_850},
+        dead_lettered=50,
+        misses=2_000,
+        planned_s=30.0,
+    )
+    assert good_inputs(t) == 7_850
+    assert goodput(t) == pytest.approx(7_850 / 30.0)
+    assert good_share(t) == pytest.approx(0.785)
+    assert goodput(_t(planned_s=None)) is None
+
+
+def test_mixed_classes_spread_the_tight_share_evenly() -> None:
+    """Half the events alternate; a quarter is every fourth; bad shares are refused."""
+    assert mixed_classes(6, 0.5).tolist() == [0, 1, 0, 1, 0, 1]
+    assert mixed_classes(8, 0.25).tolist() == [0, 0, 0, 1, 0, 0, 0, 1]
+    assert int(mixed_classes(1000, 0.3).sum()) == 300
+    with pytest.raises(ValueError, match=r"^tight_share must be within \[0, 1\], got 1.5$"):
+        mixed_classes(4, 1.5)
+
+
+def test_class_figures_judge_each_class_by_its_own_budget() -> None:
+    """A 20 ms ok meets the loose 100 ms class but misses the tight 5 ms one; warming is
+    excluded, a lost input counts as a miss and as lost."""
+    ok, warming, shed = (list(Status).index(s) for s in (Status.OK, Status.WARMING, Status.SHED))
+    status = np.array([ok, ok, ok, ok, warming, shed, -1], np.int8)
+    e2e = np.array([1, 20, 3, 20, 1, 1, 0], np.int64) * 1_000_000
+    classes = np.array([1, 1, 0, 0, 1, 1, 1], np.int8)
+    figs = class_figures(
+        status=status,
+        acked=np.ones(7, np.bool_),
+        late=np.zeros(7, np.bool_),
+        e2e_ns=e2e,
+        classes=classes,
+        topics={1: "tight", 0: "loose"},
+        budgets_ms={1: 5.0, 0: 100.0},
+    )
+    tight, loose = figs["tight"], figs["loose"]
+    assert (tight.inputs, tight.good, tight.lost) == (5, 1, 1)
+    assert tight.attainment == pytest.approx(1 / 4)
+    assert (loose.inputs, loose.good, loose.attainment) == (2, 2, 1.0)
+
+
+def test_scenario_checks_state_each_target_met_or_not() -> None:
+    """3.5x goodput with nothing lost is met; the tight class at 99.5 % with the peer at
+    95 % is met; weir's p99 above the best peer's is not met."""
+    checks = {
+        c.name: c
+        for c in scenario_checks(
+            overload_goodput={"weir": 7000.0, "naive": 2000.0, "fixed-window": 1500.0, "echo": 1.0},
+            weir_overload_lost=0.0,
+            tight_attainment={"weir": 0.995, "naive": 0.95},
+            p99_normal={"weir": 3.0, "naive": 2.5, "echo": 1.0},
+        )
+    }
+    over = checks["overload_3x_goodput_vs_best_peer"]
+    assert over.passed and over.actual == pytest.approx(3.5)
+    assert over.detail == "weir 7,000/s vs naive 2,000/s; weir lost 0"
+    mixed = checks["mixed_tight_class_attainment"]
+    assert mixed.passed and mixed.detail == "weir 99.50 %; naive 95.00 %"
+    normal = checks["normal_load_p99_vs_best_peer"]
+    assert not normal.passed and normal.detail == "weir 3.00 ms vs naive 2.50 ms"
+
+
+def test_scenario_checks_fail_on_lost_inputs_or_a_peer_meeting_the_tight_class() -> None:
+    """weir losing an input under overload, or a peer also reaching 99 %, is not met."""
+    checks = {
+        c.name: c
+        for c in scenario_checks(
+            overload_goodput={"weir": 9000.0, "naive": 1000.0},
+            weir_overload_lost=1.0,
+            tight_attainment={"weir": 0.999, "naive": 0.995},
+            p99_normal={},
+        )
+    }
+    assert not checks["overload_3x_goodput_vs_best_peer"].passed
+    assert not checks["mixed_tight_class_attainment"].passed
+    assert "normal_load_p99_vs_best_peer" not in checks
+
+
+# -- the result and its writers ----------------------------------------------------------
+
+
+def _classes(tight: float, loose: float) -> dict[str, ClassFigures]:
+    return {
+        "in": ClassFigures(
+            topic="in",
+            budget_ms=5.0,
+            inputs=500,
+            good=int(500 * tight),
+            attainment=tight,
+            p99_ms=4.0,
+            lost=0,
+        ),
+        "in1": ClassFigures(
+            topic="in1",
+            budget_ms=100.0,
+            inputs=500,
+            good=int(500 * loose),
+            attainment=loose,
+            p99_ms=30.0,
+            lost=0,
+        ),
+    }
+
+
+def _result() -> BenchResult:
+    steps = []
+    for repeat in (1, 2, 3):
+        steps += [
+            _t("weir", 1000, 1.5, repeat=repeat),
+            _t("weir", 2000, 2.5, repeat=repeat, harness_limited=repeat == 2, sender_behind=True),
+            _t("weir", 4000, 9.0, repeat=repeat),
+            _t("naive", 1000, 3.0, repeat=repeat),
+            _t("naive", 2000, 20.0, repeat=repeat),
+            _t("echo", 1000, 1.0, repeat=repeat),
+            _t("echo", 2000, 1.2, repeat=repeat),
+            _t("echo", 4000, 7.0, repeat=repeat),
+        ]
+    over = [
+        _t(
+            "weir",
+            6000,
+            4.0,
+            load="overload-3x",
+            events=180_000,
+            misses=60_000,
+            planned_s=30.0,
+            by_status={"ok": 120_000, "shed": 60_000},
+        ),
+        _t(
+            "naive",
+            3000,
+            900.0,
+            load="overload-3x",
+            events=90_000,
+            misses=88_000,
+            planned_s=30.0,
+            by_status={"ok": 90_000},
+        ),
+    ]
+    mixed = [
+        _t("weir", None, 40.0, load="mixed", classes=_classes(0.995, 1.0)),  # type: ignore[arg-type]
+        _t("naive", None, 40.0, load="mixed", classes=_classes(0.6, 0.99)),  # type: ignore[arg-type]
+    ]
+    scale = [
+        _t("weir", 1000, 1.5, load="scale"),
+        _t("weir", 2000, 9.0, load="scale"),
+        _t("weir x2", 1000, 1.5, load="scale", workers=2),
+        _t("weir x2", 2000, 2.0, load="scale", workers=2),
+    ]
+    result = BenchResult(
+        params={"budget_ms": BUDGET, "repeats": 3, "partitions": 1},
+        env={"host": "h", "cpus": "2"},
+        curve=steps,
+        curve_stop={"weir": "slo", "naive": "slo", "echo": "slo"},
+        scenarios=[
+            Scenario(name="overload", title="Overload", trials=over),
+            Scenario(name="mixed", title="Mixed deadlines", trials=mixed),
+            Scenario(
+                name="scale",
+                title="Scale-out",
+                trials=scale,
+                params={"stopped": {"weir": "slo", "weir x2": "ceiling"}},
+                notes=["weir x3: did not start"],
+            ),
+        ],
+    )
+    result.points = mark_host_limits(points_of(steps, budget_ms=BUDGET))
+    result.summary = summarize([], curve_rates(steps, result.points))
+    result.checks = scenario_checks_of(result)
+    return result
+
+
+def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
+    """The markdown has each contender's curve (H, L and B marks), the overload goodput, the
+    per-class attainment, the scale-out table, and each target met or not."""
+    md = render_markdown(_result())
+    assert "### weir (ramp stopped: slo)" in md
+    assert md.index("### weir") < md.index("### naive") < md.index("### echo")  # run order
+    assert "| 2,000 | 1.25 | 2.50 | 5.00 | 99.90% | 0.050 | ok H 1/3 L 3/3 |" in md
+    assert "| 4,000 | 4.50 | 9.00 | 18.00 | 50.00% | 0.050 | ✗ B |" in md
+    assert (
+        "| weir | overload-3x | 6,000 | 4,000 | 66.67% | 4.00 | 120,000 / 0 / 60,000 / 0 | 0 |"
+        in md
+    )
+    assert "| naive | 60.00% | 4.00 | 99.00% | 30.00 | 0 |" in md
+    assert "| 2 | 2,000 | 0.050 | 1,000 | ceiling |" in md
+    assert "- weir x3: did not start" in md
+    assert (
+        "overload_3x_goodput_vs_best_peer: expected >= 3x the best peer's goodput, nothing lost; got 60.00x"
+        in md
+    )
+    assert (
+        "mixed_tight_class_attainment: expected weir >= 99 % while every peer falls below; got 99.50%"
+        in md
+    )
+
+
+def test_writers_round_trip_scenarios_and_draw_the_curve(tmp_path: Path) -> None:
+    """``write_all`` writes JSON that reads back equal (points, scenarios, classes) and a
+    plot whose curve chart names the limited points."""
+    result = _result()
+    paths = write_all(result, tmp_path)
+    back = decode_result((tmp_path / "peers.json").read_bytes())
+    assert encode_result(back) == encode_result(result)
+    assert back.scenarios[1].trials[0].classes["in"].attainment == 0.995
+    svg = next(p for p in paths if p.suffix == ".svg").read_text()
+    assert "weir 4,000/s" in svg and "weir p99.9" in svg
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+def test_peer_config_with_two_topics_gives_weir_per_topic_budgets() -> None:
+    """Extra input topics are consumed too and weir gets each topic's budget."""
+    cfg = PeerConfig(
+        bootstrap="b:1",
+        input_topic="t",
+        extra_input_topics=["l"],
+        topic_budget_ms={"t": 5.0, "l": 100.0},
+        decision_topic="o",
+        dlq_topic="d",
+        group_id="g",
+        budget_ms=100.0,
+    )
+    s = weir_settings(cfg)
+    assert cfg.input_topics == ["t", "l"]
+    assert s.kafka.input_topics == ["t", "l"]
+    assert s.scheduler.topic_budget_ms == {"t": 5.0, "l": 100.0}
+    assert s.scheduler.budget_ms == 100.0
+
+
+def test_session_variants_name_topics_partitions_and_workers(tmp_path: Path) -> None:
+    """Two workers take two partitions and the label ``weir x2``; two budgets make two
+    input topics, the tight first, and the loose budget is the session's SLO."""
+    opts = Options(out=tmp_path, feed=tmp_path / "f")
+    two = Session(CONTENDERS["weir"], opts, "b:1", "x", print, workers=2)
+    assert (two.label, two.partitions, two.cfg.partitions) == ("weir x2", 2, 2)
+    mixed = Session(CONTENDERS["naive"], opts, "b:1", "y", print, budgets_ms=(5.0, 100.0))
+    assert mixed.cfg.input_topics == ["peers-y-naive-in", "peers-y-naive-in1"]
+    assert mixed.cfg.topic_budget_ms == {"peers-y-naive-in": 5.0, "peers-y-naive-in1": 100.0}
+    assert mixed.cfg.budget_ms == 100.0 and mixed.label == "naive"
+
+
+def test_cli_parses_and_refuses_scenario_options() -> None:
+    """Scenario flags parse; a loose budget below the tight one and bad worker counts are
+    refused with their message."""
+    args = build_parser().parse_args(
+        [
+            "--scenarios",
+            "overload,mixed",
+            "--overload",
+            "1.5,3",
+            "--workers",
+            "1,2",
+            "--mixed-budgets-ms",
+            "5,100",
+        ]
+    )
+    assert args.scenarios == ("overload", "mixed") and args.overload == (1.5, 3.0)
+    assert args.workers == (1, 2) and args.mixed_budgets_ms == (5.0, 100.0)
+    assert build_parser().parse_args(["--scenarios", ""]).scenarios == ()
+    from bench.peers import __main__ as cli
+
+    with pytest.raises(argparse.ArgumentTypeError, match=r"TIGHT < LOOSE, got '100,5'"):
+        cli._two_budgets("100,5")
+    with pytest.raises(
+        argparse.ArgumentTypeError, match=r"^--workers wants integers >= 1, got '0'$"
+    ):
+        cli._workers("0")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^unknown scenario\(s\) chaos; known: "):
+        cli._scenarios("chaos")
+
+
+# -- the runners, with the trials faked ----------------------------------------------------
+
+
+class _FakeBench:
+    """What ``scenarios`` needs of ``harness.Bench``: options, ``ready``, ``report``."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.readied: list[str] = []
+
+    async def ready(self, session: Any, plans: Any) -> Any:
+        self.readied.append(session.label)
+        return session
+
+    def report(self, t: Trial) -> None:
+        pass
+
+    def say(self, text: str) -> None:
+        pass
+
+
+def test_ramp_interleaves_stops_on_the_median_and_refines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """weir passes 500/1000 and fails 2000, naive fails 1000 in two of three repeats: the
+    ramp runs each rate interleaved, drops naive after 1000, bisects each between pass and
+    fail, and each stop reason is ``slo``."""
+    limits = {"weir": 1500.0, "naive": 700.0}
+    calls: list[tuple[str, float, int]] = []
+
+    async def fake_trial(session: Any, plan: Any, pacing: Any, **kw: Any) -> Trial:
+        rate = float(pacing.rate)
+        calls.append((session.label, rate, kw["repeat"]))
+        noisy = session.label == "naive" and rate == 500.0 and kw["repeat"] == 2
+        ok = rate <= limits[session.label] and not noisy
+        return _t(session.label, rate, 1.0 if ok else 50.0, repeat=kw["repeat"])
+
+    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    opts = Options(out=tmp_path, feed=tmp_path / "f", ramp_start=500, ramp_max=4000, refine=1)
+    bench = _FakeBench(opts)
+    plans = SimpleNamespace(at_rate=lambda rate, seconds: rate)
+    sessions = [SimpleNamespace(label="weir"), SimpleNamespace(label="naive")]
+    steps, stops, held = asyncio.run(scenarios.ramp(bench, plans, sessions))  # type: ignore[arg-type]
+    assert calls[:6] == [
+        ("weir", 500.0, 1),
+        ("naive", 500.0, 1),
+        ("naive", 500.0, 2),
+        ("weir", 500.0, 2),
+        ("weir", 500.0, 3),
+        ("naive", 500.0, 3),
+    ]
+    rates = {name: sorted({r for n, r, _ in calls if n == name}) for name in limits}
+    assert rates == {"weir": [500.0, 1000.0, 1400.0, 2000.0], "naive": [500.0, 710.0, 1000.0]}
+    assert stops == {"weir": "slo", "naive": "slo"}
+    assert len(steps) == len(calls) and [s.label for s in held] == ["weir", "naive"]
+    points = points_of(steps, budget_ms=BUDGET)
+    naive = curve_rates(steps, points)["naive"]
+    assert (naive.median, naive.n) == (500.0, 2)
+
+
+def _plan(n: int) -> Plan:
+    quotes = [
+        Quote(symbol="AAA", bid_px=1.0, bid_qty=1.0, ask_px=1.1, ask_qty=1.0, source_ts_ns=i)
+        for i in range(n)
+    ]
+    return Plan(
+        path=Path("f"),
+        feed_rows=n,
+        keys=[b"AAA"] * n,
+        events=quotes,  # type: ignore[arg-type]
+        recv_rel=np.arange(n, dtype=np.int64) * 10_000_000,
+        excess=np.zeros(n, np.int64),
+        encoding=event_codec("json").encoding,
+        source_ts="shift",
+    )
+
+
+def test_overload_offers_each_factor_of_each_capacity_on_the_bursty_feed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """weir (capacity 100/s) gets 150 and 300 events/s for 2 s, on the feed's own pace
+    sped up; the echo is not overloaded; a contender without capacity is noted."""
+    seen: list[tuple[str, int, float, str]] = []
+
+    async def fake_trial(session: Any, plan: Plan, pacing: Any, **kw: Any) -> Trial:
+        seen.append((session.label, plan.n, plan.span_s / pacing.speed, kw["load"]))
+        return _t(session.label, plan.n / 2.0, load=kw["load"])
+
+    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    opts = Options(out=tmp_path, feed=tmp_path / "f", overload_s=2.0, repeats=1)
+    bench = _FakeBench(opts)
+    plans = SimpleNamespace(base=_plan(50))
+    sessions = [SimpleNamespace(label=n) for n in ("weir", "naive", "echo")]
+    sc, held = asyncio.run(
+        scenarios.overload(bench, plans, sessions, {"weir": 100.0, "naive": None, "echo": 1e6})  # type: ignore[arg-type]
+    )
+    assert [(n, k, load) for n, k, _, load in seen] == [
+        ("weir", 300, "overload-1.5x"),
+        ("weir", 600, "overload-3x"),
+    ]
+    assert all(s == pytest.approx(2.0) for _, _, s, _ in seen)
+    assert sc.notes == ["naive: no max sustainable rate measured, not overloaded"]
+    assert [s.label for s in held] == ["weir", "echo"]
+
+
+def test_classed_transport_sends_each_event_to_its_class_topic() -> None:
+    """Sequence numbers of class 0 go to the first topic, class 1 to the second, and the
+    broker's answer binds each to its own coordinates."""
+    cfg = PeerConfig(
+        bootstrap="b:1", input_topic="t", decision_topic="o", dlq_topic="d", group_id="g"
+    )
+    tr = scenarios.ClassedTransport(
+        weir_settings(cfg).kafka, topics=["tight", "loose"], classes=np.array([0, 1, 0], np.int8)
+    )
+    sent: list[str] = []
+
+    class _Producer:
+        async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            fut.set_result(SimpleNamespace(topic=topic, partition=0, offset=len(sent)))
+            sent.append(topic)
+            return fut
+
+    rec = Recorder(3)
+
+    async def run() -> None:
+        tr._producer = _Producer()  # type: ignore[assignment]
+        tr._rec = rec
+        for seq in range(3):
+            rec.sent(seq, seq, seq)
+            await tr.send(seq, b"k", b"v")
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert sent == ["tight", "loose", "tight"]
+    d = Decision(
+        topic="loose",
+        partition=0,
+        offset=1,
+        key="k",
+        model_version="m",
+        status=Status.OK,
+        stamps=Stamps(),
+    )
+    rec.decided(d, 10)
+    assert rec.n_outcomes == 1 and int(rec.status[1]) == list(Status).index(Status.OK)
+
+
+def test_report_redraw_recomputes_rates_and_checks_from_the_curve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--report DIR`` re-derives the max rates and the checks from the saved curve and
+    scenarios (stale ones in the file do not survive) and prints the whole report."""
+    from bench.peers.__main__ import main
+
+    result = _result()
+    result.summary = {}
+    result.checks = []
+    write_all(result, tmp_path)
+    assert main(["--report", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    back = decode_result((tmp_path / "peers.json").read_bytes())
+    assert back.summary["weir"]["max_rate"].median == 2000.0
+    assert {c.name for c in back.checks} >= {
+        "overload_3x_goodput_vs_best_peer",
+        "mixed_tight_class_attainment",
+    }
+    assert "## Throughput-latency curve" in printed and "## Overload" in printed
+
+
+class _FreshBench(_FakeBench):
+    """A fake bench that also starts (fake) sessions, recording each variant asked for."""
+
+    def __init__(self, opts: Options, *, fail: str = "") -> None:
+        super().__init__(opts)
+        self.started: list[tuple[str, dict[str, Any]]] = []
+        self.fail = fail
+        self.feed = Path("f")
+        self.sessions: list[Any] = []
+
+    async def fresh(self, contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
+        self.started.append((contender.name, variant))
+        workers = variant.get("workers", 1)
+        if contender.name == self.fail or f"x{workers}" == self.fail:
+            raise ReplayError(f"{contender.name} did not answer its warm-up")
+        label = contender.name if workers == 1 else f"{contender.name} x{workers}"
+        stopped: list[bool] = []
+        session = SimpleNamespace(
+            label=label, workers=workers, stopped=stopped, stop=lambda: stopped.append(True)
+        )
+        self.sessions.append(session)
+        return session
+
+
+def test_heavy_runs_the_10x_replay_with_the_bundle_and_skips_the_echo(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every model contender gets the heavy bundle and the 10x replay; the echo (no model)
+    is left out; a contender that does not start is a note, not a crash."""
+    loads: list[tuple[str, str]] = []
+
+    async def fake_trial(session: Any, plan: Any, pacing: Any, **kw: Any) -> Trial:
+        loads.append((session.label, kw["load"]))
+        assert pacing.speed == 10.0 and plan == "x10"
+        return _t(session.label, 100.0, load=kw["load"])
+
+    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    opts = Options(out=tmp_path, feed=tmp_path / "f", repeats=1, heavy_bundle="/b/teacher")
+    bench = _FreshBench(opts, fail="naive")
+    plans = SimpleNamespace(x10="x10")
+    sc = asyncio.run(scenarios.heavy(bench, plans, ["weir", "naive", "echo"]))  # type: ignore[arg-type]
+    assert bench.started == [
+        ("weir", {"bundle": "/b/teacher"}),
+        ("naive", {"bundle": "/b/teacher"}),
+    ]
+    assert loads == [("weir", "heavy-10x")]
+    assert sc.notes == ["naive: naive did not answer its warm-up"]
+
+
+def test_scale_ramps_each_worker_count_and_stops_every_session(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Workers 1, 2 and 3 are asked for; 3 does not start (noted); 1 and 2 are ramped
+    side by side under their labels and both stopped afterwards."""
+    labels: list[str] = []
+
+    async def fake_trial(session: Any, plan: Any, pacing: Any, **kw: Any) -> Trial:
+        labels.append(session.label)
+        return _t(session.label, float(pacing.rate), 1.0, load="scale", workers=session.workers)
+
+    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    opts = Options(
+        out=tmp_path,
+        feed=tmp_path / "f",
+        repeats=1,
+        ramp_start=100,
+        ramp_max=100,
+        workers=(1, 2, 3),
+    )
+    bench = _FreshBench(opts, fail="x3")
+    plans = SimpleNamespace(at_rate=lambda rate, seconds: rate)
+    sc, stops = asyncio.run(scenarios.scale(bench, plans))  # type: ignore[arg-type]
+    assert [v for _, v in bench.started] == [{"workers": 1}, {"workers": 2}, {"workers": 3}]
+    assert labels == ["weir", "weir x2"] and stops == {"weir": "ceiling", "weir x2": "ceiling"}
+    assert sc.notes == ["weir x3: weir did not answer its warm-up"]
+    assert [t.workers for t in sc.trials] == [1, 2]
+    assert [s.stopped for s in bench.sessions] == [[True], [True]]
+
+
+def test_ready_replaces_a_dirty_session_with_the_same_variant(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A session that left work undecided is stopped and replaced by a fresh one with the
+    same contender, workers, budgets and bundle; its restart count goes up; a clean one is
+    kept."""
+    opts = Options(out=tmp_path, feed=tmp_path / "f", settle_s=0.0)
+    bench = harness.Bench(opts, say=lambda text: None)
+    asked: list[dict[str, Any]] = []
+
+    async def fresh(contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
+        asked.append({"contender": contender.name, **variant})
+        return SimpleNamespace(restarts=0)
+
+    monkeypatch.setattr(bench, "fresh", fresh)
+    stopped: list[bool] = []
+    old = SimpleNamespace(
+        dirty=True,
+        alive=True,
+        contender=CONTENDERS["weir"],
+        workers=2,
+        cfg=SimpleNamespace(topic_budget_ms={"a": 5.0, "b": 100.0}, bundle="/b"),
+        restarts=1,
+        stop=lambda: stopped.append(True),
+    )
+    new = asyncio.run(bench.ready(old, None))  # type: ignore[arg-type]
+    assert stopped == [True] and new.restarts == 2
+    assert asked == [
+        {"contender": "weir", "workers": 2, "budgets_ms": (5.0, 100.0), "bundle": "/b"}
+    ]
+    old.dirty = False
+    assert asyncio.run(bench.ready(old, None)) is old  # type: ignore[arg-type]
