@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from bench.peers.results import ClassFigures, Scenario, Trial
+from bench.peers.base import Contender
+from bench.peers.results import ClassFigures, ContenderRun, Scenario, Trial
+from bench.peers.trials import Plans, bisect_rate, ramp_rates, run_trial, tile_plan
 from bench.peers.verdict import ECHO, class_figures, interleaved, mixed_classes, point_of
 from replay.errors import ReplayError
 from replay.kafka import KafkaTransport, ensure_topics
@@ -40,8 +42,31 @@ from replay.plan import load_plan
 from service.settings import KafkaSettings
 
 if TYPE_CHECKING:
-    from bench.peers.harness import Bench, Plans
-    from bench.peers.session import Session
+    from pathlib import Path
+
+    from bench.peers.session import Options, Say, Session
+
+
+class Bench(Protocol):
+    """What the scenarios need of the harness's ``Bench`` (which imports this module)."""
+
+    opts: Options
+    say: Say
+    feed: Path | None
+
+    async def fresh(
+        self, contender: Contender, plans: Plans, run: ContenderRun | None = None, **variant: Any
+    ) -> Session:
+        """A new, warmed-up contender session."""
+        ...
+
+    async def ready(self, session: Session, plans: Plans) -> Session:
+        """``session`` after the settle pause, or a fresh one like it."""
+        ...
+
+    def report(self, t: Trial) -> None:
+        """Say one trial's figures."""
+        ...
 
 
 class ClassedTransport(KafkaTransport):
@@ -86,7 +111,6 @@ async def ramp(
 ) -> tuple[list[Trial], dict[str, str], list[Session]]:
     """The interleaved ramp of ``sessions``: every step, why each stopped, the sessions
     still held (replacements included)."""
-    from bench.peers.harness import bisect_rate, ramp_rates, run_trial
 
     opts = bench.opts
     held = {s.label: s for s in sessions}
@@ -159,7 +183,6 @@ async def overload(
     bench: Bench, plans: Plans, sessions: list[Session], capacity: dict[str, float | None]
 ) -> tuple[Scenario, list[Session]]:
     """Each contender at ``factor`` x its own capacity on the bursty feed (module doc)."""
-    from bench.peers.harness import run_trial, tile_plan
 
     opts = bench.opts
     sc = Scenario(
@@ -199,7 +222,6 @@ async def overload(
 async def mixed(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
     """Two input topics with different budgets on one service per contender (module doc)."""
     from bench.peers.base import CONTENDERS
-    from bench.peers.harness import run_trial
 
     opts = bench.opts
     budgets = opts.mixed_budgets_ms
@@ -247,7 +269,6 @@ async def mixed(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
 async def heavy(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
     """The 10x replay with ``heavy_bundle`` in every contender (module doc)."""
     from bench.peers.base import CONTENDERS
-    from bench.peers.harness import run_trial
 
     opts = bench.opts
     sc = Scenario(

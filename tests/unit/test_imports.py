@@ -207,3 +207,12 @@ def test_an_upward_import_is_reported() -> None:
         "bench.b": {"replay"},
     }
     assert upward(graph) == ["engines.x -> service.y", "service.y -> chaos.q"]
+
+
+def test_test_module_names_are_unique_across_suites() -> None:
+    """No two test modules share a file name: pytest (rootdir imports, no packages) refuses to
+    collect the second one when the whole suite runs."""
+    by_name: dict[str, list[str]] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        by_name.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in by_name.items() if len(paths) > 1} == {}

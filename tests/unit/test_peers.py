@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import bench.peers
-from bench.peers import harness, procstat, pyspy, scenarios
+from bench.peers import procstat, pyspy, scenarios, trials
 from bench.peers.config import PeerConfig, weir_settings
 from bench.peers.faust_agent import TakeCore
 from bench.peers.fixed_window import FixedWindowBatcher
@@ -388,15 +388,15 @@ def test_tile_plan_repeats_the_feed_in_order() -> None:
         encoding=event_codec("json").encoding,
         source_ts="shift",
     )
-    tiled = harness.tile_plan(plan, 12)
+    tiled = trials.tile_plan(plan, 12)
     assert tiled.n == 12 and tiled.events[5] is events[0] and tiled.events[11] is events[1]
     assert bool(np.all(np.diff(tiled.recv_rel) > 0))
 
 
 def test_ramp_rates_and_bisection() -> None:
     """Ramp rates double from the start to the ceiling; bisection is geometric, 2 digits."""
-    assert harness.ramp_rates(500, 2, 4000) == [500.0, 1000.0, 2000.0, 4000.0]
-    assert harness.bisect_rate(4000, 8000) == 5700.0
+    assert trials.ramp_rates(500, 2, 4000) == [500.0, 1000.0, 2000.0, 4000.0]
+    assert trials.bisect_rate(4000, 8000) == 5700.0
 
 
 def test_bracket_is_below_the_first_failure() -> None:

@@ -486,7 +486,7 @@ def test_ramp_interleaves_stops_on_the_median_and_refines(
         ok = rate <= limits[session.label] and not noisy
         return _t(session.label, rate, 1.0 if ok else 50.0, repeat=kw["repeat"])
 
-    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    monkeypatch.setattr(scenarios, "run_trial", fake_trial)
     opts = Options(out=tmp_path, feed=tmp_path / "f", ramp_start=500, ramp_max=4000, refine=1)
     bench = _FakeBench(opts)
     plans = SimpleNamespace(at_rate=lambda rate, seconds: rate)
@@ -537,7 +537,7 @@ def test_overload_offers_each_factor_of_each_capacity_on_the_bursty_feed(
         seen.append((session.label, plan.n, plan.span_s / pacing.speed, kw["load"]))
         return _t(session.label, plan.n / 2.0, load=kw["load"])
 
-    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    monkeypatch.setattr(scenarios, "run_trial", fake_trial)
     opts = Options(out=tmp_path, feed=tmp_path / "f", overload_s=2.0, repeats=1)
     bench = _FakeBench(opts)
     plans = SimpleNamespace(base=_plan(50))
@@ -655,7 +655,7 @@ def test_heavy_runs_the_10x_replay_with_the_bundle_and_skips_the_echo(
         assert pacing.speed == 10.0 and plan == "x10"
         return _t(session.label, 100.0, load=kw["load"])
 
-    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    monkeypatch.setattr(scenarios, "run_trial", fake_trial)
     opts = Options(out=tmp_path, feed=tmp_path / "f", repeats=1, heavy_bundle="/b/teacher")
     bench = _FreshBench(opts, fail="naive")
     plans = SimpleNamespace(x10="x10")
@@ -679,7 +679,7 @@ def test_scale_ramps_each_worker_count_and_stops_every_session(
         labels.append(session.label)
         return _t(session.label, float(pacing.rate), 1.0, load="scale", workers=session.workers)
 
-    monkeypatch.setattr(harness, "run_trial", fake_trial)
+    monkeypatch.setattr(scenarios, "run_trial", fake_trial)
     opts = Options(
         out=tmp_path,
         feed=tmp_path / "f",
