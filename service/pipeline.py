@@ -43,6 +43,7 @@ from schemas.codec import dead_letter_codec, decision_codec
 from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
 from schemas.errors import DecodeError, SchemaError
 from service.base import Record, Sink
+from service.counters import Counters
 from service.errors import PublishError, ServiceError
 from service.inbound import build_decoder
 from service.offsets import OffsetTracker
@@ -66,36 +67,6 @@ STATUS_HEADER = "weir-status"
 _STATUS_BYTES = {s: s.value.encode() for s in Status}
 PROBE_INTERVAL_NS = 50_000_000
 """At most one probe run per 50 ms while everything expires (see ``Pipeline._probe``)."""
-
-
-class Counters:
-    """Plain counters the metrics endpoint reads (ints, updated in place)."""
-
-    __slots__ = (
-        "batch_rows",
-        "batches",
-        "dead",
-        "decisions",
-        "engine_errors",
-        "events_in",
-        "kinds",
-        "late",
-        "probes",
-        "produce_errors",
-    )
-
-    def __init__(self) -> None:
-        self.events_in = 0
-        self.decisions: dict[Status, int] = dict.fromkeys(Status, 0)
-        self.dead: dict[str, int] = {}
-        self.batches = 0
-        self.batch_rows = 0
-        self.engine_errors = 0
-        self.produce_errors = 0
-        self.probes = 0
-        self.late = 0
-        self.kinds: dict[tuple[str, type | None], int] = {}
-        """Records in by (topic, event type); ``None``: dead-lettered."""
 
 
 class Pipeline:

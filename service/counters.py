@@ -1,0 +1,40 @@
+"""The pipeline's counters: plain ints and dicts updated in place on the hot path, read by
+the metrics collector at scrape time (``service.collector``), so counting costs no more
+than an addition.
+"""
+
+from __future__ import annotations
+
+from schemas.decision import Status
+
+__all__ = ["Counters"]
+
+
+class Counters:
+    """Plain counters the metrics endpoint reads (ints, updated in place)."""
+
+    __slots__ = (
+        "batch_rows",
+        "batches",
+        "dead",
+        "decisions",
+        "engine_errors",
+        "events_in",
+        "kinds",
+        "late",
+        "probes",
+        "produce_errors",
+    )
+
+    def __init__(self) -> None:
+        self.events_in = 0
+        self.decisions: dict[Status, int] = dict.fromkeys(Status, 0)
+        self.dead: dict[str, int] = {}
+        self.batches = 0
+        self.batch_rows = 0
+        self.engine_errors = 0
+        self.produce_errors = 0
+        self.probes = 0
+        self.late = 0
+        self.kinds: dict[tuple[str, type | None], int] = {}
+        """Records in by (topic, event type); ``None``: dead-lettered."""
