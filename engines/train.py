@@ -46,6 +46,7 @@ from engines.dataset import (
     SplitMode,
     build_dataset,
     column_stats,
+    drop_columns,
     infer_task,
     split_times,
 )
@@ -107,6 +108,10 @@ class BuildConfig(msgspec.Struct, frozen=True, kw_only=True):
     temperature: float = DEFAULT_TEMPERATURE
     alpha: float = DEFAULT_ALPHA
     student_hidden: tuple[int, ...] = DEFAULT_STUDENT_HIDDEN
+    drop_features: tuple[str, ...] = ()
+    """Row columns the models never see (fed as 0 by their standardisation): for
+    columns whose scale is the symbol's (tick size, base-asset quantity), which a model
+    meant for other symbols must not learn from."""
     teacher_channels: int = 32
     teacher_hidden: int = 96
     prune: float = 0.0
@@ -388,6 +393,9 @@ def build_bundle(
     rng = np.random.default_rng(cfg.seed)
     info, rows = _rows(feed, spec, cfg, log)
     mean, std = column_stats(rows.fit.x, spec.row_width)
+    if cfg.drop_features:
+        mean, std = drop_columns(mean, std, spec.row_names, cfg.drop_features)
+        log(f"dropped features: {', '.join(cfg.drop_features)} (fed to the models as 0)")
     obj = objective_class(task)(rows.fit.y, temperature=cfg.temperature, alpha=cfg.alpha)
     trainer = _Trainer(obj, rows, cfg, rng, log)
     key = obj.metric_key
