@@ -64,7 +64,6 @@ def _quote_feed(path: Path) -> Path:
 
 def _linear_onnx(l1_weights: tuple[float, float, float], bias: tuple[float, float, float]) -> bytes:
     """Logits ``l1_imbalance * l1_weights + bias`` over SPEC's 10 inputs, as ONNX bytes."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.zeros((SPEC.n_features, 3), dtype=np.float32)
@@ -100,9 +99,7 @@ def _bundle(
         n_features=SPEC.n_features,
         n_outputs=3,
         labels=["SELL", "HOLD", "BUY"],
-        data=data
-        if data is not None
-        else {"dataset": dataset, "feed_sha256": sha256_file(feed)},
+        data=data if data is not None else {"dataset": dataset, "feed_sha256": sha256_file(feed)},
     )
     return path
 
@@ -255,7 +252,9 @@ def test_sensor_bundle_is_a_task_mismatch(
     """A bundle whose task is not trading: exit 1 naming its task."""
     b = _bundle(tmp_path / "sensor", feed, _linear_onnx((0, 0, 0), (0, 0, 0)), task="sensor")
     err = _error(capsys, str(b), "--feed", str(feed), "--train-feed", str(feed))
-    assert err == f"weir model eval: bundle {b}: task 'sensor', but eval scores trading bundles only"
+    assert (
+        err == f"weir model eval: bundle {b}: task 'sensor', but eval scores trading bundles only"
+    )
 
 
 def test_teacher_of_another_task_is_a_mismatch(
