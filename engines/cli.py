@@ -160,6 +160,7 @@ def _build(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         student_hidden=tuple(args.hidden),
         drop_features=tuple(args.drop_features),
+        relative_features=tuple(args.relative_features),
         prune=args.prune,
         int8=not args.no_int8,
         fp16=not args.no_fp16,
@@ -245,6 +246,14 @@ def _register_build(actions: argparse._SubParsersAction[argparse.ArgumentParser]
         default=[],
         metavar="COLUMN",
         help="row columns the models never see, e.g. symbol-scaled spread_bps (default: none)",
+    )
+    p.add_argument(
+        "--relative-features",
+        nargs="+",
+        default=[],
+        metavar="COLUMN",
+        help="row columns divided by their window's mean magnitude inside the models, "
+        "e.g. spread_bps signed_log_trade trade_dev_bps (default: none)",
     )
     p.add_argument(
         "--prune", type=float, default=0.0, help="magnitude-prune this fraction (default: 0)"

@@ -357,6 +357,15 @@ def column_stats(x: F32, row_width: int) -> tuple[F32, F32]:
     )
 
 
+def check_columns(row_names: Sequence[str], names: Sequence[str], what: str) -> None:
+    """Raise ``EngineError`` naming any of ``names`` that is not a row column."""
+    unknown = [n for n in names if n not in row_names]
+    if unknown:
+        raise EngineError(
+            f"{what}: unknown column(s) {', '.join(unknown)}; known: {', '.join(row_names)}"
+        )
+
+
 def drop_columns(
     mean: F32, std: F32, row_names: Sequence[str], names: Sequence[str]
 ) -> tuple[F32, F32]:
