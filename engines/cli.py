@@ -160,7 +160,9 @@ def _build(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         student_hidden=tuple(args.hidden),
         drop_features=tuple(args.drop_features),
-        relative_features=tuple(args.relative_features),
+        relative_features=(
+            tuple(args.relative_features) if args.relative_features is not None else None
+        ),
         prune=args.prune,
         int8=not args.no_int8,
         fp16=not args.no_fp16,
@@ -249,11 +251,11 @@ def _register_build(actions: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     p.add_argument(
         "--relative-features",
-        nargs="+",
-        default=[],
+        nargs="*",
         metavar="COLUMN",
-        help="row columns divided by their window's mean magnitude inside the models, "
-        "e.g. spread_bps signed_log_trade trade_dev_bps (default: none)",
+        help="row columns divided by their window's mean magnitude inside the models; "
+        "none given: no column (default: trading spread_bps signed_log_trade "
+        "trade_dev_bps, sensor none)",
     )
     p.add_argument(
         "--prune", type=float, default=0.0, help="magnitude-prune this fraction (default: 0)"

@@ -74,6 +74,9 @@ class Objective(abc.ABC):
     classifier: ClassVar[bool]
     """Outputs are class probabilities: softmax in the export, arg-max parity."""
     teacher_loss_name: ClassVar[str]
+    relative_features: ClassVar[tuple[str, ...]] = ()
+    """Row columns a build divides by their window's mean magnitude by default
+    (``BuildConfig.relative_features``): those whose scale is the key's, not the model's."""
 
     def __init__(self, fit_y: np.ndarray, *, temperature: float, alpha: float) -> None:
         self.temperature = temperature
@@ -174,6 +177,10 @@ class TradingObjective(Objective):
     worst = -math.inf
     classifier = True
     teacher_loss_name = "class-weighted cross-entropy"
+    relative_features = ("spread_bps", "signed_log_trade", "trade_dev_bps")
+    """Spread and trade price deviation are in bps of a tick that differs per symbol, trade
+    size in base-asset units: a BTC-trained model read ETH's one-tick spread (23x BTC's in
+    bps) and its trade sizes as extremes (``weir model eval`` on the shared feeds)."""
 
     def _class_weights(self, fit_y: np.ndarray) -> np.ndarray:
         return class_weights(fit_y, 3)

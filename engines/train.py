@@ -112,10 +112,12 @@ class BuildConfig(msgspec.Struct, frozen=True, kw_only=True):
     alpha: float = DEFAULT_ALPHA
     student_hidden: tuple[int, ...] = DEFAULT_STUDENT_HIDDEN
     drop_features: tuple[str, ...] = ()
-    relative_features: tuple[str, ...] = ()
+    relative_features: tuple[str, ...] | None = None
     """Row columns divided, inside both models, by their window's mean magnitude
     (:func:`engines.models.relative_scale`) before standardisation: their symbol scale
-    goes, their shape within the window stays."""
+    goes, their shape within the window stays. None: the task's own
+    (``Objective.relative_features``: trading's spread, trade size and trade price
+    deviation, whose scale is the symbol's tick size and base-asset unit)."""
     """Row columns the models never see (fed as 0 by their standardisation): for
     columns whose scale is the symbol's (tick size, base-asset quantity), which a model
     meant for other symbols must not learn from."""
@@ -396,6 +398,11 @@ def build_bundle(
     t_start = time.perf_counter()
     task = Task(cfg.task) if cfg.task is not None else infer_task(feed)
     spec = FeatureSpec(task=task, window=cfg.window)
+    if cfg.relative_features is None:
+        cfg = msgspec.structs.replace(
+            cfg, relative_features=objective_class(task).relative_features
+        )
+    assert cfg.relative_features is not None
     check_columns(spec.row_names, cfg.drop_features, "drop_features")
     check_columns(spec.row_names, cfg.relative_features, "relative_features")
     torch = seed_everything(cfg.seed, cfg.threads)

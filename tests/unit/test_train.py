@@ -155,11 +155,16 @@ def test_student_onnx_has_a_dynamic_batch_axis(built: Path) -> None:
 
 
 def test_int8_keeps_the_standardisation_and_softmax_in_float(built: Path) -> None:
-    """The INT8 model reads the raw input with the float Sub and ends with a float Softmax."""
+    """The INT8 model reads the raw input in float (the per-window rescaling and the
+    standardisation), quantizes first the standardised rows, ends with a float Softmax."""
     import onnx
 
     nodes = onnx.load(str(built / "student.int8.onnx")).graph.node
-    assert [n.op_type for n in nodes if "input" in n.input] == ["Sub"]
+    assert [n.op_type for n in nodes if "input" in n.input] == ["Reshape"]
+    first_q = next(n for n in nodes if n.op_type == "QuantizeLinear")
+    producer = next(n for n in nodes if first_q.input[0] in n.output)
+    assert producer.op_type == "Mul"
+    assert any(name.endswith("inv_std") for name in producer.input)
     assert nodes[-1].op_type == "Softmax"
     assert sum(n.op_type == "QuantizeLinear" for n in nodes) >= 3
 
@@ -347,3 +352,41 @@ def test_eval_on_the_training_feed_reproduces_the_builds_test_metric(
     assert f": {test_rows:,} rows (test)" in out.splitlines()[0]
     student = next(line for line in out.splitlines() if line.startswith("student "))
     assert student.split()[1] == f"{meta.metrics['student_test_macro_f1']:.4f}"
+
+
+def test_trading_build_is_scale_free_by_default(built: Path) -> None:
+    """Without --relative-features a trading build rescales the symbol-scaled columns:
+    the config names them and multiplying them by 23 leaves the student's output alone."""
+    bundle = Bundle.load(built)
+    assert bundle.metadata.data["config"]["relative_features"] == [
+        "spread_bps",
+        "signed_log_trade",
+        "trade_dev_bps",
+    ]
+    spec = FeatureSpec(task=Task.TRADING, window=8)
+    x = np.random.default_rng(2).normal(size=(16, spec.n_features)).astype(np.float32)
+    scaled = x.copy()
+    for col in (1, 3, 4):
+        scaled[:, col :: spec.row_width] *= 23.0
+    model = bundle.model_path().read_bytes()
+    np.testing.assert_allclose(onnx_outputs(model, scaled), onnx_outputs(model, x), atol=1e-5)
+
+
+def test_empty_relative_features_switch_the_rescaling_off(
+    market_feed: Path, tmp_path: Path
+) -> None:
+    """--relative-features with no column: none is rescaled (the raw columns reach the model)."""
+    code = _cli(
+        "model", "build", "--feed", str(market_feed), "--out", str(tmp_path / "b"),
+        "--window", "8", "--epochs", "1", "--student-epochs", "1", "--batch-size", "128",
+        "--no-int8", "--no-fp16", "--relative-features",
+    )  # fmt: skip
+    assert code == 0
+    bundle = Bundle.load(tmp_path / "b")
+    assert bundle.metadata.data["config"]["relative_features"] == []
+    spec = FeatureSpec(task=Task.TRADING, window=8)
+    x = np.random.default_rng(3).normal(size=(16, spec.n_features)).astype(np.float32)
+    scaled = x.copy()
+    scaled[:, 3 :: spec.row_width] *= 23.0
+    model = bundle.model_path().read_bytes()
+    assert not np.allclose(onnx_outputs(model, scaled), onnx_outputs(model, x), atol=1e-5)
