@@ -41,6 +41,7 @@ from engines.dataset import (
     trading_labels,
 )
 from engines.errors import EngineError
+from schemas.errors import SchemaError
 from schemas.features import TRADING_ROW, FeatureSpec, Task
 
 RowsPart = Literal["all", "test"]
@@ -149,7 +150,10 @@ def _spec(bundle: Bundle) -> FeatureSpec:
 def _check_feed(feed: str | Path, bundle: Bundle) -> None:
     if not Path(feed).is_file():
         raise EngineError(f"feed {feed}: not found")
-    task = infer_task(feed)
+    try:
+        task = infer_task(feed)
+    except SchemaError as exc:
+        raise EngineError(str(exc)) from exc
     if task is not Task.TRADING:
         raise EngineError(
             f"feed {feed}: holds {task.value} events, but bundle {bundle.path} is a trading model"

@@ -333,3 +333,39 @@ def test_drop_columns_names_unknown_columns() -> None:
     assert str(info.value) == (
         "drop_features: unknown column(s) spread; known: " + ", ".join(TRADING_ROW)
     )
+
+
+def test_a_file_that_is_not_a_feed_is_named(
+    student: Path, feed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that is not a feed: exit 1 with the reader's reason, no traceback."""
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    err = _error(capsys, str(student), "--feed", str(bad), "--train-feed", str(feed))
+    assert err.startswith(f"weir model eval: cannot read feed {bad}: ")
+
+
+def test_bundle_with_a_bad_horizon_is_refused(
+    feed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dataset horizon below 1 cannot label anything: exit 1 naming it."""
+    data = {"dataset": {"horizon": 0, "theta_bps": 0.5}}
+    b = _bundle(tmp_path / "h0", feed, _linear_onnx((0, 0, 0), (0, 0, 0)), data=data)
+    err = _error(capsys, str(b), "--feed", str(feed), "--train-feed", str(feed))
+    assert err == f"weir model eval: bundle {b}: dataset horizon 0 must be >= 1"
+
+
+def test_bundle_with_a_bad_feature_spec_is_refused(
+    feed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A feature spec the serving code would refuse: exit 1 naming the bad value."""
+    b = _bundle(tmp_path / "spec", feed, _linear_onnx((0, 0, 0), (0, 0, 0)))
+    spec = {"task": "trading", "window": 0}
+    (b / "feature_spec.json").write_bytes(json.dumps(spec).encode())
+    meta = json.loads((b / "metadata.json").read_bytes())
+    meta["files"]["feature_spec.json"]["sha256"] = sha256_file(b / "feature_spec.json")
+    (b / "metadata.json").write_text(json.dumps(meta))
+    err = _error(capsys, str(b), "--feed", str(feed), "--train-feed", str(feed))
+    assert err == (
+        f"weir model eval: bundle {b}: bad feature spec: Expected `int` >= 1 - at `$.window`"
+    )
