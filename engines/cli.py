@@ -254,8 +254,8 @@ def _register_build(actions: argparse._SubParsersAction[argparse.ArgumentParser]
         nargs="*",
         metavar="COLUMN",
         help="row columns divided by their window's mean magnitude inside the models; "
-        "none given: no column (default: trading spread_bps signed_log_trade "
-        "trade_dev_bps, sensor none)",
+        "none given: no column (default: trading mid_ret_bps spread_bps "
+        "signed_log_trade trade_dev_bps log_gap_ms, sensor none)",
     )
     p.add_argument(
         "--prune", type=float, default=0.0, help="magnitude-prune this fraction (default: 0)"

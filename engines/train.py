@@ -116,8 +116,8 @@ class BuildConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Row columns divided, inside both models, by their window's mean magnitude
     (:func:`engines.models.relative_scale`) before standardisation: their symbol scale
     goes, their shape within the window stays. None: the task's own
-    (``Objective.relative_features``: trading's spread, trade size and trade price
-    deviation, whose scale is the symbol's tick size and base-asset unit)."""
+    (``Objective.relative_features``: for trading, every column whose scale is the
+    symbol's: returns, spread, trade size, trade price deviation, event gaps)."""
     """Row columns the models never see (fed as 0 by their standardisation): for
     columns whose scale is the symbol's (tick size, base-asset quantity), which a model
     meant for other symbols must not learn from."""

@@ -359,14 +359,16 @@ def test_trading_build_is_scale_free_by_default(built: Path) -> None:
     the config names them and multiplying them by 23 leaves the student's output alone."""
     bundle = Bundle.load(built)
     assert bundle.metadata.data["config"]["relative_features"] == [
+        "mid_ret_bps",
         "spread_bps",
         "signed_log_trade",
         "trade_dev_bps",
+        "log_gap_ms",
     ]
     spec = FeatureSpec(task=Task.TRADING, window=8)
     x = np.random.default_rng(2).normal(size=(16, spec.n_features)).astype(np.float32)
     scaled = x.copy()
-    for col in (1, 3, 4):
+    for col in (0, 1, 3, 4, 6):
         scaled[:, col :: spec.row_width] *= 23.0
     model = bundle.model_path().read_bytes()
     np.testing.assert_allclose(onnx_outputs(model, scaled), onnx_outputs(model, x), atol=1e-5)
