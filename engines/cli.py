@@ -11,9 +11,14 @@
                                                       train, distil, export, quantize, bundle
     weir model verify BUNDLE                          ONNX Runtime parity against the stored
                                                       sample at every bucket; exit 1 on mismatch
+    weir model eval BUNDLE --feed FEED --train-feed TRAIN [--teacher T --rows all|test
+                    --precision fp32 --json OUT]      macro-F1 and per-class P/R/F1 of the
+                                                      bundle, its teacher, the majority class
+                                                      and the level-1 imbalance rule on FEED
 
 ``build`` needs the ``train`` extra (PyTorch) and imports it only when run
-(``engines.train``); ``verify`` needs onnxruntime only (``engines.parity``).
+(``engines.train``); ``verify`` and ``eval`` need onnxruntime only (``engines.parity``,
+``engines.evaluation``).
 """
 
 from __future__ import annotations
@@ -124,6 +129,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     _register_build(actions)
     _register_verify(actions)
+    _register_eval(actions)
 
 
 # -- the model pipeline: build and verify ----------------------------------------------
@@ -153,6 +159,10 @@ def _build(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         alpha=args.alpha,
         student_hidden=tuple(args.hidden),
+        drop_features=tuple(args.drop_features),
+        relative_features=(
+            tuple(args.relative_features) if args.relative_features is not None else None
+        ),
         prune=args.prune,
         int8=not args.no_int8,
         fp16=not args.no_fp16,
@@ -233,6 +243,21 @@ def _register_build(actions: argparse._SubParsersAction[argparse.ArgumentParser]
         help=f"student hidden widths (default: {' '.join(map(str, DEFAULT_STUDENT_HIDDEN))})",
     )
     p.add_argument(
+        "--drop-features",
+        nargs="+",
+        default=[],
+        metavar="COLUMN",
+        help="row columns the models never see, e.g. symbol-scaled spread_bps (default: none)",
+    )
+    p.add_argument(
+        "--relative-features",
+        nargs="*",
+        metavar="COLUMN",
+        help="row columns divided by their window's mean magnitude inside the models; "
+        "none given: no column (default: trading mid_ret_bps spread_bps "
+        "signed_log_trade trade_dev_bps log_gap_ms, sensor none)",
+    )
+    p.add_argument(
         "--prune", type=float, default=0.0, help="magnitude-prune this fraction (default: 0)"
     )
     p.add_argument("--no-int8", action="store_true", help="skip the INT8 model")
@@ -274,3 +299,55 @@ def _register_verify(actions: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--threads", type=int, default=1, help="onnx intra-op threads (default: 1)")
     p.set_defaults(func=_verify)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import sys
+
+    from engines.errors import EngineError
+    from engines.evaluation import evaluate, format_evaluation
+
+    try:
+        ev = evaluate(
+            args.bundle,
+            args.feed,
+            train_feed=args.train_feed,
+            teacher_path=args.teacher,
+            rows=args.rows,
+            precision=args.precision,
+        )
+    except EngineError as exc:
+        print(f"weir model eval: {exc}", file=sys.stderr)
+        return 1
+    print(format_evaluation(ev))
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(ev), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _register_eval(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = actions.add_parser(
+        "eval",
+        help="a trading bundle's macro-F1 per class on a feed, next to the baselines",
+    )
+    p.add_argument("bundle", help="bundle directory (built by weir model build)")
+    p.add_argument("--feed", required=True, help="feed file (Parquet) to score on")
+    p.add_argument(
+        "--train-feed",
+        required=True,
+        help="the feed the bundle was trained on (its sha256 is checked): the imbalance "
+        "rule's thresholds and the majority class are chosen on its training rows",
+    )
+    p.add_argument("--teacher", help="teacher bundle (weir model build --teacher-out)")
+    p.add_argument(
+        "--rows",
+        choices=("all", "test"),
+        default="all",
+        help="all labelled rows, or only those after the bundle's time split (default: all)",
+    )
+    p.add_argument("--precision", default="fp32", help="bundle model to score (default: fp32)")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.set_defaults(func=_eval)

@@ -355,3 +355,34 @@ def column_stats(x: F32, row_width: int) -> tuple[F32, F32]:
         np.tile(mean, w).astype(np.float32),
         np.tile(std, w).astype(np.float32),
     )
+
+
+def check_columns(row_names: Sequence[str], names: Sequence[str], what: str) -> None:
+    """Raise ``EngineError`` naming any of ``names`` that is not a row column."""
+    unknown = [n for n in names if n not in row_names]
+    if unknown:
+        raise EngineError(
+            f"{what}: unknown column(s) {', '.join(unknown)}; known: {', '.join(row_names)}"
+        )
+
+
+def drop_columns(
+    mean: F32, std: F32, row_names: Sequence[str], names: Sequence[str]
+) -> tuple[F32, F32]:
+    """``mean``/``std`` with the row columns ``names`` switched off at every window position:
+    mean 0 and std infinite, so the model's standardisation (``(x - mean) / std``) feeds
+    them to the network as 0 whatever their value (for symbol-scaled columns a model must
+    not learn from). Unknown names raise ``EngineError`` naming them and the known ones.
+    """
+    unknown = [n for n in names if n not in row_names]
+    if unknown:
+        raise EngineError(
+            f"drop_features: unknown column(s) {', '.join(unknown)}; known: {', '.join(row_names)}"
+        )
+    width = len(row_names)
+    mean, std = mean.copy(), std.copy()
+    for name in names:
+        col = row_names.index(name)
+        mean[col::width] = 0.0
+        std[col::width] = np.inf
+    return mean, std

@@ -80,6 +80,54 @@ def standardize(mean: np.ndarray, std: np.ndarray) -> Any:
     return Standardize()
 
 
+def relative_scale(window: int, row_width: int, columns: Sequence[int]) -> Any:
+    """A module dividing each of ``columns`` (row indices) by its window's mean magnitude.
+
+    Input ``[B, window * row_width]`` (rows oldest first), output the same shape: for each
+    listed column, every value of the window is divided by the mean ``|value|`` over the
+    window's non-zero values of that column (a column all zero stays zero); other columns
+    pass through. The result no longer carries the symbol's scale (tick size in bps,
+    base-asset quantity), only how the value compares with its recent ones. Computed from
+    the input itself, so it runs identically in training, in the exported ONNX and at
+    serving; the standardisation after it is fitted on the training rows it produced.
+    """
+    torch = torch_module()
+    mask = np.zeros((1, 1, row_width), dtype=bool)
+    mask[0, 0, list(columns)] = True
+
+    class RelativeScale(torch.nn.Module):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mask", torch.from_numpy(mask))
+
+        def forward(self, x: Any) -> Any:
+            z = x.reshape(-1, window, row_width)
+            mag = z.abs()
+            count = (mag > 0).to(z.dtype).sum(dim=1, keepdim=True).clamp(min=1.0)
+            scale = mag.sum(dim=1, keepdim=True) / count
+            factor = torch.where(self.mask & (scale > 0), 1.0 / scale.clamp(min=1e-12), 1.0)
+            return (z * factor).reshape(-1, window * row_width)
+
+    return RelativeScale()
+
+
+def with_input_transform(pre: Any, model: Any) -> Any:
+    """``model`` applied to ``pre(x)``, as one module (exported as one graph)."""
+    torch = torch_module()
+
+    class Transformed(torch.nn.Module):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.pre = pre
+            self.model = model
+
+        def forward(self, x: Any) -> Any:
+            return self.model(self.pre(x))
+
+    Transformed.__name__ = f"{type(pre).__name__}+{type(model).__name__}"
+    return Transformed()
+
+
 def mlp_student(
     n_features: int,
     n_outputs: int,

@@ -74,6 +74,9 @@ class Objective(abc.ABC):
     classifier: ClassVar[bool]
     """Outputs are class probabilities: softmax in the export, arg-max parity."""
     teacher_loss_name: ClassVar[str]
+    relative_features: ClassVar[tuple[str, ...]] = ()
+    """Row columns a build divides by their window's mean magnitude by default
+    (``BuildConfig.relative_features``): those whose scale is the key's, not the model's."""
 
     def __init__(self, fit_y: np.ndarray, *, temperature: float, alpha: float) -> None:
         self.temperature = temperature
@@ -174,6 +177,17 @@ class TradingObjective(Objective):
     worst = -math.inf
     classifier = True
     teacher_loss_name = "class-weighted cross-entropy"
+    relative_features = (
+        "mid_ret_bps",
+        "spread_bps",
+        "signed_log_trade",
+        "trade_dev_bps",
+        "log_gap_ms",
+    )
+    """Every column whose scale is the symbol's: returns, spread and trade price deviation
+    in bps of a tick size and volatility that differ per symbol, trade size in base-asset
+    units, gaps at the symbol's event rate. Raw, a BTC-trained model reads ETH's one-tick
+    spread (23x BTC's in bps) and its trade sizes as extremes (``weir model eval``)."""
 
     def _class_weights(self, fit_y: np.ndarray) -> np.ndarray:
         return class_weights(fit_y, 3)

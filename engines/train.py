@@ -48,7 +48,9 @@ from engines.dataset import (
     Samples,
     SplitMode,
     build_dataset,
+    check_columns,
     column_stats,
+    drop_columns,
     infer_task,
     split_times,
 )
@@ -70,7 +72,9 @@ from engines.models import (
     count_params,
     exported,
     mlp_student,
+    relative_scale,
     torch_module,
+    with_input_transform,
 )
 from engines.objective import LossFn, Objective, objective_class
 from engines.parity import (
@@ -111,6 +115,16 @@ class BuildConfig(msgspec.Struct, frozen=True, kw_only=True):
     temperature: float = DEFAULT_TEMPERATURE
     alpha: float = DEFAULT_ALPHA
     student_hidden: tuple[int, ...] = DEFAULT_STUDENT_HIDDEN
+    drop_features: tuple[str, ...] = ()
+    relative_features: tuple[str, ...] | None = None
+    """Row columns divided, inside both models, by their window's mean magnitude
+    (:func:`engines.models.relative_scale`) before standardisation: their symbol scale
+    goes, their shape within the window stays. None: the task's own
+    (``Objective.relative_features``: for trading, every column whose scale is the
+    symbol's: returns, spread, trade size, trade price deviation, event gaps)."""
+    """Row columns the models never see (fed as 0 by their standardisation): for
+    columns whose scale is the symbol's (tick size, base-asset quantity), which a model
+    meant for other symbols must not learn from."""
     teacher_channels: int = 32
     teacher_hidden: int = 96
     prune: float = 0.0
@@ -395,16 +409,35 @@ def build_bundle(
     t_start = time.perf_counter()
     task = Task(cfg.task) if cfg.task is not None else infer_task(feed)
     spec = FeatureSpec(task=task, window=cfg.window)
+    if cfg.relative_features is None:
+        cfg = msgspec.structs.replace(
+            cfg, relative_features=objective_class(task).relative_features
+        )
+    assert cfg.relative_features is not None
+    check_columns(spec.row_names, cfg.drop_features, "drop_features")
+    check_columns(spec.row_names, cfg.relative_features, "relative_features")
     torch = seed_everything(cfg.seed, cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     info, rows = _rows(feed, spec, cfg, log)
-    mean, std = column_stats(rows.fit.x, spec.row_width)
+    pre = None
+    if cfg.relative_features:
+        cols = [spec.row_names.index(n) for n in cfg.relative_features]
+        pre = relative_scale(spec.window, spec.row_width, cols)
+        log(f"relative features: {', '.join(cfg.relative_features)} (per-window scale)")
+        mean, std = column_stats(predict(pre, rows.fit.x), spec.row_width)
+    else:
+        mean, std = column_stats(rows.fit.x, spec.row_width)
+    if cfg.drop_features:
+        mean, std = drop_columns(mean, std, spec.row_names, cfg.drop_features)
+        log(f"dropped features: {', '.join(cfg.drop_features)} (fed to the models as 0)")
     obj = objective_class(task)(rows.fit.y, temperature=cfg.temperature, alpha=cfg.alpha)
     trainer = _Trainer(obj, rows, cfg, rng, log)
     key = obj.metric_key
 
     # -- teacher, then the student distilled from it ---------------------------------
     teacher = obj.teacher(spec, mean, std, channels=cfg.teacher_channels, hidden=cfg.teacher_hidden)
+    if pre is not None:
+        teacher = with_input_transform(pre, teacher)
     log(f"teacher: {type(teacher).__name__} {count_params(teacher):,} params")
     teacher, t_hist = trainer.fit(
         teacher,
@@ -416,6 +449,8 @@ def build_bundle(
     )
     soft = torch.from_numpy(predict(teacher, rows.fit.x))
     student = mlp_student(spec.n_features, obj.n_outputs, mean, std, cfg.student_hidden)
+    if pre is not None:
+        student = with_input_transform(pre, student)
     student_loss = obj.student_loss(soft)
     log(f"student: MLP {cfg.student_hidden} {count_params(student):,} params")
     student, s_hist = trainer.fit(

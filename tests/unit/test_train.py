@@ -20,7 +20,13 @@ from engines.descriptor import DEFAULT_THRESHOLD
 from engines.export import export_onnx, finish_pruning, onnx_outputs, prune_magnitude
 from engines.fitting import predict
 from engines.head import Head
-from engines.models import deeplob_teacher, exported, gru_forecaster, mlp_student
+from engines.models import (
+    deeplob_teacher,
+    exported,
+    gru_forecaster,
+    mlp_student,
+    relative_scale,
+)
 from engines.onnx import OnnxEngine
 from engines.package import load_package
 from engines.parity import PARITY_FILE, verify_bundle
@@ -151,11 +157,16 @@ def test_student_onnx_has_a_dynamic_batch_axis(built: Path) -> None:
 
 
 def test_int8_keeps_the_standardisation_and_softmax_in_float(built: Path) -> None:
-    """The INT8 model reads the raw input with the float Sub and ends with a float Softmax."""
+    """The INT8 model reads the raw input in float (the per-window rescaling and the
+    standardisation), quantizes first the standardised rows, ends with a float Softmax."""
     import onnx
 
     nodes = onnx.load(str(built / "student.int8.onnx")).graph.node
-    assert [n.op_type for n in nodes if "input" in n.input] == ["Sub"]
+    assert [n.op_type for n in nodes if "input" in n.input] == ["Reshape"]
+    first_q = next(n for n in nodes if n.op_type == "QuantizeLinear")
+    producer = next(n for n in nodes if first_q.input[0] in n.output)
+    assert producer.op_type == "Mul"
+    assert any(name.endswith("inv_std") for name in producer.input)
     assert nodes[-1].op_type == "Softmax"
     assert sum(n.op_type == "QuantizeLinear" for n in nodes) >= 3
 
@@ -270,3 +281,118 @@ def test_pruning_zeroes_weights_and_keeps_them_zero_while_tuning() -> None:
     sparsity = finish_pruning(student)
     assert sparsity == pytest.approx(0.5, abs=0.01)
     assert not any("mask" in name for name, _ in student.named_buffers())
+
+
+def test_relative_scale_divides_each_column_by_its_window_mean_magnitude() -> None:
+    """Listed columns are divided by the mean |value| of the window's non-zero values
+    (an all-zero column stays zero); so scaling such a column changes nothing."""
+    pre = relative_scale(4, 3, [0, 2])
+    x = np.array([[1, 5, 0, 3, 5, 0, 0, 5, 0, 2, 5, 0]], dtype=np.float32)
+    np.testing.assert_array_equal(
+        predict(pre, x), np.array([[0.5, 5, 0, 1.5, 5, 0, 0, 5, 0, 1, 5, 0]], dtype=np.float32)
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 12)).astype(np.float32)
+    scaled = x.copy()
+    scaled[:, 0::3] *= 23.0
+    np.testing.assert_allclose(predict(pre, scaled), predict(pre, x), rtol=1e-5)
+
+
+def test_build_drops_and_rescales_features_inside_the_exported_models(
+    market_feed: Path, tmp_path: Path
+) -> None:
+    """--drop-features: the student's ONNX output ignores the column; --relative-features:
+    scaling the column by a symbol-like factor leaves the output unchanged; both are
+    recorded in the bundle's config."""
+    code = _cli(
+        "model", "build", "--feed", str(market_feed), "--out", str(tmp_path / "b"),
+        "--window", "8", "--epochs", "1", "--student-epochs", "1", "--batch-size", "128",
+        "--no-int8", "--no-fp16", "--drop-features", "spread_bps",
+        "--relative-features", "signed_log_trade",
+    )  # fmt: skip
+    assert code == 0
+    bundle = Bundle.load(tmp_path / "b")
+    config = bundle.metadata.data["config"]
+    assert config["drop_features"] == ["spread_bps"]
+    assert config["relative_features"] == ["signed_log_trade"]
+    model = bundle.model_path().read_bytes()
+    spec = FeatureSpec(task=Task.TRADING, window=8)
+    x = np.random.default_rng(1).normal(size=(16, spec.n_features)).astype(np.float32)
+    base = onnx_outputs(model, x)
+    spread = x.copy()
+    spread[:, 1 :: spec.row_width] = 1e3
+    np.testing.assert_array_equal(onnx_outputs(model, spread), base)
+    trade = x.copy()
+    trade[:, 3 :: spec.row_width] *= 23.0
+    np.testing.assert_allclose(onnx_outputs(model, trade), base, atol=1e-5)
+
+
+def test_build_names_an_unknown_feature_column(
+    market_feed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown --relative-features column fails the build before training, naming it."""
+    code = _cli(
+        "model", "build", "--feed", str(market_feed), "--out", str(tmp_path / "b"),
+        "--relative-features", "trade_size",
+    )  # fmt: skip
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (
+        "weir model build: relative_features: unknown column(s) trade_size; known: "
+        + ", ".join(FeatureSpec(task=Task.TRADING).row_names)
+    )
+    assert not (tmp_path / "b").exists()
+
+
+def test_eval_on_the_training_feed_reproduces_the_builds_test_metric(
+    market_feed: Path, built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """weir model eval --rows test labels and splits as the build did: same student
+    macro-F1 and the same test rows."""
+    argv = ["model", "eval", str(built), "--feed", str(market_feed)]
+    assert _cli(*argv, "--train-feed", str(market_feed), "--rows", "test") == 0
+    out = capsys.readouterr().out
+    meta = Bundle.load(built).metadata
+    test_rows = meta.data["dataset"]["test_rows"]
+    assert f": {test_rows:,} rows (test)" in out.splitlines()[0]
+    student = next(line for line in out.splitlines() if line.startswith("student "))
+    assert student.split()[1] == f"{meta.metrics['student_test_macro_f1']:.4f}"
+
+
+def test_trading_build_is_scale_free_by_default(built: Path) -> None:
+    """Without --relative-features a trading build rescales the symbol-scaled columns:
+    the config names them and multiplying them by 23 leaves the student's output alone."""
+    bundle = Bundle.load(built)
+    assert bundle.metadata.data["config"]["relative_features"] == [
+        "mid_ret_bps",
+        "spread_bps",
+        "signed_log_trade",
+        "trade_dev_bps",
+        "log_gap_ms",
+    ]
+    spec = FeatureSpec(task=Task.TRADING, window=8)
+    x = np.random.default_rng(2).normal(size=(16, spec.n_features)).astype(np.float32)
+    scaled = x.copy()
+    for col in (0, 1, 3, 4, 6):
+        scaled[:, col :: spec.row_width] *= 23.0
+    model = bundle.model_path().read_bytes()
+    np.testing.assert_allclose(onnx_outputs(model, scaled), onnx_outputs(model, x), atol=1e-5)
+
+
+def test_empty_relative_features_switch_the_rescaling_off(
+    market_feed: Path, tmp_path: Path
+) -> None:
+    """--relative-features with no column: none is rescaled (the raw columns reach the model)."""
+    code = _cli(
+        "model", "build", "--feed", str(market_feed), "--out", str(tmp_path / "b"),
+        "--window", "8", "--epochs", "1", "--student-epochs", "1", "--batch-size", "128",
+        "--no-int8", "--no-fp16", "--relative-features",
+    )  # fmt: skip
+    assert code == 0
+    bundle = Bundle.load(tmp_path / "b")
+    assert bundle.metadata.data["config"]["relative_features"] == []
+    spec = FeatureSpec(task=Task.TRADING, window=8)
+    x = np.random.default_rng(3).normal(size=(16, spec.n_features)).astype(np.float32)
+    scaled = x.copy()
+    scaled[:, 3 :: spec.row_width] *= 23.0
+    model = bundle.model_path().read_bytes()
+    assert not np.allclose(onnx_outputs(model, scaled), onnx_outputs(model, x), atol=1e-5)
