@@ -173,15 +173,18 @@ class LatencyProfile:
         """99.9th percentile latency of ``bucket`` in ns."""
         return self._p999[self._idx(bucket)]
 
-    def observe(self, bucket: int, latency_ns: int) -> None:
-        """Record one real batch's latency; quantiles refresh every ``refresh_every``."""
+    def observe(self, bucket: int, latency_ns: int, *, refresh_every: int | None = None) -> None:
+        """Record one real batch's latency; quantiles refresh every ``refresh_every`` samples
+        of the bucket (the profile's own unless given: a caller probing an engine that every
+        event has given up on refreshes after a few samples, so a finished spike is dropped
+        in a few probes rather than ``self.refresh_every``)."""
         i = self._idx(bucket)
         self._rings[i, self._pos[i]] = latency_ns
         self._pos[i] = (self._pos[i] + 1) % self.window
         if self._count[i] < self.window:
             self._count[i] += 1
         self._since[i] += 1
-        if self._since[i] >= self.refresh_every:
+        if self._since[i] >= (self.refresh_every if refresh_every is None else refresh_every):
             self._recompute(i)
 
     def stats(self) -> list[BucketStats]:

@@ -47,6 +47,7 @@ from service.counters import Counters
 from service.errors import PublishError, ServiceError
 from service.inbound import build_decoder
 from service.offsets import OffsetTracker
+from service.probe import Prober
 from service.scheduler.base import Batch, Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
 from service.scheduler.factory import build_scheduler
@@ -65,8 +66,6 @@ Clock = Callable[[], int]
 MODEL_HEADER = "weir-model"
 STATUS_HEADER = "weir-status"
 _STATUS_BYTES = {s: s.value.encode() for s in Status}
-PROBE_INTERVAL_NS = 50_000_000
-"""At most one probe run per 50 ms while everything expires (see ``Pipeline._probe``)."""
 
 
 class Pipeline:
@@ -112,7 +111,7 @@ class Pipeline:
         )
         # The scheduler records every batch's latency in the profile on ``complete``.
         engine.observe = False
-        self._last_probe = -PROBE_INTERVAL_NS
+        self._prober = Prober(engine, self.scheduler.profile, self.budgets, self.counters)
         k = settings.kafka
         self._decoder = decoder if decoder is not None else build_decoder(settings)
         """Record bytes to event, key and source time (``[schema]``; ``schemas.base``)."""
@@ -286,10 +285,15 @@ class Pipeline:
                 now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
             )
             fill(slot, topic, part, off, key, kafka_ns, source_ns, now, d)
-            outcome = sched.submit(Item(slot, key, Deadline(d)), now)
-            if outcome is not None:
-                status = Status.SHED if outcome is Outcome.SHED else Status.EXPIRED
-                await self._publish(slot, status)
+            item = Item(slot, key, Deadline(d))
+            outcome = sched.submit(item, now)
+            if outcome is Outcome.EXPIRED:
+                # Hopeless on arrival: it never reaches a poll, so probe from here too, or a
+                # profile that expires everything at submit would never see a recovery.
+                self._probe((item,), now)
+                await self._publish(slot, Status.EXPIRED)
+            elif outcome is not None:
+                await self._publish(slot, Status.SHED)
         self._wake.set()
 
     def warm(self, records: Iterable[Record]) -> None:
@@ -380,27 +384,13 @@ class Pipeline:
         return idx
 
     def _probe(self, expired: Sequence[Item[int]], now: int) -> None:
-        """Time the engine on rows that just expired, at most once per probe interval.
-
-        When the profile says even one event cannot make its deadline (after a latency
-        spike), every event expires without inference and the profile would never see the
-        engine recover. A probe run (its output discarded, the events stay ``expired``)
-        feeds it fresh samples; the profile drops a finished spike after a few of them.
-        """
-        if now - self._last_probe < PROBE_INTERVAL_NS:
+        """Time the engine on rows that just expired, when the ``Prober`` says so."""
+        bucket = self._prober.due(now, len(expired))
+        if bucket is None:
             return
-        self._last_probe = now
-        engine = self.engine
-        n = min(len(expired), engine.max_batch)
-        bucket = engine.bucket_for(n)
+        n = min(len(expired), bucket)
         self._gather(expired[:n], bucket)
-        try:
-            engine.infer(bucket, n)
-        except EngineError:
-            self.counters.engine_errors += 1
-            return
-        self.scheduler.profile.observe(bucket, engine.last_latency_ns)
-        self.counters.probes += 1
+        self._prober.run(bucket, n)
 
     async def _run_batch(self, batch: Batch[int], loop: asyncio.AbstractEventLoop) -> None:
         items = batch.items

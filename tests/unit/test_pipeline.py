@@ -18,12 +18,13 @@ from schemas.confluent import ConfluentDecoder, MemorySchemas, frame
 from schemas.decision import Decision, Status
 from schemas.decoders import FieldMap, StructDecoder
 from schemas.events import Quote, SensorReading
-from schemas.features import Task
+from schemas.features import FeatureSpec, Task
 from service.errors import PublishError
 from service.kafka import KafkaSink
 from service.memory import MemoryRecord, MemorySink
 from service.memory_kafka import MemoryKafka, MemoryProducer
 from service.pipeline import Pipeline
+from service.probe import PROBE_INTERVAL_NS, PROBE_REFRESH
 from service.registry import RegistryClient, RegistryError
 from service.settings import Settings, load_settings
 
@@ -515,4 +516,37 @@ async def test_unreachable_registry_stops_ingest_without_dead_letters(make_pipel
         "[Errno 111] Connection refused"
     )
     assert sink.on("weir.dlq") == [] and pipe.tracker.to_commit() == {}
+    await pipe.close()
+
+
+async def test_probes_run_while_every_event_expires_at_submit(make_engine: Any) -> None:
+    """When the smallest bucket's p99 misses the budget, every event expires on arrival; a
+    probe run (at most one per probe interval, on that bucket) still times the engine, and
+    after ``PROBE_REFRESH`` of them the finished spike is dropped and events queue again."""
+    now = [0]
+    engine = make_engine(latency_ns=1_000_000)
+    pipe = Pipeline(
+        settings=_settings(scheduler={"budget_ms": 40.0}),
+        engine=engine,
+        head=Head("trading", ["SELL", "HOLD", "BUY"]),
+        spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
+        sink=MemorySink(),
+        model_version="t",
+        clock=lambda: now[0],
+    )
+    profile = pipe.scheduler.profile
+    for _ in range(profile.refresh_every):
+        profile.observe(1, 60_000_000)  # a spike that has ended
+    assert profile.p99_ns(1) == 60_000_000
+    await pipe.ingest([_quote_record(i) for i in range(WINDOW - 1)])  # warming
+    for i in range(PROBE_REFRESH):
+        now[0] += PROBE_INTERVAL_NS
+        await pipe.ingest([_quote_record(WINDOW - 1 + i)])
+        assert pipe.counters.decisions[Status.EXPIRED] == i + 1
+    assert pipe.counters.probes == PROBE_REFRESH
+    assert profile.p99_ns(1) < 40_000_000
+    now[0] += PROBE_INTERVAL_NS
+    await pipe.ingest([_quote_record(WINDOW - 1 + PROBE_REFRESH)])
+    assert pipe.counters.decisions[Status.EXPIRED] == PROBE_REFRESH
+    assert pipe.scheduler.queued == 1
     await pipe.close()

@@ -49,3 +49,15 @@ def test_from_quantiles_round_trip() -> None:
     assert [(s.p50_ns, s.p99_ns, s.p999_ns) for s in q.stats()] == [
         (s.p50_ns, s.p99_ns, s.p999_ns) for s in p.stats()
     ]
+
+
+def test_a_caller_may_refresh_sooner_and_drop_a_finished_spike() -> None:
+    """With ``refresh_every=4`` four fast samples after a spike bring p99 back down, where
+    the profile's own cadence (64) would still report the spike."""
+    slow = LatencyProfile({1: [5_000_000] * 10}, refresh_every=64)
+    fast = LatencyProfile({1: [5_000_000] * 10}, refresh_every=64)
+    for _ in range(4):
+        slow.observe(1, 100_000)
+        fast.observe(1, 100_000, refresh_every=4)
+    assert slow.p99_ns(1) == 5_000_000
+    assert fast.p99_ns(1) == 100_000
