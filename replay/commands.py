@@ -125,10 +125,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         prefix_s=args.seconds,
         limit=args.limit,
     )
-    planned = plan.span_s / pacing.speed if pacing.speed else None
-    if pacing.rate:
-        planned = plan.n / pacing.rate
-    progress = Progress(plan.n, planned, enabled=not args.no_progress)
+    progress = Progress(plan.n, pacing.planned_s(plan.n, plan.span_s), enabled=not args.no_progress)
     result = asyncio.run(
         run_feed(
             plan,

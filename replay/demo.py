@@ -332,7 +332,7 @@ def run_demo(
                 "ms), which the end-to-end latency includes"
             )
         _say(f"replaying {plan.n:,} events at {pacing.label()}x ...")
-        planned = plan.span_s / pacing.speed if pacing.speed else None
+        planned = pacing.planned_s(plan.n, plan.span_s)
         result = asyncio.run(
             run_feed(
                 plan,

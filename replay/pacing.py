@@ -52,6 +52,12 @@ class Pacing(msgspec.Struct, frozen=True, kw_only=True):
             return "rate"
         return "max" if self.speed is None else f"{self.speed:g}"
 
+    def planned_s(self, events: int, span_s: float) -> float | None:
+        """How long sending ``events`` recorded over ``span_s`` seconds takes; None at ``max``."""
+        if self.rate is not None:
+            return events / self.rate
+        return span_s / self.speed if self.speed else None
+
     def offsets(self, recv_rel_ns: I64) -> I64 | None:
         """Each event's due time after the start, ns; None at ``max``."""
         if self.rate is not None:

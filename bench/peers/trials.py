@@ -156,7 +156,7 @@ async def run_trial(
     own0 = procstat.cpu_seconds(me)
     brk0 = procstat.cpu_seconds(broker) if broker else None
     load0 = _loadavg()
-    planned = plan.n / pacing.rate if pacing.rate else plan.span_s / (pacing.speed or 1.0)
+    planned = pacing.planned_s(plan.n, plan.span_s) or plan.span_s
     result, rec = await session.measure(
         plan, pacing, quiet_s=opts.quiet_s, max_s=3 * planned + 60.0, transport=transport
     )

@@ -355,3 +355,10 @@ def test_progress_lines_name_the_figures(make_feed: Callable[..., Path]) -> None
     line = stream.getvalue()
     assert line.startswith("sent 3/3  decided 1  ")
     assert "p99 2.10 ms" in line and "sender lag max 0.0 ms" in line and line.endswith(" s\n")
+
+
+def test_planned_duration_follows_the_pacing() -> None:
+    """A speed divides the recorded span, a fixed rate spaces the events, max has none."""
+    assert Pacing.parse("10").planned_s(1000, 30.0) == 3.0
+    assert Pacing.parse("1", rate=500.0).planned_s(1000, 30.0) == 2.0
+    assert Pacing.parse("max").planned_s(1000, 30.0) is None
