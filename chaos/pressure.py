@@ -60,11 +60,13 @@ async def engine_faults(ctx: Context) -> Row:
     fail_s = ctx.scale(2.0, 6.0)
     slow_s = ctx.scale(9.0, 12.0)
     lead = ctx.scale(3.0, 8.0)
+    latency = LatencyModel(base_ns=4_000_000, per_row_ns=200_000)
+    factor = 10.0
     plan = Plan(
-        latency=LatencyModel(base_ns=4_000_000, per_row_ns=200_000),
+        latency=latency,
         faults=[
             Fault(kind="fail", at_s=lead, for_s=fail_s),
-            Fault(kind="slow", at_s=lead + fail_s + 2.0, for_s=slow_s, factor=10.0),
+            Fault(kind="slow", at_s=lead + fail_s + 2.0, for_s=slow_s, factor=factor),
         ],
     )
     svc, stats_path = await start_worker(ctx, name, cfg, plan)
@@ -89,16 +91,16 @@ async def engine_faults(ctx: Context) -> Row:
                 during[b] = max(during.get(b, 0.0), v)
     ratios = {b: round(during[b] / before[b], 1) for b in during if before.get(b)}
     slow_walls = [s["wall_ns"] for s in stats if s["fault"] == "slow"]
-    pre_slow: dict[str, float] = {}
-    for s in stats:
-        if s["fault"] == "slow":
-            break
-        pre_slow = s["p99_ms"] or pre_slow
+    # Adapted: a bucket's profiled p99 reached the slowed engine's median (90 % of it). The
+    # bar is the injected latency, not a ratio to the measured p99 before: host noise only
+    # raises measured latencies, so a busy host cannot fail this check (it could a ratio).
+    slowed_ms = {b: factor * latency.median_ns(int(b)) / 1e6 for b in during}
+    tracked = {b for b, v in during.items() if v >= 0.9 * slowed_ms[b]}
     adapted = [
         s["wall_ns"]
         for s in stats
         if s["fault"] == "slow"
-        and any(v >= 3 * pre_slow[b] for b, v in s["p99_ms"].items() if pre_slow.get(b))
+        and any(v >= 0.9 * slowed_ms[b] for b, v in s["p99_ms"].items() if b in slowed_ms)
     ]
     adapt_s = round((adapted[0] - slow_walls[0]) / 1e9, 2) if adapted and slow_walls else None
     ok_after = decided_after = 0
@@ -131,7 +133,7 @@ async def engine_faults(ctx: Context) -> Row:
         "slow: expired, or deadlines still met": row.expired > 0 or missed == 0,
         "loop kept running": alive and decided_after > 0,
         "ok decisions again after the spike": ok_after > 0,
-        "profile adapted (a bucket's p99 x3+)": any(r >= 3 for r in ratios.values()),
+        "profile adapted (a bucket's p99 reached the slowed engine's)": bool(tracked),
         "ok past deadline flagged late": timing.unflagged_late == 0,
         "clean exit": status == 0,
     }
