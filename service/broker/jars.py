@@ -15,11 +15,13 @@ Where jgo is not installed, ``mvn`` fetches them instead, checked the same way.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -114,20 +116,21 @@ def install_jars(jars: list[PinnedJar], libs: Path, fetch: Fetch) -> float:
     """
     began = time.monotonic()
     libs.parent.mkdir(parents=True, exist_ok=True)
-    tmp = libs.parent / f".libs-{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=".libs-", suffix=".tmp", dir=libs.parent))
     try:
         fetch(jars, tmp)
         _check(jars, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if (libs / jars[0].filename).is_file():  # another process installed them meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
+    if not (libs / jars[0].filename).is_file():
         shutil.rmtree(libs, ignore_errors=True)  # a partial copy, if any
-        os.replace(tmp, libs)
+        with contextlib.suppress(OSError):  # lost a race: checked below
+            os.replace(tmp, libs)
+    # Another process (a parallel test worker, a second `weir broker start`) may have
+    # installed the same checked set meanwhile: then its copy stands and ours goes.
+    shutil.rmtree(tmp, ignore_errors=True)
+    _check(jars, libs)
     return time.monotonic() - began
 
 

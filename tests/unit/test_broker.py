@@ -344,6 +344,22 @@ def test_install_checks_every_jar_then_moves_them_in(tmp_path: Path) -> None:
     assert [p.name for p in libs.parent.iterdir()] == ["libs"]  # no scratch directory left
 
 
+def test_a_parallel_install_of_the_same_jars_is_kept(tmp_path: Path) -> None:
+    """When another process installs the checked set while this one fetches (two test
+    workers starting brokers at once), its copy stands and the scratch directory goes."""
+    jars = [_jar(tmp_path, "a", b"alpha"), _jar(tmp_path, "b", b"beta")]
+    libs = tmp_path / "cache" / "libs"
+    copy = _copy_from(tmp_path / "src")
+
+    def racing(pinned: list[PinnedJar], into: Path) -> None:
+        install_jars(pinned, libs, copy)  # the other process wins the race
+        copy(pinned, into)
+
+    install_jars(jars, libs, racing)
+    assert sorted(p.name for p in libs.iterdir()) == ["a-1.0.jar", "b-1.0.jar"]
+    assert [p.name for p in libs.parent.iterdir()] == ["libs"]
+
+
 def test_a_tampered_jar_is_refused_and_nothing_installed(tmp_path: Path) -> None:
     """A jar whose sha256 differs from the lock's is refused by name; libs stays absent."""
     jars = [_jar(tmp_path, "a", b"alpha")]
