@@ -53,6 +53,7 @@ EXPECTED_TYPES = {
     "weir_ready": ("gauge", set()),
     "weir_rebalances": ("counter", set()),
     "weir_task_deaths": ("counter", {"task"}),
+    "weir_trace_context_malformed": ("counter", set()),
 }
 
 
