@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
     from service.scheduler.base import Item
     from service.settings import KafkaSettings
-    from service.tracing import TraceCarry
 
 
 class Record(Protocol):
@@ -115,15 +114,28 @@ class BatchObserver(Protocol):
         ...
 
 
+TraceHeaders = tuple[tuple[str, bytes], ...]
+"""The trace headers a decision carries: ``traceparent`` first, then ``tracestate`` if any."""
+
+
+class TraceSlots(Protocol):
+    """The pipeline's trace headers by slot (``service.tracing.TraceCarry``)."""
+
+    slot: list[TraceHeaders | None]
+    """The headers the decision of the event in each slot carries out (None: none)."""
+    held: int
+    """How many slots hold headers (0: no queued event is traced)."""
+
+
 class BatchTracer(Protocol):
     """Makes one span per engine batch and gives each traced event's decision its context.
 
     Call contract: called on the pipeline's event loop and must not block or await (span
     export happens elsewhere, e.g. in a ``BatchSpanProcessor`` thread). ``begin`` comes
     right after the engine call, before any of the batch's decisions is published;
-    ``carry`` holds the pipeline's per-slot trace headers (``service.tracing.TraceCarry``,
-    indexed by ``item.payload``; ``carry.held == 0``: no item has any): ``begin`` replaces
-    the headers of each traced item by those its decision carries out. ``end`` comes after the batch's last decision was handed to
+    ``carry`` holds the pipeline's per-slot trace headers (``TraceSlots``, indexed by
+    ``item.payload``; ``carry.held == 0``: no item has any): ``begin`` replaces the headers
+    of each traced item by those its decision carries out. ``end`` comes after the batch's last decision was handed to
     the sink. Times are monotonic ns; ``mono_to_wall_ns`` turns them into wall ns.
     ``close`` (once, off the loop: it may block while spans are exported) flushes and
     stops what the tracer started itself.
@@ -133,7 +145,7 @@ class BatchTracer(Protocol):
         self,
         bucket: int,
         items: Sequence[Item[int]],
-        carry: TraceCarry,
+        carry: TraceSlots,
         ingest_ns: Sequence[int],
         dispatch_ns: int,
         done_ns: int,

@@ -46,8 +46,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from service.errors import ConfigError
 
 if TYPE_CHECKING:
+    from service.base import TraceSlots
     from service.scheduler.base import Item
-    from service.tracing import TraceCarry
 
 __all__ = ["OtelBatchTracer", "provider_from_environment"]
 
@@ -106,7 +106,7 @@ class OtelBatchTracer:
         self,
         bucket: int,
         items: Sequence[Item[int]],
-        carry: TraceCarry,
+        carry: TraceSlots,
         ingest_ns: Sequence[int],
         dispatch_ns: int,
         done_ns: int,

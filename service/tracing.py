@@ -33,6 +33,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from service.base import TraceHeaders
 from service.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,9 +52,6 @@ __all__ = [
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-
-TraceHeaders = tuple[tuple[str, bytes], ...]
-"""The trace headers a decision carries: ``traceparent`` first, then ``tracestate`` if any."""
 
 _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _ZERO_TRACE = b"0" * 32

@@ -12,7 +12,7 @@ from schemas.decision import Status
 from schemas.events import Quote
 from service.counters import Counters
 from service.errors import ConfigError
-from service.memory import MemoryRecord, MemorySink, SentMessage
+from service.memory import MemoryRecord, SentMessage
 from service.pipeline import Pipeline
 from service.settings import TracingSettings, load_settings
 from service.tracing import TraceCarry, load_batch_tracer, valid_traceparent
