@@ -16,9 +16,13 @@ A span belongs to one trace, so the decision of a traced event cannot name the b
 as its parent and keep the input's trace-id. Each traced event gets a span of its own,
 ``weir.event``: a child of the incoming context (same trace-id, weir's new span id), from
 the event's ingest to the batch's end, linked to the batch span. Its context (and the
-incoming ``tracestate``) is what the decision's ``traceparent``/``tracestate`` carry
-(``TraceContextTextMapPropagator``). Events without a trace context cost the batch
-nothing more than the batch span.
+incoming ``tracestate``) is what the decision's ``traceparent``/``tracestate`` carry.
+Events without a trace context cost the batch nothing more than the batch span. With
+``[tracing] event_spans = false`` there are no event spans: the batch span still links
+every traced event, and decisions forward their input's context unchanged (a traced event
+then costs a ``Link``, not a span). The incoming context is read from the headers
+``service.tracing`` validated (no second parse), and the outgoing one written in the W3C
+form, as ``TraceContextTextMapPropagator`` would.
 
 The tracer provider is the process's (``opentelemetry.trace.get_tracer_provider()``, e.g.
 configured by ``opentelemetry-instrument``); when nothing configured one, weir builds its
@@ -40,21 +44,32 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
+from service.base import TraceHeaders
 from service.errors import ConfigError
+from service.tracing import TRACEPARENT, TRACESTATE
 
 if TYPE_CHECKING:
     from service.base import TraceSlots
     from service.scheduler.base import Item
+    from service.settings import TracingSettings
 
 __all__ = ["OtelBatchTracer", "provider_from_environment"]
 
 TRACER_NAME = "weir"
 EXPORTER_GROUP = "opentelemetry_traces_exporter"
 _ROOT = Context()
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def _exporter(name: str) -> SpanExporter:
@@ -82,25 +97,69 @@ def provider_from_environment() -> TracerProvider:
     return provider
 
 
+_STATES_KEPT = 256
+"""Parsed ``tracestate`` values kept (a value repeats across the events of one upstream)."""
+
+
+def _incoming(headers: TraceHeaders, states: dict[bytes, TraceState]) -> SpanContext:
+    """The remote span context of a validated ``traceparent`` (its first 55 characters,
+    as the spec reads a later version) and ``tracestate`` (parsed once per value, kept in
+    ``states``)."""
+    tp = headers[0][1]
+    state = None
+    if len(headers) > 1:
+        raw = headers[1][1]
+        state = states.get(raw)
+        if state is None:
+            if len(states) >= _STATES_KEPT:
+                states.clear()
+            state = states[raw] = TraceState.from_header([raw.decode()])
+    return SpanContext(
+        int(tp[3:35], 16),
+        int(tp[36:52], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(tp[53:55], 16)),
+        trace_state=state,
+    )
+
+
+def _outgoing(sc: SpanContext, parent: SpanContext, incoming: TraceHeaders | None) -> TraceHeaders:
+    """The headers of span context ``sc``: the incoming ``tracestate`` as it came when the
+    span kept its parent's (the SDK's samplers do), else the span's own."""
+    tp = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}".encode()
+    if sc.trace_state is parent.trace_state and incoming is not None and len(incoming) > 1:
+        return ((TRACEPARENT, tp), incoming[1])
+    state = sc.trace_state.to_header()
+    return ((TRACEPARENT, tp), (TRACESTATE, state.encode())) if state else ((TRACEPARENT, tp),)
+
+
 class OtelBatchTracer:
     """``service.base.BatchTracer`` over an OpenTelemetry tracer (module docstring)."""
 
-    def __init__(self, tracer: trace.Tracer, *, owned: TracerProvider | None = None) -> None:
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        *,
+        owned: TracerProvider | None = None,
+        event_spans: bool = True,
+    ) -> None:
         self._tracer = tracer
         self._owned = owned
+        self._event_spans = event_spans
+        self._states: dict[bytes, TraceState] = {}
         self._batch: Span | None = None
         self._events: list[Span] = []
         self._done_ns = 0
         self._m2w = 0
 
     @classmethod
-    def from_environment(cls) -> OtelBatchTracer:
+    def from_environment(cls, settings: TracingSettings) -> OtelBatchTracer:
         """Over the process's tracer provider, else one of weir's own from ``OTEL_*``."""
         provider = trace.get_tracer_provider()
         owned = None
         if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
             provider = owned = provider_from_environment()
-        return cls(provider.get_tracer(TRACER_NAME), owned=owned)
+        return cls(provider.get_tracer(TRACER_NAME), owned=owned, event_spans=settings.event_spans)
 
     def begin(
         self,
@@ -114,10 +173,11 @@ class OtelBatchTracer:
         error: str | None,
         mono_to_wall_ns: int,
     ) -> None:
-        """Start the batch's span and a child span of each traced event's context."""
+        """Start the batch's span and (``event_spans``) a child span of each traced event's
+        context, whose headers replace the event's in ``carry``."""
         tracer = self._tracer
         links: list[Link] = []
-        traced: list[tuple[int, Context]] = []
+        traced: list[tuple[int, SpanContext]] = []
         oldest = dispatch_ns
         contexts = carry.slot
         held = carry.held
@@ -125,13 +185,10 @@ class OtelBatchTracer:
             slot = item.payload
             oldest = min(oldest, ingest_ns[slot])
             headers = contexts[slot] if held else None
-            if headers is None:
-                continue
-            incoming = _PROPAGATOR.extract({k: v.decode("ascii") for k, v in headers})
-            parent = trace.get_current_span(incoming).get_span_context()
-            if parent.is_valid:
+            if headers is not None:
+                parent = _incoming(headers, self._states)
                 links.append(Link(parent))
-                traced.append((slot, incoming))
+                traced.append((slot, parent))
         batch = tracer.start_span(
             "weir.batch",
             context=_ROOT,
@@ -149,23 +206,22 @@ class OtelBatchTracer:
         )
         if error is not None:
             batch.set_status(Status(StatusCode.ERROR, error))
+        self._batch = batch
+        self._done_ns = done_ns
+        self._m2w = mono_to_wall_ns
+        if not self._event_spans:
+            return
         to_batch = [Link(batch.get_span_context())]
-        events = []
-        for slot, incoming in traced:
+        events = self._events
+        for slot, parent in traced:
             span = tracer.start_span(
                 "weir.event",
-                context=incoming,
+                context=trace.set_span_in_context(NonRecordingSpan(parent)),
                 links=to_batch,
                 start_time=ingest_ns[slot] + mono_to_wall_ns,
             )
-            out: dict[str, str] = {}
-            _PROPAGATOR.inject(out, context=trace.set_span_in_context(span, incoming))
-            contexts[slot] = tuple((k, v.encode("ascii")) for k, v in out.items())
+            contexts[slot] = _outgoing(span.get_span_context(), parent, contexts[slot])
             events.append(span)
-        self._batch = batch
-        self._events = events
-        self._done_ns = done_ns
-        self._m2w = mono_to_wall_ns
 
     def end(self, end_ns: int) -> None:
         """End the spans ``begin`` started, at ``end_ns``."""

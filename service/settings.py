@@ -298,6 +298,11 @@ class TracingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     trace; needs the ``otel`` extra. The tracer provider is the one the process has (e.g.
     ``opentelemetry-instrument``), else one built from the ``OTEL_*`` environment variables.
     Off: a valid ``traceparent``/``tracestate`` is forwarded unchanged."""
+    event_spans: bool = True
+    """With ``enabled``: a ``weir.event`` span per traced event (a child of its input's
+    context, linked to the batch span), whose context its decision carries out. Off: only
+    the batch span (linked to each event); decisions forward the input's context unchanged,
+    for less work per traced event."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -145,5 +145,5 @@ def load_batch_tracer(settings: TracingSettings) -> BatchTracer | None:
             f"({exc}): install weir's otel extra (pip install 'weir[otel]') or set "
             "[tracing] enabled = false (WEIR_TRACING__ENABLED=false)"
         ) from exc
-    tracer: BatchTracer = otel.OtelBatchTracer.from_environment()
+    tracer: BatchTracer = otel.OtelBatchTracer.from_environment(settings)
     return tracer

@@ -55,11 +55,13 @@ def _record(i: int, *, traced: bool, flags: str = "01", key: str = "K") -> Memor
     return MemoryRecord(TOPIC, 0, i, event_codec().encode(q), headers=headers)
 
 
-def _traced_pipeline(make_pipeline: Any, **kw: Any) -> tuple[Pipeline, MemorySink, Any]:
+def _traced_pipeline(
+    make_pipeline: Any, *, event_spans: bool = True, **kw: Any
+) -> tuple[Pipeline, MemorySink, Any]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = OtelBatchTracer(provider.get_tracer("test"))
+    tracer = OtelBatchTracer(provider.get_tracer("test"), event_spans=event_spans)
     pipe, sink, _ = make_pipeline(**kw)
     pipe.tracer = tracer
     return pipe, sink, exporter
@@ -121,6 +123,46 @@ async def test_batch_spans_link_inputs_and_decisions_continue_their_traces(
         batch = batch_ids[link.context.span_id]
         assert int(_parent_id(d.offset), 16) in {lk.context.span_id for lk in batch.links}
     assert len(events) == sum(1 for d, _ in ok if d.offset % 2 == 1)
+
+
+async def test_without_event_spans_decisions_forward_and_the_batch_links(
+    make_pipeline: Any,
+) -> None:
+    """With ``event_spans`` off there are batch spans only, linked to every traced event,
+    and each decision carries its input's traceparent and tracestate unchanged."""
+    pipe, sink, exporter = _traced_pipeline(make_pipeline, event_spans=False)
+    await _run(pipe, [_record(i, traced=True) for i in range(WINDOW + 5)])
+    assert _by_name(exporter, "weir.event") == []
+    batches = _by_name(exporter, "weir.batch")
+    linked = {lk.context.span_id for b in batches for lk in b.links}
+    got = _decisions(sink)
+    ok = [d.offset for d, _ in got if d.status is Status.OK]
+    assert linked == {int(_parent_id(i), 16) for i in ok}
+    for d, headers in got:
+        assert (
+            headers["traceparent"] == f"00-{_trace_id(d.offset)}-{_parent_id(d.offset)}-01".encode()
+        )
+        assert headers["tracestate"] == STATE
+
+
+async def test_a_later_version_traceparent_continues_as_version_00(make_pipeline: Any) -> None:
+    """A valid later-version traceparent is read by its first 55 characters; weir's
+    decision carries a version-00 traceparent of the same trace."""
+    pipe, sink, _ = _traced_pipeline(make_pipeline)
+    later = f"cc-{_trace_id(7)}-{_parent_id(7)}-01-more".encode()
+    records = [_record(i, traced=False) for i in range(WINDOW - 1)]
+    q = Quote(symbol="K", bid_px=100.0, bid_qty=1.0, ask_px=100.5, ask_qty=2.0)
+    records.append(
+        MemoryRecord(
+            TOPIC, 0, WINDOW - 1, event_codec().encode(q), headers=[("traceparent", later)]
+        )
+    )
+    await _run(pipe, records)
+    headers = next(h for d, h in _decisions(sink) if d.status is Status.OK)
+    version, trace_id, parent_id, flags = headers["traceparent"].decode().split("-")
+    assert (version, trace_id, flags) == ("00", _trace_id(7), "01")
+    assert parent_id != _parent_id(7)
+    assert "tracestate" not in headers
 
 
 async def test_decisions_decided_outside_a_batch_forward_the_context(make_pipeline: Any) -> None:
@@ -216,3 +258,16 @@ def test_an_exporter_no_package_provides_is_a_config_error(
         "OTEL_TRACES_EXPORTER names 'otlp', which no installed package provides "
         "(installed: console; otlp comes with opentelemetry-exporter-otlp)"
     )
+
+
+def test_parsed_tracestates_are_kept_within_their_bound() -> None:
+    """Each tracestate value is parsed into the right span context, and the values kept
+    for reuse never exceed their bound."""
+    states: dict[bytes, Any] = {}
+    for i in range(otel._STATES_KEPT * 2 + 3):
+        tp = f"00-{_trace_id(i)}-{_parent_id(i)}-01".encode()
+        sc = otel._incoming((("traceparent", tp), ("tracestate", f"k=v{i}".encode())), states)
+        assert (sc.trace_id, sc.span_id, sc.is_remote) == (i + 1, 0xABC000 + i, True)
+        assert sc.trace_state.to_header() == f"k=v{i}"
+        assert len(states) <= otel._STATES_KEPT
+    assert otel._incoming((("traceparent", tp),), states).trace_state.to_header() == ""
