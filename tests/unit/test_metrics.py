@@ -126,6 +126,22 @@ async def test_counters_follow_the_pipeline_and_kind_labels(make_served: MakeSer
     await pipe.close()
 
 
+async def test_malformed_traceparents_are_counted(make_served: MakeServed) -> None:
+    """weir_trace_context_malformed_total counts input records whose traceparent was
+    malformed (decoded or dead-lettered), not the valid ones."""
+    pipe, metrics, _ = make_served()
+    good = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+    bad = [("traceparent", b"00-zz-01")]
+    records = [_record(i) for i in range(6)]
+    for i, headers in ((1, bad), (2, good), (4, bad)):
+        r = records[i]
+        records[i] = MemoryRecord(TOPIC, 0, i, r.value, timestamp=r.timestamp, headers=headers)
+    records.append(MemoryRecord(TOPIC, 0, 6, b"{not json", headers=bad))
+    await _feed(pipe, records)
+    assert _value(_families(metrics), "weir_trace_context_malformed_total") == 3
+    await pipe.close()
+
+
 async def test_stage_histograms_count_each_inferred_event_once(make_served: MakeServed) -> None:
     """Queue wait and end-to-end (Kafka) count every ok decision once; batch and inference
     histograms count each batch once; batch rows sum to the ok decisions."""
