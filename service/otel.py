@@ -113,7 +113,8 @@ def _incoming(headers: TraceHeaders, states: dict[bytes, TraceState]) -> SpanCon
         if state is None:
             if len(states) >= _STATES_KEPT:
                 states.clear()
-            state = states[raw] = TraceState.from_header([raw.decode()])
+            # latin-1 never fails; a value the spec does not allow parses as an empty state
+            state = states[raw] = TraceState.from_header([raw.decode("latin-1")])
     return SpanContext(
         int(tp[3:35], 16),
         int(tp[36:52], 16),

@@ -271,3 +271,23 @@ def test_parsed_tracestates_are_kept_within_their_bound() -> None:
         assert sc.trace_state.to_header() == f"k=v{i}"
         assert len(states) <= otel._STATES_KEPT
     assert otel._incoming((("traceparent", tp),), states).trace_state.to_header() == ""
+
+
+async def test_a_tracestate_that_is_not_text_is_forwarded_as_it_came(make_pipeline: Any) -> None:
+    """A tracestate of bytes that are not UTF-8 neither stops the batch nor is rewritten:
+    the decision continues the trace and carries the tracestate unchanged."""
+    pipe, sink, _ = _traced_pipeline(make_pipeline)
+    odd = b"k=\xff\xfe"
+    q = Quote(symbol="K", bid_px=100.0, bid_qty=1.0, ask_px=100.5, ask_qty=2.0)
+    tp = f"00-{_trace_id(1)}-{_parent_id(1)}-01".encode()
+    records = [
+        MemoryRecord(
+            TOPIC, 0, i, event_codec().encode(q), headers=[("traceparent", tp), ("tracestate", odd)]
+        )
+        for i in range(WINDOW)
+    ]
+    await _run(pipe, records)
+    headers = next(h for d, h in _decisions(sink) if d.status is Status.OK)
+    assert headers["traceparent"].split(b"-")[1] == _trace_id(1).encode()
+    assert headers["traceparent"] != tp
+    assert headers["tracestate"] == odd
