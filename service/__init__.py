@@ -1,7 +1,7 @@
 """weir's Kafka runtime: settings, pipeline, scheduler, state, brokers, CLI.
 
 The seams are ``Record``/``Sink`` (fakes in ``service.memory``), the pipeline's
-``BatchObserver``, the metrics' ``ConsumerLike``, the topic admin ``TopicAdmin`` and the
+``BatchObserver`` and ``BatchTracer`` (``service.otel``), the metrics' ``ConsumerLike``, the topic admin ``TopicAdmin`` and the
 Kafka clients the runtime opens (``Clients``, fakes in ``service.memory_kafka``), all in
 ``service.base``; what the ops side reads of a worker (``service.view``, with its fake); and
 the scheduler (``service.scheduler``). Background tasks run under a ``TaskSupervisor``.

@@ -6,7 +6,8 @@ as it is (no copy). ``Sink`` sends encoded messages and reports each one's durab
 acknowledgement through the callback it was given. ``service.memory`` holds the in-memory
 fakes of both, used by tests, benchmarks and the in-process replay. ``BatchObserver`` is
 what the pipeline tells of every batch (``service.metrics.Metrics`` is one);
-``ConsumerLike`` is the part of ``AIOKafkaConsumer`` the metrics read.
+``ConsumerLike`` is the part of ``AIOKafkaConsumer`` the metrics read. ``BatchTracer``
+makes the OpenTelemetry span of each batch (``service.otel.OtelBatchTracer``; ``None``: off).
 
 Call contract of ``Sink``: ``send`` is called from the event loop; it may wait when the
 sink's buffer is full (that is backpressure) but never waits for acknowledgements.
@@ -110,6 +111,58 @@ class BatchObserver(Protocol):
 
     def on_published(self, end_ns: int, mono_to_wall_ns: int) -> None:
         """The batch's decisions were all handed to the sink at monotonic ``end_ns``."""
+        ...
+
+
+TraceHeaders = tuple[tuple[str, bytes], ...]
+"""The trace headers a decision carries: ``traceparent`` first, then ``tracestate`` if any."""
+
+
+class TraceSlots(Protocol):
+    """The pipeline's trace headers by slot (``service.tracing.TraceCarry``)."""
+
+    slot: list[TraceHeaders | None]
+    """The headers the decision of the event in each slot carries out (None: none)."""
+    held: int
+    """How many slots hold headers (0: no queued event is traced)."""
+
+
+class BatchTracer(Protocol):
+    """Makes one span per engine batch and gives each traced event's decision its context.
+
+    Call contract: called on the pipeline's event loop and must not block or await (span
+    export happens elsewhere, e.g. in a ``BatchSpanProcessor`` thread). ``begin`` comes
+    right after the engine call, before any of the batch's decisions is published;
+    ``carry`` holds the pipeline's per-slot trace headers (``TraceSlots``, indexed by
+    ``item.payload``; ``carry.held == 0``: no item has any): ``begin`` replaces the headers
+    of each traced item by those its decision carries out. ``end`` comes after the batch's last decision was handed to
+    the sink. Times are monotonic ns; ``mono_to_wall_ns`` turns them into wall ns.
+    ``close`` (once, off the loop: it may block while spans are exported) flushes and
+    stops what the tracer started itself.
+    """
+
+    def begin(
+        self,
+        bucket: int,
+        items: Sequence[Item[int]],
+        carry: TraceSlots,
+        ingest_ns: Sequence[int],
+        dispatch_ns: int,
+        done_ns: int,
+        model_version: str,
+        error: str | None,
+        mono_to_wall_ns: int,
+    ) -> None:
+        """A batch of ``model_version`` ran (``error``: the engine's failure; its decisions
+        are then ``error``)."""
+        ...
+
+    def end(self, end_ns: int) -> None:
+        """The batch begun last has all its decisions handed to the sink at ``end_ns``."""
+        ...
+
+    def close(self) -> None:
+        """Flush and stop what the tracer started (a tracer provider of its own)."""
         ...
 
 

@@ -14,6 +14,8 @@ Exported metrics (all prefixed ``weir_``; see :data:`METRIC_NAMES`)::
     deadline_misses_total{outcome}      counter  expired + shed + late (the SLO misses)
     engine_errors_total                 counter
     produce_errors_total                counter
+    trace_context_malformed_total       counter  input records whose traceparent was
+                                                 malformed (not forwarded)
     rebalances_total                    counter
     task_deaths_total{task}             counter  background tasks that died (each stops
                                                  the worker)
@@ -92,6 +94,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "weir_ready",
     "weir_rebalances",
     "weir_task_deaths",
+    "weir_trace_context_malformed",
 )
 """Family names as the client library knows them (counters without ``_total``)."""
 
@@ -176,6 +179,10 @@ class WeirCollector(Collector):
         )
         engine_errors = CounterMetricFamily("weir_engine_errors", "Engine calls that failed.")
         produce_errors = CounterMetricFamily("weir_produce_errors", "Produce requests that failed.")
+        malformed = CounterMetricFamily(
+            "weir_trace_context_malformed",
+            "Input records whose traceparent header was malformed (not forwarded).",
+        )
         if pipe is not None:
             c = pipe.counters
             for (topic, kind), n in sorted(c.kinds.items(), key=_kind_key):
@@ -186,6 +193,7 @@ class WeirCollector(Collector):
                 dead.add_metric([reason], n)
             engine_errors.add_metric([], c.engine_errors)
             produce_errors.add_metric([], c.produce_errors)
+            malformed.add_metric([], c.trace_malformed)
         missed = CounterMetricFamily(
             "weir_deadline_misses",
             "SLO misses: expired, shed, or inferred past the deadline (late).",
@@ -193,7 +201,7 @@ class WeirCollector(Collector):
         )
         for outcome, n in misses(v).items():
             missed.add_metric([outcome], n)
-        yield from (events, decisions, dead, missed, engine_errors, produce_errors)
+        yield from (events, decisions, dead, missed, engine_errors, produce_errors, malformed)
         yield CounterMetricFamily("weir_rebalances", "Partition revocations.", value=v.rebalances)
         yield CounterMetricFamily("weir_commits", "Successful commits.", value=v.commits)
         yield _task_deaths(v)

@@ -24,6 +24,7 @@ class Counters:
         "late",
         "probes",
         "produce_errors",
+        "trace_malformed",
     )
 
     def __init__(self) -> None:
@@ -36,5 +37,7 @@ class Counters:
         self.produce_errors = 0
         self.probes = 0
         self.late = 0
+        self.trace_malformed = 0
+        """Input records whose ``traceparent`` was malformed (``service.tracing``)."""
         self.kinds: dict[tuple[str, type | None], int] = {}
         """Records in by (topic, event type); ``None``: dead-lettered."""

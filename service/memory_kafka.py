@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -73,13 +73,20 @@ class MemoryKafka:
         self.logs[topic] = [[] for _ in range(partitions)]
 
     def append(
-        self, topic: str, partition: int, value: bytes | None, *, key: bytes | None = None
+        self,
+        topic: str,
+        partition: int,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> int:
         """Append one record (as a producer would); returns its offset."""
         log = self.logs[topic][partition]
         off = len(log)
+        ts = self._wall() // 10**6
         log.append(
-            MemoryRecord(topic, partition, off, value, key=key, timestamp=self._wall() // 10**6)
+            MemoryRecord(topic, partition, off, value, key=key, timestamp=ts, headers=headers)
         )
         self.changed()
         return off
@@ -146,7 +153,7 @@ class MemoryBatch:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.size = 0
-        self.messages: list[tuple[bytes | None, bytes | None]] = []
+        self.messages: list[tuple[bytes | None, bytes | None, Any]] = []
 
     def append(
         self,
@@ -160,7 +167,7 @@ class MemoryBatch:
         n = len(key or b"") + len(value or b"")
         if self.messages and self.size + n > self.limit:
             return None
-        self.messages.append((key, value))
+        self.messages.append((key, value, headers))
         self.size += n
         return self
 
@@ -210,7 +217,8 @@ class MemoryProducer:
         if self.transactional_id is not None and self._txn is None:
             raise KafkaError("send outside a transaction")
         records = [
-            MemoryRecord(topic, partition, -1, value, key=key) for key, value in batch.messages
+            MemoryRecord(topic, partition, -1, value, key=key, headers=headers)
+            for key, value, headers in batch.messages
         ]
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.unanswered += len(records)
@@ -234,7 +242,7 @@ class MemoryProducer:
             self._txn.extend(records)
         else:
             for r in records:
-                self._kafka.append(r.topic, r.partition, r.value, key=r.key)
+                self._kafka.append(r.topic, r.partition, r.value, key=r.key, headers=r.headers)
         self.unanswered -= len(records)
         fut.set_result(None)
         self._kafka.changed()
@@ -263,7 +271,7 @@ class MemoryProducer:
             raise exc
         txn, self._txn = self._txn or [], None
         for r in txn:
-            self._kafka.append(r.topic, r.partition, r.value, key=r.key)
+            self._kafka.append(r.topic, r.partition, r.value, key=r.key, headers=r.headers)
         for tp, off in self._txn_offsets.items():
             self._kafka.commits[(self._txn_group, tp)] = off
         self.commits += 1

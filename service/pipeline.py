@@ -22,6 +22,10 @@ an event is shed, the table never grows. Every decision is published from a slot
 Every input gets exactly one outcome: a decision (``ok``, ``expired``, ``shed``,
 ``warming``, ``error``) on the decision topic, or a dead letter (undecodable or invalid
 input) on the dead-letter topic. Nothing logs per event.
+
+Trace context (``service.tracing``): a record's valid ``traceparent`` (and ``tracestate``)
+is kept with its slot and goes out on its decision (or dead letter); with a ``tracer``
+(``[tracing] enabled``) each batch gets a span and its traced decisions weir's context.
 """
 
 from __future__ import annotations
@@ -56,9 +60,10 @@ from service.settings import ExpiryPolicy, Settings
 from service.slots import SlotTable
 from service.state import StateStore
 from service.tasks import TaskSupervisor
+from service.tracing import TraceCarry
 
 if TYPE_CHECKING:
-    from service.base import BatchObserver
+    from service.base import BatchObserver, BatchTracer
 
 TP = tuple[str, int]
 Clock = Callable[[], int]
@@ -87,6 +92,7 @@ class Pipeline:
         observer: BatchObserver | None = None,
         tasks: TaskSupervisor | None = None,
         decoder: EventDecoder | None = None,
+        tracer: BatchTracer | None = None,
     ) -> None:
         if spec.n_features != engine.n_features:
             raise EngineError(
@@ -142,6 +148,10 @@ class Pipeline:
         self._publish_failed: PublishError | None = None
         self.observer = observer
         """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
+        self.trace = TraceCarry(self.slots.scratch + 1, self.counters)
+        """Each queued event's trace headers, by slot (``service.tracing``)."""
+        self.tracer = tracer
+        """Makes a span per batch (``service.base.BatchTracer``); ``None``: off."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,6 +240,7 @@ class Pipeline:
         head_states = slots.head_state
         fill = slots.fill
         scratch = slots.scratch
+        carry = self.trace
         wall_now = now - w2m
         for rec in records:
             left -= 1
@@ -259,9 +270,10 @@ class Pipeline:
                 )
                 await self._dead_letter(rec, reason, detail, kafka_ns)
                 continue
+            headers = rec.headers
             try:
                 event, key, source_ns = decode(
-                    value, rec.headers, topic=topic, partition=part, offset=off
+                    value, headers, topic=topic, partition=part, offset=off
                 )
                 state = store.update(event, kafka_ns if kafka_ns is not None else wall_now, key)
             except DecodeError as exc:
@@ -272,9 +284,12 @@ class Pipeline:
                 continue
             tk = (topic, type(event))
             kinds[tk] = kinds.get(tk, 0) + 1
+            traced = carry.read(headers) if headers else None
             if not state.ready or not free:
                 # Decided now (no window yet, or no slot left): from the scratch slot.
                 fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None)
+                if traced is not None:
+                    carry.put(scratch, traced)
                 await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
                 continue
             slot = free.pop()
@@ -285,6 +300,8 @@ class Pipeline:
                 now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
             )
             fill(slot, topic, part, off, key, kafka_ns, source_ns, now, d)
+            if traced is not None:
+                carry.put(slot, traced)
             item = Item(slot, key, Deadline(d))
             outcome = sched.submit(item, now)
             if outcome is Outcome.EXPIRED:
@@ -420,6 +437,20 @@ class Pipeline:
             obs.on_batch(
                 bucket, items, slots.ingest, slots.kafka_ts, slots.source_ts, dispatch, done
             )
+        tracer = self.tracer
+        if tracer is not None:
+            m2w = -self.w2m.offset_ns
+            tracer.begin(
+                bucket,
+                items,
+                self.trace,
+                self.slots.ingest,
+                dispatch,
+                done,
+                self.model_version,
+                error,
+                m2w,
+            )
         # An expired or shed event of a key in this batch is earlier in that key: its
         # decision goes first; the others wait until the batch's decisions are out.
         later: list[tuple[Item[int], Status]] = []
@@ -434,6 +465,8 @@ class Pipeline:
         await self._publish_batch(items, idx, out, dispatch, done, error)
         out_at = self._clock()
         self.scheduler.note_publish(out_at - done, out_at)
+        if tracer is not None:
+            tracer.end(out_at)
         for item, status in later:
             await self._publish(item.payload, status)
 
@@ -533,11 +566,16 @@ class Pipeline:
             anomaly=anomaly,
         )
         self.counters.decisions[status] += 1
+        headers = [self._model_header, (STATUS_HEADER, _STATUS_BYTES[status])]
+        if self.trace.held:
+            traced = self.trace.take(slot)
+            if traced is not None:
+                headers.extend(traced)
         await self.sink.send(
             self._decision_topic,
             key.encode(),
             self._out.encode(decision),
-            [self._model_header, (STATUS_HEADER, _STATUS_BYTES[status])],
+            headers,
             (topic, part, off),
             self._on_ack,
         )
@@ -561,11 +599,15 @@ class Pipeline:
             kafka_ts_ns=kafka_ns,
             dead_wall_ns=self._wall(),
         )
+        headers = [("weir-reason", reason.encode())]
+        traced = self.trace.read(rec.headers) if rec.headers else None
+        if traced is not None:
+            headers.extend(traced)
         await self.sink.send(
             self._dlq_topic,
             rec.key,
             self._dead_codec.encode(dead),
-            [("weir-reason", reason.encode())],
+            headers,
             (rec.topic, rec.partition, rec.offset),
             self._on_ack,
         )

@@ -65,6 +65,7 @@ from service.pipeline import Pipeline
 from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
 from service.tasks import TaskDied, TaskSupervisor
 from service.topics import check_topics, watch_inputs
+from service.tracing import load_batch_tracer
 
 log = get_logger("weir.serve")
 
@@ -137,6 +138,8 @@ class Runtime:
         self.decoder = build_decoder(settings)
         """The input's decoder (``[schema]``), built before any connection: a bad setting
         stops the start with nothing to close."""
+        self.tracer = load_batch_tracer(settings.tracing)
+        """The batch spans of ``[tracing] enabled`` (``service.otel``); None: off."""
         self.eos = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
         self._fail_hook = fail_hook
         self._clients: Clients = clients or KafkaClients()
@@ -297,6 +300,7 @@ class Runtime:
             observer=self.metrics,
             tasks=self.tasks,
             decoder=self.decoder,
+            tracer=self.tracer,
         )
         self.pipeline.start()
         if self.eos:
@@ -516,6 +520,8 @@ class Runtime:
                 with contextlib.suppress(KafkaError):
                     await self.producer.stop()
             await self._stop_http()
+            if self.tracer is not None:
+                await asyncio.to_thread(self.tracer.close)  # exports what is pending
         log.info("stopped", status=status, commits=self.commits)
         return status
 

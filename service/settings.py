@@ -290,6 +290,21 @@ class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     format: str = "json"
 
 
+class TracingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """W3C trace context and OpenTelemetry spans (docs/tracing.md)."""
+
+    enabled: bool = False
+    """One OpenTelemetry span per batch, and each traced decision a child of the input's
+    trace; needs the ``otel`` extra. The tracer provider is the one the process has (e.g.
+    ``opentelemetry-instrument``), else one built from the ``OTEL_*`` environment variables.
+    Off: a valid ``traceparent``/``tracestate`` is forwarded unchanged."""
+    event_spans: bool = True
+    """With ``enabled``: a ``weir.event`` span per traced event (a child of its input's
+    context, linked to the batch span), whose context its decision carries out. Off: only
+    the batch span (linked to each event); decisions forward the input's context unchanged,
+    for less work per traced event."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything weir serve reads."""
 
@@ -303,6 +318,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     workers: Positive = 1
 
     def budget_ns(self, topic: str) -> int:

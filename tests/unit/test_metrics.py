@@ -53,6 +53,7 @@ EXPECTED_TYPES = {
     "weir_ready": ("gauge", set()),
     "weir_rebalances": ("counter", set()),
     "weir_task_deaths": ("counter", {"task"}),
+    "weir_trace_context_malformed": ("counter", set()),
 }
 
 
@@ -122,6 +123,22 @@ async def test_counters_follow_the_pipeline_and_kind_labels(make_served: MakeSer
     for reason, n in pipe.counters.dead.items():
         assert _value(fams, "weir_dead_letters_total", reason=reason) == n
     assert _value(fams, "weir_deadline_misses_total", outcome="expired") == 0
+    await pipe.close()
+
+
+async def test_malformed_traceparents_are_counted(make_served: MakeServed) -> None:
+    """weir_trace_context_malformed_total counts input records whose traceparent was
+    malformed (decoded or dead-lettered), not the valid ones."""
+    pipe, metrics, _ = make_served()
+    good = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+    bad = [("traceparent", b"00-zz-01")]
+    records = [_record(i) for i in range(6)]
+    for i, headers in ((1, bad), (2, good), (4, bad)):
+        r = records[i]
+        records[i] = MemoryRecord(TOPIC, 0, i, r.value, timestamp=r.timestamp, headers=headers)
+    records.append(MemoryRecord(TOPIC, 0, 6, b"{not json", headers=bad))
+    await _feed(pipe, records)
+    assert _value(_families(metrics), "weir_trace_context_malformed_total") == 3
     await pipe.close()
 
 

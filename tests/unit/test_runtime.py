@@ -279,3 +279,82 @@ def test_bad_schema_settings_stop_the_runtime_before_it_connects() -> None:
         "[schema]: event struct 'weir_nowhere:Event': cannot import weir_nowhere: "
         "No module named 'weir_nowhere'"
     )
+
+
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _feed_traced(kafka: MemoryKafka, n: int) -> None:
+    codec = event_codec()
+    for i in range(n):
+        q = Quote(symbol="BTC", bid_px=100.0 + i, bid_qty=1.0, ask_px=100.5 + i, ask_qty=2.0)
+        headers = [("traceparent", TRACEPARENT), ("tracestate", b"k=v")]
+        kafka.append(IN, 0, codec.encode(q), key=b"BTC", headers=headers)
+
+
+async def test_trace_context_reaches_the_decision_topic(make_runtime: Any) -> None:
+    """Tracing off: every decision produced to the decision topic carries its input's
+    traceparent and tracestate as they came."""
+    rt, kafka, _ = make_runtime()
+    _feed_traced(kafka, 6)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 6)
+    rt.stop()
+    assert await task == 0
+    for r in kafka.records(OUT):
+        got = [(k, v) for k, v in r.headers if k in ("traceparent", "tracestate")]
+        assert got == [("traceparent", TRACEPARENT), ("tracestate", b"k=v")]
+
+
+async def test_enabled_tracing_spans_batches_and_flushes_at_stop(
+    make_runtime: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracing on with no process provider: weir's own provider (OTEL_TRACES_EXPORTER)
+    gets the batch spans, exported at stop, and traced decisions continue their trace."""
+    pytest.importorskip("opentelemetry.sdk", reason="the otel extra is not installed")
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExportResult
+
+    exported: list[str] = []
+
+    def export(self: Any, spans: Any) -> SpanExportResult:
+        exported.extend(s.name for s in spans)
+        return SpanExportResult.SUCCESS
+
+    monkeypatch.setattr(ConsoleSpanExporter, "export", export)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # only the stop exports
+    rt, kafka, _ = make_runtime(tracing={"enabled": True})
+    _feed_traced(kafka, 6)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 6)
+    assert exported == []
+    rt.stop()
+    assert await task == 0
+    assert "weir.batch" in exported and "weir.event" in exported
+    ok = [r for r in kafka.records(OUT) if dict(r.headers)["weir-status"] == b"ok"]
+    assert ok
+    for r in ok:
+        _, trace_id, parent_id, _ = dict(r.headers)["traceparent"].split(b"-")
+        assert trace_id == TRACEPARENT.split(b"-")[1] and parent_id != TRACEPARENT.split(b"-")[2]
+
+
+def test_enabled_tracing_without_the_extra_stops_the_runtime_before_it_connects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``[tracing] enabled`` without OpenTelemetry fails at construction, naming the extra."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "service.otel", raising=False)
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    spec = FeatureSpec(task=Task.TRADING, window=2)
+    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
+    with pytest.raises(ConfigError) as info:
+        Runtime(
+            _settings(tracing={"enabled": True}),
+            engine=engine,
+            head=Head("trading", ["SELL", "HOLD", "BUY"]),
+            spec=spec,
+            model_version="t",
+            clients=MemoryKafka(),
+        )
+    assert "install weir's otel extra (pip install 'weir[otel]')" in str(info.value)
