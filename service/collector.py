@@ -14,6 +14,10 @@ Exported metrics (all prefixed ``weir_``; see :data:`METRIC_NAMES`)::
     deadline_misses_total{outcome}      counter  expired + shed + late (the SLO misses)
     engine_errors_total                 counter
     produce_errors_total                counter
+    model_loads_total{result}           counter  model versions "loaded" (swapped in) or
+                                                 "refused" (service.models)
+    shadow_batches_total{result}        counter  shadow batches "run", "dropped" (behind),
+                                                 "failed" (service.shadow)
     rebalances_total                    counter
     task_deaths_total{task}             counter  background tasks that died (each stops
                                                  the worker)
@@ -84,6 +88,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "weir_events",
     "weir_inference_seconds",
     "weir_info",
+    "weir_model_loads",
     "weir_paused_partitions",
     "weir_produce_errors",
     "weir_publish_seconds",
@@ -91,6 +96,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "weir_queued_events",
     "weir_ready",
     "weir_rebalances",
+    "weir_shadow_batches",
     "weir_task_deaths",
 )
 """Family names as the client library knows them (counters without ``_total``)."""
@@ -175,6 +181,14 @@ class WeirCollector(Collector):
             "weir_dead_letters", "Records sent to the dead-letter topic.", labels=["reason"]
         )
         engine_errors = CounterMetricFamily("weir_engine_errors", "Engine calls that failed.")
+        loads = CounterMetricFamily(
+            "weir_model_loads", "Model versions swapped in or refused.", labels=["result"]
+        )
+        shadow = CounterMetricFamily(
+            "weir_shadow_batches",
+            "Batches of the shadow candidate: run, dropped (it was behind) or failed.",
+            labels=["result"],
+        )
         produce_errors = CounterMetricFamily("weir_produce_errors", "Produce requests that failed.")
         if pipe is not None:
             c = pipe.counters
@@ -186,6 +200,10 @@ class WeirCollector(Collector):
                 dead.add_metric([reason], n)
             engine_errors.add_metric([], c.engine_errors)
             produce_errors.add_metric([], c.produce_errors)
+            for result, n in c.model_loads.items():
+                loads.add_metric([result], n)
+            for result, n in c.shadow.items():
+                shadow.add_metric([result], n)
         missed = CounterMetricFamily(
             "weir_deadline_misses",
             "SLO misses: expired, shed, or inferred past the deadline (late).",
@@ -193,7 +211,7 @@ class WeirCollector(Collector):
         )
         for outcome, n in misses(v).items():
             missed.add_metric([outcome], n)
-        yield from (events, decisions, dead, missed, engine_errors, produce_errors)
+        yield from (events, decisions, dead, missed, engine_errors, produce_errors, loads, shadow)
         yield CounterMetricFamily("weir_rebalances", "Partition revocations.", value=v.rebalances)
         yield CounterMetricFamily("weir_commits", "Successful commits.", value=v.commits)
         yield _task_deaths(v)

@@ -17,6 +17,9 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
 - topics (``service.topics``): checked before subscribing (created with ``[topics] create``,
   else a missing decision or dead-letter topic stops the start); a background task picks up
   input topics created after the start and warns while they are missing;
+- model versions (``service.models``): ``POST /admin/model`` (``[model] admin``) and
+  ``[model] watch_dir`` load a new version off the loop and swap it in between batches;
+  one that fails stays out and the old one serves on;
 - SIGTERM/SIGINT: stop fetching, drain within ``drain_timeout_ms``, commit, exit 0; a
   second signal exits at once (status 130);
 - a background task that dies (dispatcher, sink submitter, metrics sampler, topic watch: all
@@ -51,9 +54,11 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from engines.base import Engine
+from engines.descriptor import FeaturesRef, read_descriptor
 from engines.features import Features
 from engines.head import Head
 from engines.registry import load_model
+from engines.version import ModelVersion
 from service.base import Clients, Consumer, Producer
 from service.errors import BrokerError, ServiceError
 from service.http import OpsServer
@@ -61,6 +66,7 @@ from service.inbound import build_decoder
 from service.kafka import KafkaClients, KafkaSink
 from service.logs import get_logger
 from service.metrics import Metrics
+from service.models import ModelControl
 from service.pipeline import Pipeline
 from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
 from service.tasks import TaskDied, TaskSupervisor
@@ -127,9 +133,13 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.worker_index = worker_index
+        self._features_ref: FeaturesRef | None = None
+        self._model_path = ""
         if engine is None or head is None or spec is None:
             bundle, engine, head, spec = load_model(settings)
             model_version = bundle.metadata.model_version
+            self._features_ref = read_descriptor(bundle).features
+            self._model_path = str(bundle.path)
         self.engine = engine
         self.head = head
         self.spec = spec
@@ -163,6 +173,9 @@ class Runtime:
         self._http: OpsServer | None = None
         self._missing_inputs: list[str] = []
         self._watch: asyncio.Task[None] | None = None
+        self.models: ModelControl | None = None
+        """Swaps the model version (``service.models``); None until the pipeline runs."""
+        self._model_watch: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -299,6 +312,7 @@ class Runtime:
             decoder=self.decoder,
         )
         self.pipeline.start()
+        self._start_models(self.pipeline)
         if self.eos:
             await self.producer.begin_transaction()
         log.info(
@@ -322,6 +336,29 @@ class Runtime:
         finally:
             status = await self._shutdown()
         return status
+
+    def _start_models(self, pipeline: Pipeline) -> None:
+        current = ModelVersion(
+            version=self.model_version,
+            engine=self.engine,
+            head=self.head,
+            features=self.spec,
+            features_ref=self._features_ref,
+            path=self._model_path,
+        )
+        self.models = ModelControl(self.settings, current, pipeline, on_swap=self._on_swap)
+        if self.settings.model.watch_dir:
+            self._model_watch = self.tasks.spawn(self.models.watch(), "weir-model-watch")
+
+    def _on_swap(self, version: ModelVersion) -> None:
+        self.engine = version.engine
+        self.head = version.head
+        self.model_version = version.version
+
+    async def _admin(self, body: bytes) -> tuple[int, bytes]:
+        if self.models is None:
+            return 503, msgspec.json.encode({"error": "not serving yet: no model to replace"})
+        return await self.models.admin(body)
 
     async def _loop(self) -> None:
         assert self.consumer is not None and self.pipeline is not None
@@ -487,11 +524,12 @@ class Runtime:
     async def _shutdown(self) -> int:
         status = 0
         pipe = self.pipeline
-        watch, self._watch = self._watch, None
-        if watch is not None and not watch.done():
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        for watch in (self._watch, self._model_watch):
+            if watch is not None and not watch.done():
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+        self._watch = self._model_watch = None
         try:
             if pipe is not None:
                 # After a failure nothing more is committed: the restart resumes from the
@@ -506,6 +544,8 @@ class Runtime:
                 else:
                     status = 1
                 await pipe.close()
+            if self.models is not None:
+                self.models.close()
         finally:
             if self.sink is not None:
                 await self.sink.close()
@@ -528,7 +568,8 @@ class Runtime:
         if not h.enabled:
             return
         port = h.port + self.worker_index if h.port else 0
-        server = OpsServer(self.metrics, h.host, port, tasks=self.tasks)
+        admin = self._admin if self.settings.model.admin else None
+        server = OpsServer(self.metrics, h.host, port, tasks=self.tasks, admin=admin)
         try:
             await server.start()
         except OSError as exc:
