@@ -226,11 +226,12 @@ class ModelControl:
             return None  # logged and counted; the old version serves on
 
     async def watch(self) -> None:
-        """Poll ``watch_dir`` every ``watch_interval_ms`` until cancelled."""
+        """Poll ``watch_dir`` every ``watch_interval_ms`` (first after one interval) until
+        cancelled."""
         every = self.settings.model.watch_interval_ms / 1000
         while True:
-            await self.poll()
             await asyncio.sleep(every)
+            await self.poll()
 
 
 def _error(message: str) -> bytes:
