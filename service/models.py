@@ -17,6 +17,9 @@
   newest package directory (by its ``metadata.json`` time) unless it is the one serving;
   one refused is tried again only once its ``metadata.json`` changes.
 
+- ``[model] shadow``: ``start_shadow`` loads that package the same way (refusals alike)
+  and runs it as the pipeline's ``service.shadow.Shadow``, publishing to ``shadow_topic``.
+
 A new feature contract (other feature implementation or settings, decision kind, buckets)
 is refused rather than rebuilt: the per-key windows and head states were built by the
 serving version's code, and rebuilding them would turn every key back to ``warming``.
@@ -38,10 +41,13 @@ from engines.errors import EngineError
 from engines.version import ModelVersion, contract_change, load_version
 from service.errors import ModelRefused, ServiceError, SwapBusy
 from service.logs import get_logger
+from service.shadow import Shadow
 
 if TYPE_CHECKING:
+    from service.base import Sink
     from service.pipeline import Pipeline
     from service.settings import Settings
+    from service.tasks import TaskSupervisor
 
 __all__ = ["Loader", "ModelControl"]
 
@@ -84,6 +90,9 @@ class ModelControl:
         """``{"path", "reason"}`` of the latest refused version."""
         self._tried: dict[str, int] = {}
         """Watched package directory -> ``metadata.json`` mtime_ns last tried."""
+        self.shadow: Shadow | None = None
+        """The shadow candidate running, if any (``start_shadow``)."""
+        self._shadow_task: asyncio.Task[None] | None = None
 
     def _load_package(self, path: str) -> ModelVersion:
         m = self.settings.model
@@ -102,6 +111,7 @@ class ModelControl:
             "loads": dict(self.counts),
             "loading": self._busy,
             "last_refusal": self.last_refusal,
+            "shadow": None if self.shadow is None else self.shadow.version.version,
         }
 
     # -- swap -----------------------------------------------------------------------------
@@ -117,15 +127,19 @@ class ModelControl:
         finally:
             self._busy = False
 
+    async def _load_off_loop(self, path: str, role: str) -> ModelVersion:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._load, path)
+        except EngineError as exc:
+            raise self._refuse(path, str(exc), role) from exc
+        except Exception as exc:  # a package's own feature code may raise anything
+            raise self._refuse(path, f"{type(exc).__name__}: {exc}", role) from exc
+
     async def _swap(self, path: str) -> ModelVersion:
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
-        try:
-            candidate = await loop.run_in_executor(self._executor, self._load, path)
-        except EngineError as exc:
-            raise self._refuse(path, str(exc)) from exc
-        except Exception as exc:  # a package's own feature code may raise anything
-            raise self._refuse(path, f"{type(exc).__name__}: {exc}") from exc
+        candidate = await self._load_off_loop(path, "primary")
         reason = self._unfit(candidate)
         if reason is None:
             try:
@@ -134,7 +148,7 @@ class ModelControl:
                 reason = str(exc)
         if reason is not None:
             await loop.run_in_executor(self._executor, candidate.engine.close)
-            raise self._refuse(path, reason)
+            raise self._refuse(path, reason, "primary")
         old, self.current = self.current, candidate
         self.counts["loaded"] += 1
         log.info(
@@ -157,14 +171,54 @@ class ModelControl:
             return f"{change}; the per-key state would be invalid (restart with it instead)"
         return None
 
-    def _refuse(self, path: str, reason: str) -> ModelRefused:
+    def _refuse(self, path: str, reason: str, role: str) -> ModelRefused:
         self.counts["refused"] += 1
         self.last_refusal = {"path": path, "reason": reason}
-        log.warning("model_refused", path=path, reason=reason, serving=self.current.version)
+        log.warning(
+            "model_refused", path=path, role=role, reason=reason, serving=self.current.version
+        )
         return ModelRefused(f"model package {path} refused: {reason}", path, reason)
 
-    def close(self) -> None:
-        """Stop the loader thread; a load in progress finishes unseen (not awaited)."""
+    # -- [model] shadow ----------------------------------------------------------------------
+
+    async def start_shadow(self, path: str, sink: Sink, tasks: TaskSupervisor) -> Shadow:
+        """Load ``path`` off the loop and run it as the pipeline's shadow (its task under
+        ``tasks``); ``ModelRefused`` (logged, counted) when it fails or its feature
+        contract differs from the primary's."""
+        candidate = await self._load_off_loop(path, "shadow")
+        change = contract_change(self.current, candidate)
+        if change is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, candidate.engine.close)
+            raise self._refuse(
+                path, f"{change} (the shadow decides the primary's inputs)", "shadow"
+            )
+        m = self.settings.model
+        shadow = Shadow(
+            candidate,
+            sink=sink,
+            topic=m.shadow_topic,
+            counters=self.pipeline.counters,
+            queue=m.shadow_queue,
+            max_keys=self.settings.state.max_keys,
+            output_encoding=self.settings.kafka.output_encoding,
+        )
+        self.shadow = shadow
+        self.pipeline.shadow = shadow
+        self._shadow_task = tasks.spawn(shadow.run(), "weir-shadow")
+        log.info("shadow_started", path=path, version=candidate.version, topic=m.shadow_topic)
+        return shadow
+
+    async def aclose(self) -> None:
+        """Stop the shadow (its thread finishes the batch it runs) and the loader thread;
+        a load in progress finishes unseen (not awaited)."""
+        task, self._shadow_task = self._shadow_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        if self.shadow is not None:
+            self.pipeline.shadow = None
+            self.shadow.close()
+            self.shadow = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- POST /admin/model --------------------------------------------------------------------

@@ -66,6 +66,7 @@ from service.tasks import TaskSupervisor
 
 if TYPE_CHECKING:
     from service.base import BatchObserver
+    from service.shadow import Shadow
 
 TP = tuple[str, int]
 Clock = Callable[[], int]
@@ -150,6 +151,8 @@ class Pipeline:
         self._offer: tuple[ModelVersion, asyncio.Future[None]] | None = None
         self.observer = observer
         """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
+        self.shadow: Shadow | None = None
+        """A candidate offered a copy of every batch that ran (``service.shadow``)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -477,6 +480,10 @@ class Pipeline:
             obs.on_batch(
                 bucket, items, slots.ingest, slots.kafka_ts, slots.source_ts, dispatch, done
             )
+        shadow = self.shadow
+        if shadow is not None and error is None:
+            # A copy, queued without waiting; the shadow runs once the dispatcher yields.
+            shadow.offer(engine.input_buffer(bucket), items, idx, self.slots, -self.w2m.offset_ns)
         # An expired or shed event of a key in this batch is earlier in that key: its
         # decision goes first; the others wait until the batch's decisions are out.
         later: list[tuple[Item[int], Status]] = []

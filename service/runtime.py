@@ -60,7 +60,7 @@ from engines.head import Head
 from engines.registry import load_model
 from engines.version import ModelVersion
 from service.base import Clients, Consumer, Producer
-from service.errors import BrokerError, ServiceError
+from service.errors import BrokerError, ModelRefused, ServiceError
 from service.http import OpsServer
 from service.inbound import build_decoder
 from service.kafka import KafkaClients, KafkaSink
@@ -176,6 +176,7 @@ class Runtime:
         self.models: ModelControl | None = None
         """Swaps the model version (``service.models``); None until the pipeline runs."""
         self._model_watch: asyncio.Task[None] | None = None
+        self._shadow_start: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -349,6 +350,16 @@ class Runtime:
         self.models = ModelControl(self.settings, current, pipeline, on_swap=self._on_swap)
         if self.settings.model.watch_dir:
             self._model_watch = self.tasks.spawn(self.models.watch(), "weir-model-watch")
+        if self.settings.model.shadow:
+            assert self.sink is not None
+            # One-shot, not supervised (it ends): a refusal is logged and counted inside.
+            self._shadow_start = asyncio.get_running_loop().create_task(
+                self._start_shadow(self.models, self.sink), name="weir-shadow-start"
+            )
+
+    async def _start_shadow(self, models: ModelControl, sink: KafkaSink) -> None:
+        with contextlib.suppress(ModelRefused):
+            await models.start_shadow(self.settings.model.shadow, sink, self.tasks)
 
     def _on_swap(self, version: ModelVersion) -> None:
         self.engine = version.engine
@@ -524,12 +535,12 @@ class Runtime:
     async def _shutdown(self) -> int:
         status = 0
         pipe = self.pipeline
-        for watch in (self._watch, self._model_watch):
+        for watch in (self._watch, self._model_watch, self._shadow_start):
             if watch is not None and not watch.done():
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
-        self._watch = self._model_watch = None
+        self._watch = self._model_watch = self._shadow_start = None
         try:
             if pipe is not None:
                 # After a failure nothing more is committed: the restart resumes from the
@@ -545,7 +556,7 @@ class Runtime:
                     status = 1
                 await pipe.close()
             if self.models is not None:
-                self.models.close()
+                await self.models.aclose()
         finally:
             if self.sink is not None:
                 await self.sink.close()

@@ -146,7 +146,7 @@ async def test_status_shows_the_model_serving(make_server: Any) -> None:
     writer.write(b"GET /status HTTP/1.1\r\nHost: weir\r\n\r\n")
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
-    view.models.close()
+    await view.models.aclose()
     doc = msgspec.json.decode(data.partition(b"\r\n\r\n")[2])
     assert doc["model"] == {
         "version": "v1",
@@ -154,5 +154,6 @@ async def test_status_shows_the_model_serving(make_server: Any) -> None:
         "loads": {"loaded": 0, "refused": 0},
         "loading": False,
         "last_refusal": None,
+        "shadow": None,
     }
     assert doc["counters"]["model_loads"] == {"loaded": 0, "refused": 0}

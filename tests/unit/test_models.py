@@ -99,7 +99,7 @@ class Served:
 
     async def close(self) -> None:
         await self.pipe.close()
-        self.control.close()
+        await self.control.aclose()
 
 
 @pytest.fixture
@@ -213,6 +213,7 @@ async def test_a_version_that_fails_to_load_is_refused_and_the_old_one_serves_on
         {
             "event": "model_refused",
             "path": "/m/v2",
+            "role": "primary",
             "reason": reason,
             "serving": "v1",
             "log_level": "warning",
