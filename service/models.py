@@ -14,8 +14,8 @@
 - ``POST /admin/model`` (``[model] admin``, loopback peers only: a package's feature code is
   imported when it loads) with ``{"path": "<package dir>"}``: ``admin`` answers it.
 - ``[model] watch_dir``: ``watch`` polls it every ``watch_interval_ms`` and swaps in the
-  newest package directory (by its ``metadata.json`` time) unless it is the one serving;
-  one refused is tried again only once its ``metadata.json`` changes.
+  newest package directory (one holding ``metadata.json``, dated by its newest file) unless
+  it is the one serving; one refused is tried again only once a file in it changes.
 
 - ``[model] shadow``: ``start_shadow`` loads that package the same way (refusals alike)
   and runs it as the pipeline's ``service.shadow.Shadow``, publishing to ``shadow_topic``.
@@ -89,7 +89,7 @@ class ModelControl:
         self.last_refusal: dict[str, str] | None = None
         """``{"path", "reason"}`` of the latest refused version."""
         self._tried: dict[str, int] = {}
-        """Watched package directory -> ``metadata.json`` mtime_ns last tried."""
+        """Watched package directory -> its newest file's mtime_ns when last tried."""
         self.shadow: Shadow | None = None
         """The shadow candidate running, if any (``start_shadow``)."""
         self._shadow_task: asyncio.Task[None] | None = None
@@ -246,7 +246,7 @@ class ModelControl:
     # -- [model] watch_dir -----------------------------------------------------------------
 
     def newest(self) -> tuple[str, int] | None:
-        """The watched directory's newest package (path, ``metadata.json`` mtime_ns)."""
+        """The watched directory's newest package: (path, mtime_ns of its newest file)."""
         root = Path(self.settings.model.watch_dir)
         best: tuple[str, int] | None = None
         try:
@@ -255,7 +255,9 @@ class ModelControl:
             return None
         for entry in entries:
             try:
-                mtime = (entry / _META).stat().st_mtime_ns
+                if not (entry / _META).is_file():
+                    continue
+                mtime = max(f.stat().st_mtime_ns for f in entry.iterdir())
             except OSError:
                 continue
             if best is None or (mtime, str(entry)) > (best[1], best[0]):
@@ -264,8 +266,7 @@ class ModelControl:
 
     async def poll(self) -> ModelVersion | None:
         """One look at ``watch_dir``: swap in its newest package when it is new (not the
-        one serving, not tried at this ``metadata.json`` time); the swapped-in version,
-        else None."""
+        one serving, not tried with these file times); the swapped-in version, else None."""
         loop = asyncio.get_running_loop()
         found = await loop.run_in_executor(self._executor, self.newest)
         if found is None or self._busy:

@@ -17,7 +17,9 @@ budget, so:
   per decision;
 - an engine error counts the batch ``failed``; a shadow decision the broker refuses is
   counted (``failed``, once per batch) and logged once: neither stops the service or
-  touches the offsets, which only the primary's decisions move.
+  touches the offsets, which only the primary's decisions move. A sink that cannot take
+  shadow decisions at all (``ServiceError``: no such topic) stops the shadow: logged
+  (``shadow_stopped``), every later batch counted ``dropped``.
 
 The shadow keeps its own per-key head state (an ``anomaly`` head's likelihood), bounded by
 ``[state] max_keys`` (least recently used key evicted), touched only in its thread.
@@ -40,6 +42,7 @@ from schemas.codec import decision_codec
 from schemas.decision import Decision, Stamps, Status
 from service.base import Sink
 from service.counters import Counters
+from service.errors import ServiceError
 from service.logs import get_logger
 from service.scheduler.base import Item
 from service.slots import SlotTable
@@ -99,6 +102,8 @@ class Shadow:
         self._headers = [("weir-model", version.version.encode()), ("weir-shadow", b"1")]
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="weir-shadow")
         self._warned = False
+        self.stopped: str | None = None
+        """Why the shadow stopped for good (its sink refused its topic), else None."""
         version.engine.observe = False
 
     # -- on the dispatcher (hot path): copy and queue, never wait ------------------------
@@ -112,7 +117,11 @@ class Shadow:
         mono_to_wall_ns: int,
     ) -> None:
         """Queue a copy of a primary batch (its gathered ``inputs`` rows), or drop it."""
-        if len(self._queue) >= self._max_queue or self.inflight >= self._max_inflight:
+        if (
+            len(self._queue) >= self._max_queue
+            or self.inflight >= self._max_inflight
+            or self.stopped is not None
+        ):
             self._counters["dropped"] += 1
             return
         n = len(items)
@@ -146,9 +155,13 @@ class Shadow:
                 self._counters["failed"] += 1
                 self._warn("shadow_engine_error", str(exc))
                 continue
-            for key, value in messages:
-                self.inflight += 1
-                await self._sink.send(self._topic, key, value, self._headers, job, self._on_ack)
+            try:
+                for key, value in messages:
+                    await self._sink.send(self._topic, key, value, self._headers, job, self._on_ack)
+                    self.inflight += 1
+            except ServiceError as exc:
+                self._stop(str(exc))
+                continue
             self._counters["run"] += 1
 
     async def drained(self) -> None:
@@ -213,6 +226,13 @@ class Shadow:
             job.failed = True
             self._counters["failed"] += 1
             self._warn("shadow_publish_failed", f"{type(error).__name__}: {error}")
+
+    def _stop(self, reason: str) -> None:
+        self.stopped = reason
+        self._counters["failed"] += 1
+        self._counters["dropped"] += len(self._queue)
+        self._queue.clear()
+        log.error("shadow_stopped", error=reason, version=self.version.version, topic=self._topic)
 
     def _warn(self, event: str, error: str) -> None:
         if not self._warned:

@@ -324,8 +324,11 @@ async def test_the_watched_directory_swaps_in_its_newest_package_once(
     served: Any, tmp_path: Path
 ) -> None:
     """The newest package is loaded; polling again does nothing; a refused one is tried
-    again only after its metadata.json changes; a directory without one is ignored."""
-    (tmp_path / "partial").mkdir()
+    again only after a file in it changes; a directory without metadata.json is ignored."""
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "student.onnx").write_bytes(b"")
+    os.utime(partial / "student.onnx", (9_000, 9_000))
     old = _package_dir(tmp_path, "a", 1_000)
     new = _package_dir(tmp_path, "b", 2_000)
     tries: list[str] = []
@@ -344,7 +347,8 @@ async def test_the_watched_directory_swaps_in_its_newest_package_once(
     assert tries == [new]
     assert s.control.counts["refused"] == 1
     outcomes[new] = _version("v2")
-    os.utime(Path(new) / "metadata.json", (3_000, 3_000))
+    (Path(new) / "student.onnx").write_bytes(b"")  # the copy completes
+    os.utime(Path(new) / "student.onnx", (3_000, 3_000))
     assert (await s.control.poll()).version == "v2"  # type: ignore[union-attr]
     assert await s.control.poll() is None  # it serves now
     assert tries == [new, new]

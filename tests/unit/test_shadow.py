@@ -19,7 +19,7 @@ from schemas.codec import decision_codec, event_codec
 from schemas.decision import Decision, Status
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
-from service.errors import ModelRefused
+from service.errors import ModelRefused, ServiceError
 from service.memory import MemoryRecord, MemorySink, SentMessage
 from service.models import ModelControl
 from service.pipeline import Pipeline
@@ -207,3 +207,29 @@ async def test_a_shadow_with_another_feature_contract_is_refused(shadowed: Any) 
     assert info.value.reason.endswith("(the shadow decides the primary's inputs)")
     assert [e["role"] for e in logs if e["event"] == "model_refused"] == ["shadow"]
     assert s.pipe.shadow is None and s.control.counts["refused"] == 1
+
+
+class _NoShadowTopic(MemorySink):
+    """A sink that has no shadow topic: sending there raises, as KafkaSink does."""
+
+    async def send(self, topic: str, *args: Any) -> None:
+        if topic == SHADOW_TOPIC:
+            raise ServiceError(f"no partitions for decision topic {topic!r}: timed out")
+        await super().send(topic, *args)
+
+
+async def test_a_missing_shadow_topic_stops_the_shadow_not_the_service(shadowed: Any) -> None:
+    """The first shadow send fails: the shadow stops (logged once with the reason), later
+    batches count dropped, and the primary serves on, healthy."""
+    s = shadowed(sink=_NoShadowTopic())
+    shadow = await s.start(_version("v2"))
+    with capture_logs() as logs:
+        await s.feed(0, 3 * WINDOW + 30)
+        await shadow.drained()
+    assert shadow.stopped == "no partitions for decision topic 'weir.decisions.shadow': timed out"
+    assert [e["event"] for e in logs if e["event"].startswith("shadow")] == ["shadow_stopped"]
+    counts = s.pipe.counters.shadow
+    assert counts["run"] == 0 and counts["failed"] == 1
+    assert counts["dropped"] == s.pipe.counters.batches - 1 > 0
+    assert len(s.primary()) == 3 * WINDOW + 30 and s.pipe.failed is None
+    assert s.pipe.tasks.failure is None
