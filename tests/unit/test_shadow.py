@@ -86,10 +86,14 @@ class Shadowed:
         self.candidates["cand"] = candidate
         return await self.control.start_shadow("cand", self.sink, self.pipe.tasks)
 
-    async def feed(self, start: int, n: int, chunk: int = 6) -> None:
+    async def feed(self, start: int, n: int, chunk: int = 6, shadow: Shadow | None = None) -> None:
+        """Ingest in chunks, each decided before the next (and, given ``shadow``, each
+        decided by the shadow too: at most ``chunk`` batches wait for it then)."""
         for i in range(start, start + n, chunk):
             await self.pipe.ingest([_record(j) for j in range(i, min(i + chunk, start + n))])
             assert await self.pipe.drain(5.0)
+            if shadow is not None:
+                await shadow.drained()
 
     def primary(self) -> list[Decision]:
         return _decoded(self.sink.on("weir.decisions"))
@@ -116,10 +120,9 @@ async def shadowed() -> AsyncIterator[Callable[..., Shadowed]]:
 async def test_the_shadow_decides_every_batch_on_its_topic(shadowed: Any) -> None:
     """Each ok primary decision has a shadow twin (same coordinates, version v2) on the
     shadow topic; the primary's decisions, version and offsets are as without a shadow."""
-    s = shadowed()
+    s = shadowed(shadow_queue=8)
     shadow = await s.start(_version("v2"))
-    await s.feed(0, 60)
-    await shadow.drained()
+    await s.feed(0, 60, shadow=shadow)
     primary, twins = s.primary(), s.shadow()
     assert len(primary) == 60 and {d.model_version for d in primary} == {"v1"}
     ok = [(d.partition, d.offset, d.key) for d in primary if d.status is Status.OK]
@@ -172,8 +175,7 @@ async def test_a_failing_shadow_engine_is_counted_and_harmless(shadowed: Any) ->
     shadow = await s.start(_version("v2", fail=lambda call, bucket: armed[0]))
     armed[0] = True
     with capture_logs() as logs:
-        await s.feed(0, 30)
-        await shadow.drained()
+        await s.feed(0, 30, shadow=shadow)
     assert len(s.primary()) == 30 and s.shadow() == []
     assert s.pipe.counters.shadow["failed"] == s.pipe.counters.batches > 0
     warnings = [e for e in logs if e["event"] == "shadow_engine_error"]
