@@ -77,6 +77,7 @@ class ModelControl:
         *,
         loader: Loader | None = None,
         on_swap: Callable[[ModelVersion], None] | None = None,
+        install_timeout_s: float = 30.0,
     ) -> None:
         self.settings = settings
         self.current = current
@@ -84,6 +85,8 @@ class ModelControl:
         self.pipeline = pipeline
         self._load = loader or self._load_package
         self._on_swap = on_swap
+        self._install_timeout = install_timeout_s
+        """How long the dispatcher may take to reach a batch boundary and install."""
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="weir-model-loader")
         self._busy = False
         self.last_refusal: dict[str, str] | None = None
@@ -142,10 +145,7 @@ class ModelControl:
         candidate = await self._load_off_loop(path, "primary")
         reason = self._unfit(candidate)
         if reason is None:
-            try:
-                await self.pipeline.offer(candidate)
-            except (EngineError, ServiceError) as exc:
-                reason = str(exc)
+            reason = await self._install(candidate)
         if reason is not None:
             await loop.run_in_executor(self._executor, candidate.engine.close)
             raise self._refuse(path, reason, "primary")
@@ -162,6 +162,28 @@ class ModelControl:
             self._on_swap(candidate)
         await loop.run_in_executor(self._executor, old.engine.close)
         return candidate
+
+    async def _install(self, candidate: ModelVersion) -> str | None:
+        """Have the dispatcher install ``candidate``; why it did not, or None."""
+        pipe = self.pipeline
+        if pipe.failed is not None:
+            return f"the pipeline has failed, nothing to swap into: {pipe.failed}"
+        try:
+            installed = pipe.offer(candidate)
+        except ServiceError as exc:
+            return str(exc)
+        try:
+            await asyncio.wait_for(asyncio.shield(installed), self._install_timeout)
+        except TimeoutError:
+            if pipe.withdraw(candidate):
+                return (
+                    f"not installed within {self._install_timeout:g} s: the dispatcher did "
+                    "not reach a batch boundary"
+                )
+            await installed  # installed as the time ran out
+        except EngineError as exc:
+            return str(exc)
+        return None
 
     def _unfit(self, candidate: ModelVersion) -> str | None:
         if candidate.version == self.current.version:

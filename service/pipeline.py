@@ -227,6 +227,15 @@ class Pipeline:
         self._wake.set()
         return future
 
+    def withdraw(self, version: ModelVersion) -> bool:
+        """Take back an ``offer`` of ``version`` not installed yet; False when it was (or
+        another version waits)."""
+        if self._offer is None or self._offer[0] is not version:
+            return False
+        self._offer[1].cancel()
+        self._offer = None
+        return True
+
     def install(self, version: ModelVersion) -> None:
         """Serve ``version`` from now on, in one step (nothing awaited): its engine, head
         and version string, and its measured profile in the scheduler's. Call it between

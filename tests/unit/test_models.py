@@ -352,3 +352,33 @@ async def test_the_watched_directory_swaps_in_its_newest_package_once(
     assert (await s.control.poll()).version == "v2"  # type: ignore[union-attr]
     assert await s.control.poll() is None  # it serves now
     assert tries == [new, new]
+
+
+async def test_a_dispatcher_that_never_reaches_a_batch_boundary_refuses_the_swap() -> None:
+    """With no dispatcher running the offer is withdrawn after install_timeout_s: refused,
+    the old version serves on, and a later swap is not blocked by the stale offer."""
+    v1 = _version("v1")
+    pipe = Pipeline(
+        settings=_settings(),
+        engine=v1.engine,
+        head=v1.head,
+        spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
+        sink=MemorySink(),
+        model_version="v1",
+    )
+    versions = {"v2": _version("v2"), "v3": _version("v3")}
+    control = ModelControl(
+        _settings(), v1, pipe, loader=versions.__getitem__, install_timeout_s=0.01
+    )
+    with pytest.raises(ModelRefused) as info:
+        await control.swap("v2")
+    assert info.value.reason == (
+        "not installed within 0.01 s: the dispatcher did not reach a batch boundary"
+    )
+    assert pipe.model_version == "v1" and versions["v2"].engine.closed  # type: ignore[union-attr]
+    await control.aclose()
+    pipe.start()
+    again = ModelControl(_settings(), v1, pipe, loader=versions.__getitem__)
+    assert (await again.swap("v3")).version == "v3"
+    await pipe.close()
+    await again.aclose()
