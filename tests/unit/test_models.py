@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from engines.errors import BundleError
+from engines.errors import BundleError, EngineError
 from engines.fake import FakeEngine, LatencyModel
 from engines.head import Head
 from engines.version import ModelVersion
@@ -22,7 +22,7 @@ from schemas.codec import decision_codec, event_codec
 from schemas.decision import Decision, Status
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
-from service.errors import ModelRefused, SwapBusy
+from service.errors import ModelRefused, ServiceError, SwapBusy
 from service.memory import MemoryRecord, MemorySink
 from service.models import ModelControl
 from service.pipeline import Pipeline
@@ -382,3 +382,51 @@ async def test_a_dispatcher_that_never_reaches_a_batch_boundary_refuses_the_swap
     assert (await again.swap("v3")).version == "v3"
     await pipe.close()
     await again.aclose()
+
+
+async def test_a_failed_pipeline_refuses_a_swap() -> None:
+    """Once a decision was refused by the broker the pipeline has failed: nothing to swap."""
+
+    def refuse(msg: Any) -> BaseException | None:
+        return RuntimeError("broker gone")
+
+    v1 = _version("v1")
+    pipe = Pipeline(
+        settings=_settings(),
+        engine=v1.engine,
+        head=v1.head,
+        spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
+        sink=MemorySink(fail=refuse),
+        model_version="v1",
+    )
+    control = ModelControl(_settings(), v1, pipe, loader=lambda path: _version("v2"))
+    pipe.start()
+    await pipe.ingest([_record(0)])  # its warming decision is refused
+    assert pipe.failed is not None
+    with pytest.raises(ModelRefused) as info:
+        await control.swap("v2")
+    assert info.value.reason == (
+        "the pipeline has failed, nothing to swap into: publishing decisions failed: "
+        "RuntimeError: broker gone - topic=weir.events partition=0 offset=0"
+    )
+    await pipe.close()
+    await control.aclose()
+
+
+async def test_the_dispatcher_takes_one_offer_and_keeps_out_a_wrong_width(served: Any) -> None:
+    """A second offer while one waits is refused; an engine of another width offered
+    directly is not installed: its future holds the EngineError and v1 serves on."""
+    s = served()
+    wide = _version("wide", window=WINDOW + 1)
+    first = s.pipe.offer(wide)
+    with pytest.raises(ServiceError) as info:
+        s.pipe.offer(_version("v3"))
+    assert str(info.value) == "model version wide is already waiting to be installed"
+    with pytest.raises(EngineError) as bad:
+        await first
+    width = FeatureSpec(task=Task.TRADING, window=WINDOW).n_features
+    assert str(bad.value) == (
+        f"model version wide takes {wide.engine.n_features} features per input but the "
+        f"feature implementation serving gives {width}"
+    )
+    assert s.pipe.model_version == "v1"
