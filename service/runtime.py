@@ -366,7 +366,8 @@ class Runtime:
         self.head = version.head
         self.model_version = version.version
 
-    async def _admin(self, body: bytes) -> tuple[int, bytes]:
+    async def admin(self, body: bytes) -> tuple[int, bytes]:
+        """Answer ``POST /admin/model`` (``ModelControl.admin``); 503 before serving."""
         if self.models is None:
             return 503, msgspec.json.encode({"error": "not serving yet: no model to replace"})
         return await self.models.admin(body)
@@ -579,7 +580,7 @@ class Runtime:
         if not h.enabled:
             return
         port = h.port + self.worker_index if h.port else 0
-        admin = self._admin if self.settings.model.admin else None
+        admin = self.admin if self.settings.model.admin else None
         server = OpsServer(self.metrics, h.host, port, tasks=self.tasks, admin=admin)
         try:
             await server.start()

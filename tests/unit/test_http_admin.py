@@ -52,6 +52,7 @@ async def make_server(
 async def _post(host: str, port: int, raw: bytes) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(raw)
+    writer.write_eof()  # all of the request is sent: a short body ends here
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
@@ -88,6 +89,12 @@ async def test_a_loopback_post_reaches_the_admin_handler(make_server: Any) -> No
             "POST needs a Content-Length header",
         ),
         (_request(b"", length=70_000), 413, "body of 70000 bytes exceeds 65536"),
+        (
+            b"POST /admin/model HTTP/1.1\r\nContent-Length: ten\r\n\r\n",
+            411,
+            "POST needs a Content-Length header",
+        ),
+        (_request(b'{"pa', length=10), 400, "body shorter than its Content-Length 10"),
     ],
 )
 async def test_a_bad_post_is_refused_with_the_reason(

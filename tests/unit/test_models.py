@@ -430,3 +430,13 @@ async def test_the_dispatcher_takes_one_offer_and_keeps_out_a_wrong_width(served
         f"feature implementation serving gives {width}"
     )
     assert s.pipe.model_version == "v1"
+
+
+async def test_a_missing_watch_dir_is_looked_at_again_later(served: Any, tmp_path: Path) -> None:
+    """A watch_dir that does not exist (yet) gives nothing to load, and no error."""
+    tries: list[str] = []
+    s = served(
+        settings=_settings(WEIR_MODEL__WATCH_DIR=str(tmp_path / "not-yet")),
+        loader=lambda path: tries.append(path),  # type: ignore[func-returns-value]
+    )
+    assert await s.control.poll() is None and tries == []

@@ -87,3 +87,22 @@ async def test_a_package_dropped_in_the_watch_dir_is_swapped_in(tmp_path: Path) 
     fams = {f.name: f for f in text_string_to_metric_families(scrape.decode())}
     loads = {s.labels["result"]: s.value for s in fams["weir_model_loads"].samples}
     assert loads == {"loaded": 1.0, "refused": 0.0}
+
+
+async def test_the_admin_endpoint_answers_503_before_serving() -> None:
+    """Before the pipeline runs there is no model to replace: 503 with the reason."""
+    spec = FeatureSpec(task=Task.TRADING, window=2)
+    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
+    engine.warm_up(2)
+    rt = Runtime(
+        load_settings(env={"WEIR_HTTP__ENABLED": "false"}),
+        engine=engine,
+        head=Head("trading", ["SELL", "HOLD", "BUY"]),
+        spec=spec,
+        model_version="v1",
+        clients=MemoryKafka(),
+    )
+    assert await rt.admin(b'{"path": "/m/v2"}') == (
+        503,
+        b'{"error":"not serving yet: no model to replace"}',
+    )
