@@ -227,8 +227,12 @@ class Runtime:
 
     async def _check_topics(self) -> None:
         try:
+            m = self.settings.model
             self._missing_inputs = await check_topics(
-                self.settings.kafka, self.settings.topics, admin=self._clients.admin
+                self.settings.kafka,
+                self.settings.topics,
+                admin=self._clients.admin,
+                shadow_topic=m.shadow_topic if m.shadow else "",
             )
         except BaseException:
             for client in (self.consumer, self.producer):
