@@ -164,3 +164,30 @@ async def test_status_shows_the_model_serving(make_server: Any) -> None:
         "shadow": None,
     }
     assert doc["counters"]["model_loads"] == {"loaded": 0, "refused": 0}
+
+
+async def test_weir_swap_posts_to_every_worker_and_reports_each(
+    make_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`weir swap PATH` posts {"path": PATH} to each worker's port; one 200 and one refusal
+    (nothing of ours listening on port + 1) print a line each and exit 1; all 200 exit 0."""
+    from service.cli import main
+
+    admin = Admin()
+    server, _ = await make_server(admin=admin)
+    env = {"WEIR_HTTP__PORT": str(server.port)}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        capsys.readouterr()  # the server's own log lines
+        code = await asyncio.to_thread(main, ["swap", "/m/v2", "--workers", "1"])
+        assert code == 0
+        assert admin.bodies == [b'{"path":"/m/v2"}']
+        out = capsys.readouterr().out
+        assert out == (
+            f'worker 0 (http://127.0.0.1:{server.port}/admin/model): 200 {{"version":"v2"}}\n'
+        )
+        code = await asyncio.to_thread(main, ["swap", "/m/v2", "--workers", "2", "--timeout", "5"])
+    assert code == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith(f"worker 1 (http://127.0.0.1:{server.port + 1}/admin/model): ")
