@@ -14,7 +14,7 @@ budget, so:
 - its task (supervised, ``weir-shadow``) gets the loop only when the dispatcher yields,
   i.e. after the primary's decisions are handed to the sink; inference, judging and
   encoding run in the shadow's own worker thread, so on the loop it costs one ``send``
-  per decision;
+  per decision, and the loop gets a turn (and that thread the GIL) every 16 of them;
 - an engine error counts the batch ``failed``; a shadow decision the broker refuses is
   counted (``failed``, once per batch) and logged once: neither stops the service or
   touches the offsets, which only the primary's decisions move. A sink that cannot take
@@ -227,6 +227,10 @@ class Shadow:
                 anomaly=None if details is None else details[i],
             )
             messages.append((key.encode(), self._codec.encode(decision)))
+            if not (i + 1) % _SENDS_PER_TURN:
+                # Let the loop's thread take the GIL: it would otherwise wait for the end of
+                # this run of Python or the interpreter's 5 ms switch interval.
+                time.sleep(0)
         return messages
 
     def _state(self, key: str) -> Any:
