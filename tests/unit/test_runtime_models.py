@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from engines.fake import FakeEngine, write_tiny_trading_bundle
 from engines.head import Head
@@ -106,3 +108,56 @@ async def test_the_admin_endpoint_answers_503_before_serving() -> None:
         503,
         b'{"error":"not serving yet: no model to replace"}',
     )
+
+
+async def test_post_admin_model_swaps_the_running_runtime(tmp_path: Path) -> None:
+    """With [model] admin on, POST /admin/model on the worker's HTTP port swaps it: 200 with
+    the version, and the next decisions name it."""
+    settings = load_settings(
+        env={
+            "WEIR_KAFKA__INPUT_TOPICS": '["in"]',
+            "WEIR_KAFKA__DECISION_TOPIC": OUT,
+            "WEIR_KAFKA__DLQ_TOPIC": DLQ,
+            "WEIR_HTTP__PORT": "0",
+            "WEIR_SCHEDULER__BUDGET_MS": "10000",
+            "WEIR_ENGINE__KIND": "fake",
+            "WEIR_ENGINE__MAX_BATCH": "4",
+            "WEIR_ENGINE__WARMUP_ITERS": "2",
+            "WEIR_MODEL__ADMIN": "true",
+        }
+    )
+    spec = FeatureSpec(task=Task.TRADING, window=2)
+    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
+    engine.warm_up(2)
+    kafka = MemoryKafka()
+    for topic in (IN, OUT, DLQ):
+        kafka.create_topic(topic, 1)
+    rt = Runtime(
+        settings,
+        engine=engine,
+        head=Head("trading", ["SELL", "HOLD", "BUY"]),
+        spec=spec,
+        model_version="v1",
+        clients=kafka,
+    )
+    write_tiny_trading_bundle(tmp_path / "v2", window=2, model_version="v2")
+    _feed(kafka, 0, 5)
+    with capture_logs() as logs:
+        task = asyncio.get_running_loop().create_task(rt.run(install_signals=False))
+        await kafka.wait_until(lambda: len(kafka.records(OUT)) == 5)
+    url = next(e["url"] for e in logs if e["event"] == "http_listening")
+    host, port = url.removeprefix("http://").split(":")
+    body = msgspec.json.encode({"path": str(tmp_path / "v2")})
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST /admin/model HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answer.endswith(b'{"version":"v2","path":"' + str(tmp_path / "v2").encode() + b'"}')
+    _feed(kafka, 5, 5)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 10)
+    rt.stop()
+    assert await task == 0
+    assert [d.model_version for d in _decisions(kafka)] == ["v1"] * 5 + ["v2"] * 5
