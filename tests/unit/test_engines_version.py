@@ -160,3 +160,15 @@ def test_a_profile_adopts_another_whole_and_refuses_other_buckets() -> None:
     with pytest.raises(ProfileError) as info:
         mine.adopt(LatencyProfile({1: [1], 4: [1]}))
     assert str(info.value) == "cannot adopt a profile of buckets [1, 4] into one of [1, 2]"
+
+
+def test_the_default_bundle_loads_as_a_version_with_its_parity_checked() -> None:
+    """The committed built-in trading model goes through the same load: hashes, its stored
+    parity sample re-run at fp32, warm-up; its features are the built-in FeatureSpec."""
+    from engines.defaults import default_bundle_path
+
+    v = load_version(default_bundle_path(), _choice(max_batch=8), require_parity=True)
+    assert v.version == Bundle.load(default_bundle_path()).metadata.model_version
+    assert v.features_ref is not None and v.features_ref.impl == "schemas.features:FeatureSpec"
+    assert isinstance(v.features, FeatureSpec) and v.engine.n_features == v.features.n_features
+    v.engine.close()
