@@ -40,6 +40,7 @@ from engines.likelihood import AnomalyLikelihood, LikelihoodSpec
 from engines.package import ModelPackage, load_package, package_of, write_package
 from engines.profile import BucketStats, LatencyProfile, bucket_sizes
 from engines.registry import ENGINE_CLASSES, ENGINE_KINDS, load_engine, load_model
+from engines.version import ModelVersion, contract_change, load_version
 
 if TYPE_CHECKING:
     from engines.onnx import OnnxEngine
@@ -85,6 +86,7 @@ __all__ = [
     "LatencyProfile",
     "LikelihoodSpec",
     "ModelPackage",
+    "ModelVersion",
     "OnnxEngine",
     "PackageDescriptor",
     "ParityResult",
@@ -95,9 +97,11 @@ __all__ = [
     "TensorSpec",
     "TorchEngine",
     "bucket_sizes",
+    "contract_change",
     "load_engine",
     "load_model",
     "load_package",
+    "load_version",
     "package_of",
     "tiny_mlp_onnx",
     "write_package",

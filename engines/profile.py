@@ -187,6 +187,25 @@ class LatencyProfile:
         if self._since[i] >= (self.refresh_every if refresh_every is None else refresh_every):
             self._recompute(i)
 
+    def adopt(self, other: LatencyProfile) -> None:
+        """Take ``other``'s samples and quantiles in place (a new model version's measured
+        profile), so whoever holds this object plans with the new figures from now on.
+        The buckets must be the same."""
+        if other.buckets != self.buckets:
+            raise ProfileError(
+                f"cannot adopt a profile of buckets {list(other.buckets)} into one of "
+                f"{list(self.buckets)}"
+            )
+        self.window = other.window
+        self.refresh_every = other.refresh_every
+        self._rings = other._rings.copy()
+        self._count = list(other._count)
+        self._pos = list(other._pos)
+        self._since = list(other._since)
+        self._p50 = list(other._p50)
+        self._p99 = list(other._p99)
+        self._p999 = list(other._p999)
+
     def stats(self) -> list[BucketStats]:
         """Current quantiles of every bucket, ascending by bucket."""
         return [

@@ -16,6 +16,10 @@ Exported metrics (all prefixed ``weir_``; see :data:`METRIC_NAMES`)::
     produce_errors_total                counter
     trace_context_malformed_total       counter  input records whose traceparent was
                                                  malformed (not forwarded)
+    model_loads_total{result}           counter  model versions "loaded" (swapped in) or
+                                                 "refused" (service.models)
+    shadow_batches_total{result}        counter  shadow batches "run", "dropped" (behind),
+                                                 "failed" (service.shadow)
     rebalances_total                    counter
     task_deaths_total{task}             counter  background tasks that died (each stops
                                                  the worker)
@@ -86,6 +90,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "weir_events",
     "weir_inference_seconds",
     "weir_info",
+    "weir_model_loads",
     "weir_paused_partitions",
     "weir_produce_errors",
     "weir_publish_seconds",
@@ -93,6 +98,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "weir_queued_events",
     "weir_ready",
     "weir_rebalances",
+    "weir_shadow_batches",
     "weir_task_deaths",
     "weir_trace_context_malformed",
 )
@@ -178,6 +184,14 @@ class WeirCollector(Collector):
             "weir_dead_letters", "Records sent to the dead-letter topic.", labels=["reason"]
         )
         engine_errors = CounterMetricFamily("weir_engine_errors", "Engine calls that failed.")
+        loads = CounterMetricFamily(
+            "weir_model_loads", "Model versions swapped in or refused.", labels=["result"]
+        )
+        shadow = CounterMetricFamily(
+            "weir_shadow_batches",
+            "Batches of the shadow candidate: run, dropped (it was behind) or failed.",
+            labels=["result"],
+        )
         produce_errors = CounterMetricFamily("weir_produce_errors", "Produce requests that failed.")
         malformed = CounterMetricFamily(
             "weir_trace_context_malformed",
@@ -194,6 +208,10 @@ class WeirCollector(Collector):
             engine_errors.add_metric([], c.engine_errors)
             produce_errors.add_metric([], c.produce_errors)
             malformed.add_metric([], c.trace_malformed)
+            for result, n in c.model_loads.items():
+                loads.add_metric([result], n)
+            for result, n in c.shadow.items():
+                shadow.add_metric([result], n)
         missed = CounterMetricFamily(
             "weir_deadline_misses",
             "SLO misses: expired, shed, or inferred past the deadline (late).",
@@ -201,7 +219,8 @@ class WeirCollector(Collector):
         )
         for outcome, n in misses(v).items():
             missed.add_metric([outcome], n)
-        yield from (events, decisions, dead, missed, engine_errors, produce_errors, malformed)
+        yield from (events, decisions, dead, missed, engine_errors, produce_errors)
+        yield from (loads, shadow, malformed)
         yield CounterMetricFamily("weir_rebalances", "Partition revocations.", value=v.rebalances)
         yield CounterMetricFamily("weir_commits", "Successful commits.", value=v.commits)
         yield _task_deaths(v)

@@ -1,10 +1,12 @@
-"""``weir serve`` and ``weir config``: the service's own command groups."""
+"""``weir serve``, ``weir swap`` and ``weir config``: the service's own command groups."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+import urllib.error
+import urllib.request
 from typing import Any
 
 import msgspec
@@ -32,6 +34,31 @@ def _serve(args: argparse.Namespace) -> int:
         runner = asyncio.run
     runtime = Runtime(settings, worker_index=args.worker_index or 0)
     return int(runner(runtime.run()))
+
+
+def _swap(args: argparse.Namespace) -> int:
+    """POST the package path to every worker's /admin/model; 0 when all swapped."""
+    settings = load_settings(args.config)
+    h = settings.http
+    host = f"[{h.host}]" if ":" in h.host else h.host
+    workers = args.workers if args.workers is not None else settings.workers
+    body = msgspec.json.encode({"path": args.path})
+    failed = 0
+    for i in range(workers):
+        url = f"http://{host}:{h.port + i}/admin/model"
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=args.timeout) as response:  # noqa: S310
+                status, answer = int(response.status), response.read()
+        except urllib.error.HTTPError as exc:
+            status, answer = exc.code, exc.read()
+        except OSError as exc:
+            status, answer = 0, f"unreachable: {exc}".encode()
+        print(f"worker {i} ({url}): {status or '-'} {answer.decode('utf-8', 'replace')}")
+        failed += status != 200
+    return 1 if failed else 0
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -66,6 +93,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, metavar="N", help="worker processes (default: settings)")
     p.add_argument("--worker-index", type=int, metavar="I", help=argparse.SUPPRESS)
     p.set_defaults(func=_serve)
+
+    w = sub.add_parser(
+        "swap",
+        help="swap a running service's model for the package at PATH",
+        description="POST PATH to /admin/model of every worker of a running `weir serve` "
+        "(its [http] host and port + i; needs [model] admin = true there): each loads, "
+        "verifies and warms the package, then swaps it in between batches. Exit 1 unless "
+        "every worker swapped.",
+    )
+    w.add_argument("path", metavar="PATH", help="model package directory, as the service sees it")
+    w.add_argument("--config", "-c", metavar="FILE", help="the service's settings file (TOML)")
+    w.add_argument("--workers", type=int, metavar="N", help="worker processes (default: settings)")
+    w.add_argument(
+        "--timeout", type=float, default=300.0, metavar="S", help="per worker (default 300)"
+    )
+    w.set_defaults(func=_swap)
 
     c = sub.add_parser("config", help="check or show settings", description="Settings tools.")
     csub = c.add_subparsers(dest="config_command", metavar="COMMAND", required=True)

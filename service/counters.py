@@ -22,8 +22,10 @@ class Counters:
         "events_in",
         "kinds",
         "late",
+        "model_loads",
         "probes",
         "produce_errors",
+        "shadow",
         "trace_malformed",
     )
 
@@ -41,3 +43,7 @@ class Counters:
         """Input records whose ``traceparent`` was malformed (``service.tracing``)."""
         self.kinds: dict[tuple[str, type | None], int] = {}
         """Records in by (topic, event type); ``None``: dead-lettered."""
+        self.model_loads: dict[str, int] = {"loaded": 0, "refused": 0}
+        """Model versions swapped in or refused (``service.models``)."""
+        self.shadow: dict[str, int] = {"run": 0, "dropped": 0, "failed": 0}
+        """Shadow batches run, dropped (the shadow was behind) or failed (``service.shadow``)."""

@@ -31,3 +31,18 @@ class TopicError(ServiceError):
 
 class PublishError(ServiceError):
     """A decision or dead letter was not acknowledged; the broker's error is the cause."""
+
+
+class ModelRefused(ServiceError):
+    """A model version failed to load, verify or install; the old one keeps serving."""
+
+    def __init__(self, message: str, path: str, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        """The package directory asked for."""
+        self.reason = reason
+        """Why it was refused (the load error, or the contract change)."""
+
+
+class SwapBusy(ServiceError):
+    """A model version is being loaded already; one load at a time."""

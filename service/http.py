@@ -3,7 +3,9 @@
 A minimal HTTP/1.1 server on ``asyncio.start_server`` (no new dependency), bound to
 ``[http] host:port`` (loopback by default), on the worker's own event loop, so every
 read of the pipeline's figures happens between two steps of the hot path, never during
-one. One request per connection (``Connection: close``); GET and HEAD only.
+one. One request per connection (``Connection: close``); GET and HEAD, and POST to
+``/admin/model`` when an ``admin`` handler is given (``[model] admin``), from loopback
+peers only (loading a package imports its feature code).
 
 ==============  ==============================================================
 ``/metrics``    Prometheus text format of the worker's own registry
@@ -16,6 +18,8 @@ one. One request per connection (``Connection: close``); GET and HEAD only.
 ``/live``       JSON: per-second series of the last five minutes
 ``/``           a self-contained live page (inline JS and canvas, no network
                 other than ``/live`` and ``/status`` on the same origin)
+``/admin/model``  POST ``{"path": "<package dir>"}``: load, verify, warm up and
+                swap in that model version (``service.models``); JSON answer
 ==============  ==============================================================
 """
 
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -36,8 +42,13 @@ log = get_logger("weir.http")
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    409: "Conflict",
+    411: "Length Required",
+    413: "Content Too Large",
+    422: "Unprocessable Content",
     503: "Service Unavailable",
 }
 _TEXT = "text/plain; charset=utf-8"
@@ -49,6 +60,11 @@ _CSP = (
 )
 _READ_TIMEOUT_S = 5.0
 _MAX_HEAD = 16_384
+_MAX_BODY = 65_536
+ADMIN_PATH = "/admin/model"
+
+AdminHandler = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+"""``POST /admin/model``: the request body in, (status, JSON body) out."""
 
 
 class OpsServer:
@@ -67,8 +83,10 @@ class OpsServer:
         *,
         sample_interval_s: float = 1.0,
         tasks: TaskSupervisor | None = None,
+        admin: AdminHandler | None = None,
     ) -> None:
         self.metrics = metrics
+        self._admin = admin
         self._tasks = tasks or TaskSupervisor()
         self.host = host
         self._port = port
@@ -122,6 +140,10 @@ class OpsServer:
                 await self._send(writer, 400, _TEXT, b"bad request line\n", head=False)
                 return
             method, target, _ = parts
+            if method == "POST" and self._admin is not None:
+                status, body = await self._post(reader, writer, head, target.split("?", 1)[0])
+                await self._send(writer, status, _JSON, body, head=False)
+                return
             if method not in ("GET", "HEAD"):
                 await self._send(writer, 405, _TEXT, b"only GET and HEAD\n", head=False, allow=True)
                 return
@@ -133,6 +155,32 @@ class OpsServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    async def _post(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        head: bytes,
+        path: str,
+    ) -> tuple[int, bytes]:
+        assert self._admin is not None
+        if path != ADMIN_PATH:
+            return 404, _json_error(f"no such endpoint: POST {path}")
+        peer = writer.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else ""
+        if not _is_loopback(host):
+            return 403, _json_error(f"{ADMIN_PATH} answers loopback peers only, not {host!r}")
+        length = _content_length(head)
+        if length is None:
+            return 411, _json_error("POST needs a Content-Length header")
+        if length > _MAX_BODY:
+            return 413, _json_error(f"body of {length} bytes exceeds {_MAX_BODY}")
+        try:
+            async with asyncio.timeout(_READ_TIMEOUT_S):
+                body = await reader.readexactly(length)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            return 400, _json_error(f"body shorter than its Content-Length {length}")
+        return await self._admin(body)
 
     async def _route(self, path: str) -> tuple[int, str, bytes]:
         m = self.metrics
@@ -179,6 +227,31 @@ class OpsServer:
         if not head:
             writer.write(body)
         await writer.drain()
+
+
+def _json_error(message: str) -> bytes:
+    return msgspec.json.encode({"error": message})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return bool((mapped or addr).is_loopback)
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"content-length":
+            try:
+                n = int(value.strip())
+            except ValueError:
+                return None
+            return n if n >= 0 else None
+    return None
 
 
 LIVE_PAGE = """<!doctype html>

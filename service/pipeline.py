@@ -11,6 +11,12 @@ implementation (``engines.features``: a state per key, ``write_input`` at ingest
 likelihood) lives in the same bounded ``StateStore`` and is judged at dispatch, in each
 key's event order. ``warm`` (after a seek back) rebuilds the feature states only.
 
+A new model version (``engines.version.ModelVersion``, loaded and warmed off the hot path
+by ``service.models``) is handed over with ``offer``; the dispatcher ``install``s it between
+two batches: engine, head, version string and the scheduler's latency profile change in one
+step, so every decision names the version that made it. The feature implementation and the
+per-key states stay: the version's feature contract must be the same.
+
 Memory: each queued event holds a slot of the slot table (``service.slots``): its model
 input, written at ingest into the slot's row of a preallocated slab (the key's window moves
 on with later events, so it cannot be read at dispatch time), its target, its key's head
@@ -42,6 +48,7 @@ from engines.base import Engine, FloatArray
 from engines.errors import EngineError
 from engines.features import Features
 from engines.head import Head
+from engines.version import ModelVersion
 from schemas.base import EventDecoder
 from schemas.codec import dead_letter_codec, decision_codec
 from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
@@ -64,6 +71,7 @@ from service.tracing import TraceCarry
 
 if TYPE_CHECKING:
     from service.base import BatchObserver, BatchTracer
+    from service.shadow import Shadow
 
 TP = tuple[str, int]
 Clock = Callable[[], int]
@@ -146,12 +154,15 @@ class Pipeline:
         self.tasks = tasks or TaskSupervisor()
         """Starts the dispatcher; its death is a failure of the pipeline (``failed``)."""
         self._publish_failed: PublishError | None = None
+        self._offer: tuple[ModelVersion, asyncio.Future[None]] | None = None
         self.observer = observer
         """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
         self.trace = TraceCarry(self.slots.scratch + 1, self.counters)
         """Each queued event's trace headers, by slot (``service.tracing``)."""
         self.tracer = tracer
         """Makes a span per batch (``service.base.BatchTracer``); ``None``: off."""
+        self.shadow: Shadow | None = None
+        """A candidate offered a copy of every batch that ran (``service.shadow``)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -203,11 +214,67 @@ class Pipeline:
         self._closing = True
         self._wake.set()
         task, self._task = self._task, None
+        if self._offer is not None:
+            self._offer[1].cancel()
+            self._offer = None
         if task is not None:
             task.cancel()
             await asyncio.wait([task])  # a death was reported through ``tasks`` already
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+
+    # -- model versions ----------------------------------------------------------------------
+
+    def offer(self, version: ModelVersion) -> asyncio.Future[None]:
+        """Have the dispatcher ``install`` ``version`` before its next batch; the future is
+        done once it serves (or holds the ``EngineError`` that kept it out)."""
+        if self._offer is not None:
+            raise ServiceError(
+                f"model version {self._offer[0].version} is already waiting to be installed"
+            )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._offer = (version, future)
+        self._wake.set()
+        return future
+
+    def withdraw(self, version: ModelVersion) -> bool:
+        """Take back an ``offer`` of ``version`` not installed yet; False when it was (or
+        another version waits)."""
+        if self._offer is None or self._offer[0] is not version:
+            return False
+        self._offer[1].cancel()
+        self._offer = None
+        return True
+
+    def install(self, version: ModelVersion) -> None:
+        """Serve ``version`` from now on, in one step (nothing awaited): its engine, head
+        and version string, and its measured profile in the scheduler's. Call it between
+        batches only (the dispatcher does, for ``offer``)."""
+        engine = version.engine
+        if engine.n_features != self.spec.n_features:
+            raise EngineError(
+                f"model version {version.version} takes {engine.n_features} features per "
+                f"input but the feature implementation serving gives {self.spec.n_features}"
+            )
+        self.scheduler.profile.adopt(engine.profile)
+        engine.observe = False
+        self.engine = engine
+        self.head = version.head
+        self.model_version = version.version
+        self._model_header = (MODEL_HEADER, version.version.encode())
+        self._prober = Prober(engine, self.scheduler.profile, self.budgets, self.counters)
+
+    def _take_offer(self) -> None:
+        assert self._offer is not None
+        (version, future), self._offer = self._offer, None
+        try:
+            self.install(version)
+        except EngineError as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(None)
 
     # -- ingest ------------------------------------------------------------------------------
 
@@ -351,6 +418,8 @@ class Pipeline:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         while True:
+            if self._offer is not None:
+                self._take_offer()  # between batches: nothing of the old version in flight
             now = clock()
             result = sched.poll(now)
             if isinstance(result, Batch):
@@ -451,6 +520,10 @@ class Pipeline:
                 error,
                 m2w,
             )
+        shadow = self.shadow
+        if shadow is not None and error is None:
+            # A copy, queued without waiting; the shadow runs once the dispatcher yields.
+            shadow.offer(engine.input_buffer(bucket), items, idx, self.slots, -self.w2m.offset_ns)
         # An expired or shed event of a key in this batch is earlier in that key: its
         # decision goes first; the others wait until the batch's decisions are out.
         later: list[tuple[Item[int], Status]] = []

@@ -17,6 +17,9 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
 - topics (``service.topics``): checked before subscribing (created with ``[topics] create``,
   else a missing decision or dead-letter topic stops the start); a background task picks up
   input topics created after the start and warns while they are missing;
+- model versions (``service.models``): ``POST /admin/model`` (``[model] admin``) and
+  ``[model] watch_dir`` load a new version off the loop and swap it in between batches;
+  one that fails stays out and the old one serves on;
 - SIGTERM/SIGINT: stop fetching, drain within ``drain_timeout_ms``, commit, exit 0; a
   second signal exits at once (status 130);
 - a background task that dies (dispatcher, sink submitter, metrics sampler, topic watch: all
@@ -51,16 +54,19 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from engines.base import Engine
+from engines.descriptor import FeaturesRef, read_descriptor
 from engines.features import Features
 from engines.head import Head
 from engines.registry import load_model
+from engines.version import ModelVersion
 from service.base import Clients, Consumer, Producer
-from service.errors import BrokerError, ServiceError
+from service.errors import BrokerError, ModelRefused, ServiceError
 from service.http import OpsServer
 from service.inbound import build_decoder
 from service.kafka import KafkaClients, KafkaSink
 from service.logs import get_logger
 from service.metrics import Metrics
+from service.models import ModelControl
 from service.pipeline import Pipeline
 from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
 from service.tasks import TaskDied, TaskSupervisor
@@ -128,9 +134,13 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.worker_index = worker_index
+        self._features_ref: FeaturesRef | None = None
+        self._model_path = ""
         if engine is None or head is None or spec is None:
             bundle, engine, head, spec = load_model(settings)
             model_version = bundle.metadata.model_version
+            self._features_ref = read_descriptor(bundle).features
+            self._model_path = str(bundle.path)
         self.engine = engine
         self.head = head
         self.spec = spec
@@ -166,6 +176,10 @@ class Runtime:
         self._http: OpsServer | None = None
         self._missing_inputs: list[str] = []
         self._watch: asyncio.Task[None] | None = None
+        self.models: ModelControl | None = None
+        """Swaps the model version (``service.models``); None until the pipeline runs."""
+        self._model_watch: asyncio.Task[None] | None = None
+        self._shadow_start: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -216,8 +230,12 @@ class Runtime:
 
     async def _check_topics(self) -> None:
         try:
+            m = self.settings.model
             self._missing_inputs = await check_topics(
-                self.settings.kafka, self.settings.topics, admin=self._clients.admin
+                self.settings.kafka,
+                self.settings.topics,
+                admin=self._clients.admin,
+                shadow_topic=m.shadow_topic if m.shadow else "",
             )
         except BaseException:
             for client in (self.consumer, self.producer):
@@ -303,6 +321,7 @@ class Runtime:
             tracer=self.tracer,
         )
         self.pipeline.start()
+        self._start_models(self.pipeline)
         if self.eos:
             await self.producer.begin_transaction()
         log.info(
@@ -326,6 +345,40 @@ class Runtime:
         finally:
             status = await self._shutdown()
         return status
+
+    def _start_models(self, pipeline: Pipeline) -> None:
+        current = ModelVersion(
+            version=self.model_version,
+            engine=self.engine,
+            head=self.head,
+            features=self.spec,
+            features_ref=self._features_ref,
+            path=self._model_path,
+        )
+        self.models = ModelControl(self.settings, current, pipeline, on_swap=self._on_swap)
+        if self.settings.model.watch_dir:
+            self._model_watch = self.tasks.spawn(self.models.watch(), "weir-model-watch")
+        if self.settings.model.shadow:
+            assert self.sink is not None
+            # One-shot, not supervised (it ends): a refusal is logged and counted inside.
+            self._shadow_start = asyncio.get_running_loop().create_task(
+                self._start_shadow(self.models, self.sink), name="weir-shadow-start"
+            )
+
+    async def _start_shadow(self, models: ModelControl, sink: KafkaSink) -> None:
+        with contextlib.suppress(ModelRefused):
+            await models.start_shadow(self.settings.model.shadow, sink, self.tasks)
+
+    def _on_swap(self, version: ModelVersion) -> None:
+        self.engine = version.engine
+        self.head = version.head
+        self.model_version = version.version
+
+    async def admin(self, body: bytes) -> tuple[int, bytes]:
+        """Answer ``POST /admin/model`` (``ModelControl.admin``); 503 before serving."""
+        if self.models is None:
+            return 503, msgspec.json.encode({"error": "not serving yet: no model to replace"})
+        return await self.models.admin(body)
 
     async def _loop(self) -> None:
         assert self.consumer is not None and self.pipeline is not None
@@ -491,11 +544,12 @@ class Runtime:
     async def _shutdown(self) -> int:
         status = 0
         pipe = self.pipeline
-        watch, self._watch = self._watch, None
-        if watch is not None and not watch.done():
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        for watch in (self._watch, self._model_watch, self._shadow_start):
+            if watch is not None and not watch.done():
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+        self._watch = self._model_watch = self._shadow_start = None
         try:
             if pipe is not None:
                 # After a failure nothing more is committed: the restart resumes from the
@@ -510,6 +564,8 @@ class Runtime:
                 else:
                     status = 1
                 await pipe.close()
+            if self.models is not None:
+                await self.models.aclose()
         finally:
             if self.sink is not None:
                 await self.sink.close()
@@ -534,7 +590,8 @@ class Runtime:
         if not h.enabled:
             return
         port = h.port + self.worker_index if h.port else 0
-        server = OpsServer(self.metrics, h.host, port, tasks=self.tasks)
+        admin = self.admin if self.settings.model.admin else None
+        server = OpsServer(self.metrics, h.host, port, tasks=self.tasks, admin=admin)
         try:
             await server.start()
         except OSError as exc:

@@ -283,6 +283,25 @@ class HttpSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     port: NonNegative = 9464
 
 
+class ModelControlSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Live model swap and shadow (docs/model-packages.md, "Live swap and shadow")."""
+
+    admin: bool = False
+    """Serve ``POST /admin/model`` on the ``[http]`` server, to loopback peers only (loading
+    a package imports its feature code): off by default."""
+    watch_dir: str = ""
+    """A directory polled for package directories: the newest (by ``metadata.json`` time)
+    is loaded and swapped in; empty: off."""
+    watch_interval_ms: Positive = 2_000
+    require_parity: bool = False
+    """Refuse a package without ``parity_sample.json`` (one with it is always checked)."""
+    shadow: str = ""
+    """Package directory of a shadow candidate run on the primary's batches; empty: off."""
+    shadow_topic: str = "weir.decisions.shadow"
+    shadow_queue: Positive = 4
+    """Batches waiting for the shadow; a batch beyond them is dropped and counted."""
+
+
 class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """structlog output."""
 
@@ -317,6 +336,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     state: StateSettings = msgspec.field(default_factory=StateSettings)
     shutdown: ShutdownSettings = msgspec.field(default_factory=ShutdownSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    model: ModelControlSettings = msgspec.field(default_factory=ModelControlSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
     workers: Positive = 1

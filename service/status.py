@@ -71,6 +71,7 @@ def status_document(
     return {
         "worker": view.worker_index,
         "model_version": view.model_version,
+        "model": view.models.status() if view.models is not None else None,
         "ready": {"ok": ok, "reason": reason},
         "rebalances": view.rebalances,
         "commits": view.commits,
@@ -99,6 +100,8 @@ def _counters(view: RuntimeView) -> dict[str, Any]:
         "produce_errors": c.produce_errors,
         "late": c.late,
         "queued": pipe.queued,
+        "model_loads": dict(c.model_loads),
+        "shadow_batches": dict(c.shadow),
     }
 
 

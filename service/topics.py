@@ -1,7 +1,8 @@
 """The service's topics: checked at start, created on request, watched while missing.
 
 At start, after the clients connect and before the consumer subscribes, ``check_topics``
-looks every input, decision and dead-letter topic up in the cluster's topic list (a
+looks every input, decision and dead-letter topic (and the shadow topic, with a
+``[model] shadow``) up in the cluster's topic list (a
 metadata request for all topics, which, unlike one naming a topic, never makes a broker
 with ``auto.create.topics.enable`` create it):
 
@@ -9,7 +10,7 @@ with ``auto.create.topics.enable`` create it):
   ``replication_factor`` (one that another worker created meanwhile is fine), and the
   start waits, up to ``kafka.request_timeout_ms``, until each has a leader for every
   partition;
-- otherwise a missing decision or dead-letter topic is a ``TopicError`` naming each one
+- otherwise a missing decision, dead-letter or shadow topic is a ``TopicError`` naming each one
   and the broker (publishing to it would fail later, on the dispatcher), and each missing
   input topic gets an ``input_topic_missing`` warning.
 
@@ -49,26 +50,34 @@ _FIX = "create it, or set [topics] create = true (WEIR_TOPICS__CREATE=true)"
 _FIX_MANY = "create them, or set [topics] create = true (WEIR_TOPICS__CREATE=true)"
 
 
-def _roles(k: KafkaSettings) -> dict[str, str]:
+def _roles(k: KafkaSettings, shadow_topic: str) -> dict[str, str]:
     """Topic -> what it is to the service (the first role wins for a name used twice)."""
     roles: dict[str, str] = {}
     for topic in k.input_topics:
         roles.setdefault(topic, "input")
     roles.setdefault(k.decision_topic, "decision")
     roles.setdefault(k.dlq_topic, "dead-letter")
+    if shadow_topic:
+        roles.setdefault(shadow_topic, "shadow")
     return roles
 
 
 async def check_topics(
-    k: KafkaSettings, t: TopicSettings, *, admin: AdminFactory = KafkaTopicAdmin
+    k: KafkaSettings,
+    t: TopicSettings,
+    *,
+    admin: AdminFactory = KafkaTopicAdmin,
+    shadow_topic: str = "",
 ) -> list[str]:
-    """Check (and with ``t.create``, create) the service's topics; returns the input topics
-    still missing, each already warned about. See the module docstring."""
+    """Check (and with ``t.create``, create) the service's topics, ``shadow_topic`` too when
+    given; returns the input topics still missing, each already warned about. See the
+    module docstring."""
     client = admin(k)
     try:
         await client.start()
         existing = await client.topics()
-        missing = {name: role for name, role in _roles(k).items() if name not in existing}
+        roles = _roles(k, shadow_topic)
+        missing = {name: role for name, role in roles.items() if name not in existing}
         if t.create:
             await _create(client, k, t, missing)
             return []

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from engines.base import Engine
     from service.base import ConsumerLike
+    from service.models import ModelControl
     from service.pipeline import Pipeline
     from service.settings import Settings
 
@@ -53,6 +54,11 @@ class RuntimeView(Protocol):
     @property
     def worker_index(self) -> int: ...
 
+    @property
+    def models(self) -> ModelControl | None:
+        """Live model swap (``service.models``); None where there is none."""
+        ...
+
 
 class InMemoryView:
     """A ``RuntimeView`` over a pipeline served without Kafka (replay in process, tests).
@@ -73,3 +79,4 @@ class InMemoryView:
         self.commits = 0
         self.model_version = model_version
         self.worker_index = 0
+        self.models: ModelControl | None = None

@@ -45,6 +45,7 @@ EXPECTED_TYPES = {
     "weir_events": ("counter", {"topic", "kind"}),
     "weir_inference_seconds": ("histogram", set()),
     "weir_info": ("gauge", {"model_version", "engine", "device", "precision", "worker"}),
+    "weir_model_loads": ("counter", {"result"}),
     "weir_paused_partitions": ("gauge", set()),
     "weir_produce_errors": ("counter", set()),
     "weir_publish_seconds": ("histogram", set()),
@@ -52,6 +53,7 @@ EXPECTED_TYPES = {
     "weir_queued_events": ("gauge", set()),
     "weir_ready": ("gauge", set()),
     "weir_rebalances": ("counter", set()),
+    "weir_shadow_batches": ("counter", {"result"}),
     "weir_task_deaths": ("counter", {"task"}),
     "weir_trace_context_malformed": ("counter", set()),
 }

@@ -77,6 +77,22 @@ async def test_missing_output_topic_is_an_error(absent: list[str], message: str)
     assert not admin.open
 
 
+async def test_a_shadow_topic_is_checked_and_created_like_the_decision_topic() -> None:
+    """Given a shadow topic: missing, it stops the start by name; with create, it is made."""
+    admin = MemoryAdmin(ALL)
+    with pytest.raises(TopicError) as info:
+        await check_topics(
+            _kafka(), TopicSettings(), admin=_factory(admin), shadow_topic="decisions.shadow"
+        )
+    assert str(info.value) == (
+        "shadow topic 'decisions.shadow' does not exist on Kafka at kafka-1:9092: create it, "
+        "or set [topics] create = true (WEIR_TOPICS__CREATE=true)"
+    )
+    topics = TopicSettings(create=True, partitions=2)
+    await check_topics(_kafka(), topics, admin=_factory(admin), shadow_topic="decisions.shadow")
+    assert admin.created == [("decisions.shadow", 2, 1)]
+
+
 async def test_missing_input_topic_is_warned_about_by_name() -> None:
     """A missing input topic is returned and gets one warning naming it and the broker."""
     admin = MemoryAdmin({t: n for t, n in ALL.items() if t != "trades"})
