@@ -47,6 +47,7 @@ func main() {
 	port := flag.Int("port", 0, "TCP port on 127.0.0.1 (0: any free port)")
 	partitions := flag.Int("partitions", 1, "partitions of each -topic and of auto-created topics")
 	clusterID := flag.String("cluster-id", "weir", "cluster id in metadata responses")
+	autoCreate := flag.Bool("auto-create-topics", true, "create a topic on first metadata request, as Kafka's auto.create.topics.enable")
 	version := flag.Bool("version", false, "print the kfake module version and exit")
 	var topics topicsFlag
 	flag.Var(&topics, "topic", "a topic to create at start (repeatable)")
@@ -69,6 +70,9 @@ func main() {
 		kfake.Ports(*port),
 		kfake.ClusterID(*clusterID),
 		kfake.DefaultNumPartitions(*partitions),
+	}
+	if *autoCreate {
+		opts = append(opts, kfake.AllowAutoTopicCreation())
 	}
 	if len(topics) > 0 {
 		opts = append(opts, kfake.SeedTopics(int32(*partitions), topics...))
