@@ -1,4 +1,4 @@
-module weir.local/kfake
+module weir/deploy/kfake
 
 go 1.26.0
 

@@ -15,7 +15,7 @@ from service.broker.gobuild import GoToolchain, build_cached, find_go, run_build
 from service.broker.kfake import BINARY, kfake_version
 from service.errors import BrokerError
 
-_GO_MOD = """module weir.local/kfake
+_GO_MOD = """module weir/deploy/kfake
 
 go 1.26.0
 
@@ -26,7 +26,7 @@ require github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 def _sources(directory: Path, main: str = "package main\n") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "go.mod").write_text(_GO_MOD)
-    (directory / "go.sum").write_text("example.com/m v1.0.0 h1:abc=\n")
+    (directory / "go.sum").write_text("weir/m v1.0.0 h1:abc=\n")
     (directory / "main.go").write_text(main)
     return directory
 
