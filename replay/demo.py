@@ -16,8 +16,9 @@ latency. Tansu answers a fetch only when ``fetch_max_wait_ms`` runs out, so each
 (service in, harness back) costs up to that long: on Tansu the demo sets 5 ms on both sides
 and says so. kfake wakes a waiting fetch as Kafka does and supports transactions, but it is a
 test fake held in memory, not the broker of record. ``--exactly-once`` runs the service
-transactionally (Kafka or kfake) and the harness reads decisions ``read_committed``. :class:`ServiceProcess` (the service or the echo in a
-child process) is also what measurements against Apache Kafka use.
+transactionally (Kafka or kfake) and the harness reads decisions ``read_committed``.
+:class:`ServiceProcess` (the service or the echo in a child process) is also what
+measurements against Apache Kafka use.
 """
 
 from __future__ import annotations

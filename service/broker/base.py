@@ -18,7 +18,8 @@ Call contract of every :class:`Broker`:
   that died or never became ready, quoting the last lines of its log.
 
 Implementations: :class:`service.broker.kafka.ApacheKafka`, :class:`service.broker.kfake.KFake`,
-:class:`service.broker.tansu.Tansu` and the fake :class:`service.broker.external.ExternalBroker` (an address someone else runs).
+:class:`service.broker.tansu.Tansu` and the fake :class:`service.broker.external.ExternalBroker`
+(an address someone else runs).
 """
 
 from __future__ import annotations
