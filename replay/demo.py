@@ -1,6 +1,7 @@
 """``weir demo``: the whole loop on one machine in about a minute, then everything stopped.
 
-1. start a fresh Apache Kafka (state in ``OUT/kafka``; ``--broker tansu``: the old embedded
+1. start a fresh Apache Kafka (state in ``OUT/kafka``; ``--broker kfake``: franz-go's in-memory
+   kfake, built from source once, state in ``OUT/kfake``; ``--broker tansu``: the old embedded
    Tansu, state in ``OUT/tansu``);
 2. start the service (``service.runtime.Runtime`` with the committed default bundle, or
    ``--bundle``) in a child process, and wait until it owns its partitions;
@@ -13,9 +14,11 @@ Apache Kafka is the default because it is the broker of record (tests, CI, every
 figure) and it wakes a waiting fetch when data arrives, so the demo shows the service's own
 latency. Tansu answers a fetch only when ``fetch_max_wait_ms`` runs out, so each consumer hop
 (service in, harness back) costs up to that long: on Tansu the demo sets 5 ms on both sides
-and says so. ``--exactly-once`` runs the service transactionally (Kafka only) and the harness
-reads decisions ``read_committed``. :class:`ServiceProcess` (the service or the echo in a
-child process) is also what measurements against Apache Kafka use.
+and says so. kfake wakes a waiting fetch as Kafka does and supports transactions, but it is a
+test fake held in memory, not the broker of record. ``--exactly-once`` runs the service
+transactionally (Kafka or kfake) and the harness reads decisions ``read_committed``.
+:class:`ServiceProcess` (the service or the echo in a child process) is also what
+measurements against Apache Kafka use.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from service.processes import ChildProcess, log_tail, spawn
 from service.settings import DeliveryMode, Secret, Settings, load_settings
 
 ServiceKind = Literal["service", "echo"]
-DemoBroker = Literal["kafka", "tansu"]
+DemoBroker = Literal["kafka", "kfake", "tansu"]
 
 DEMO_FETCH_MAX_WAIT_MS = 5
 """Tansu's fetch floor per consumer hop. 2 ms doubles Tansu's fetch load and, on a 2-core
@@ -250,7 +253,7 @@ def run_demo(
     ``slo`` defaults to ``DEMO_SLO``. With ``bootstrap``, the demo uses
     that running Kafka instead of starting one (and leaves it running).
     """
-    from service.broker import ApacheKafka, ExternalBroker, Tansu
+    from service.broker import ApacheKafka, ExternalBroker, KFake, Tansu
     from service.broker.base import Broker
 
     if not bundle and not (default_bundle_path() / "metadata.json").exists():
@@ -261,7 +264,7 @@ def run_demo(
     if bootstrap is not None:
         broker_kind = "kafka"
     if exactly_once and broker_kind == "tansu":
-        raise ReplayError("--exactly-once needs Apache Kafka: Tansu refuses transactions")
+        raise ReplayError("--exactly-once needs Apache Kafka or kfake: Tansu refuses transactions")
     out_dir.mkdir(parents=True, exist_ok=True)
     pacing = Pacing.parse(speed)
     on_tansu = broker_kind == "tansu"
@@ -272,6 +275,10 @@ def run_demo(
         broker, broker_name = ExternalBroker(bootstrap, progress=_say), f"Kafka at {bootstrap}"
     elif on_tansu:
         broker, broker_name = Tansu(state_dir=out_dir / "tansu", progress=_say), "Tansu"
+    elif broker_kind == "kfake":
+        broker = KFake(state_dir=out_dir / "kfake", progress=_say)
+        broker_name = "kfake (franz-go's in-memory test broker)"
+        broker.stop()  # a previous demo's broker, if one was left running
     else:
         broker_name = "Apache Kafka"
         broker = ApacheKafka(
@@ -411,10 +418,12 @@ def register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument(
         "--broker",
-        choices=("kafka", "tansu"),
+        choices=("kafka", "kfake", "tansu"),
         default="kafka",
-        help="kafka (default): Apache Kafka, the broker of record; tansu: the old embedded "
-        "broker (the tansu extra; a 5 ms fetch floor per hop, no transactions)",
+        help="kafka (default): Apache Kafka, the broker of record; kfake: franz-go's in-memory "
+        "test broker (built once with Go from PATH or the kfake extra; transactions work); "
+        "tansu: the old embedded broker (the tansu extra; a 5 ms fetch floor per hop, no "
+        "transactions)",
     )
     p.add_argument(
         "--bootstrap",

@@ -8,9 +8,10 @@ import pytest
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--broker",
-        choices=("kafka", "tansu"),
+        choices=("kafka", "kfake", "tansu"),
         default="kafka",
         help="broker the integration suite starts when WEIR_KAFKA_BOOTSTRAP is unset (or, when "
-        "set, which kind it names): kafka = Apache Kafka 4.x KRaft, tansu = embedded Tansu "
-        "(tests marked requires_transactions/requires_idempotence/requires_kafka then skip)",
+        "set, which kind it names): kafka = Apache Kafka 4.x KRaft, kfake = franz-go's kfake "
+        "(built once; needs Go or the kfake extra), tansu = embedded Tansu (tests marked "
+        "requires_transactions/requires_idempotence/requires_kafka then skip)",
     )

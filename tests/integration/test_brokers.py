@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from service.broker import ApacheKafka, Tansu
+from service.broker import ApacheKafka, KFake, Tansu, gobuild
+from service.broker.kfake import BINARY
+from service.errors import BrokerError
 
 TopicFactory = Callable[..., Awaitable[str]]
 
@@ -183,14 +185,10 @@ def test_second_start_finds_the_running_broker(
 ) -> None:
     """Starting the session's broker again starts nothing and returns the running address."""
     broker = getattr(session_broker, "broker", None)
-    if not isinstance(broker, ApacheKafka | Tansu):
+    if not isinstance(broker, ApacheKafka | KFake | Tansu):
         pytest.skip("the session broker came from WEIR_KAFKA_BOOTSTRAP")
     lines: list[str] = []
-    again = (
-        ApacheKafka(state_dir=broker.state_dir, progress=lines.append)
-        if isinstance(broker, ApacheKafka)
-        else Tansu(state_dir=broker.state_dir, progress=lines.append)
-    )
+    again = type(broker)(state_dir=broker.state_dir, progress=lines.append)
     assert again.start() == kafka_bootstrap
     assert len(lines) == 1
     assert "already running at " + kafka_bootstrap in lines[0]
@@ -228,6 +226,60 @@ async def test_tansu_starts_serves_and_stops(tmp_path: Path) -> None:
     assert status.describe() == f"tansu: stopped (last at {bootstrap})"
     tansu.stop()
     assert lines[-1] == f"Tansu not running (state dir {tmp_path})"
+
+
+def kfake_or_skip(state_dir: Path, progress: Callable[[str], None]) -> KFake:
+    """A KFake in ``state_dir``; skips the test when it is not built and no Go can build it."""
+    kfake = KFake(state_dir=state_dir, progress=progress)
+    if not gobuild.cached_binary(kfake.deploy, kfake.cache_dir, BINARY).is_file():
+        try:
+            gobuild.find_go()
+        except BrokerError as exc:
+            pytest.skip(f"kfake is not built and cannot be: {exc}")
+    return kfake
+
+
+@pytest.mark.embedded
+async def test_kfake_builds_starts_serves_transactions_and_stops(tmp_path: Path) -> None:
+    """kfake (built on first use) starts from inside an event loop, commits a transaction that
+    a read_committed reader sees without the aborted one, then stops and says so."""
+    lines: list[str] = []
+    kfake = kfake_or_skip(tmp_path, lines.append)
+    bootstrap = kfake.start()
+    try:
+        assert lines[-1].startswith("ready in ") and lines[-1].endswith(f" s at {bootstrap}")
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="weir-it-tx")
+        await producer.start()
+        try:
+            async with producer.transaction():
+                await producer.send("kfake-tx", b"committed")
+            await producer.begin_transaction()
+            await producer.send("kfake-tx", b"aborted")
+            await producer.abort_transaction()
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            "kfake-tx",
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        try:
+            assert await _drain(consumer, 1) == [b"committed"]
+        finally:
+            await consumer.stop()
+        assert kfake.start() == bootstrap
+        assert re.fullmatch(
+            rf"kfake v\S+ already running at {bootstrap} \(pid \d+, .*\)", lines[-1]
+        )
+    finally:
+        kfake.stop()
+    status = kfake.status()
+    assert not status.running
+    assert status.describe() == f"kfake: stopped (last at {bootstrap})"
+    kfake.stop()
+    assert lines[-1] == f"kfake not running (state dir {tmp_path})"
 
 
 _JAVA_TOOLS = frozenset({"java", "javac", "jar", "jshell", "keytool", "mvn", "mvnDebug"})

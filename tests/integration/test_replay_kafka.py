@@ -27,7 +27,9 @@ from replay.slo import Slo
 from schemas.codec import event_codec
 from schemas.events import Quote
 from schemas.feed import FeedReader
-from service.broker import ApacheKafka, Tansu
+from service.broker import ApacheKafka, KFake, Tansu
+from service.broker.gobuild import cached_binary, find_go
+from service.broker.kfake import BINARY
 from service.broker.tansu import find_tansu
 from service.errors import BrokerError
 from service.runtime import Runtime
@@ -196,6 +198,33 @@ def test_demo_runs_exactly_once_on_kafka_and_stops_everything(
     assert "exactly-once" in result.config.service and "Apache Kafka" in result.config.service
     assert any(n.startswith("exactly-once: decisions become visible") for n in result.config.notes)
     assert not ApacheKafka(state_dir=tmp_path / "kafka").status().running
+
+
+@pytest.mark.slow
+def test_demo_runs_exactly_once_on_kfake_and_stops_everything(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """On --broker kfake (built on first use) the demo runs the transactional service over 5 s of
+    synthetic data with exactly one decision each, and leaves no broker or service running."""
+    kfake = KFake(state_dir=tmp_path / "kfake")
+    if not cached_binary(kfake.deploy, kfake.cache_dir, BINARY).is_file():
+        try:
+            find_go()
+        except BrokerError as exc:
+            pytest.skip(f"kfake is not built and cannot be: {exc}")
+    result = run_demo(
+        out_dir=tmp_path,
+        seconds=5.0,
+        bundle=str(bundle_dir),
+        progress=False,
+        broker_kind="kfake",
+        exactly_once=True,
+        warmup_events=500,
+    )
+    c = result.completeness
+    assert c.inputs > 1000 and (c.lost, c.duplicated, c.unmatched) == (0, 0, 0)
+    assert "exactly-once" in result.config.service and "kfake" in result.config.service
+    assert not kfake.status().running
 
 
 @pytest.mark.slow

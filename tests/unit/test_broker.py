@@ -461,7 +461,7 @@ def test_cli_state_dir_needs_a_kind(tmp_path: Path) -> None:
     args = _parse("broker", "status", "--state-dir", str(tmp_path))
     with pytest.raises(BrokerError) as caught:
         args.func(args)
-    assert str(caught.value) == f"--state-dir {tmp_path} needs --kind (tansu or kafka)"
+    assert str(caught.value) == f"--state-dir {tmp_path} needs --kind (kafka, kfake or tansu)"
 
 
 def test_cli_status_exits_3_when_stopped(
