@@ -41,6 +41,22 @@ def cache_root() -> Path:
     return base / "weir"
 
 
+def deploy_dir(name: str) -> Path:
+    """Where ``deploy/<name>``'s files live: ``$WEIR_<NAME>_DEPLOY`` when set, else the source tree's."""
+    env = os.environ.get(f"WEIR_{name.upper()}_DEPLOY")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "deploy" / name
+
+
+def missing_deploy_file(file: str, deploy: Path, name: str) -> BrokerError:
+    """The error for ``file`` missing from ``deploy``, a copy of ``deploy/<name>``."""
+    return BrokerError(
+        f"{file} not found in {deploy}: run from a weir source tree or set "
+        f"WEIR_{name.upper()}_DEPLOY to a directory holding deploy/{name}'s files"
+    )
+
+
 def no_progress(_line: str) -> None:
     """The default progress callback: say nothing."""
 

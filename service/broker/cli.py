@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from service.broker._managed import ManagedBroker
 from service.broker.base import Broker, BrokerKind
 from service.broker.kafka import KAFKA_VERSION, ApacheKafka
 from service.broker.kfake import KFake
@@ -115,11 +116,7 @@ def _add_start(sub: Subparsers, name: str, kind: BrokerKind | None) -> None:
         help="stay attached; stop the broker on Ctrl-C",
     )
     if kind in (None, "kafka"):
-        parser.add_argument(
-            "--kafka-version",
-            default=KAFKA_VERSION,
-            help=f"Apache Kafka release, 4.x (default {KAFKA_VERSION})",
-        )
+        _add_kafka_version(parser)
     parser.set_defaults(func=_start)
 
 
@@ -147,12 +144,16 @@ def _add_lock_jars(sub: Subparsers) -> None:
         "as Maven resolves deploy/kafka/pom.xml, with its sha256. A maintainer's step when the "
         "Kafka version changes; needs mvn. Starting a broker never needs it.",
     )
+    _add_kafka_version(parser)
+    parser.set_defaults(func=_lock_jars)
+
+
+def _add_kafka_version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kafka-version",
         default=KAFKA_VERSION,
         help=f"Apache Kafka release, 4.x (default {KAFKA_VERSION})",
     )
-    parser.set_defaults(func=_lock_jars)
 
 
 def _add_build(sub: Subparsers) -> None:
@@ -203,25 +204,19 @@ def _broker(kind: BrokerKind, args: argparse.Namespace) -> Broker:
     if timeout is not None and not timeout > 0:
         raise BrokerError(f"bad --timeout {timeout:g}: expected seconds > 0")
     port: int = getattr(args, "port", 0)
+    broker: ManagedBroker
     if kind == "kafka":
-        kafka = ApacheKafka(
-            version=getattr(args, "kafka_version", KAFKA_VERSION),
-            port=port,
-            state_dir=args.state_dir,
-            progress=progress,
+        version = getattr(args, "kafka_version", KAFKA_VERSION)
+        broker = ApacheKafka(
+            version=version, port=port, state_dir=args.state_dir, progress=progress
         )
-        if timeout is not None:
-            kafka.start_timeout = kafka.stop_timeout = timeout
-        return kafka
-    if kind == "kfake":
-        kfake = KFake(port=port, state_dir=args.state_dir, progress=progress)
-        if timeout is not None:
-            kfake.start_timeout = kfake.stop_timeout = timeout
-        return kfake
-    tansu = Tansu(port=port, state_dir=args.state_dir, progress=progress)
+    elif kind == "kfake":
+        broker = KFake(port=port, state_dir=args.state_dir, progress=progress)
+    else:
+        broker = Tansu(port=port, state_dir=args.state_dir, progress=progress)
     if timeout is not None:
-        tansu.start_timeout = tansu.stop_timeout = timeout
-    return tansu
+        broker.start_timeout = broker.stop_timeout = timeout
+    return broker
 
 
 def _start(args: argparse.Namespace) -> int:

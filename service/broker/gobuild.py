@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.broker import _process
 from service.broker.base import Progress
 from service.errors import BrokerError
 
@@ -107,10 +108,7 @@ def source_key(source_dir: Path) -> str:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise BrokerError(
-                f"{name} not found in {source_dir}: run from a weir source tree or set "
-                "WEIR_KFAKE_DEPLOY to a directory holding deploy/kfake's files"
-            ) from None
+            raise _process.missing_deploy_file(name, source_dir, "kfake") from None
         digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()[:16]

@@ -63,10 +63,7 @@ def deploy_dir() -> Path:
 
     ``$WEIR_KAFKA_DEPLOY`` when set, else ``deploy/kafka`` in the source tree.
     """
-    env = os.environ.get("WEIR_KAFKA_DEPLOY")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "deploy" / "kafka"
+    return _process.deploy_dir("kafka")
 
 
 def render_server_properties(
@@ -277,10 +274,7 @@ class ApacheKafka(ManagedBroker):
     def _deploy_file(self, name: str) -> Path:
         path = self.deploy / name
         if not path.is_file():
-            raise BrokerError(
-                f"{name} not found in {self.deploy}: run from a weir source tree or set "
-                "WEIR_KAFKA_DEPLOY to a directory holding deploy/kafka's files"
-            )
+            raise _process.missing_deploy_file(name, self.deploy, "kafka")
         return path
 
     def _write_config(self, port: int, controller_port: int) -> Path:

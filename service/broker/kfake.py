@@ -34,10 +34,7 @@ def deploy_dir() -> Path:
 
     ``$WEIR_KFAKE_DEPLOY`` when set, else ``deploy/kfake`` in the source tree.
     """
-    env = os.environ.get("WEIR_KFAKE_DEPLOY")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "deploy" / "kfake"
+    return _process.deploy_dir("kfake")
 
 
 def kfake_version(go_mod: str, *, source: str = "go.mod") -> str:
@@ -94,10 +91,7 @@ class KFake(ManagedBroker):
         try:
             text = go_mod.read_text()
         except FileNotFoundError:
-            raise BrokerError(
-                f"go.mod not found in {self.deploy}: run from a weir source tree or set "
-                "WEIR_KFAKE_DEPLOY to a directory holding deploy/kfake's files"
-            ) from None
+            raise _process.missing_deploy_file("go.mod", self.deploy, "kfake") from None
         return kfake_version(text, source=str(go_mod))
 
     def build(self) -> Path:
