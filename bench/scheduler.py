@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.openloop import bench_settings, feed_open_loop
 from engines.head import Head
 from engines.onnx import OnnxEngine
 from engines.profile import LatencyProfile, bucket_sizes
@@ -54,7 +55,6 @@ from service.scheduler import (
     simulate,
 )
 from service.scheduler.sim import EXPIRED, OK, SHED
-from service.settings import load_settings
 
 FEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "feeds" / "binance"
 TRACES = {"spot": "btcusdt_20240808.gz", "futures": "btcusdt_usdm_20240808.gz"}
@@ -491,12 +491,7 @@ async def real_run(
     n = int(arrivals.size)
     sink = OutcomeSink(n, loop)
     log = BatchLog()
-    settings = load_settings(
-        env={
-            "WEIR_SCHEDULER__BUDGET_MS": str(budget_ns / 1e6),
-            "WEIR_SCHEDULER__MAX_QUEUE": "20000",
-        }
-    )
+    settings = bench_settings(budget_ms=budget_ns / 1e6, max_queue=20_000)
     pipe = Pipeline(
         settings=settings,
         engine=engine,
@@ -509,29 +504,12 @@ async def real_run(
     )
     pipe.warm(quote_records(np.repeat(np.arange(N_KEYS), SPEC.window), first_offset=-(10**9)))
     records = quote_records(keys)
-    wake: asyncio.Future[None] | None = None
-
-    def fire() -> None:
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    feeder = make_timer(fire, loop=loop)
     pipe.start()
     intended = arrivals + time.monotonic_ns() + 20_000_000
-    sent = 0
     try:
-        while sent < n:
-            due = int(np.searchsorted(intended, time.monotonic_ns(), side="right"))
-            if due > sent:
-                await pipe.ingest(records[sent:due])
-                sent = due
-            if sent < n:
-                wake = loop.create_future()
-                feeder.arm(int(intended[sent]))
-                await wake
+        await feed_open_loop(pipe, records, intended)
         await sink.all_decided
     finally:
-        feeder.close()
         await pipe.close()
     return figures(
         intended, intended + budget_ns, sink.decided, sink.outcome, log.sizes, log.busy_ns, 0

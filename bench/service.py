@@ -20,11 +20,11 @@ import asyncio
 import gc
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import numpy as np
 
+from bench.openloop import StampSink, bench_settings, feed_open_loop
 from engines.bundle import Bundle
 from engines.defaults import default_bundle_path
 from engines.fake import tiny_mlp_onnx
@@ -35,28 +35,8 @@ from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
 from service.memory import MemoryRecord
 from service.pipeline import Pipeline
-from service.scheduler.timer import make_timer
-from service.settings import load_settings
 
 TOPIC = "weir.events"
-
-
-class StampSink:
-    """A sink that only records when each decision left the pipeline (by input offset)."""
-
-    def __init__(self, n: int) -> None:
-        self.done = np.zeros(n, dtype=np.int64)
-        self.count = 0
-
-    async def send(
-        self, topic: str, key: Any, value: bytes, headers: Any, token: Any, on_ack: Any
-    ) -> None:
-        self.done[token[2]] = time.monotonic_ns()
-        self.count += 1
-        on_ack(token, None)
-
-    async def flush(self) -> None:
-        return None
 
 
 def _records(n: int, keys: int, seed: int) -> list[MemoryRecord]:
@@ -105,12 +85,7 @@ async def _run(
     rate: float | None,
     budget_ms: float,
 ) -> dict[str, float]:
-    settings = load_settings(
-        env={
-            "WEIR_SCHEDULER__BUDGET_MS": str(budget_ms),
-            "WEIR_SCHEDULER__MAX_QUEUE": "50000",
-        }
-    )
+    settings = bench_settings(budget_ms=budget_ms, max_queue=50_000)
     n = len(records)
     sink = StampSink(n)
     pipe = Pipeline(
@@ -119,14 +94,6 @@ async def _run(
     pipe.start()
     intended = np.zeros(n, dtype=np.int64)
     handed = np.zeros(n, dtype=np.int64)
-    loop = asyncio.get_running_loop()
-    wake: asyncio.Future[None] | None = None
-
-    def _fire() -> None:
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    timer = make_timer(_fire, loop=loop)
     gc.collect()
     gc.disable()
     t0 = time.monotonic_ns()
@@ -142,25 +109,12 @@ async def _run(
                 sent += chunk
                 await asyncio.sleep(0)
         else:
-            gap = 1e9 / rate
-            intended[:] = t0 + (np.arange(n) * gap).astype(np.int64)
-            while sent < n:
-                now = time.monotonic_ns()
-                due = int(np.searchsorted(intended, now, side="right"))
-                if due > sent:
-                    handed[sent:due] = now
-                    await pipe.ingest(records[sent:due])
-                    sent = due
-                if sent < n:
-                    # Sleep (timerfd, sub-ms) until the next event is due.
-                    wake = loop.create_future()
-                    timer.arm(int(intended[sent]))
-                    await wake
+            intended[:] = t0 + (np.arange(n) * (1e9 / rate)).astype(np.int64)
+            await feed_open_loop(pipe, records, intended, handed=handed)
         await pipe.drain(30)
         t1 = time.monotonic_ns()
     finally:
         gc.enable()
-        timer.close()
         await pipe.close()
     c = pipe.counters
     ok = sink.done > 0

@@ -22,41 +22,19 @@ import asyncio
 import gc
 import statistics
 import time
-from typing import Any
 
 import numpy as np
 
+from bench.openloop import StampSink, bench_settings, feed_open_loop
 from bench.service import _model, _records
 from engines.onnx import OnnxEngine
 from engines.version import ModelVersion
 from service.memory import MemoryRecord
 from service.pipeline import Pipeline
-from service.scheduler.timer import make_timer
-from service.settings import load_settings
 from service.shadow import Shadow
 
 DECISIONS = "weir.decisions"
 SHADOW = "weir.decisions.shadow"
-
-
-class _Sink:
-    """Stamps when each primary decision left the pipeline; counts shadow decisions."""
-
-    def __init__(self, n: int) -> None:
-        self.done = np.zeros(n, dtype=np.int64)
-        self.shadow = 0
-
-    async def send(
-        self, topic: str, key: Any, value: bytes, headers: Any, token: Any, on_ack: Any
-    ) -> None:
-        if topic == DECISIONS:
-            self.done[token[2]] = time.monotonic_ns()
-        else:
-            self.shadow += 1
-        on_ack(token, None)
-
-    async def flush(self) -> None:
-        return None
 
 
 async def _run(
@@ -66,11 +44,9 @@ async def _run(
     rate: float,
     budget_ms: float,
 ) -> dict[str, float]:
-    settings = load_settings(
-        env={"WEIR_SCHEDULER__BUDGET_MS": str(budget_ms), "WEIR_SCHEDULER__MAX_QUEUE": "50000"}
-    )
+    settings = bench_settings(budget_ms=budget_ms, max_queue=50_000)
     n = len(records)
-    sink = _Sink(n)
+    sink = StampSink(n, topic=DECISIONS)
     pipe = Pipeline(
         settings=settings,
         engine=primary.engine,
@@ -85,35 +61,17 @@ async def _run(
         shadow = Shadow(candidate, sink=sink, topic=SHADOW, counters=pipe.counters, queue=4)
         pipe.shadow = shadow
         runner = pipe.tasks.spawn(shadow.run(), "weir-shadow")
-    loop = asyncio.get_running_loop()
-    wake: asyncio.Future[None] | None = None
-
-    def fire() -> None:
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    timer = make_timer(fire, loop=loop)
     gc.collect()
     gc.disable()
     t0 = time.monotonic_ns()
     intended = t0 + (np.arange(n) * (1e9 / rate)).astype(np.int64)
-    sent = 0
     try:
-        while sent < n:
-            due = int(np.searchsorted(intended, time.monotonic_ns(), side="right"))
-            if due > sent:
-                await pipe.ingest(records[sent:due])
-                sent = due
-            if sent < n:
-                wake = loop.create_future()
-                timer.arm(int(intended[sent]))
-                await wake
+        await feed_open_loop(pipe, records, intended)
         await pipe.drain(30)
         if shadow is not None:
             await asyncio.wait_for(shadow.drained(), 30)
     finally:
         gc.enable()
-        timer.close()
         if shadow is not None:
             runner.cancel()
             await asyncio.wait([runner])
@@ -130,7 +88,7 @@ async def _run(
         "misses": float(sum(n for s, n in c.decisions.items() if s.value in ("expired", "shed"))),
         "shadow_run": float(c.shadow["run"]),
         "shadow_dropped": float(c.shadow["dropped"]),
-        "shadow_decisions": float(sink.shadow),
+        "shadow_decisions": float(sink.others),
     }
 
 

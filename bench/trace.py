@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.openloop import bench_settings
 from engines.fake import FakeEngine, LatencyModel
 from engines.head import Head
 from schemas.codec import event_codec
@@ -48,7 +49,6 @@ from schemas.features import FeatureSpec, Task
 from service.base import BatchTracer
 from service.memory import MemoryRecord
 from service.pipeline import Pipeline
-from service.settings import load_settings
 
 TOPIC = "weir.events"
 TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -120,9 +120,7 @@ async def _run(
         latency=LatencyModel(base_ns=20_000, per_row_ns=200),
     )
     engine.warm_up(50)
-    settings = load_settings(
-        env={"WEIR_SCHEDULER__BUDGET_MS": "600000", "WEIR_SCHEDULER__MAX_QUEUE": "100000"}
-    )
+    settings = bench_settings(budget_ms=600_000, max_queue=100_000)
     sink = _AckSink()
     pipe = Pipeline(
         settings=settings,
