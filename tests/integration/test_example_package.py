@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
-from schemas.codec import decision_codec
-from schemas.decision import Decision, Status
+from schemas.decision import Status
+from tests.kafka_io import read_decisions
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "sensor_package"
@@ -54,23 +53,6 @@ async def _run(*args: str, timeout: float = 180.0) -> str:
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode == 0, f"{args} exited {proc.returncode}:\n{err.decode()[-3000:]}"
     return out.decode()
-
-
-async def _decisions(bootstrap: str, topic: str, n: int) -> list[Decision]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=50
-    )
-    await consumer.start()
-    codec = decision_codec()
-    got: list[Decision] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(got) < n:
-                for recs in (await consumer.getmany(timeout_ms=200)).values():
-                    got.extend(codec.decode(r.value) for r in recs)
-    finally:
-        await consumer.stop()
-    return got
 
 
 @pytest.mark.skipif(not CSV.is_file(), reason=f"the NAB feed is not at {CSV}")
@@ -116,7 +98,7 @@ async def test_the_example_package_trains_serves_and_decides(
             "--rate", "2000", "--limit", str(ROWS), "--no-progress", "--out",
             str(tmp_path / "result.json"),
         )  # fmt: skip
-        got = await _decisions(kafka_bootstrap, out, ROWS)
+        got = await read_decisions(kafka_bootstrap, out, ROWS, fetch_max_wait_ms=50)
     finally:
         with contextlib.suppress(ProcessLookupError):
             serve.send_signal(signal.SIGTERM)

@@ -7,28 +7,12 @@ import asyncio
 from collections import defaultdict
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from service.kafka import KafkaSink
+from tests.kafka_io import read_records
 
 KEYS = [f"K{i}".encode() for i in range(8)]
-
-
-async def _read(bootstrap: str, topic: str, n: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    got: list[Any] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(got) < n:
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    got.extend(records)
-    finally:
-        await consumer.stop()
-    return got
 
 
 async def _send_all(
@@ -68,7 +52,9 @@ async def test_every_message_answered_in_key_order_on_the_producers_partition(
         await producer.stop()
     assert len(answers) == 5000 and all(e is None for e in answers.values())
     records = [
-        r for r in await _read(kafka_bootstrap, topic, 5000 + len(KEYS)) if r.value != b"probe"
+        r
+        for r in await read_records(kafka_bootstrap, topic, 5000 + len(KEYS), timeout_s=30)
+        if r.value != b"probe"
     ]
     assert len(records) == 5000
     per_key: dict[bytes, list[int]] = defaultdict(list)
@@ -97,7 +83,7 @@ async def test_a_burst_larger_than_a_batch_goes_as_several_in_order(
         await sink.close()
         await producer.stop()
     assert len(answers) == 300 and all(e is None for e in answers.values())
-    records = await _read(kafka_bootstrap, topic, 300)
+    records = await read_records(kafka_bootstrap, topic, 300, timeout_s=30)
     assert [int(r.value.split(b":")[0]) for r in records] == list(range(300))
 
 

@@ -10,8 +10,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from engines.fake import write_tiny_trading_bundle
 from replay.kafka import KafkaTransport
 from replay.pacing import Pacing
@@ -20,30 +18,11 @@ from replay.results import RunConfig
 from replay.runner import run_feed
 from replay.slo import Slo
 from replay.synthetic import synthesize_market
-from schemas.codec import decision_codec
-from schemas.decision import Decision
 from service.runtime import Runtime
 from service.settings import Settings, load_settings
+from tests.kafka_io import read_decisions, service_env
 
 V1, V2 = "swap-it-v1", "swap-it-v2"
-
-
-async def _read_decisions(bootstrap: str, topic: str, n: int) -> list[Decision]:
-    codec = decision_codec()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    got: list[Decision] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(got) < n:
-                batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    got += [codec.decode(r.value) for r in records if r.value is not None]
-    finally:
-        await consumer.stop()
-    return got
 
 
 async def _settings(bootstrap: str, topic_factory: Any, bundle: Path, **extra: str) -> Settings:
@@ -52,19 +31,12 @@ async def _settings(bootstrap: str, topic_factory: Any, bundle: Path, **extra: s
     dlq = await topic_factory(1, prefix="swap-dlq")
     return load_settings(
         env={
-            "WEIR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "WEIR_KAFKA__INPUT_TOPICS": f'["{inp}"]',
-            "WEIR_KAFKA__DECISION_TOPIC": out,
-            "WEIR_KAFKA__DLQ_TOPIC": dlq,
-            "WEIR_KAFKA__GROUP_ID": f"g-{inp}",
+            **service_env(bootstrap, inp=inp, out=out, dlq=dlq, bundle=bundle),
             "WEIR_KAFKA__FETCH_MAX_WAIT_MS": "5",
             "WEIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
             "WEIR_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-            "WEIR_ENGINE__BUNDLE": str(bundle),
             "WEIR_ENGINE__WARMUP_ITERS": "20",
             "WEIR_SCHEDULER__BUDGET_MS": "250",
-            "WEIR_HTTP__ENABLED": "false",
-            "WEIR_LOG__LEVEL": "warning",
             **extra,
         }
     )
@@ -120,7 +92,13 @@ async def test_a_swap_under_load_loses_nothing_and_names_every_version(
     assert c.by_status.get("expired", 0) == 0 and c.by_status.get("shed", 0) == 0
     assert c.by_status.get("error", 0) == 0
     assert c.misses == 0  # nor late, nor over the (generous) budget from the intended send
-    decisions = await _read_decisions(kafka_bootstrap, settings.kafka.decision_topic, plan.n)
+    decisions = await read_decisions(
+        kafka_bootstrap,
+        settings.kafka.decision_topic,
+        plan.n,
+        poll_ms=500,
+        enable_auto_commit=False,
+    )
     assert len(decisions) == plan.n
     assert {d.model_version for d in decisions} == {V1, V2}
     by_key: dict[str, list[str]] = {}
@@ -180,12 +158,20 @@ async def test_a_shadow_publishes_twins_of_the_primary_decisions(
         await asyncio.wait_for(serve, 30)
     c = result.completeness
     assert (c.inputs, c.decided, c.lost, c.duplicated, c.unmatched) == (plan.n, plan.n, 0, 0, 0)
-    primary = await _read_decisions(kafka_bootstrap, settings.kafka.decision_topic, plan.n)
+    primary = await read_decisions(
+        kafka_bootstrap,
+        settings.kafka.decision_topic,
+        plan.n,
+        poll_ms=500,
+        enable_auto_commit=False,
+    )
     assert {d.model_version for d in primary} == {V1}
     ok = {(d.partition, d.offset) for d in primary if d.status.value == "ok"}
     assert counts["failed"] == 0 and counts["run"] > 0
     n_twins = len(ok) if counts["dropped"] == 0 else None  # drops: some twins are absent
-    twins = await _read_decisions(kafka_bootstrap, shadow_topic, n_twins or 1)
+    twins = await read_decisions(
+        kafka_bootstrap, shadow_topic, n_twins or 1, poll_ms=500, enable_auto_commit=False
+    )
     assert {d.model_version for d in twins} == {V2}
     assert {(d.partition, d.offset) for d in twins} <= ok
     if n_twins is not None:

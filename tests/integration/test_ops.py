@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from engines.fake import write_tiny_trading_bundle
 from schemas.codec import event_codec
 from schemas.events import Quote
-from service.runtime import Runtime
-from service.settings import Settings, load_settings
+from service.settings import load_settings
+from tests.kafka_io import serving
 
 WINDOW = 4
 
@@ -58,17 +57,6 @@ def _total(samples: dict[Any, float], name: str) -> float:
     return sum(v for (n, _), v in samples.items() if n == name)
 
 
-@contextlib.asynccontextmanager
-async def _serving(settings: Settings) -> AsyncIterator[tuple[Runtime, asyncio.Task[int]]]:
-    rt = Runtime(settings)
-    task = asyncio.create_task(rt.run(install_signals=False))
-    try:
-        yield rt, task
-    finally:
-        rt.stop()
-        assert await asyncio.wait_for(task, 30) == 0
-
-
 async def test_endpoints_follow_a_real_runtime(
     kafka_bootstrap: str, topic_factory: Any, bundle_dir: Path
 ) -> None:
@@ -100,7 +88,7 @@ async def test_endpoints_follow_a_real_runtime(
         }
     )
     n = 120
-    async with _serving(settings) as (_rt, task):
+    async with serving(settings) as (_rt, task):
         async with asyncio.timeout(30):
             while True:
                 if task.done():

@@ -34,6 +34,7 @@ from service.broker.tansu import find_tansu
 from service.errors import BrokerError
 from service.runtime import Runtime
 from service.settings import Settings, load_settings
+from tests.kafka_io import service_env
 
 FEEDS = Path(
     os.environ.get("WEIR_FEEDS_DIR")
@@ -68,19 +69,12 @@ async def settings(kafka_bootstrap: str, topic_factory: Any, bundle_dir: Path) -
     dlq = await topic_factory(1, prefix="replay-dlq")
     return load_settings(
         env={
-            "WEIR_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "WEIR_KAFKA__INPUT_TOPICS": f'["{inp}"]',
-            "WEIR_KAFKA__DECISION_TOPIC": out,
-            "WEIR_KAFKA__DLQ_TOPIC": dlq,
-            "WEIR_KAFKA__GROUP_ID": f"g-{inp}",
+            **service_env(kafka_bootstrap, inp=inp, out=out, dlq=dlq, bundle=bundle_dir),
             "WEIR_KAFKA__FETCH_MAX_WAIT_MS": "5",
             "WEIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
             "WEIR_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-            "WEIR_ENGINE__BUNDLE": str(bundle_dir),
             "WEIR_ENGINE__WARMUP_ITERS": "20",
             "WEIR_SCHEDULER__BUDGET_MS": "50",
-            "WEIR_HTTP__ENABLED": "false",
-            "WEIR_LOG__LEVEL": "warning",
         }
     )
 

@@ -13,26 +13,25 @@ The broker is real; the records are Avro in the Confluent wire format, written b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import re
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from engines.fake import write_tiny_trading_bundle
 from schemas.codec import dead_letter_codec, decision_codec
 from schemas.confluent import frame
 from schemas.decision import Status
-from service.runtime import Runtime
 from service.settings import Settings, load_settings
+from tests.kafka_io import read_records, service_env, serving
 
 fastavro = pytest.importorskip("fastavro", reason="the registry extra is not installed")
 
@@ -162,33 +161,6 @@ def _tick(schema_id: int, i: int) -> tuple[bytes, bytes]:
     return key.encode(), frame(schema_id, buf.getvalue())
 
 
-@contextlib.asynccontextmanager
-async def _serving(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings)
-    task = asyncio.create_task(rt.run(install_signals=False))
-    try:
-        yield rt
-    finally:
-        rt.stop()
-        assert await asyncio.wait_for(task, 30) == 0
-
-
-async def _read(bootstrap: str, topic: str, n: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=50
-    )
-    await consumer.start()
-    got: list[Any] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(got) < n:
-                for recs in (await consumer.getmany(timeout_ms=200)).values():
-                    got.extend(recs)
-    finally:
-        await consumer.stop()
-    return got
-
-
 def _settings(
     bootstrap: str, topics: tuple[str, str, str], bundle: Path, registry_url: str, fmt: str
 ) -> Settings:
@@ -196,18 +168,11 @@ def _settings(
     inp, out, dlq = topics
     return load_settings(
         env={
-            "WEIR_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "WEIR_KAFKA__INPUT_TOPICS": f'["{inp}"]',
-            "WEIR_KAFKA__DECISION_TOPIC": out,
-            "WEIR_KAFKA__DLQ_TOPIC": dlq,
-            "WEIR_KAFKA__GROUP_ID": f"g-{inp}",
+            **service_env(bootstrap, inp=inp, out=out, dlq=dlq, bundle=bundle),
             "WEIR_KAFKA__FETCH_MAX_WAIT_MS": "5",
-            "WEIR_ENGINE__BUNDLE": str(bundle),
             "WEIR_ENGINE__MAX_BATCH": "16",
             "WEIR_ENGINE__WARMUP_ITERS": "20",
             "WEIR_SCHEDULER__BUDGET_MS": "200",
-            "WEIR_HTTP__ENABLED": "false",
-            "WEIR_LOG__LEVEL": "warning",
             "WEIR_SCHEMA__FORMAT": fmt,
             "WEIR_SCHEMA__REGISTRY_URL": registry_url,
             "WEIR_SCHEMA__KIND": "quote",
@@ -244,9 +209,9 @@ async def test_avro_input_decides_and_dead_letters(
             await producer.send_and_wait(inp, value=v, key=k)
     finally:
         await producer.stop()
-    async with _serving(settings):
-        dead = await _read(kafka_bootstrap, dlq, 3)
-        decided = await _read(kafka_bootstrap, out, 20)
+    async with serving(settings):
+        dead = await read_records(kafka_bootstrap, dlq, 3, fetch_max_wait_ms=50)
+        decided = await read_records(kafka_bootstrap, out, 20, fetch_max_wait_ms=50)
     decisions = [decision_codec().decode(r.value) for r in decided]
     assert sorted(d.offset for d in decisions) == [*range(10), *range(13, 23)]
     assert {d.key for d in decisions} == set(KEYS)
@@ -302,9 +267,9 @@ async def test_json_schema_input_decides_and_dead_letters_mismatches(
             await producer.send_and_wait(inp, value=v, key=b"k")
     finally:
         await producer.stop()
-    async with _serving(settings):
-        dead = await _read(kafka_bootstrap, dlq, 1)
-        decided = await _read(kafka_bootstrap, out, 11)
+    async with serving(settings):
+        dead = await read_records(kafka_bootstrap, dlq, 1, fetch_max_wait_ms=50)
+        decided = await read_records(kafka_bootstrap, out, 11, fetch_max_wait_ms=50)
     decisions = [decision_codec().decode(r.value) for r in decided]
     assert sorted(d.offset for d in decisions) == [*range(6), *range(7, 12)]
     statuses = {d.offset: d.status for d in decisions}

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from engines.fake import write_tiny_trading_bundle
 from schemas.codec import decision_codec, event_codec
 from schemas.events import Quote
-from service.runtime import Runtime
-from service.settings import Settings, load_settings
+from service.settings import load_settings
+from tests.kafka_io import read_records, service_env, serving
 
 WINDOW = 4
 
@@ -39,33 +36,6 @@ async def _produce(bootstrap: str, topic: str, n: int) -> None:
         )
     finally:
         await producer.stop()
-
-
-async def _read(bootstrap: str, topic: str, n: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=50
-    )
-    await consumer.start()
-    got: list[Any] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(got) < n:
-                for recs in (await consumer.getmany(timeout_ms=200)).values():
-                    got.extend(recs)
-    finally:
-        await consumer.stop()
-    return got
-
-
-@contextlib.asynccontextmanager
-async def _serving(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings)
-    task = asyncio.create_task(rt.run(install_signals=False))
-    try:
-        yield rt
-    finally:
-        rt.stop()
-        assert await asyncio.wait_for(task, 30) == 0
 
 
 @pytest.mark.parametrize("otel", [False, True], ids=["forwarded", "otel"])
@@ -96,25 +66,18 @@ async def test_decisions_and_dead_letters_carry_trace_context(
     inp, out, dlq = await topic_factory(1), await topic_factory(1), await topic_factory(1)
     settings = load_settings(
         env={
-            "WEIR_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "WEIR_KAFKA__INPUT_TOPICS": f'["{inp}"]',
-            "WEIR_KAFKA__DECISION_TOPIC": out,
-            "WEIR_KAFKA__DLQ_TOPIC": dlq,
-            "WEIR_KAFKA__GROUP_ID": f"g-{inp}",
+            **service_env(kafka_bootstrap, inp=inp, out=out, dlq=dlq, bundle=tmp_path / "b"),
             "WEIR_KAFKA__FETCH_MAX_WAIT_MS": "5",
-            "WEIR_ENGINE__BUNDLE": str(tmp_path / "b"),
             "WEIR_ENGINE__WARMUP_ITERS": "20",
             "WEIR_SCHEDULER__BUDGET_MS": "200",
-            "WEIR_HTTP__ENABLED": "false",
-            "WEIR_LOG__LEVEL": "warning",
             "WEIR_TRACING__ENABLED": "true" if otel else "false",
         }
     )
     n = 12
-    async with _serving(settings):
+    async with serving(settings):
         await _produce(kafka_bootstrap, inp, n)
-        decided = await _read(kafka_bootstrap, out, n)
-        (dead,) = await _read(kafka_bootstrap, dlq, 1)
+        decided = await read_records(kafka_bootstrap, out, n, fetch_max_wait_ms=50)
+        (dead,) = await read_records(kafka_bootstrap, dlq, 1, fetch_max_wait_ms=50)
     codec = decision_codec()
     event_ids = set() if spans is None else {s.context.span_id for s in spans.get_finished_spans()}
     assert len(decided) == n

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas import (
@@ -19,6 +19,7 @@ from schemas import (
 )
 from schemas.codec import Codec
 from service.broker import Tansu
+from tests.kafka_io import read_records
 from tests.wire_samples import DEAD, DECISION, SAMPLES
 
 
@@ -46,19 +47,8 @@ async def _round_trip(bootstrap: str) -> None:
             await producer.send_and_wait(topic, codec.encode(obj), key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=20
-    )
-    await consumer.start()
-    got: list[bytes] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(got) < len(cases):
-                batch = await consumer.getmany(timeout_ms=200)
-                for recs in batch.values():
-                    got.extend(r.value for r in recs)
-    finally:
-        await consumer.stop()
+    records = await read_records(bootstrap, topic, len(cases), timeout_s=30, fetch_max_wait_ms=20)
+    got = [r.value for r in records]
     assert [codec.decode(raw) for (codec, _), raw in zip(cases, got, strict=True)] == [
         obj for _, obj in cases
     ]
