@@ -14,8 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engines.fake import FakeEngine
 from engines.head import Head
-from schemas.codec import event_codec
-from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
 from service.collector import METRIC_NAMES
 from service.histogram import LATENCY_BUCKETS_S, LoopHistogram
@@ -24,9 +22,9 @@ from service.metrics import Metrics
 from service.pipeline import Pipeline
 from service.settings import Settings, load_settings
 from service.view import InMemoryView
+from tests.pipeline_io import TOPIC, quote_record, run_pipeline
 
 WINDOW = 4  # the window of the conftest fixtures
-TOPIC = "weir.events"
 
 EXPECTED_TYPES = {
     "weir_assigned_partitions": ("gauge", set()),
@@ -64,20 +62,11 @@ def _settings(**env: str) -> Settings:
 
 
 def _record(i: int, key: str = "K0", partition: int = 0, ts_ms: int | None = None) -> MemoryRecord:
-    q = Quote(symbol=key, bid_px=100.0 + i % 7, bid_qty=1.0, ask_px=100.5 + i % 7, ask_qty=2.0)
     ts = ts_ms if ts_ms is not None else time.time_ns() // 1_000_000
-    return MemoryRecord(TOPIC, partition, i, event_codec().encode(q), timestamp=ts)
+    return quote_record(i, key=key, partition=partition, timestamp=ts)
 
 
 MakeServed = Callable[..., tuple[Pipeline, Metrics, InMemoryView]]
-
-
-async def _feed(pipe: Pipeline, records: list[MemoryRecord], chunk: int = 5) -> None:
-    pipe.start()
-    for i in range(0, len(records), chunk):
-        await pipe.ingest(records[i : i + chunk])
-        await asyncio.sleep(0)
-    assert await pipe.drain(5.0)
 
 
 def _families(metrics: Metrics) -> dict[str, Any]:
@@ -94,7 +83,7 @@ def _value(fams: dict[str, Any], sample: str, **labels: str) -> float:
 async def test_every_metric_is_exported_with_its_type_and_labels(make_served: MakeServed) -> None:
     """After a run, the scrape holds exactly METRIC_NAMES, each with its type and label names."""
     pipe, metrics, _ = make_served()
-    await _feed(pipe, [_record(i, key=f"K{i % 3}") for i in range(60)])
+    await run_pipeline(pipe, [_record(i, key=f"K{i % 3}") for i in range(60)], chunk=5, close=False)
     fams = _families(metrics)
     assert sorted(fams) == sorted(METRIC_NAMES) == sorted(EXPECTED_TYPES)
     for name, (kind, labels) in EXPECTED_TYPES.items():
@@ -113,7 +102,7 @@ async def test_counters_follow_the_pipeline_and_kind_labels(make_served: MakeSer
     records = [_record(i, key=f"K{i % 3}") for i in range(60)]
     records.append(MemoryRecord(TOPIC, 0, 60, b"{not json"))
     records.append(MemoryRecord("other.topic", 0, 0, None))
-    await _feed(pipe, records)
+    await run_pipeline(pipe, records, chunk=5, close=False)
     fams = _families(metrics)
     assert _value(fams, "weir_events_total", topic=TOPIC, kind="quote") == 60
     assert _value(fams, "weir_events_total", topic=TOPIC, kind="invalid") == 1
@@ -139,7 +128,7 @@ async def test_malformed_traceparents_are_counted(make_served: MakeServed) -> No
         r = records[i]
         records[i] = MemoryRecord(TOPIC, 0, i, r.value, timestamp=r.timestamp, headers=headers)
     records.append(MemoryRecord(TOPIC, 0, 6, b"{not json", headers=bad))
-    await _feed(pipe, records)
+    await run_pipeline(pipe, records, chunk=5, close=False)
     assert _value(_families(metrics), "weir_trace_context_malformed_total") == 3
     await pipe.close()
 
@@ -148,7 +137,7 @@ async def test_stage_histograms_count_each_inferred_event_once(make_served: Make
     """Queue wait and end-to-end (Kafka) count every ok decision once; batch and inference
     histograms count each batch once; batch rows sum to the ok decisions."""
     pipe, metrics, _ = make_served()
-    await _feed(pipe, [_record(i, key=f"K{i % 3}") for i in range(90)])
+    await run_pipeline(pipe, [_record(i, key=f"K{i % 3}") for i in range(90)], chunk=5, close=False)
     fams = _families(metrics)
     ok = pipe.counters.decisions[next(s for s in pipe.counters.decisions if s.value == "ok")]
     assert ok > 0
@@ -167,7 +156,7 @@ async def test_stage_histograms_count_each_inferred_event_once(make_served: Make
 async def test_failed_batches_are_observed_too(make_served: MakeServed) -> None:
     """A batch whose engine call fails still counts its rows, inference and publish time."""
     pipe, metrics, _ = make_served(fail_every=2)
-    await _feed(pipe, [_record(i, key=f"K{i % 3}") for i in range(200)], chunk=1)
+    await run_pipeline(pipe, [_record(i, key=f"K{i % 3}") for i in range(200)], chunk=1)
     assert pipe.counters.engine_errors > 0
     fams = _families(metrics)
     assert _value(fams, "weir_engine_errors_total") == pipe.counters.engine_errors
@@ -235,7 +224,7 @@ def test_registries_are_per_worker_not_global(make_engine: Callable[..., FakeEng
 async def test_render_async_gives_the_same_page(make_served: MakeServed) -> None:
     """The family-at-a-time render equals generate_latest of the registry."""
     pipe, metrics, _ = make_served()
-    await _feed(pipe, [_record(i) for i in range(30)])
+    await run_pipeline(pipe, [_record(i) for i in range(30)], chunk=5, close=False)
     assert await metrics.render_async() == metrics.render()
     await pipe.close()
 
@@ -330,7 +319,7 @@ async def test_live_series_are_per_second_rates_and_quantiles(make_served: MakeS
     ms from histogram deltas, batch figures; series stay aligned."""
     pipe, metrics, _ = make_served()
     await metrics.tick()  # baseline
-    await _feed(pipe, [_record(i, key=f"K{i % 3}") for i in range(60)])
+    await run_pipeline(pipe, [_record(i, key=f"K{i % 3}") for i in range(60)], chunk=5, close=False)
     await metrics.tick()
     await metrics.tick()
     live = metrics.live()["series"]

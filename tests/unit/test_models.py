@@ -18,18 +18,16 @@ from engines.errors import BundleError, EngineError
 from engines.fake import FakeEngine, LatencyModel
 from engines.head import Head
 from engines.version import ModelVersion
-from schemas.codec import decision_codec, event_codec
-from schemas.decision import Decision, Status
-from schemas.events import Quote
+from schemas.decision import Status
 from schemas.features import FeatureSpec, Task
 from service.errors import ModelRefused, ServiceError, SwapBusy
 from service.memory import MemoryRecord, MemorySink
 from service.models import ModelControl
 from service.pipeline import Pipeline
 from service.settings import Settings, load_settings
+from tests.pipeline_io import quote_record, sink_decisions
 
 WINDOW = 4  # the window of the conftest fixtures
-TOPIC = "weir.events"
 LABELS = ["SELL", "HOLD", "BUY"]
 Fail = Callable[[int, int], bool]
 
@@ -64,13 +62,7 @@ def _version(
 
 
 def _record(i: int, key: str = "K0") -> MemoryRecord:
-    q = Quote(symbol=key, bid_px=100.0 + i % 7, bid_qty=1.0, ask_px=100.5 + i % 7, ask_qty=2.0)
-    return MemoryRecord(TOPIC, 0, i, event_codec().encode(q), timestamp=1_700_000_000_000 + i)
-
-
-def _decisions(sink: MemorySink) -> list[Decision]:
-    codec = decision_codec()
-    return [codec.decode(m.value) for m in sink.on("weir.decisions")]
+    return quote_record(i, key=key, timestamp=1_700_000_000_000 + i)
 
 
 class Served:
@@ -142,7 +134,7 @@ async def test_a_swap_installs_the_new_version_between_batches(served: Any) -> N
     assert s.pipe.scheduler.profile.stats() == v2.engine.profile.stats()
     assert s.pipe.scheduler.profile.p99_ns(1) == 40_000  # v1's was 20_000
     await s.feed(60, 60)
-    decisions = _decisions(s.sink)
+    decisions = sink_decisions(s.sink)
     assert sorted(d.offset for d in decisions) == list(range(120))
     assert {d.model_version for d in decisions if d.offset < 60} == {"v1"}
     assert {d.model_version for d in decisions if d.offset >= 60} == {"v2"}
@@ -170,7 +162,7 @@ async def test_a_batch_in_flight_finishes_on_the_version_that_started_it(served:
 
     s = served(settings=_settings(WEIR_ENGINE__OFFLOAD="true"), v1=_version("v1", fail=hold))
     await s.feed(0, 3 * WINDOW)  # every key past warming
-    before = len(_decisions(s.sink))
+    before = len(sink_decisions(s.sink))
     armed[0] = True
     await s.pipe.ingest([_record(100 + i, key=f"K{i % 3}") for i in range(3)])
     assert await asyncio.to_thread(entered.wait, 10)  # the batch is inside v1's engine
@@ -180,7 +172,7 @@ async def test_a_batch_in_flight_finishes_on_the_version_that_started_it(served:
     release.set()
     await installed
     await s.feed(200, 6)
-    after = _decisions(s.sink)[before:]
+    after = sink_decisions(s.sink)[before:]
     assert [d.model_version for d in after[:3]] == ["v1"] * 3
     assert {d.model_version for d in after[3:]} == {"v2"}
     assert all(d.status is Status.OK for d in after)
@@ -222,7 +214,7 @@ async def test_a_version_that_fails_to_load_is_refused_and_the_old_one_serves_on
     assert s.control.counts == {"loaded": 0, "refused": 1}
     assert s.control.last_refusal == {"path": "/m/v2", "reason": reason}
     await s.feed(0, 20)
-    assert {d.model_version for d in _decisions(s.sink)} == {"v1"}
+    assert {d.model_version for d in sink_decisions(s.sink)} == {"v1"}
 
 
 async def test_a_new_feature_contract_is_refused_and_its_engine_closed(served: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -28,9 +27,9 @@ from service.otel import OtelBatchTracer
 from service.pipeline import Pipeline
 from service.settings import TracingSettings
 from service.tracing import load_batch_tracer
+from tests.pipeline_io import TOPIC, quote_record, run_pipeline
 
 WINDOW = 4  # the window of the conftest fixtures
-TOPIC = "weir.events"
 STATE = b"congo=t61rcWkgMzE"
 
 
@@ -43,7 +42,6 @@ def _parent_id(i: int) -> str:
 
 
 def _record(i: int, *, traced: bool, flags: str = "01", key: str = "K") -> MemoryRecord:
-    q = Quote(symbol=key, bid_px=100.0 + i % 7, bid_qty=1.0, ask_px=100.5 + i % 7, ask_qty=2.0)
     headers = (
         [
             ("traceparent", f"00-{_trace_id(i)}-{_parent_id(i)}-{flags}".encode()),
@@ -52,7 +50,7 @@ def _record(i: int, *, traced: bool, flags: str = "01", key: str = "K") -> Memor
         if traced
         else []
     )
-    return MemoryRecord(TOPIC, 0, i, event_codec().encode(q), headers=headers)
+    return quote_record(i, key=key, headers=headers)
 
 
 def _traced_pipeline(
@@ -65,15 +63,6 @@ def _traced_pipeline(
     pipe, sink, _ = make_pipeline(**kw)
     pipe.tracer = tracer
     return pipe, sink, exporter
-
-
-async def _run(pipe: Pipeline, records: list[MemoryRecord], chunk: int = 3) -> None:
-    pipe.start()
-    for i in range(0, len(records), chunk):
-        await pipe.ingest(records[i : i + chunk])
-        await asyncio.sleep(0)
-    assert await pipe.drain(5.0)
-    await pipe.close()
 
 
 def _decisions(sink: MemorySink) -> list[tuple[Decision, dict[str, bytes]]]:
@@ -93,7 +82,7 @@ async def test_batch_spans_link_inputs_and_decisions_continue_their_traces(
     the input's parent, linked to the batch span) as parent; untraced ones carry none."""
     pipe, sink, exporter = _traced_pipeline(make_pipeline)
     records = [_record(i, traced=i >= WINDOW - 1 and i % 2 == 1) for i in range(20)]
-    await _run(pipe, records)
+    await run_pipeline(pipe, records, chunk=3)
     batches = _by_name(exporter, "weir.batch")
     events = {s.context.span_id: s for s in _by_name(exporter, "weir.event")}
     ok = [(d, h) for d, h in _decisions(sink) if d.status is Status.OK]
@@ -131,7 +120,7 @@ async def test_without_event_spans_decisions_forward_and_the_batch_links(
     """With ``event_spans`` off there are batch spans only, linked to every traced event,
     and each decision carries its input's traceparent and tracestate unchanged."""
     pipe, sink, exporter = _traced_pipeline(make_pipeline, event_spans=False)
-    await _run(pipe, [_record(i, traced=True) for i in range(WINDOW + 5)])
+    await run_pipeline(pipe, [_record(i, traced=True) for i in range(WINDOW + 5)], chunk=3)
     assert _by_name(exporter, "weir.event") == []
     batches = _by_name(exporter, "weir.batch")
     linked = {lk.context.span_id for b in batches for lk in b.links}
@@ -157,7 +146,7 @@ async def test_a_later_version_traceparent_continues_as_version_00(make_pipeline
             TOPIC, 0, WINDOW - 1, event_codec().encode(q), headers=[("traceparent", later)]
         )
     )
-    await _run(pipe, records)
+    await run_pipeline(pipe, records, chunk=3)
     headers = next(h for d, h in _decisions(sink) if d.status is Status.OK)
     version, trace_id, parent_id, flags = headers["traceparent"].decode().split("-")
     assert (version, trace_id, flags) == ("00", _trace_id(7), "01")
@@ -168,7 +157,7 @@ async def test_a_later_version_traceparent_continues_as_version_00(make_pipeline
 async def test_decisions_decided_outside_a_batch_forward_the_context(make_pipeline: Any) -> None:
     """Warming decisions (no batch span) forward the input's traceparent unchanged."""
     pipe, sink, exporter = _traced_pipeline(make_pipeline)
-    await _run(pipe, [_record(i, traced=True) for i in range(WINDOW - 1)])
+    await run_pipeline(pipe, [_record(i, traced=True) for i in range(WINDOW - 1)], chunk=3)
     got = _decisions(sink)
     assert [d.status for d, _ in got] == [Status.WARMING] * (WINDOW - 1)
     for d, headers in got:
@@ -184,7 +173,7 @@ async def test_unsampled_input_gets_a_new_parent_and_no_exported_event_span(
     """An input not sampled (flags 00) keeps that flag and its trace-id; weir's event span
     is not recorded (parent-based sampling) but still gives the decision a new parent-id."""
     pipe, sink, exporter = _traced_pipeline(make_pipeline)
-    await _run(pipe, [_record(i, traced=True, flags="00") for i in range(WINDOW)])
+    await run_pipeline(pipe, [_record(i, traced=True, flags="00") for i in range(WINDOW)], chunk=3)
     (d, headers) = next((d, h) for d, h in _decisions(sink) if d.status is Status.OK)
     _, trace_id, parent_id, flags = headers["traceparent"].decode().split("-")
     assert (trace_id, flags) == (_trace_id(d.offset), "00")
@@ -197,7 +186,7 @@ async def test_engine_error_marks_the_batch_span(make_pipeline: Any) -> None:
     """A batch whose engine call failed has an ERROR span; its decisions still continue
     their traces."""
     pipe, sink, exporter = _traced_pipeline(make_pipeline, fail_every=1)
-    await _run(pipe, [_record(i, traced=True) for i in range(WINDOW)])
+    await run_pipeline(pipe, [_record(i, traced=True) for i in range(WINDOW)], chunk=3)
     (batch,) = _by_name(exporter, "weir.batch")
     assert batch.status.status_code is StatusCode.ERROR
     (d, headers) = next((d, h) for d, h in _decisions(sink) if d.status is Status.ERROR)
@@ -286,7 +275,7 @@ async def test_a_tracestate_that_is_not_text_is_forwarded_as_it_came(make_pipeli
         )
         for i in range(WINDOW)
     ]
-    await _run(pipe, records)
+    await run_pipeline(pipe, records, chunk=3)
     headers = next(h for d, h in _decisions(sink) if d.status is Status.OK)
     assert headers["traceparent"].split(b"-")[1] == _trace_id(1).encode()
     assert headers["traceparent"] != tp

@@ -15,9 +15,9 @@ from engines.head import Head
 from engines.likelihood import AnomalyLikelihood, LikelihoodSpec
 from schemas.codec import dead_letter_codec, decision_codec, event_codec
 from schemas.confluent import ConfluentDecoder, MemorySchemas, frame
-from schemas.decision import Decision, Status
+from schemas.decision import Status
 from schemas.decoders import FieldMap, StructDecoder
-from schemas.events import Quote, SensorReading
+from schemas.events import SensorReading
 from schemas.features import FeatureSpec, Task
 from service.errors import PublishError
 from service.kafka import KafkaSink
@@ -27,9 +27,9 @@ from service.pipeline import Pipeline
 from service.probe import PROBE_INTERVAL_NS, PROBE_REFRESH
 from service.registry import RegistryClient, RegistryError
 from service.settings import Settings, load_settings
+from tests.pipeline_io import TOPIC, quote_record, run_pipeline, sink_decisions
 
 WINDOW = 4  # the window of the conftest fixtures
-TOPIC = "weir.events"
 
 
 def _settings(**sections: dict[str, Any]) -> Settings:
@@ -43,32 +43,15 @@ def _settings(**sections: dict[str, Any]) -> Settings:
 
 
 def _quote_record(i: int, key: str = "BTCUSDT", partition: int = 0) -> MemoryRecord:
-    q = Quote(symbol=key, bid_px=100.0 + i % 7, bid_qty=1.0, ask_px=100.5 + i % 7, ask_qty=2.0)
-    return MemoryRecord(
-        TOPIC, partition, i, event_codec().encode(q), timestamp=1_700_000_000_000 + i
-    )
-
-
-def _decisions(sink: MemorySink) -> list[Decision]:
-    codec = decision_codec()
-    return [codec.decode(m.value) for m in sink.on("weir.decisions")]
-
-
-async def _run(pipe: Pipeline, records: list[MemoryRecord], chunk: int = 7) -> None:
-    pipe.start()
-    for i in range(0, len(records), chunk):
-        await pipe.ingest(records[i : i + chunk])
-        await asyncio.sleep(0)
-    assert await pipe.drain(5.0)
-    await pipe.close()
+    return quote_record(i, key=key, partition=partition, timestamp=1_700_000_000_000 + i)
 
 
 async def test_every_event_gets_one_decision_in_key_order(make_pipeline: Any) -> None:
     """N events across keys and partitions give N decisions, each key's in offset order."""
     pipe, sink, _ = make_pipeline()
     records = [_quote_record(i, key=f"K{i % 3}", partition=i % 2) for i in range(200)]
-    await _run(pipe, records)
-    got = _decisions(sink)
+    await run_pipeline(pipe, records, chunk=7)
+    got = sink_decisions(sink)
     assert len(got) == 200
     assert sorted((d.partition, d.offset) for d in got) == sorted((i % 2, i) for i in range(200))
     for k in ("K0", "K1", "K2"):
@@ -92,8 +75,8 @@ async def test_decisions_match_the_model_on_the_window(make_pipeline: Any) -> No
         row = np.zeros(spec.n_features, dtype=np.float32)
         state.write_window(row)
         expected.append(engine.expected(row[None, :])[0])
-    await _run(pipe, records)
-    got = [d for d in _decisions(sink) if d.status is Status.OK]
+    await run_pipeline(pipe, records, chunk=7)
+    got = [d for d in sink_decisions(sink) if d.status is Status.OK]
     assert len(got) == 4
     for d in got:
         assert d.scores == pytest.approx(expected[d.offset].tolist(), rel=1e-5)
@@ -120,7 +103,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic(make_pipeline: Any) -> No
         MemoryRecord(TOPIC, 0, 11, event_codec().encode(SensorReading(sensor_id="s", value=1.0))),
     ]
     more = [_quote_record(i) for i in range(12, 16)]
-    await _run(pipe, good + bad + more)
+    await run_pipeline(pipe, good + bad + more, chunk=7)
     dead = [dead_letter_codec().decode(m.value) for m in sink.on("weir.dlq")]
     assert [(d.offset, d.reason) for d in dead] == [
         (6, "malformed"),
@@ -138,7 +121,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic(make_pipeline: Any) -> No
         "- topic=weir.events partition=0 offset=7"
     )
     assert dead[4].detail == "record of 401 bytes exceeds max_event_bytes=400"
-    assert len(_decisions(sink)) == 10
+    assert len(sink_decisions(sink)) == 10
     assert pipe.counters.dead == {
         "malformed": 1,
         "invalid_value": 1,
@@ -155,8 +138,8 @@ async def test_engine_error_gives_error_decisions_and_goes_on(make_pipeline: Any
     pipe, sink, engine = make_pipeline(fail_every=2)
     calls_before = engine.calls
     records = [_quote_record(i) for i in range(40)]
-    await _run(pipe, records, chunk=1)
-    got = _decisions(sink)
+    await run_pipeline(pipe, records, chunk=1)
+    got = sink_decisions(sink)
     assert len(got) == 40
     errors = [d for d in got if d.status is Status.ERROR]
     oks = [d for d in got if d.status is Status.OK]
@@ -176,7 +159,7 @@ async def test_overload_sheds_never_loses(make_pipeline: Any) -> None:
     await pipe.ingest(records)
     assert await pipe.drain(5.0)
     await pipe.close()
-    got = _decisions(sink)
+    got = sink_decisions(sink)
     assert len(got) == 300
     assert any(d.status is Status.SHED for d in got)
 
@@ -185,8 +168,8 @@ async def test_tight_budget_expires_explicitly(make_pipeline: Any) -> None:
     """Events whose budget is below the engine's latency are decided `expired`, not dropped."""
     settings = _settings(scheduler={"budget_ms": 0.01})
     pipe, sink, _ = make_pipeline(settings=settings, latency_ns=1_000_000)
-    await _run(pipe, [_quote_record(i) for i in range(20)])
-    got = _decisions(sink)
+    await run_pipeline(pipe, [_quote_record(i) for i in range(20)], chunk=7)
+    got = sink_decisions(sink)
     assert len(got) == 20
     assert {d.status for d in got} == {Status.WARMING, Status.EXPIRED}
 
@@ -213,8 +196,8 @@ async def test_sensor_alerts_on_a_spike(make_pipeline: Any) -> None:
     """A spike after a steady stretch is an ALERT carrying its likelihood and threshold."""
     head = Head("anomaly", threshold=0.5, likelihood=_QUICK)
     pipe, sink, _ = make_pipeline(task=Task.SENSOR, head=head)
-    await _run(pipe, _sensor_records([1.0, 1.1] * 40 + [500.0]))
-    got = [d for d in _decisions(sink) if d.status is Status.OK]
+    await run_pipeline(pipe, _sensor_records([1.0, 1.1] * 40 + [500.0]), chunk=7)
+    got = [d for d in sink_decisions(sink) if d.status is Status.OK]
     assert {d.label for d in got} <= {"OK", "ALERT"}
     last = got[-1].anomaly
     assert last is not None and last.likelihood is not None and last.log_likelihood is not None
@@ -227,8 +210,8 @@ async def test_a_key_warming_its_likelihood_never_alerts(make_pipeline: Any) -> 
     """Until its likelihood has seen warm_scores errors a key is OK, whatever the threshold."""
     head = Head("anomaly", threshold=0.0, likelihood=_QUICK)
     pipe, sink, _ = make_pipeline(task=Task.SENSOR, head=head)
-    await _run(pipe, _sensor_records([1.0, 1.1] * 10 + [500.0]))
-    got = [d for d in _decisions(sink) if d.status is Status.OK]
+    await run_pipeline(pipe, _sensor_records([1.0, 1.1] * 10 + [500.0]), chunk=7)
+    got = [d for d in sink_decisions(sink) if d.status is Status.OK]
     assert got and len(got) <= _QUICK.warm_scores
     assert {d.label for d in got} == {"OK"}
     assert all(d.anomaly is not None and d.anomaly.likelihood is None for d in got)
@@ -241,15 +224,16 @@ async def test_an_evicted_key_starts_its_likelihood_over(make_pipeline: Any) -> 
     pipe, _, _ = make_pipeline(task=Task.SENSOR, head=head, settings=settings)
     reading = event_codec().encode(SensorReading(sensor_id="m", value=1.0))
     other = event_codec().encode(SensorReading(sensor_id="n", value=1.0))
-    await _run(pipe, [MemoryRecord(TOPIC, 0, 0, reading, timestamp=0)])
+    await run_pipeline(pipe, [MemoryRecord(TOPIC, 0, 0, reading, timestamp=0)], chunk=7)
     first = pipe.state.head_state("m")
     assert isinstance(first, AnomalyLikelihood)
-    await _run(
+    await run_pipeline(
         pipe,
         [
             MemoryRecord(TOPIC, 0, 1, other, timestamp=1),
             MemoryRecord(TOPIC, 0, 2, reading, timestamp=2),
         ],
+        chunk=7,
     )
     assert pipe.state.head_state("m") is not first
 
@@ -264,7 +248,7 @@ async def test_publish_failure_holds_the_commit_point(make_pipeline: Any) -> Non
         return refusal if d.offset == 5 else None
 
     pipe, _, _ = make_pipeline(sink=MemorySink(fail=fail))
-    await _run(pipe, [_quote_record(i) for i in range(10)])
+    await run_pipeline(pipe, [_quote_record(i) for i in range(10)], chunk=7)
     assert isinstance(pipe.failed, PublishError)
     assert str(pipe.failed) == (
         "publishing decisions failed: RuntimeError: broker said no - "
@@ -366,7 +350,7 @@ async def test_large_ingest_lets_the_dispatcher_run_between_chunks(make_pipeline
     await pipe.ingest([_quote_record(i) for i in range(200)])
     assert await pipe.drain(5.0)
     await pipe.close()
-    got = _decisions(sink)
+    got = sink_decisions(sink)
     assert len(got) == 200
     assert min(seen_at) < 100  # decided before ingest reached the middle
     ingests = [d.stamps.ingest_wall_ns for d in got]
@@ -385,9 +369,9 @@ async def test_ack_of_a_revoked_partition_is_dropped(make_pipeline: Any) -> None
             pipe.tracker.forget((TOPIC, 1))  # the revoke completes as this one goes out
 
     pipe, sink, _ = make_pipeline(sink=MemorySink(on_message=revoke_first))
-    await _run(pipe, [_quote_record(i, partition=i % 2) for i in range(6)])
+    await run_pipeline(pipe, [_quote_record(i, partition=i % 2) for i in range(6)], chunk=7)
     assert forgotten == [1] and pipe.failed is None
-    assert len(_decisions(sink)) == 6
+    assert len(sink_decisions(sink)) == 6
     assert pipe.tracker.committable((TOPIC, 0)) == 5
 
 
@@ -450,8 +434,10 @@ async def test_avro_input_decides_and_dead_letters_with_reasons(make_pipeline: A
         MemoryRecord(TOPIC, 0, 9, frame(sid + 1, b"\x02")),
         MemoryRecord(TOPIC, 0, 10, reading(10)[:-4]),
     ]
-    await _run(pipe, good + bad + [MemoryRecord(TOPIC, 0, 11, reading(11), timestamp=11)])
-    got = _decisions(sink)
+    await run_pipeline(
+        pipe, good + bad + [MemoryRecord(TOPIC, 0, 11, reading(11), timestamp=11)], chunk=7
+    )
+    got = sink_decisions(sink)
     assert [d.offset for d in got] == [*range(8), 11]
     assert {d.key for d in got} == {"m1"}
     assert [d.status for d in got].count(Status.OK) == 9 - (WINDOW - 1)
@@ -488,12 +474,12 @@ async def test_user_struct_into_builtin_features_is_dead_lettered(
     folded into a window as zeros."""
     decoder = StructDecoder(_Reading, key_field="device")
     pipe, sink, _ = make_pipeline(task=task, decoder=decoder)
-    await _run(pipe, [MemoryRecord(TOPIC, 0, 0, b'{"device":"d","temp":1.5}')])
+    await run_pipeline(pipe, [MemoryRecord(TOPIC, 0, 0, b'{"device":"d","temp":1.5}')], chunk=7)
     dead = [dead_letter_codec().decode(m.value) for m in sink.on("weir.dlq")]
     assert [(d.reason, d.detail) for d in dead] == [
         ("wrong_task", f"{task} features got a _Reading, not one of weir's event types")
     ]
-    assert _decisions(sink) == [] and len(pipe.state) == 0
+    assert sink_decisions(sink) == [] and len(pipe.state) == 0
 
 
 async def test_unreachable_registry_stops_ingest_without_dead_letters(make_pipeline: Any) -> None:

@@ -2,47 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
-from schemas.codec import event_codec
 from schemas.decision import Status
-from schemas.events import Quote
 from service.counters import Counters
 from service.errors import ConfigError
 from service.memory import MemoryRecord, SentMessage
-from service.pipeline import Pipeline
 from service.settings import TracingSettings, load_settings
 from service.tracing import TraceCarry, load_batch_tracer, valid_traceparent
+from tests.pipeline_io import TOPIC, quote_record, run_pipeline
 
 WINDOW = 4  # the window of the conftest fixtures
-TOPIC = "weir.events"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01".encode()
 STATE = b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
 
 
 def _record(i: int, headers: list[tuple[str, Any]] | None = None, key: str = "K") -> MemoryRecord:
-    q = Quote(symbol=key, bid_px=100.0 + i % 7, bid_qty=1.0, ask_px=100.5 + i % 7, ask_qty=2.0)
-    return MemoryRecord(
-        TOPIC,
-        0,
-        i,
-        event_codec().encode(q),
-        timestamp=1_700_000_000_000 + i,
-        headers=headers or (),
-    )
-
-
-async def _run(pipe: Pipeline, records: list[MemoryRecord], chunk: int = 5) -> None:
-    pipe.start()
-    for i in range(0, len(records), chunk):
-        await pipe.ingest(records[i : i + chunk])
-        await asyncio.sleep(0)
-    assert await pipe.drain(5.0)
-    await pipe.close()
+    return quote_record(i, key=key, timestamp=1_700_000_000_000 + i, headers=headers or ())
 
 
 def _trace_headers(m: SentMessage) -> list[tuple[str, bytes]]:
@@ -113,7 +92,7 @@ async def test_decisions_forward_trace_context_unchanged(make_pipeline: Any) -> 
         _record(i, [("traceparent", PARENT), ("tracestate", STATE)] if i % 2 else None)
         for i in range(12)
     ]
-    await _run(pipe, records)
+    await run_pipeline(pipe, records, chunk=5)
     sent = sink.on("weir.decisions")
     assert len(sent) == 12
     statuses = {m.header("weir-status") for m in sent}
@@ -131,7 +110,9 @@ async def test_malformed_traceparent_is_not_forwarded_and_is_counted(make_pipeli
     and counted once."""
     pipe, sink, _ = make_pipeline()
     bad = [("traceparent", b"00-xyz-01"), ("tracestate", STATE)]
-    await _run(pipe, [_record(i, bad if i == WINDOW else None) for i in range(WINDOW + 2)])
+    await run_pipeline(
+        pipe, [_record(i, bad if i == WINDOW else None) for i in range(WINDOW + 2)], chunk=5
+    )
     sent = sink.on("weir.decisions")
     assert [m.header("weir-status") for m in sent].count(b"ok") == 3
     assert all(_trace_headers(m) == [] for m in sent)
@@ -147,7 +128,7 @@ async def test_shed_decision_from_the_scratch_slot_carries_trace_context(
     )
     pipe, sink, _ = make_pipeline(settings=settings, max_batch=1)
     records = [_record(i, [("traceparent", PARENT)], key=f"K{i % 2}") for i in range(40)]
-    await _run(pipe, records, chunk=40)
+    await run_pipeline(pipe, records, chunk=40)
     sent = sink.on("weir.decisions")
     assert pipe.counters.decisions[Status.SHED] > 0
     assert len(sent) == 40
@@ -162,7 +143,7 @@ async def test_dead_letter_carries_trace_context(make_pipeline: Any) -> None:
     rec = MemoryRecord(
         TOPIC, 0, 0, b"{not json", headers=[("traceparent", PARENT), ("tracestate", STATE)]
     )
-    await _run(pipe, [rec])
+    await run_pipeline(pipe, [rec], chunk=5)
     (dead,) = sink.on("weir.dlq")
     assert dead.headers == [
         ("weir-reason", b"malformed"),
