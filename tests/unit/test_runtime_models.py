@@ -19,7 +19,7 @@ from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
 from service.memory_kafka import MemoryKafka
 from service.runtime import Runtime
-from service.settings import load_settings
+from service.settings import Settings, load_settings
 
 IN, OUT, DLQ = "in", "out", "dlq"
 
@@ -29,6 +29,27 @@ def _feed(kafka: MemoryKafka, start: int, n: int) -> None:
     for i in range(start, start + n):
         q = Quote(symbol="BTC", bid_px=100.0 + i, bid_qty=1.0, ask_px=100.5 + i, ask_qty=2.0)
         kafka.append(IN, 0, codec.encode(q), key=b"BTC")
+
+
+def _runtime(settings: Settings, *, topics: bool = True) -> tuple[Runtime, FakeEngine, MemoryKafka]:
+    """A runtime serving model ``v1`` (a fake engine, window 2) over in-memory Kafka, whose
+    topics ``IN``, ``OUT`` and ``DLQ`` exist (one partition each) unless ``topics`` is off."""
+    spec = FeatureSpec(task=Task.TRADING, window=2)
+    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
+    engine.warm_up(2)
+    kafka = MemoryKafka()
+    if topics:
+        for topic in (IN, OUT, DLQ):
+            kafka.create_topic(topic, 1)
+    rt = Runtime(
+        settings,
+        engine=engine,
+        head=Head("trading", ["SELL", "HOLD", "BUY"]),
+        spec=spec,
+        model_version="v1",
+        clients=kafka,
+    )
+    return rt, engine, kafka
 
 
 def _decisions(kafka: MemoryKafka) -> list[Decision]:
@@ -55,20 +76,7 @@ async def test_a_package_dropped_in_the_watch_dir_is_swapped_in(tmp_path: Path) 
             "WEIR_MODEL__WATCH_INTERVAL_MS": "600000",
         }
     )
-    spec = FeatureSpec(task=Task.TRADING, window=2)
-    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
-    engine.warm_up(2)
-    kafka = MemoryKafka()
-    for topic in (IN, OUT, DLQ):
-        kafka.create_topic(topic, 1)
-    rt = Runtime(
-        settings,
-        engine=engine,
-        head=Head("trading", ["SELL", "HOLD", "BUY"]),
-        spec=spec,
-        model_version="v1",
-        clients=kafka,
-    )
+    rt, engine, kafka = _runtime(settings)
     _feed(kafka, 0, 10)
     task = asyncio.get_running_loop().create_task(rt.run(install_signals=False))
     await kafka.wait_until(lambda: len(kafka.records(OUT)) == 10)
@@ -93,17 +101,7 @@ async def test_a_package_dropped_in_the_watch_dir_is_swapped_in(tmp_path: Path) 
 
 async def test_the_admin_endpoint_answers_503_before_serving() -> None:
     """Before the pipeline runs there is no model to replace: 503 with the reason."""
-    spec = FeatureSpec(task=Task.TRADING, window=2)
-    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
-    engine.warm_up(2)
-    rt = Runtime(
-        load_settings(env={"WEIR_HTTP__ENABLED": "false"}),
-        engine=engine,
-        head=Head("trading", ["SELL", "HOLD", "BUY"]),
-        spec=spec,
-        model_version="v1",
-        clients=MemoryKafka(),
-    )
+    rt, _, _ = _runtime(load_settings(env={"WEIR_HTTP__ENABLED": "false"}), topics=False)
     assert await rt.admin(b'{"path": "/m/v2"}') == (
         503,
         b'{"error":"not serving yet: no model to replace"}',
@@ -126,20 +124,7 @@ async def test_post_admin_model_swaps_the_running_runtime(tmp_path: Path) -> Non
             "WEIR_MODEL__ADMIN": "true",
         }
     )
-    spec = FeatureSpec(task=Task.TRADING, window=2)
-    engine = FakeEngine(n_features=spec.n_features, n_outputs=3, max_batch=4)
-    engine.warm_up(2)
-    kafka = MemoryKafka()
-    for topic in (IN, OUT, DLQ):
-        kafka.create_topic(topic, 1)
-    rt = Runtime(
-        settings,
-        engine=engine,
-        head=Head("trading", ["SELL", "HOLD", "BUY"]),
-        spec=spec,
-        model_version="v1",
-        clients=kafka,
-    )
+    rt, _, kafka = _runtime(settings)
     write_tiny_trading_bundle(tmp_path / "v2", window=2, model_version="v2")
     _feed(kafka, 0, 5)
     with capture_logs() as logs:
