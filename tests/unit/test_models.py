@@ -65,20 +65,25 @@ def _record(i: int, key: str = "K0") -> MemoryRecord:
     return quote_record(i, key=key, timestamp=1_700_000_000_000 + i)
 
 
+def _pipeline(settings: Settings, version: ModelVersion, sink: MemorySink) -> Pipeline:
+    """A pipeline (not started) serving ``version`` into ``sink``."""
+    return Pipeline(
+        settings=settings,
+        engine=version.engine,
+        head=version.head,
+        spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
+        sink=sink,
+        model_version=version.version,
+    )
+
+
 class Served:
     """A started pipeline serving ``v1`` and the ModelControl over it."""
 
     def __init__(self, settings: Settings, v1: ModelVersion, loader: Callable[[str], Any]) -> None:
         self.sink = MemorySink()
         self.v1 = v1
-        self.pipe = Pipeline(
-            settings=settings,
-            engine=v1.engine,
-            head=v1.head,
-            spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
-            sink=self.sink,
-            model_version=v1.version,
-        )
+        self.pipe = _pipeline(settings, v1, self.sink)
         self.control = ModelControl(settings, v1, self.pipe, loader=loader)
         self.pipe.start()
 
@@ -350,14 +355,7 @@ async def test_a_dispatcher_that_never_reaches_a_batch_boundary_refuses_the_swap
     """With no dispatcher running the offer is withdrawn after install_timeout_s: refused,
     the old version serves on, and a later swap is not blocked by the stale offer."""
     v1 = _version("v1")
-    pipe = Pipeline(
-        settings=_settings(),
-        engine=v1.engine,
-        head=v1.head,
-        spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
-        sink=MemorySink(),
-        model_version="v1",
-    )
+    pipe = _pipeline(_settings(), v1, MemorySink())
     versions = {"v2": _version("v2"), "v3": _version("v3")}
     control = ModelControl(
         _settings(), v1, pipe, loader=versions.__getitem__, install_timeout_s=0.01
@@ -383,14 +381,7 @@ async def test_a_failed_pipeline_refuses_a_swap() -> None:
         return RuntimeError("broker gone")
 
     v1 = _version("v1")
-    pipe = Pipeline(
-        settings=_settings(),
-        engine=v1.engine,
-        head=v1.head,
-        spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
-        sink=MemorySink(fail=refuse),
-        model_version="v1",
-    )
+    pipe = _pipeline(_settings(), v1, MemorySink(fail=refuse))
     control = ModelControl(_settings(), v1, pipe, loader=lambda path: _version("v2"))
     pipe.start()
     await pipe.ingest([_record(0)])  # its warming decision is refused
