@@ -479,3 +479,27 @@ def test_cli_bad_timeout_is_named(tmp_path: Path) -> None:
     with pytest.raises(BrokerError) as caught:
         args.func(args)
     assert str(caught.value) == "bad --timeout 0: expected seconds > 0"
+
+
+@pytest.mark.parametrize("name", ["kafka", "kfake"])
+def test_deploy_dir_is_the_env_override_else_the_source_tree(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``$WEIR_<NAME>_DEPLOY`` names the deploy files when set; else ``deploy/<name>``."""
+    monkeypatch.delenv(f"WEIR_{name.upper()}_DEPLOY", raising=False)
+    assert _process.deploy_dir(name) == Path(__file__).resolve().parents[2] / "deploy" / name
+    monkeypatch.setenv(f"WEIR_{name.upper()}_DEPLOY", str(tmp_path))
+    assert _process.deploy_dir(name) == tmp_path
+
+
+def test_a_missing_kafka_deploy_file_names_the_directory_and_the_override(
+    tmp_path: Path,
+) -> None:
+    """Rendering the config from a deploy copy without server.properties says what to set."""
+    broker = ApacheKafka(deploy=tmp_path, state_dir=tmp_path / "state")
+    with pytest.raises(BrokerError) as info:
+        broker._write_config(9092, 9093)
+    assert str(info.value) == (
+        f"server.properties not found in {tmp_path}: run from a weir source tree or set "
+        "WEIR_KAFKA_DEPLOY to a directory holding deploy/kafka's files"
+    )
