@@ -52,7 +52,7 @@ from service.scheduler.base import Batch, Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
 from service.scheduler.factory import build_scheduler
 from service.scheduler.timer import make_timer
-from service.settings import ExpiryPolicy, Settings
+from service.settings import Anchor, ExpiryPolicy, Settings
 from service.slots import SlotTable
 from service.state import StateStore
 from service.tasks import TaskSupervisor
@@ -230,7 +230,13 @@ class Pipeline:
         head_states = slots.head_state
         fill = slots.fill
         scratch = slots.scratch
+        max_bytes = self._max_bytes
         wall_now = now - w2m
+        # The deadline policy of the last topic seen and, for an ingest-time anchor, the
+        # one deadline every record of that topic gets until the ingest time is read again.
+        dl_topic: str | None = None
+        policy = self.budgets.default
+        shared: Deadline | None = None
         for rec in records:
             left -= 1
             if not left:
@@ -242,6 +248,7 @@ class Pipeline:
                     now = self._clock()
                     turn_at = now + turn
                 wall_now = now - w2m
+                dl_topic = None
             topic = rec.topic
             part = rec.partition
             off = rec.offset
@@ -250,12 +257,12 @@ class Pipeline:
             value = rec.value
             ts_ms = rec.timestamp
             kafka_ns = ts_ms * 1_000_000 if ts_ms >= 0 else None
-            if value is None or len(value) > self._max_bytes:
+            if value is None or len(value) > max_bytes:
                 reason = "empty" if value is None else "oversized"
                 detail = (
                     "record has no value"
                     if value is None
-                    else f"record of {len(value)} bytes exceeds max_event_bytes={self._max_bytes}"
+                    else f"record of {len(value)} bytes exceeds max_event_bytes={max_bytes}"
                 )
                 await self._dead_letter(rec, reason, detail, kafka_ns)
                 continue
@@ -281,11 +288,21 @@ class Pipeline:
             state.write_input(slab[slot])
             targets[slot] = state.target()
             head_states[slot] = store.last_head_state
-            d = self.budgets.policy(topic).deadline_ns(
-                now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
-            )
-            fill(slot, topic, part, off, key, kafka_ns, source_ns, now, d)
-            item = Item(slot, key, Deadline(d))
+            if topic != dl_topic:
+                dl_topic = topic
+                policy = self.budgets.policy(topic)
+                shared = (
+                    Deadline(now + policy.budget_ns) if policy.anchor is Anchor.INGEST else None
+                )
+            deadline = shared
+            if deadline is None:
+                deadline = Deadline(
+                    policy.deadline_ns(
+                        now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
+                    )
+                )
+            fill(slot, topic, part, off, key, kafka_ns, source_ns, now, deadline.mono_ns)
+            item = Item(slot, key, deadline)
             outcome = sched.submit(item, now)
             if outcome is Outcome.EXPIRED:
                 # Hopeless on arrival: it never reaches a poll, so probe from here too, or a
