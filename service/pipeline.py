@@ -120,7 +120,10 @@ class Pipeline:
         self._decision_topic = k.decision_topic
         self._dlq_topic = k.dlq_topic
         self._max_bytes = k.max_event_bytes
-        self._model_header = (MODEL_HEADER, model_version.encode())
+        model_header = (MODEL_HEADER, model_version.encode())
+        self._headers = {s: [model_header, (STATUS_HEADER, _STATUS_BYTES[s])] for s in Status}
+        """A decision's headers by status: one list each, shared by every message of it
+        (sinks read headers, never change them: ``service.base.Sink``)."""
         self._expire_infer = settings.scheduler.expiry is ExpiryPolicy.INFER_LATE
         self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
         """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
@@ -480,22 +483,71 @@ class Pipeline:
             out, slots.targets[idx], [head_state[item.payload] for item in items]
         )
         names = self.head.labels
+        label_rows = labels.tolist()
         score_rows = scores.tolist()
+        # What ``_publish`` does per decision, with what the batch shares read once: the
+        # same decisions, stamps and headers, sent in row order, each slot freed once sent.
+        clock = self._clock
+        m2w = -self.w2m.offset_ns
+        dispatch_wall = dispatch + m2w
+        done_wall = done + m2w
+        send = self.sink.send
+        encode = self._out.encode
+        on_ack = self._on_ack
+        out_topic = self._decision_topic
+        version = self.model_version
+        headers = self._headers[Status.OK]
+        deadlines = slots.deadline
+        keys = slots.key
+        topics = slots.topic
+        partitions = slots.partition
+        offsets = slots.offset
+        source_ts = slots.source_ts
+        kafka_ts = slots.kafka_ts
+        ingest = slots.ingest
+        release = slots.release
+        counters = self.counters
         for i, item in enumerate(items):
             slot = item.payload
-            await self._publish(
-                slot,
-                Status.OK,
-                dispatch=dispatch,
-                done=done,
-                label=names[labels[i]],
+            deadline = deadlines[slot]
+            key = keys[slot]
+            topic = topics[slot]
+            part = partitions[slot]
+            off = offsets[slot]
+            now = clock()
+            late = item.late or (deadline is not None and now > deadline)
+            if late:
+                counters.late += 1
+            decision = Decision(
+                topic=topic,
+                partition=part,
+                offset=off,
+                key=key,
+                model_version=version,
+                status=Status.OK,
+                label=names[label_rows[i]],
                 scores=score_rows[i],
-                late=item.late,
-                n=n,
+                late=late,
+                batch_size=n,
+                error=None,
+                stamps=Stamps(
+                    source_ts_ns=source_ts[slot],
+                    kafka_ts_ns=kafka_ts[slot],
+                    ingest_wall_ns=ingest[slot] + m2w,
+                    dispatch_wall_ns=dispatch_wall,
+                    infer_done_wall_ns=done_wall,
+                    publish_wall_ns=now + m2w,
+                    deadline_wall_ns=None if deadline is None else deadline + m2w,
+                ),
                 anomaly=None if details is None else details[i],
             )
+            counters.decisions[Status.OK] += 1
+            await send(
+                out_topic, key.encode(), encode(decision), headers, (topic, part, off), on_ack
+            )
+            release(slot)
         if obs is not None:
-            obs.on_published(self._clock(), -self.w2m.offset_ns)
+            obs.on_published(clock(), -self.w2m.offset_ns)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -554,7 +606,7 @@ class Pipeline:
             self._decision_topic,
             key.encode(),
             self._out.encode(decision),
-            [self._model_header, (STATUS_HEADER, _STATUS_BYTES[status])],
+            self._headers[status],
             (topic, part, off),
             self._on_ack,
         )
