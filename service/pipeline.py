@@ -651,8 +651,6 @@ class Pipeline:
                 failed.__cause__ = error
                 self._publish_failed = failed
             return
-        tp = (topic, part)
-        if self.tracker.holds(tp):
-            self.tracker.ack(tp, off)
-        # else: revoked while the decision was in flight; the new owner reads on from the
-        # commit made at the revoke, which stayed below this offset.
+        # Not held: revoked while the decision was in flight; the new owner reads on from
+        # the commit made at the revoke, which stayed below this offset.
+        self.tracker.ack_held((topic, part), off)
