@@ -115,7 +115,8 @@ class Pipeline:
         k = settings.kafka
         self._decoder = decoder if decoder is not None else build_decoder(settings)
         """Record bytes to event, key and source time (``[schema]``; ``schemas.base``)."""
-        self._out = decision_codec(k.output_encoding)
+        self._encode = decision_codec(k.output_encoding).encoder.encode
+        """A decision to bytes in ``output_encoding`` (the msgspec encoder, bound once)."""
         self._dead_codec = dead_letter_codec(k.output_encoding)
         self._decision_topic = k.decision_topic
         self._dlq_topic = k.dlq_topic
@@ -492,7 +493,7 @@ class Pipeline:
         dispatch_wall = dispatch + m2w
         done_wall = done + m2w
         send = self.sink.send
-        encode = self._out.encode
+        encode = self._encode
         on_ack = self._on_ack
         out_topic = self._decision_topic
         version = self.model_version
@@ -605,7 +606,7 @@ class Pipeline:
         await self.sink.send(
             self._decision_topic,
             key.encode(),
-            self._out.encode(decision),
+            self._encode(decision),
             self._headers[status],
             (topic, part, off),
             self._on_ack,

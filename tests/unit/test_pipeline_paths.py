@@ -190,3 +190,14 @@ async def test_decisions_published_after_their_deadline_are_late(make_pipeline: 
     assert [d.late for d in ok] == [False, True, True, True, True]
     assert [d.batch_size for d in ok] == [5] * 5
     assert pipe.counters.late == 4
+
+
+async def test_decisions_go_out_in_the_output_encoding(make_pipeline: Any) -> None:
+    """With MessagePack output, every decision decodes with the MessagePack codec."""
+    settings = load_settings(env={"WEIR_KAFKA__OUTPUT_ENCODING": "msgpack"})
+    pipe, sink, _ = make_pipeline(settings=settings)
+    await _run(pipe, [_record("t", 0, i, "K", 1) for i in range(10)], chunk=10)
+    codec = decision_codec("msgpack")
+    got = [codec.decode(m.value) for m in sink.on("weir.decisions")]
+    assert [d.offset for d in got] == list(range(10))
+    assert [d.status for d in got] == [Status.WARMING] * (WINDOW - 1) + [Status.OK] * 7
