@@ -11,6 +11,7 @@ observations of a bucket, so a read (``p99_ns``) is a list lookup.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
@@ -20,6 +21,9 @@ from engines.errors import ProfileError
 
 DEFAULT_WINDOW = 2048
 DEFAULT_REFRESH = 64
+
+_VERSIONS = itertools.count()
+"""Stamps for ``LatencyProfile.version``, unique across profiles."""
 
 
 def bucket_sizes(max_batch: int) -> tuple[int, ...]:
@@ -65,6 +69,7 @@ class LatencyProfile:
         "_since",
         "buckets",
         "refresh_every",
+        "version",
         "window",
     )
 
@@ -91,6 +96,9 @@ class LatencyProfile:
         self._p50 = [0] * n
         self._p99 = [0] * n
         self._p999 = [0] * n
+        self.version = next(_VERSIONS)
+        """Changes whenever a quantile may have changed; no two profiles share a value, so
+        a caller may cache what it computes from the quantiles under this stamp."""
         for b in self.buckets:
             data = np.asarray(samples_ns[b], dtype=np.int64)
             if data.size == 0:
@@ -140,6 +148,7 @@ class LatencyProfile:
         self._p99[i] = int(p99)
         self._p999[i] = int(p999)
         self._since[i] = 0
+        self.version = next(_VERSIONS)
 
     def _idx(self, bucket: int) -> int:
         try:
@@ -205,6 +214,7 @@ class LatencyProfile:
         self._p50 = list(other._p50)
         self._p99 = list(other._p99)
         self._p999 = list(other._p999)
+        self.version = next(_VERSIONS)  # new quantiles: whatever was cached from them is stale
 
     def stats(self) -> list[BucketStats]:
         """Current quantiles of every bucket, ascending by bucket."""

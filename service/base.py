@@ -10,7 +10,8 @@ what the pipeline tells of every batch (``service.metrics.Metrics`` is one);
 makes the OpenTelemetry span of each batch (``service.otel.OtelBatchTracer``; ``None``: off).
 
 Call contract of ``Sink``: ``send`` is called from the event loop; it may wait when the
-sink's buffer is full (that is backpressure) but never waits for acknowledgements.
+sink's buffer is full (that is backpressure) but never waits for acknowledgements; it
+reads ``headers`` and never changes them (the pipeline hands one list to many messages).
 ``on_ack(token, error)`` is called on the event loop once per message, with ``error`` None
 when the broker acknowledged it. ``flush`` waits until every message sent so far is
 acknowledged (or failed).

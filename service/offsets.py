@@ -62,11 +62,19 @@ class OffsetTracker(Generic[TP]):
     def ack(self, tp: TP, offset: int) -> None:
         """Record that the decision for ``offset`` of ``tp`` is durably published (an
         offset below the commit point is from before a ``reset`` and changes nothing)."""
+        if not self.ack_held(tp, offset):
+            raise OffsetError(f"offset {offset} of {tp} acknowledged but never tracked")
+
+    def ack_held(self, tp: TP, offset: int) -> bool:
+        """``ack`` where ``tp`` has state; False, changing nothing, where it has none (it
+        was revoked and forgotten while the decision was in flight). One lookup per ack."""
         part = self._parts.get(tp)
-        if part is None or offset > part.last:
+        if part is None:
+            return False
+        if offset > part.last:
             raise OffsetError(f"offset {offset} of {tp} acknowledged but never tracked")
         if offset < part.committed:
-            return  # sent before a reset (a rewind or a new assignment): nothing waits on it
+            return True  # sent before a reset (a rewind or a new assignment): nothing waits
         inflight = part.inflight
         if inflight and inflight[0] == offset:
             inflight.popleft()
@@ -75,6 +83,7 @@ class OffsetTracker(Generic[TP]):
                 acked.discard(inflight.popleft())
         else:
             part.acked.add(offset)
+        return True
 
     def pending(self, tp: TP | None = None) -> int:
         """Offsets tracked but not yet acknowledged (of ``tp``, or of all partitions)."""

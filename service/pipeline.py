@@ -63,7 +63,7 @@ from service.scheduler.base import Batch, Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
 from service.scheduler.factory import build_scheduler
 from service.scheduler.timer import make_timer
-from service.settings import ExpiryPolicy, Settings
+from service.settings import Anchor, ExpiryPolicy, Settings
 from service.slots import SlotTable
 from service.state import StateStore
 from service.tasks import TaskSupervisor
@@ -79,6 +79,12 @@ Clock = Callable[[], int]
 MODEL_HEADER = "weir-model"
 STATUS_HEADER = "weir-status"
 _STATUS_BYTES = {s: s.value.encode() for s in Status}
+
+
+def _status_headers(model_version: str) -> dict[Status, list[tuple[str, bytes]]]:
+    """A decision's headers for each status: the model version and the status."""
+    model = (MODEL_HEADER, model_version.encode())
+    return {s: [model, (STATUS_HEADER, _STATUS_BYTES[s])] for s in Status}
 
 
 class Pipeline:
@@ -129,12 +135,16 @@ class Pipeline:
         k = settings.kafka
         self._decoder = decoder if decoder is not None else build_decoder(settings)
         """Record bytes to event, key and source time (``[schema]``; ``schemas.base``)."""
-        self._out = decision_codec(k.output_encoding)
+        self._encode = decision_codec(k.output_encoding).encoder.encode
+        """A decision to bytes in ``output_encoding`` (the msgspec encoder, bound once)."""
         self._dead_codec = dead_letter_codec(k.output_encoding)
         self._decision_topic = k.decision_topic
         self._dlq_topic = k.dlq_topic
         self._max_bytes = k.max_event_bytes
-        self._model_header = (MODEL_HEADER, model_version.encode())
+        self._headers = _status_headers(model_version)
+        """A decision's headers by status: one list each, shared by every message of it
+        (sinks read headers, never change them: ``service.base.Sink``); a traced decision
+        gets a copy with its trace headers added."""
         self._expire_infer = settings.scheduler.expiry is ExpiryPolicy.INFER_LATE
         self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
         """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
@@ -261,7 +271,7 @@ class Pipeline:
         self.engine = engine
         self.head = version.head
         self.model_version = version.version
-        self._model_header = (MODEL_HEADER, version.version.encode())
+        self._headers = _status_headers(version.version)
         self._prober = Prober(engine, self.scheduler.profile, self.budgets, self.counters)
 
     def _take_offer(self) -> None:
@@ -308,7 +318,13 @@ class Pipeline:
         fill = slots.fill
         scratch = slots.scratch
         carry = self.trace
+        max_bytes = self._max_bytes
         wall_now = now - w2m
+        # The deadline policy of the last topic seen and, for an ingest-time anchor, the
+        # one deadline every record of that topic gets until the ingest time is read again.
+        dl_topic: str | None = None
+        policy = self.budgets.default
+        shared: Deadline | None = None
         for rec in records:
             left -= 1
             if not left:
@@ -320,6 +336,7 @@ class Pipeline:
                     now = self._clock()
                     turn_at = now + turn
                 wall_now = now - w2m
+                dl_topic = None
             topic = rec.topic
             part = rec.partition
             off = rec.offset
@@ -328,12 +345,12 @@ class Pipeline:
             value = rec.value
             ts_ms = rec.timestamp
             kafka_ns = ts_ms * 1_000_000 if ts_ms >= 0 else None
-            if value is None or len(value) > self._max_bytes:
+            if value is None or len(value) > max_bytes:
                 reason = "empty" if value is None else "oversized"
                 detail = (
                     "record has no value"
                     if value is None
-                    else f"record of {len(value)} bytes exceeds max_event_bytes={self._max_bytes}"
+                    else f"record of {len(value)} bytes exceeds max_event_bytes={max_bytes}"
                 )
                 await self._dead_letter(rec, reason, detail, kafka_ns)
                 continue
@@ -363,13 +380,23 @@ class Pipeline:
             state.write_input(slab[slot])
             targets[slot] = state.target()
             head_states[slot] = store.last_head_state
-            d = self.budgets.policy(topic).deadline_ns(
-                now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
-            )
-            fill(slot, topic, part, off, key, kafka_ns, source_ns, now, d)
+            if topic != dl_topic:
+                dl_topic = topic
+                policy = self.budgets.policy(topic)
+                shared = (
+                    Deadline(now + policy.budget_ns) if policy.anchor is Anchor.INGEST else None
+                )
+            deadline = shared
+            if deadline is None:
+                deadline = Deadline(
+                    policy.deadline_ns(
+                        now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
+                    )
+                )
+            fill(slot, topic, part, off, key, kafka_ns, source_ns, now, deadline.mono_ns)
             if traced is not None:
                 carry.put(slot, traced)
-            item = Item(slot, key, Deadline(d))
+            item = Item(slot, key, deadline)
             outcome = sched.submit(item, now)
             if outcome is Outcome.EXPIRED:
                 # Hopeless on arrival: it never reaches a poll, so probe from here too, or a
@@ -569,22 +596,75 @@ class Pipeline:
             out, slots.targets[idx], [head_state[item.payload] for item in items]
         )
         names = self.head.labels
+        label_rows = labels.tolist()
         score_rows = scores.tolist()
+        # What ``_publish`` does per decision, with what the batch shares read once: the
+        # same decisions, stamps and headers, sent in row order, each slot freed once sent.
+        clock = self._clock
+        m2w = -self.w2m.offset_ns
+        dispatch_wall = dispatch + m2w
+        done_wall = done + m2w
+        send = self.sink.send
+        encode = self._encode
+        on_ack = self._on_ack
+        out_topic = self._decision_topic
+        version = self.model_version
+        headers = self._headers[Status.OK]
+        carry = self.trace
+        deadlines = slots.deadline
+        keys = slots.key
+        topics = slots.topic
+        partitions = slots.partition
+        offsets = slots.offset
+        source_ts = slots.source_ts
+        kafka_ts = slots.kafka_ts
+        ingest = slots.ingest
+        release = slots.release
+        counters = self.counters
         for i, item in enumerate(items):
             slot = item.payload
-            await self._publish(
-                slot,
-                Status.OK,
-                dispatch=dispatch,
-                done=done,
-                label=names[labels[i]],
+            deadline = deadlines[slot]
+            key = keys[slot]
+            topic = topics[slot]
+            part = partitions[slot]
+            off = offsets[slot]
+            now = clock()
+            late = item.late or (deadline is not None and now > deadline)
+            if late:
+                counters.late += 1
+            decision = Decision(
+                topic=topic,
+                partition=part,
+                offset=off,
+                key=key,
+                model_version=version,
+                status=Status.OK,
+                label=names[label_rows[i]],
                 scores=score_rows[i],
-                late=item.late,
-                n=n,
+                late=late,
+                batch_size=n,
+                error=None,
+                stamps=Stamps(
+                    source_ts_ns=source_ts[slot],
+                    kafka_ts_ns=kafka_ts[slot],
+                    ingest_wall_ns=ingest[slot] + m2w,
+                    dispatch_wall_ns=dispatch_wall,
+                    infer_done_wall_ns=done_wall,
+                    publish_wall_ns=now + m2w,
+                    deadline_wall_ns=None if deadline is None else deadline + m2w,
+                ),
                 anomaly=None if details is None else details[i],
             )
+            counters.decisions[Status.OK] += 1
+            sent = headers
+            if carry.held:
+                traced = carry.take(slot)
+                if traced is not None:
+                    sent = [*headers, *traced]
+            await send(out_topic, key.encode(), encode(decision), sent, (topic, part, off), on_ack)
+            release(slot)
         if obs is not None:
-            obs.on_published(self._clock(), -self.w2m.offset_ns)
+            obs.on_published(clock(), -self.w2m.offset_ns)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -639,15 +719,15 @@ class Pipeline:
             anomaly=anomaly,
         )
         self.counters.decisions[status] += 1
-        headers = [self._model_header, (STATUS_HEADER, _STATUS_BYTES[status])]
+        headers = self._headers[status]
         if self.trace.held:
             traced = self.trace.take(slot)
             if traced is not None:
-                headers.extend(traced)
+                headers = [*headers, *traced]
         await self.sink.send(
             self._decision_topic,
             key.encode(),
-            self._out.encode(decision),
+            self._encode(decision),
             headers,
             (topic, part, off),
             self._on_ack,
@@ -697,8 +777,6 @@ class Pipeline:
                 failed.__cause__ = error
                 self._publish_failed = failed
             return
-        tp = (topic, part)
-        if self.tracker.holds(tp):
-            self.tracker.ack(tp, off)
-        # else: revoked while the decision was in flight; the new owner reads on from the
-        # commit made at the revoke, which stayed below this offset.
+        # Not held: revoked while the decision was in flight; the new owner reads on from
+        # the commit made at the revoke, which stayed below this offset.
+        self.tracker.ack_held((topic, part), off)

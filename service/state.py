@@ -28,7 +28,15 @@ def _no_head_state() -> None:
 class StateStore:
     """States of up to ``max_keys`` keys, least recently updated evicted first."""
 
-    __slots__ = ("_states", "evictions", "last_head_state", "max_keys", "new_head_state", "spec")
+    __slots__ = (
+        "_last",
+        "_states",
+        "evictions",
+        "last_head_state",
+        "max_keys",
+        "new_head_state",
+        "spec",
+    )
 
     def __init__(
         self,
@@ -43,6 +51,8 @@ class StateStore:
         self.evictions = 0
         self.last_head_state: object = None
         """The head state of the key ``update`` last saw."""
+        self._last: str | None = None
+        """The most recently updated key (already last in ``_states``: no move needed)."""
 
     def update(self, event: Event, arrival_ns: int, key: str | None = None) -> FeatureState:
         """Fold ``event`` into ``key``'s state (default ``event.key``; creating or evicting
@@ -52,7 +62,9 @@ class StateStore:
         states = self._states
         entry = states.get(key)
         if entry is not None:
-            states.move_to_end(key)
+            if key != self._last:
+                states.move_to_end(key)
+                self._last = key
             entry[0].update(event, arrival_ns)
             self.last_head_state = entry[1]
             return entry[0]
@@ -63,6 +75,7 @@ class StateStore:
             self.evictions += 1
         head_state = self.new_head_state()
         states[key] = (state, head_state)
+        self._last = key
         self.last_head_state = head_state
         return state
 
@@ -79,6 +92,7 @@ class StateStore:
     def clear(self) -> None:
         """Forget every key (after a rebalance that took all partitions)."""
         self._states.clear()
+        self._last = None
 
     def __len__(self) -> int:
         return len(self._states)

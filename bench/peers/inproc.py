@@ -12,12 +12,20 @@ decode, features, batching or scheduling, inference and decision building:
 Faust's and Quix's own machinery cannot run without their clients, so they are left out;
 their decision bodies are ``TakeCore`` / ``ApplyCore`` (the fixed-window and naive paths).
 Figures are the best of ``repeats`` (least disturbed by the rest of the host).
+
+``python -m bench.peers.inproc --feed F [--events N] [--repeats R]`` prints one JSON line
+of the three figures (a Binance ``.gz`` capture is imported under ``--out`` first, as
+``python -m bench.peers`` does). Each run is one sample: compare trees by interleaving runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.peers.fixed_window import FixedWindowBatcher
@@ -121,3 +129,35 @@ def measure(
             best = min(best, path(model, recs, chunk))
         out[name] = best / len(recs) * 1e6
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure the feed's first ``--events`` events and print the figures as JSON."""
+    from replay.plan import load_plan
+
+    p = argparse.ArgumentParser(
+        prog="python -m bench.peers.inproc", description=(__doc__ or "").splitlines()[0]
+    )
+    p.add_argument("--feed", type=Path, required=True, help="feed (.parquet) or Binance .gz")
+    p.add_argument("--events", type=int, default=40_000, help="events measured")
+    p.add_argument("--chunk", type=int, default=64, help="records handed in at a time")
+    p.add_argument("--repeats", type=int, default=3, help="runs per path (best kept)")
+    p.add_argument("--out", type=Path, default=Path("bench-out"), help="where a .gz is imported")
+    args = p.parse_args(argv)
+    feed: Path = args.feed
+    if feed.suffix == ".gz":
+        target = args.out / f"{feed.name.removesuffix('.gz')}.parquet"
+        if not target.exists():
+            from replay.importers.binance import import_binance
+
+            print(f"importing {feed} -> {target}", file=sys.stderr)
+            import_binance([feed], target)
+        feed = target
+    plan = load_plan(feed, limit=args.events)
+    got = measure(plan, events=plan.n, chunk=args.chunk, repeats=args.repeats)
+    print(json.dumps({"events": plan.n, "us_cpu_per_event": got}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

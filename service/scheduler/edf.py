@@ -90,6 +90,8 @@ class EdfScheduler(Generic[P]):
         "_late_prev",
         "_late_since",
         "_late_window",
+        "_lim",
+        "_lim_version",
         "_max",
         "_maxb",
         "_n",
@@ -144,6 +146,9 @@ class EdfScheduler(Generic[P]):
         self._hold = max_hold_ns
         self._budget = budget_ns
         self._pause_cap = max(1, int(max_queued * pause_fraction))
+        self._lim = self._pause_cap
+        self._lim_version = -1
+        """The profile version ``_lim`` (the backpressure level) was computed at."""
         self._resume = resume_fraction
         self._on_bp = on_backpressure
         self._paused = False
@@ -219,7 +224,9 @@ class EdfScheduler(Generic[P]):
             q.append(item)
             if len(heap) > 2 * len(self._keys) + 64:
                 self._compact()
-        self._pressure()
+        limit = self._lim if self._profile.version == self._lim_version else self._limit()
+        if self._paused or self._n > limit:
+            self._pressure()
         return None
 
     def poll(self, now_ns: int) -> Batch[P] | int | None:
@@ -290,8 +297,7 @@ class EdfScheduler(Generic[P]):
             if nxt is None:
                 break
             heappop(heap)
-            self._take(nxt)
-            items.append(nxt)
+            self._take_run(nxt, items, target)
         return self._dispatch(items, expired, now_ns)
 
     def note_wake(self, lateness_ns: int, now_ns: int) -> None:
@@ -447,6 +453,31 @@ class EdfScheduler(Generic[P]):
         else:
             del self._keys[it.key]
 
+    def _take_run(self, it: Item[P], items: list[Item[P]], target: int) -> None:
+        """Take the head ``it`` (already popped from the heap) into ``items`` and, while
+        ``items`` holds fewer than ``target``, each next event of its key that comes before
+        every other head (in ``(effective deadline, seq)`` order, the heap's): the same
+        events in the same order as ``_take`` one at a time, without a heap push and pop
+        per event. A stale heap top only ends the run early (the heap then decides)."""
+        key = it.key
+        q = self._keys[key]
+        heap = self._heap
+        n = 0
+        while True:
+            q.popleft()
+            it._live = False
+            n += 1
+            items.append(it)
+            if not q:
+                del self._keys[key]
+                break
+            nxt = q[0]
+            if len(items) >= target or (heap and (heap[0][0], heap[0][1]) < (nxt._eff, nxt.seq)):
+                heappush(heap, (nxt._eff, nxt.seq, nxt))
+                break
+            it = nxt
+        self._n -= n
+
     def _dispatch(
         self,
         items: list[Item[P]],
@@ -465,12 +496,24 @@ class EdfScheduler(Generic[P]):
         heapify(heap)
         self._heap = heap
 
+    def _limit(self) -> int:
+        """The queue length past which the scheduler pauses: ``pause_fraction`` of the
+        bound, or what the budget allows at the largest bucket's p99 if less (cached per
+        profile version, so ``submit`` pays one comparison)."""
+        prof = self._profile
+        version = prof.version
+        if version != self._lim_version:
+            limit = self._pause_cap
+            if self._budget is not None:
+                per_batch = max(1, prof.p99_ns(self._maxb))
+                limit = min(limit, self._budget * self._maxb // per_batch)
+            self._lim = limit
+            self._lim_version = version
+        return self._lim
+
     def _pressure(self) -> None:
         """Update the backpressure flag from the predicted queueing delay (hysteresis)."""
-        limit = self._pause_cap
-        if self._budget is not None:
-            per_batch = max(1, self._profile.p99_ns(self._maxb))
-            limit = min(limit, self._budget * self._maxb // per_batch)
+        limit = self._limit()
         if not self._paused:
             if self._n > limit:
                 self._paused = True

@@ -154,8 +154,12 @@ def test_another_decision_kind_is_a_contract_change() -> None:
 def test_a_profile_adopts_another_whole_and_refuses_other_buckets() -> None:
     """After adopt, every quantile and sample count is the other's; other buckets raise."""
     mine = LatencyProfile({1: [10] * 5, 2: [20] * 5})
-    mine.adopt(LatencyProfile({1: [100] * 7, 2: [200] * 7}))
+    other = LatencyProfile({1: [100] * 7, 2: [200] * 7})
+    before = mine.version
+    mine.adopt(other)
     assert [(s.p99_ns, s.samples) for s in mine.stats()] == [(100, 7), (200, 7)]
+    # A new version stamp, shared with no other profile: caches keyed on it refresh.
+    assert mine.version not in (before, other.version)
     mine.observe(1, 100)  # still a working ring
     with pytest.raises(ProfileError) as info:
         mine.adopt(LatencyProfile({1: [1], 4: [1]}))

@@ -103,3 +103,19 @@ def test_acks_from_before_a_reset_change_nothing() -> None:
     t.ack("p", 2)
     assert t.committable("p") == 3 and t.pending("p") == 0
     assert t.holds("p") and not t.holds("q")
+
+
+def test_ack_held_skips_a_forgotten_partition_and_acks_a_held_one() -> None:
+    """``ack_held`` acknowledges like ``ack`` where the partition has state, changes nothing
+    and says False where it was forgotten, and refuses an offset never tracked."""
+    t: OffsetTracker[str] = OffsetTracker()
+    for off in range(3):
+        t.track("p", off)
+    assert t.ack_held("p", 1) and t.committable("p") == 0
+    assert t.ack_held("p", 0) and t.committable("p") == 2
+    t.forget("p")
+    assert not t.ack_held("p", 2)
+    assert t.partitions() == []
+    t.track("q", 4)
+    with pytest.raises(OffsetError, match=r"offset 7 of q acknowledged but never tracked"):
+        t.ack_held("q", 7)

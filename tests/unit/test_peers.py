@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -476,3 +477,20 @@ def test_inproc_measures_every_decision_path(records: list[MemoryRecord]) -> Non
     got = inproc.measure(plan, events=200, repeats=1)
     assert list(got) == ["naive", "fixed-window", "weir"]
     assert all(v > 0 for v in got.values())
+
+
+def test_inproc_cli_prints_each_paths_figure(tmp_path: Path, capsys: Any) -> None:
+    """``python -m bench.peers.inproc`` reads a feed and prints the three paths' CPU per
+    event as one JSON line."""
+    from bench.peers import inproc
+    from schemas.feed import FeedWriter
+
+    feed = tmp_path / "f.parquet"
+    with FeedWriter(feed) as w:
+        for i, ev in enumerate(_events(200)):
+            w.write(ev, recv_ns=T0_MS * 1_000_000 + i * 1_000_000)
+    assert inproc.main(["--feed", str(feed), "--events", "150", "--repeats", "1"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["events"] == 150
+    assert list(got["us_cpu_per_event"]) == ["naive", "fixed-window", "weir"]
+    assert all(v > 0 for v in got["us_cpu_per_event"].values())

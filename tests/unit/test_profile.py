@@ -61,3 +61,16 @@ def test_a_caller_may_refresh_sooner_and_drop_a_finished_spike() -> None:
         fast.observe(1, 100_000, refresh_every=4)
     assert slow.p99_ns(1) == 5_000_000
     assert fast.p99_ns(1) == 100_000
+
+
+def test_version_changes_with_the_quantiles_and_is_never_shared() -> None:
+    """``version`` moves when a refresh recomputes the quantiles, not on a plain sample,
+    and two profiles never carry the same one."""
+    p = LatencyProfile({1: [100] * 10}, refresh_every=2)
+    q = LatencyProfile({1: [100] * 10}, refresh_every=2)
+    assert p.version != q.version
+    v = p.version
+    p.observe(1, 100)
+    assert p.version == v
+    p.observe(1, 100)
+    assert p.version != v and p.version != q.version

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engines.profile import LatencyProfile
 from service.errors import ConfigError
@@ -254,3 +256,79 @@ def test_bad_settings_are_refused() -> None:
         make_edf(max_queued=0)
     with pytest.raises(ConfigError, match=r"^resume_fraction must be in \(0, 1\), got 1.0$"):
         make_edf(resume_fraction=1.0)
+
+
+def _reference_picks(queues: dict[object, list[tuple[int, int, int]]], n: int) -> list[int]:
+    """EDF by hand: ``n`` times, the head of the key whose queue holds the earliest deadline
+    (its head's effective deadline), ties to the earlier submitted; payloads in pick order."""
+    picks: list[int] = []
+    while len(picks) < n and any(queues.values()):
+        key = min(
+            (k for k, q in queues.items() if q),
+            key=lambda k: (min(d for _, d, _ in queues[k]), queues[k][0][2]),
+        )
+        picks.append(queues[key].pop(0)[0])
+    return picks
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2_000)), min_size=1, max_size=60))
+def test_batches_take_events_in_effective_deadline_order(events: list[tuple[int, int]]) -> None:
+    """A batch holds the events a head-by-head EDF over effective deadlines picks, in that
+    order, however the keys' runs interleave (each key's events in submit order)."""
+    s = EdfScheduler(make_profile(base_us=1, slope_us=0), guard_ns=0, max_hold_ns=0)
+    queues: dict[object, list[tuple[int, int, int]]] = {}
+    for p, (key, dl_us) in enumerate(events):
+        deadline = 10_000 * US + dl_us * US
+        assert s.submit(item(p, key, deadline), 0) is None
+        queues.setdefault(key, []).append((p, deadline, p))
+    got: list[int] = []
+    while s.queued:
+        batch = s.poll(0)
+        assert isinstance(batch, Batch) and not batch.expired
+        want = _reference_picks(queues, len(batch.items))
+        assert [i.payload for i in batch.items] == want
+        got += want
+        s.complete(batch, 1_000)
+    assert sorted(got) == list(range(len(events)))
+
+
+def test_a_key_run_stops_at_an_equal_deadline_submitted_earlier() -> None:
+    """After a key's head, its next event goes on only while it comes first: an equal
+    deadline of another key submitted earlier goes before it."""
+    s = make_edf(max_hold_ns=0)
+    for p, (key, dl) in enumerate([("a", 10_000), ("b", 20_000), ("a", 20_000), ("a", 30_000)]):
+        assert s.submit(item(p, key, dl * US), 0) is None
+    assert s.submit(item(4, "c", 50_000 * US), 0) is None
+    batch = s.poll(0)
+    assert isinstance(batch, Batch)
+    assert [i.payload for i in batch.items] == [0, 1, 2, 3, 4]
+
+
+def test_backpressure_follows_a_profile_change_between_polls() -> None:
+    """A slower profile lowers the pause level for the very next submit, without a poll."""
+    prof = make_profile()
+    s = EdfScheduler(prof, guard_ns=0, budget_ns=10_000 * US)
+    # p99(16) = 390 us: the budget allows 10_000 * 16 // 390 = 410 queued.
+    for p in range(300):
+        s.submit(item(p, p, 10**12), 0)
+    assert not s.paused
+    for _ in range(50):  # p99(16) rises to 1 ms: 10_000 * 16 // 1_000 = 160 queued
+        prof.observe(16, 1_000 * US, refresh_every=50)
+    assert prof.p99_ns(16) == 1_000 * US
+    s.submit(item(300, 300, 10**12), 0)
+    assert s.paused
+
+
+def test_backpressure_follows_an_adopted_profile() -> None:
+    """A live model swap adopts the new version's profile in place: the pause level follows
+    it at the very next submit (the cached level is keyed on the profile's version)."""
+    prof = make_profile()
+    s = EdfScheduler(prof, guard_ns=0, budget_ns=10_000 * US)
+    for p in range(300):
+        s.submit(item(p, p, 10**12), 0)
+    assert not s.paused
+    slower = LatencyProfile({b: [1_000 * US] * 50 for b in prof.buckets})
+    prof.adopt(slower)  # p99(16) = 1 ms: 10_000 * 16 // 1_000 = 160 queued
+    s.submit(item(300, 300, 10**12), 0)
+    assert s.paused

@@ -24,6 +24,22 @@ def test_keys_bounded_least_recent_evicted() -> None:
     assert store.evictions == 1
 
 
+def test_runs_of_one_key_keep_the_eviction_order() -> None:
+    """A key updated many times in a row stays the most recent; the one before it is
+    evicted first, also after a run of the same key and after a clear."""
+    store = StateStore(FeatureSpec(task=Task.SENSOR, window=2), max_keys=2)
+    for i, key in enumerate(["a", "b", "b", "a", "a", "a", "c"]):
+        store.update(_r(key), i)
+    assert store.get("b") is None and store.get("a") is not None
+    store.update(_r("a"), 7)
+    store.update(_r("d"), 8)
+    assert store.get("c") is None and store.get("a") is not None
+    store.clear()
+    for i, key in enumerate(["x", "y", "x", "z"]):
+        store.update(_r(key), i)
+    assert store.get("y") is None and store.evictions == 3
+
+
 def test_update_returns_the_keys_state() -> None:
     """Updates of one key accumulate in one window."""
     store = StateStore(FeatureSpec(task=Task.SENSOR, window=3), max_keys=10)
