@@ -42,7 +42,8 @@ from schemas.codec import event_codec
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
 from service.memory import MemoryRecord
-from service.pipeline import STATUS_HEADER, Pipeline
+from service.pipeline import Pipeline
+from service.publisher import STATUS_HEADER
 from service.scheduler import (
     EdfScheduler,
     EmpiricalService,

@@ -50,15 +50,15 @@ from engines.features import Features
 from engines.head import Head
 from engines.version import ModelVersion
 from schemas.base import EventDecoder
-from schemas.codec import dead_letter_codec, decision_codec
-from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
+from schemas.decision import Status
 from schemas.errors import DecodeError, SchemaError
 from service.base import Record, Sink
 from service.counters import Counters
-from service.errors import PublishError, ServiceError
+from service.errors import ServiceError
 from service.inbound import build_decoder
 from service.offsets import OffsetTracker
 from service.probe import Prober
+from service.publisher import Publisher
 from service.scheduler.base import Batch, Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
 from service.scheduler.factory import build_scheduler
@@ -75,16 +75,6 @@ if TYPE_CHECKING:
 
 TP = tuple[str, int]
 Clock = Callable[[], int]
-
-MODEL_HEADER = "weir-model"
-STATUS_HEADER = "weir-status"
-_STATUS_BYTES = {s: s.value.encode() for s in Status}
-
-
-def _status_headers(model_version: str) -> dict[Status, list[tuple[str, bytes]]]:
-    """A decision's headers for each status: the model version and the status."""
-    model = (MODEL_HEADER, model_version.encode())
-    return {s: [model, (STATUS_HEADER, _STATUS_BYTES[s])] for s in Status}
 
 
 class Pipeline:
@@ -118,7 +108,6 @@ class Pipeline:
         self.head = head
         self.spec = spec
         self.sink = sink
-        self.model_version = model_version
         self._clock = clock
         self._wall = wall
         self.counters = Counters()
@@ -135,16 +124,7 @@ class Pipeline:
         k = settings.kafka
         self._decoder = decoder if decoder is not None else build_decoder(settings)
         """Record bytes to event, key and source time (``[schema]``; ``schemas.base``)."""
-        self._encode = decision_codec(k.output_encoding).encoder.encode
-        """A decision to bytes in ``output_encoding`` (the msgspec encoder, bound once)."""
-        self._dead_codec = dead_letter_codec(k.output_encoding)
-        self._decision_topic = k.decision_topic
-        self._dlq_topic = k.dlq_topic
         self._max_bytes = k.max_event_bytes
-        self._headers = _status_headers(model_version)
-        """A decision's headers by status: one list each, shared by every message of it
-        (sinks read headers, never change them: ``service.base.Sink``); a traced decision
-        gets a copy with its trace headers added."""
         self._expire_infer = settings.scheduler.expiry is ExpiryPolicy.INFER_LATE
         self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
         """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
@@ -163,12 +143,27 @@ class Pipeline:
         self._idle.set()
         self.tasks = tasks or TaskSupervisor()
         """Starts the dispatcher; its death is a failure of the pipeline (``failed``)."""
-        self._publish_failed: PublishError | None = None
         self._offer: tuple[ModelVersion, asyncio.Future[None]] | None = None
         self.observer = observer
         """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
         self.trace = TraceCarry(self.slots.scratch + 1, self.counters)
         """Each queued event's trace headers, by slot (``service.tracing``)."""
+        self.publisher = Publisher(
+            settings=settings,
+            sink=sink,
+            slots=self.slots,
+            trace=self.trace,
+            counters=self.counters,
+            tracker=self.tracker,
+            w2m=self.w2m,
+            model_version=model_version,
+            clock=clock,
+            wall=wall,
+            observer=observer,
+        )
+        """Builds and sends every decision and dead letter (``service.publisher``)."""
+        self._publish = self.publisher.one
+        self._dead_letter = self.publisher.dead_letter
         self.tracer = tracer
         """Makes a span per batch (``service.base.BatchTracer``); ``None``: off."""
         self.shadow: Shadow | None = None
@@ -186,7 +181,7 @@ class Pipeline:
         """Why the pipeline cannot go on: a background task's death (the dispatcher's, or
         the sink's submitter's when it shares ``tasks``), else the first publish failure;
         None while healthy. The runtime then stops and restarts from the last commit."""
-        return self.tasks.failure or self._publish_failed
+        return self.tasks.failure or self.publisher.failed
 
     @property
     def queued(self) -> int:
@@ -235,6 +230,11 @@ class Pipeline:
 
     # -- model versions ----------------------------------------------------------------------
 
+    @property
+    def model_version(self) -> str:
+        """The version serving: named on every decision (``install`` changes it)."""
+        return self.publisher.model_version
+
     def offer(self, version: ModelVersion) -> asyncio.Future[None]:
         """Have the dispatcher ``install`` ``version`` before its next batch; the future is
         done once it serves (or holds the ``EngineError`` that kept it out)."""
@@ -270,8 +270,7 @@ class Pipeline:
         engine.observe = False
         self.engine = engine
         self.head = version.head
-        self.model_version = version.version
-        self._headers = _status_headers(version.version)
+        self.publisher.set_model(version.version)
         self._prober = Prober(engine, self.scheduler.profile, self.budgets, self.counters)
 
     def _take_offer(self) -> None:
@@ -562,221 +561,10 @@ class Pipeline:
                         await self._publish(item.payload, status)
                     else:
                         later.append((item, status))
-        await self._publish_batch(items, idx, out, dispatch, done, error)
+        await self.publisher.batch(items, idx, out, dispatch, done, error, self.head)
         out_at = self._clock()
         self.scheduler.note_publish(out_at - done, out_at)
         if tracer is not None:
             tracer.end(out_at)
         for item, status in later:
             await self._publish(item.payload, status)
-
-    async def _publish_batch(
-        self,
-        items: Sequence[Item[int]],
-        idx: np.ndarray,
-        out: FloatArray | None,
-        dispatch: int,
-        done: int,
-        error: str | None,
-    ) -> None:
-        """Publish a batch's decisions: ``ok`` from ``out``, or ``error`` for every item."""
-        n = len(items)
-        obs = self.observer
-        if error is not None or out is None:
-            for item in items:
-                await self._publish(
-                    item.payload, Status.ERROR, dispatch=dispatch, done=done, error=error, n=n
-                )
-            if obs is not None:
-                obs.on_published(self._clock(), -self.w2m.offset_ns)
-            return
-        slots = self.slots
-        head_state = slots.head_state
-        labels, scores, details = self.head.judge(
-            out, slots.targets[idx], [head_state[item.payload] for item in items]
-        )
-        names = self.head.labels
-        label_rows = labels.tolist()
-        score_rows = scores.tolist()
-        # What ``_publish`` does per decision, with what the batch shares read once: the
-        # same decisions, stamps and headers, sent in row order, each slot freed once sent.
-        clock = self._clock
-        m2w = -self.w2m.offset_ns
-        dispatch_wall = dispatch + m2w
-        done_wall = done + m2w
-        send = self.sink.send
-        encode = self._encode
-        on_ack = self._on_ack
-        out_topic = self._decision_topic
-        version = self.model_version
-        headers = self._headers[Status.OK]
-        carry = self.trace
-        deadlines = slots.deadline
-        keys = slots.key
-        topics = slots.topic
-        partitions = slots.partition
-        offsets = slots.offset
-        source_ts = slots.source_ts
-        kafka_ts = slots.kafka_ts
-        ingest = slots.ingest
-        release = slots.release
-        counters = self.counters
-        for i, item in enumerate(items):
-            slot = item.payload
-            deadline = deadlines[slot]
-            key = keys[slot]
-            topic = topics[slot]
-            part = partitions[slot]
-            off = offsets[slot]
-            now = clock()
-            late = item.late or (deadline is not None and now > deadline)
-            if late:
-                counters.late += 1
-            decision = Decision(
-                topic=topic,
-                partition=part,
-                offset=off,
-                key=key,
-                model_version=version,
-                status=Status.OK,
-                label=names[label_rows[i]],
-                scores=score_rows[i],
-                late=late,
-                batch_size=n,
-                error=None,
-                stamps=Stamps(
-                    source_ts_ns=source_ts[slot],
-                    kafka_ts_ns=kafka_ts[slot],
-                    ingest_wall_ns=ingest[slot] + m2w,
-                    dispatch_wall_ns=dispatch_wall,
-                    infer_done_wall_ns=done_wall,
-                    publish_wall_ns=now + m2w,
-                    deadline_wall_ns=None if deadline is None else deadline + m2w,
-                ),
-                anomaly=None if details is None else details[i],
-            )
-            counters.decisions[Status.OK] += 1
-            sent = headers
-            if carry.held:
-                traced = carry.take(slot)
-                if traced is not None:
-                    sent = [*headers, *traced]
-            await send(out_topic, key.encode(), encode(decision), sent, (topic, part, off), on_ack)
-            release(slot)
-        if obs is not None:
-            obs.on_published(clock(), -self.w2m.offset_ns)
-
-    # -- publishing --------------------------------------------------------------------------
-
-    async def _publish(
-        self,
-        slot: int,
-        status: Status,
-        *,
-        dispatch: int | None = None,
-        done: int | None = None,
-        label: str = "",
-        scores: list[float] | None = None,
-        late: bool = False,
-        error: str | None = None,
-        n: int = 0,
-        anomaly: Anomaly | None = None,
-    ) -> None:
-        """Publish the decision of the event in ``slot``, then free the slot."""
-        slots = self.slots
-        deadline = slots.deadline[slot]
-        key = slots.key[slot]
-        topic = slots.topic[slot]
-        part = slots.partition[slot]
-        off = slots.offset[slot]
-        m2w = -self.w2m.offset_ns
-        now = self._clock()
-        if status is Status.OK and deadline is not None and now > deadline:
-            late = True  # decided, but after its deadline: downstream can tell
-        if late:
-            self.counters.late += 1
-        decision = Decision(
-            topic=topic,
-            partition=part,
-            offset=off,
-            key=key,
-            model_version=self.model_version,
-            status=status,
-            label=label,
-            scores=scores if scores is not None else [],
-            late=late,
-            batch_size=n,
-            error=error,
-            stamps=Stamps(
-                source_ts_ns=slots.source_ts[slot],
-                kafka_ts_ns=slots.kafka_ts[slot],
-                ingest_wall_ns=slots.ingest[slot] + m2w,
-                dispatch_wall_ns=None if dispatch is None else dispatch + m2w,
-                infer_done_wall_ns=None if done is None else done + m2w,
-                publish_wall_ns=now + m2w,
-                deadline_wall_ns=None if deadline is None else deadline + m2w,
-            ),
-            anomaly=anomaly,
-        )
-        self.counters.decisions[status] += 1
-        headers = self._headers[status]
-        if self.trace.held:
-            traced = self.trace.take(slot)
-            if traced is not None:
-                headers = [*headers, *traced]
-        await self.sink.send(
-            self._decision_topic,
-            key.encode(),
-            self._encode(decision),
-            headers,
-            (topic, part, off),
-            self._on_ack,
-        )
-        slots.release(slot)
-
-    async def _dead_letter(
-        self, rec: Record, reason: str, detail: str, kafka_ns: int | None
-    ) -> None:
-        counters = self.counters
-        counters.dead[reason] = counters.dead.get(reason, 0) + 1
-        counters.kinds[(rec.topic, None)] = counters.kinds.get((rec.topic, None), 0) + 1
-        dead = DeadLetter(
-            topic=rec.topic,
-            partition=rec.partition,
-            offset=rec.offset,
-            reason=reason,
-            detail=detail,
-            value=rec.value,
-            key=rec.key,
-            headers=list(rec.headers),
-            kafka_ts_ns=kafka_ns,
-            dead_wall_ns=self._wall(),
-        )
-        headers = [("weir-reason", reason.encode())]
-        traced = self.trace.read(rec.headers) if rec.headers else None
-        if traced is not None:
-            headers.extend(traced)
-        await self.sink.send(
-            self._dlq_topic,
-            rec.key,
-            self._dead_codec.encode(dead),
-            headers,
-            (rec.topic, rec.partition, rec.offset),
-            self._on_ack,
-        )
-
-    def _on_ack(self, token: Any, error: BaseException | None) -> None:
-        topic, part, off = token
-        if error is not None:
-            self.counters.produce_errors += 1
-            if self._publish_failed is None:
-                failed = PublishError(
-                    f"publishing decisions failed: {type(error).__name__}: {error} - "
-                    f"topic={topic} partition={part} offset={off}"
-                )
-                failed.__cause__ = error
-                self._publish_failed = failed
-            return
-        # Not held: revoked while the decision was in flight; the new owner reads on from
-        # the commit made at the revoke, which stayed below this offset.
-        self.tracker.ack_held((topic, part), off)

@@ -16,7 +16,8 @@ from schemas.decision import Decision, Status
 from schemas.events import Quote
 from service.base import AckCallback
 from service.memory import MemoryRecord, MemorySink, SentMessage
-from service.pipeline import MODEL_HEADER, STATUS_HEADER, Pipeline
+from service.pipeline import Pipeline
+from service.publisher import MODEL_HEADER, STATUS_HEADER
 from service.settings import Settings, load_settings
 
 WINDOW = 4  # the window of the conftest fixtures

@@ -1,0 +1,310 @@
+"""Publishing: every decision and dead letter is built from its slot, handed to the sink,
+and its slot freed; acknowledgements reach the offset tracker.
+
+``Publisher`` is the pipeline's outbound half (``service.pipeline``): ``batch`` publishes a
+batch's decisions in row order (``ok`` from the engine's output judged by the model's
+``Head``, or ``error`` for every row), ``one`` any single decision (``expired``, ``shed``,
+``warming``, ``error``), ``dead_letter`` an undecodable or invalid record. Decision headers
+name the model version and the status, one shared list per status (sinks never change
+headers: ``service.base.Sink``); a traced decision gets a copy with its trace headers
+(``service.tracing``). ``on_ack`` is the sink's acknowledgement callback: a produce error
+becomes ``failed`` (the pipeline stops on it), a success acks the offset in the tracker,
+whose commit point never passes an unacknowledged outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engines.base import FloatArray
+from engines.head import Head
+from schemas.codec import dead_letter_codec, decision_codec
+from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
+from service.base import Record, Sink
+from service.counters import Counters
+from service.errors import PublishError
+from service.offsets import OffsetTracker
+from service.scheduler.base import Item
+from service.scheduler.deadline import WallToMono
+from service.settings import Settings
+from service.slots import SlotTable
+from service.tracing import TraceCarry
+
+if TYPE_CHECKING:
+    from service.base import BatchObserver
+
+__all__ = ["MODEL_HEADER", "STATUS_HEADER", "Publisher"]
+
+TP = tuple[str, int]
+Clock = Callable[[], int]
+
+MODEL_HEADER = "weir-model"
+STATUS_HEADER = "weir-status"
+_STATUS_BYTES = {s: s.value.encode() for s in Status}
+
+
+def _status_headers(model_version: str) -> dict[Status, list[tuple[str, bytes]]]:
+    """A decision's headers for each status: the model version and the status."""
+    model = (MODEL_HEADER, model_version.encode())
+    return {s: [model, (STATUS_HEADER, _STATUS_BYTES[s])] for s in Status}
+
+
+class Publisher:
+    """Builds and sends decisions and dead letters (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sink: Sink,
+        slots: SlotTable,
+        trace: TraceCarry,
+        counters: Counters,
+        tracker: OffsetTracker[TP],
+        w2m: WallToMono,
+        model_version: str,
+        clock: Clock = time.monotonic_ns,
+        wall: Clock = time.time_ns,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        k = settings.kafka
+        self._sink = sink
+        self._slots = slots
+        self._trace = trace
+        self._counters = counters
+        self._tracker = tracker
+        self._w2m = w2m
+        self._clock = clock
+        self._wall = wall
+        self._observer = observer
+        self._encode = decision_codec(k.output_encoding).encoder.encode
+        """A decision to bytes in ``output_encoding`` (the msgspec encoder, bound once)."""
+        self._dead_codec = dead_letter_codec(k.output_encoding)
+        self._decision_topic = k.decision_topic
+        self._dlq_topic = k.dlq_topic
+        self.model_version = model_version
+        """The version named on every decision (``set_model`` changes it between batches)."""
+        self._headers = _status_headers(model_version)
+        """A decision's headers by status: one list each, shared by every message of it; a
+        traced decision gets a copy with its trace headers added."""
+        self.failed: PublishError | None = None
+        """The first produce error acknowledged: the pipeline has failed."""
+
+    def set_model(self, model_version: str) -> None:
+        """Name ``model_version`` on every decision from now on (a swap, between batches)."""
+        self.model_version = model_version
+        self._headers = _status_headers(model_version)
+
+    async def batch(
+        self,
+        items: Sequence[Item[int]],
+        idx: np.ndarray,
+        out: FloatArray | None,
+        dispatch: int,
+        done: int,
+        error: str | None,
+        head: Head,
+    ) -> None:
+        """Publish a batch's decisions: ``ok`` from ``out``, or ``error`` for every item."""
+        n = len(items)
+        obs = self._observer
+        if error is not None or out is None:
+            for item in items:
+                await self.one(
+                    item.payload, Status.ERROR, dispatch=dispatch, done=done, error=error, n=n
+                )
+            if obs is not None:
+                obs.on_published(self._clock(), -self._w2m.offset_ns)
+            return
+        slots = self._slots
+        head_state = slots.head_state
+        labels, scores, details = head.judge(
+            out, slots.targets[idx], [head_state[item.payload] for item in items]
+        )
+        names = head.labels
+        label_rows = labels.tolist()
+        score_rows = scores.tolist()
+        # What ``_publish`` does per decision, with what the batch shares read once: the
+        # same decisions, stamps and headers, sent in row order, each slot freed once sent.
+        clock = self._clock
+        m2w = -self._w2m.offset_ns
+        dispatch_wall = dispatch + m2w
+        done_wall = done + m2w
+        send = self._sink.send
+        encode = self._encode
+        on_ack = self.on_ack
+        out_topic = self._decision_topic
+        version = self.model_version
+        headers = self._headers[Status.OK]
+        carry = self._trace
+        deadlines = slots.deadline
+        keys = slots.key
+        topics = slots.topic
+        partitions = slots.partition
+        offsets = slots.offset
+        source_ts = slots.source_ts
+        kafka_ts = slots.kafka_ts
+        ingest = slots.ingest
+        release = slots.release
+        counters = self._counters
+        for i, item in enumerate(items):
+            slot = item.payload
+            deadline = deadlines[slot]
+            key = keys[slot]
+            topic = topics[slot]
+            part = partitions[slot]
+            off = offsets[slot]
+            now = clock()
+            late = item.late or (deadline is not None and now > deadline)
+            if late:
+                counters.late += 1
+            decision = Decision(
+                topic=topic,
+                partition=part,
+                offset=off,
+                key=key,
+                model_version=version,
+                status=Status.OK,
+                label=names[label_rows[i]],
+                scores=score_rows[i],
+                late=late,
+                batch_size=n,
+                error=None,
+                stamps=Stamps(
+                    source_ts_ns=source_ts[slot],
+                    kafka_ts_ns=kafka_ts[slot],
+                    ingest_wall_ns=ingest[slot] + m2w,
+                    dispatch_wall_ns=dispatch_wall,
+                    infer_done_wall_ns=done_wall,
+                    publish_wall_ns=now + m2w,
+                    deadline_wall_ns=None if deadline is None else deadline + m2w,
+                ),
+                anomaly=None if details is None else details[i],
+            )
+            counters.decisions[Status.OK] += 1
+            sent = headers
+            if carry.held:
+                traced = carry.take(slot)
+                if traced is not None:
+                    sent = [*headers, *traced]
+            await send(out_topic, key.encode(), encode(decision), sent, (topic, part, off), on_ack)
+            release(slot)
+        if obs is not None:
+            obs.on_published(clock(), -self._w2m.offset_ns)
+
+    async def one(
+        self,
+        slot: int,
+        status: Status,
+        *,
+        dispatch: int | None = None,
+        done: int | None = None,
+        label: str = "",
+        scores: list[float] | None = None,
+        late: bool = False,
+        error: str | None = None,
+        n: int = 0,
+        anomaly: Anomaly | None = None,
+    ) -> None:
+        """Publish the decision of the event in ``slot``, then free the slot."""
+        slots = self._slots
+        deadline = slots.deadline[slot]
+        key = slots.key[slot]
+        topic = slots.topic[slot]
+        part = slots.partition[slot]
+        off = slots.offset[slot]
+        m2w = -self._w2m.offset_ns
+        now = self._clock()
+        if status is Status.OK and deadline is not None and now > deadline:
+            late = True  # decided, but after its deadline: downstream can tell
+        if late:
+            self._counters.late += 1
+        decision = Decision(
+            topic=topic,
+            partition=part,
+            offset=off,
+            key=key,
+            model_version=self.model_version,
+            status=status,
+            label=label,
+            scores=scores if scores is not None else [],
+            late=late,
+            batch_size=n,
+            error=error,
+            stamps=Stamps(
+                source_ts_ns=slots.source_ts[slot],
+                kafka_ts_ns=slots.kafka_ts[slot],
+                ingest_wall_ns=slots.ingest[slot] + m2w,
+                dispatch_wall_ns=None if dispatch is None else dispatch + m2w,
+                infer_done_wall_ns=None if done is None else done + m2w,
+                publish_wall_ns=now + m2w,
+                deadline_wall_ns=None if deadline is None else deadline + m2w,
+            ),
+            anomaly=anomaly,
+        )
+        self._counters.decisions[status] += 1
+        headers = self._headers[status]
+        if self._trace.held:
+            traced = self._trace.take(slot)
+            if traced is not None:
+                headers = [*headers, *traced]
+        await self._sink.send(
+            self._decision_topic,
+            key.encode(),
+            self._encode(decision),
+            headers,
+            (topic, part, off),
+            self.on_ack,
+        )
+        slots.release(slot)
+
+    async def dead_letter(
+        self, rec: Record, reason: str, detail: str, kafka_ns: int | None
+    ) -> None:
+        counters = self._counters
+        counters.dead[reason] = counters.dead.get(reason, 0) + 1
+        counters.kinds[(rec.topic, None)] = counters.kinds.get((rec.topic, None), 0) + 1
+        dead = DeadLetter(
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            reason=reason,
+            detail=detail,
+            value=rec.value,
+            key=rec.key,
+            headers=list(rec.headers),
+            kafka_ts_ns=kafka_ns,
+            dead_wall_ns=self._wall(),
+        )
+        headers = [("weir-reason", reason.encode())]
+        traced = self._trace.read(rec.headers) if rec.headers else None
+        if traced is not None:
+            headers.extend(traced)
+        await self._sink.send(
+            self._dlq_topic,
+            rec.key,
+            self._dead_codec.encode(dead),
+            headers,
+            (rec.topic, rec.partition, rec.offset),
+            self.on_ack,
+        )
+
+    def on_ack(self, token: Any, error: BaseException | None) -> None:
+        topic, part, off = token
+        if error is not None:
+            self._counters.produce_errors += 1
+            if self.failed is None:
+                failed = PublishError(
+                    f"publishing decisions failed: {type(error).__name__}: {error} - "
+                    f"topic={topic} partition={part} offset={off}"
+                )
+                failed.__cause__ = error
+                self.failed = failed
+            return
+        # Not held: revoked while the decision was in flight; the new owner reads on from
+        # the commit made at the revoke, which stayed below this offset.
+        self._tracker.ack_held((topic, part), off)
