@@ -35,6 +35,7 @@ import msgspec
 import numpy as np
 
 from engines.defaults import default_bundle_path
+from replay.diagnose import DEFAULT_WINDOW_S, Diagnosis, render
 from replay.errors import ReplayError
 from replay.kafka import KafkaTransport, ensure_topics
 from replay.pacing import Pacing
@@ -247,11 +248,14 @@ def run_demo(
     exactly_once: bool = False,
     warmup_events: int = DEMO_WARMUP_EVENTS,
     bootstrap: str | None = None,
+    diagnosis: Diagnosis | None = None,
 ) -> RunResult:
     """Run the demo (see the module docstring); everything it started is stopped.
 
     ``slo`` defaults to ``DEMO_SLO``. With ``bootstrap``, the demo uses
-    that running Kafka instead of starting one (and leaves it running).
+    that running Kafka instead of starting one (and leaves it running). With ``diagnosis``
+    the service serves ``/status`` on ``diagnosis.port``, read just before it stops, and
+    the measured replay records the harness's pauses (``replay.diagnose``).
     """
     from service.broker import ApacheKafka, ExternalBroker, KFake, Tansu
     from service.broker.base import Broker
@@ -295,6 +299,11 @@ def run_demo(
             budget_ms=DEMO_SERVICE_BUDGET_MS,
             exactly_once=exactly_once,
         )
+        if diagnosis is not None:
+            http = msgspec.structs.replace(
+                settings.http, enabled=True, host="127.0.0.1", port=diagnosis.port
+            )
+            settings = msgspec.structs.replace(settings, http=http)
         asyncio.run(
             ensure_topics(
                 settings.kafka,
@@ -356,9 +365,12 @@ def run_demo(
                 config=config,
                 quiet_s=5.0,
                 progress=Progress(plan.n, planned, enabled=progress),
+                diagnosis=diagnosis,
             )
         )
     finally:
+        if service is not None and diagnosis is not None:
+            diagnosis.fetch_service()
         if service is not None:
             _say("stopping the service")
             status = service.stop()
@@ -388,6 +400,7 @@ def _warm_up(feed: Path, settings: Settings, events: int, *, exactly_once: bool)
 def _run_cli(args: argparse.Namespace) -> int:
     slo = load_slo(args.slo) if args.slo is not None else None
     out_dir: Path = args.out_dir
+    diagnosis = Diagnosis(window_s=args.window_s) if args.diagnose else None
     result = run_demo(
         out_dir=out_dir,
         feed=args.feed,
@@ -400,7 +413,12 @@ def _run_cli(args: argparse.Namespace) -> int:
         exactly_once=args.exactly_once,
         bootstrap=args.bootstrap,
         warmup_events=args.warmup_events,
+        diagnosis=diagnosis,
     )
+    if diagnosis is not None:
+        doc = diagnosis.document()
+        (out_dir / "diagnosis.json").write_bytes(msgspec.json.format(msgspec.json.encode(doc)))
+        print(render(doc), file=sys.stderr)
     return print_outcome(
         result, results=out_dir / "results.json", html_page=out_dir / "report.html"
     )
@@ -462,6 +480,20 @@ def register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         help="feed, results.json, report.html, logs (default ./weir-demo)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also print where the tail comes from: GC pauses by generation and event-loop "
+        "lag of the service and of the harness, and e2e/stage p99 per time window (written "
+        "to OUT/diagnosis.json too)",
+    )
+    p.add_argument(
+        "--window-s",
+        type=float,
+        default=DEFAULT_WINDOW_S,
+        metavar="S",
+        help=f"--diagnose's window (default {DEFAULT_WINDOW_S:g} s)",
+    )
     p.set_defaults(func=_run_cli)
 
 

@@ -20,6 +20,8 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
 - model versions (``service.models``): ``POST /admin/model`` (``[model] admin``) and
   ``[model] watch_dir`` load a new version off the loop and swap it in between batches;
   one that fails stays out and the old one serves on;
+- ``[gc]`` (``service.pauses``): every collection is timed, a probe times the loop's lag;
+  at the first assignment ``gc.freeze()`` and the gen-0 threshold are applied;
 - SIGTERM/SIGINT: stop fetching, drain within ``drain_timeout_ms``, commit, exit 0; a
   second signal exits at once (status 130);
 - a background task that dies (dispatcher, sink submitter, metrics sampler, topic watch: all
@@ -67,6 +69,7 @@ from service.kafka import KafkaClients, KafkaSink
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.models import ModelControl
+from service.pauses import GcPolicy
 from service.pipeline import Pipeline
 from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
 from service.tasks import TaskDied, TaskSupervisor
@@ -171,7 +174,7 @@ class Runtime:
         """How many times backpressure paused the assigned partitions."""
         self.commits = 0
         self.ready = False
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self, loop_lag_interval_s=settings.gc.loop_lag_interval_ms / 1000)
         """Prometheus registry, stage histograms, lag and live series of this worker."""
         self._http: OpsServer | None = None
         self._missing_inputs: list[str] = []
@@ -180,6 +183,11 @@ class Runtime:
         """Swaps the model version (``service.models``); None until the pipeline runs."""
         self._model_watch: asyncio.Task[None] | None = None
         self._shadow_start: asyncio.Task[None] | None = None
+        self._loop_lag: asyncio.Task[None] | None = None
+        self.gc_policy = GcPolicy(
+            freeze=settings.gc.freeze_when_ready, gen0_threshold=settings.gc.gen0_threshold
+        )
+        """``[gc]``: applied at the first assignment, undone at shutdown."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -293,11 +301,13 @@ class Runtime:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal)
+        self.metrics.gc.install()
         await self._start_http()
         try:
             await self._start_clients()
         except BaseException:
             await self._stop_http()
+            self.metrics.gc.uninstall()
             raise
         assert self.producer is not None and self.consumer is not None
         d = self.settings.delivery
@@ -339,6 +349,8 @@ class Runtime:
             self._missing_inputs,
         )
         self._watch = self.tasks.spawn(watch.run(), name="weir-topic-watch")
+        if self.settings.gc.loop_lag_interval_ms:
+            self._loop_lag = self.tasks.spawn(self.metrics.loop_lag.run(), "weir-loop-lag")
         status = 0
         try:
             await self._loop()
@@ -538,18 +550,22 @@ class Runtime:
                 self._rebuild_until[tp] = pos
         self.ready = self.tasks.failure is None  # a dead task's worker stays unready until exit
         log.info("partitions_assigned", count=len(assigned))
+        if not self.gc_policy.applied:  # warm now: what start-up made is never walked again
+            self.metrics.gc.uninstall()  # its one full collection is not a serving pause
+            self.gc_policy.apply()
+            self.metrics.gc.install()
 
     # -- shutdown ---------------------------------------------------------------------------------
 
     async def _shutdown(self) -> int:
         status = 0
         pipe = self.pipeline
-        for watch in (self._watch, self._model_watch, self._shadow_start):
+        for watch in (self._watch, self._model_watch, self._shadow_start, self._loop_lag):
             if watch is not None and not watch.done():
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
-        self._watch = self._model_watch = self._shadow_start = None
+        self._watch = self._model_watch = self._shadow_start = self._loop_lag = None
         try:
             if pipe is not None:
                 # After a failure nothing more is committed: the restart resumes from the
@@ -576,6 +592,8 @@ class Runtime:
                 with contextlib.suppress(KafkaError):
                     await self.producer.stop()
             await self._stop_http()
+            self.metrics.gc.uninstall()
+            self.gc_policy.undo()
             if self.tracer is not None:
                 await asyncio.to_thread(self.tracer.close)  # exports what is pending
         log.info("stopped", status=status, commits=self.commits)
