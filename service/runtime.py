@@ -6,7 +6,8 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
 - pause every assigned partition while the scheduler signals backpressure or the sink
   holds its most in-flight decisions (``max_inflight_decisions``/``_bytes``), resume after;
 - at-least-once: commit, every ``commit_interval_ms``, the offsets the tracker allows
-  (decisions below them are produced *and* acknowledged), and on revoke and shutdown;
+  (decisions below them are produced *and* acknowledged), beside the fetch loop
+  (``commit_in_background``), and on revoke and shutdown after the one in flight;
 - exactly-once: decisions go out in a transaction; every ``flush_interval_ms`` fetching
   stops until the pipeline is idle, then the consumed offsets join the transaction
   (``send_offsets_to_transaction``) and it commits. A failed transaction is aborted, the
@@ -184,6 +185,8 @@ class Runtime:
         self._model_watch: asyncio.Task[None] | None = None
         self._shadow_start: asyncio.Task[None] | None = None
         self._loop_lag: asyncio.Task[None] | None = None
+        self._committing: asyncio.Task[None] | None = None
+        """The periodic commit in flight beside the fetch loop (``commit_in_background``)."""
         self.gc_policy = GcPolicy(
             freeze=settings.gc.freeze_when_ready, gen0_threshold=settings.gc.gen0_threshold
         )
@@ -403,6 +406,7 @@ class Runtime:
         ) * 1_000_000
         next_commit = clock() + commit_every
         max_records = s.kafka.max_poll_records
+        background = s.delivery.commit_in_background and not self.eos
         stop = self._stop
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=50, max_records=max_records)
@@ -416,8 +420,15 @@ class Runtime:
             if pipe.failed is not None:
                 raise pipe.failed
             self._backpressure()
+            committing = self._committing
+            if committing is not None and committing.done():
+                self._committing = None
+                committing.result()  # a commit that raised (not a logged KafkaError) stops us
             if clock() >= next_commit:
-                await self._commit()
+                if background:
+                    self._commit_soon()
+                else:
+                    await self._commit()
                 next_commit = clock() + commit_every
         if pipe.failed is not None:
             raise pipe.failed
@@ -447,11 +458,39 @@ class Runtime:
 
     # -- commits --------------------------------------------------------------------------------
 
+    def _commit_soon(self) -> None:
+        """Start the periodic commit beside the fetch loop, unless one is in flight (the
+        loop raises what a finished one raised; a ``KafkaError`` is logged, not raised)."""
+        if self._committing is not None:
+            return
+        self._committing = asyncio.get_running_loop().create_task(
+            self._commit_offsets(None), name="weir-commit"
+        )
+
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit now, after the background commit in flight (if any) has finished."""
         assert self.consumer is not None and self.pipeline is not None
+        pending, self._committing = self._committing, None
+        if pending is not None:
+            await asyncio.wait([pending])
+            pending.result()
         if self.eos:
             await self._commit_transaction()
             return
+        await self._commit_offsets(only)
+
+    async def _settle_commit(self) -> None:
+        """Wait for the background commit in flight (after a failure, nothing else commits:
+        one started before it still lands, and only acknowledged offsets)."""
+        pending, self._committing = self._committing, None
+        if pending is None:
+            return
+        await asyncio.wait([pending])
+        if not pending.cancelled() and pending.exception() is not None:
+            log.warning("commit_failed", error=str(pending.exception()))
+
+    async def _commit_offsets(self, only: set[TopicPartition] | None) -> None:
+        assert self.consumer is not None and self.pipeline is not None
         moved = self.pipeline.tracker.to_commit()
         offsets = {
             TopicPartition(t, p): off
@@ -583,6 +622,7 @@ class Runtime:
             if self.models is not None:
                 await self.models.aclose()
         finally:
+            await self._settle_commit()
             if self.sink is not None:
                 await self.sink.close()
             if self.consumer is not None:

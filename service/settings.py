@@ -187,6 +187,11 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     mode: DeliveryMode = DeliveryMode.AT_LEAST_ONCE
     commit_interval_ms: Positive = 200
+    commit_in_background: bool = True
+    """At-least-once: the periodic commit runs beside the fetch loop (one at a time), so
+    records keep being ingested during its broker round trip; off: the loop waits for it
+    (every record that arrives meanwhile waits as long). Rebalance and shutdown commits
+    always wait, after any commit in flight."""
     transactional_id_prefix: str = "weir"
     startup_timeout_ms: Positive = 60_000
     """How long to retry reaching the brokers at start before giving up."""
