@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import socket
 import urllib.request
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -90,6 +91,16 @@ def windows(rec: Recorder, width_s: float = DEFAULT_WINDOW_S) -> list[Window]:
     return out
 
 
+Get = Callable[[str, float], bytes]
+"""Reads a URL within a timeout (seconds)."""
+
+
+def _get(url: str, timeout_s: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - our own URL
+        body: bytes = resp.read()
+    return body
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` now (for the service's ``/status``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -121,13 +132,15 @@ class Diagnosis:
         sent = rec.intended[: rec.n_sent]
         self.t0_wall_ns = int(sent[sent > 0].min()) if (sent > 0).any() else 0
 
-    def fetch_service(self, timeout_s: float = 5.0) -> None:
-        """Read the service's ``gc`` and ``loop_lag`` from its ``/status`` (an error is kept
-        in ``service_error``, not raised: the run's figures stand without it)."""
+    def fetch_service(self, timeout_s: float = 5.0, get: Get | None = None) -> None:
+        """Read the service's ``gc``, ``loop_lag`` and ``commit`` from its ``/status`` with
+        ``get`` (``urllib``); an error is kept in ``service_error``, not raised: the run's
+        figures stand without it."""
         url = f"http://127.0.0.1:{self.port}/status"
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                doc = json.loads(resp.read())
+            doc = json.loads((get or _get)(url, timeout_s))
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
         except (OSError, ValueError) as exc:
             self.service_error = f"no /status from the service at {url}: {exc}"
             return
