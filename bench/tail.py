@@ -4,7 +4,9 @@ Run from the repository root::
 
     python -m bench.tail                          # 3 rounds of off/on at 1x, 20 s feed
     python -m bench.tail --rounds 5 --speed 10 --seconds 60
-    python -m bench.tail --variant off=WEIR_GC__FREEZE_WHEN_READY=false
+    python -m bench.tail --variant off=WEIR_GC__FREEZE_WHEN_READY=false --variant on=
+    python -m bench.tail --variant g1= \
+        --variant parallel=--broker-jvm-option=-XX:+UseParallelGC,--broker-jvm-option=-Xmn192m
 
 Each run is a whole ``weir demo --diagnose`` (``replay.demo``: a fresh Apache Kafka, the
 service in a child process, the warm-up, the measured replay) in its own process, with
@@ -40,25 +42,35 @@ DEFAULT_VARIANTS = (
 )
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    """``name=VAR=value,VAR=value`` (``name=``: no change) as ``(name, environment)``."""
+Variant = tuple[str, dict[str, str], list[str]]
+
+
+def parse_variant(text: str) -> Variant:
+    """``name=VAR=value,--demo-arg,...`` (``name=``: no change) as ``(name, environment,
+    demo arguments)``: an item starting with ``--`` is an argument of ``weir demo``."""
     name, _, rest = text.partition("=")
     if not name:
         raise ValueError(f"variant {text!r} has no name (expected name=VAR=value,...)")
     env: dict[str, str] = {}
+    demo_args: list[str] = []
     for item in filter(None, rest.split(",")):
+        if item.startswith("--"):
+            demo_args.append(item)
+            continue
         var, sep, value = item.partition("=")
         if not sep or not var:
             raise ValueError(f"variant {text!r}: {item!r} is not VAR=value")
         env[var] = value
-    return name, env
+    return name, env, demo_args
 
 
 def _load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _run(out: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any] | None:
+def _run(
+    out: Path, env: dict[str, str], demo_args: list[str], args: argparse.Namespace
+) -> dict[str, Any] | None:
     cmd = [
         sys.executable,
         "-m",
@@ -74,6 +86,7 @@ def _run(out: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, 
         str(args.seconds),
         "--window-s",
         str(args.window_s),
+        *demo_args,
     ]
     proc = subprocess.run(
         cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False
@@ -99,6 +112,10 @@ def figures(result: dict[str, Any], diagnosis: dict[str, Any]) -> dict[str, Any]
     service = diagnosis.get("service") or {}
     harness = diagnosis.get("harness") or {}
     s_count, s_max = _worst_pause(service)
+    run_gc = diagnosis.get("service_run_gc")
+    if run_gc:  # the measured run only, not the start-up and warm-up
+        s_count = sum(g["count"] for g in run_gc.values())
+        s_max = max((g["max_ms_if_over_1"] or 0.0 for g in run_gc.values()), default=0.0)
     h_count, h_max = _worst_pause(harness)
     return {
         "p50": e2e.get("50"),
@@ -112,6 +129,9 @@ def figures(result: dict[str, Any], diagnosis: dict[str, Any]) -> dict[str, Any]
         "harness_lag": ((harness.get("loop_lag") or {}).get("p99_ms"),
                         (harness.get("loop_lag") or {}).get("max_ms")),
         "commit_p99": (service.get("commit") or {}).get("p99_ms"),
+        "broker_gc": ((diagnosis.get("broker_gc") or {}).get("count"),
+                      (diagnosis.get("broker_gc") or {}).get("max_ms")),
+        "service_run_gc": diagnosis.get("service_run_gc"),
     }  # fmt: skip
 
 
@@ -128,7 +148,7 @@ def line(name: str, f: dict[str, Any]) -> str:
         f"harness {f['harness_gc'][0]}x max {_f(f['harness_gc'][1])} ms | loop lag p99/max "
         f"svc {_f(f['service_lag'][0])}/{_f(f['service_lag'][1])} harness "
         f"{_f(f['harness_lag'][0])}/{_f(f['harness_lag'][1])} ms | commit p99 "
-        f"{_f(f['commit_p99'])} ms"
+        f"{_f(f['commit_p99'])} ms | broker gc {f['broker_gc'][0]}x max {_f(f['broker_gc'][1])} ms"
     )
 
 
@@ -151,18 +171,19 @@ def main(argv: list[str] | None = None) -> int:
         "--variant",
         action="append",
         metavar="NAME=VAR=value,...",
-        help="a variant and its environment (repeat; default: off and on, see above)",
+        help="a variant: its environment and weir demo arguments (items starting with --); "
+        "repeat; default: off and on, see above",
     )
     args = p.parse_args(argv)
     variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
-    print(f"bench.tail: {args.rounds} rounds of {', '.join(n for n, _ in variants)} "
+    print(f"bench.tail: {args.rounds} rounds of {', '.join(n for n, _, _ in variants)} "
           f"at {args.speed}x, {args.seconds:g} s feed", flush=True)  # fmt: skip
-    runs: dict[str, list[dict[str, Any]]] = {n: [] for n, _ in variants}
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n, _, _ in variants}
     for r in range(args.rounds):
         shift = r % len(variants)
-        for name, env in variants[shift:] + variants[:shift]:
+        for name, env, demo_args in variants[shift:] + variants[:shift]:
             print(f"round {r + 1} {name}: load average {_load()}", flush=True)
-            f = _run(args.out_dir / f"r{r + 1}-{name}", env, args)
+            f = _run(args.out_dir / f"r{r + 1}-{name}", env, demo_args, args)
             if f is not None:
                 runs[name].append(f)
                 print(line(name, f), flush=True)

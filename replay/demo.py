@@ -28,6 +28,7 @@ import asyncio
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ import msgspec
 import numpy as np
 
 from engines.defaults import default_bundle_path
-from replay.diagnose import DEFAULT_WINDOW_S, Diagnosis, render
+from replay.diagnose import DEFAULT_WINDOW_S, Diagnosis, jvm_gc_option, render
 from replay.errors import ReplayError
 from replay.kafka import KafkaTransport, ensure_topics
 from replay.pacing import Pacing
@@ -249,6 +250,7 @@ def run_demo(
     warmup_events: int = DEMO_WARMUP_EVENTS,
     bootstrap: str | None = None,
     diagnosis: Diagnosis | None = None,
+    broker_jvm_options: Sequence[str] = (),
 ) -> RunResult:
     """Run the demo (see the module docstring); everything it started is stopped.
 
@@ -256,6 +258,7 @@ def run_demo(
     that running Kafka instead of starting one (and leaves it running). With ``diagnosis``
     the service serves ``/status`` on ``diagnosis.port``, read just before it stops, and
     the measured replay records the harness's pauses (``replay.diagnose``).
+    ``broker_jvm_options`` go after ``DEMO_JVM_OPTIONS`` (a later JVM flag wins).
     """
     from service.broker import ApacheKafka, ExternalBroker, KFake, Tansu
     from service.broker.base import Broker
@@ -285,9 +288,12 @@ def run_demo(
         broker.stop()  # a previous demo's broker, if one was left running
     else:
         broker_name = "Apache Kafka"
-        broker = ApacheKafka(
-            state_dir=out_dir / "kafka", jvm_options=DEMO_JVM_OPTIONS, progress=_say
-        )
+        jvm = (*DEMO_JVM_OPTIONS, *broker_jvm_options)
+        if diagnosis is not None:
+            diagnosis.broker_gc_log = out_dir / "broker-gc.log"
+            diagnosis.broker_gc_log.unlink(missing_ok=True)
+            jvm = (*jvm, jvm_gc_option(diagnosis.broker_gc_log))
+        broker = ApacheKafka(state_dir=out_dir / "kafka", jvm_options=jvm, progress=_say)
         broker.stop()  # a previous demo's broker, if one was left running
         shutil.rmtree(out_dir / "kafka", ignore_errors=True)  # fresh topics and offsets
     service: ServiceProcess | None = None
@@ -354,6 +360,8 @@ def run_demo(
                 f"(every delivery.flush_interval_ms = {settings.delivery.flush_interval_ms} "
                 "ms), which the end-to-end latency includes"
             )
+        if diagnosis is not None:
+            diagnosis.fetch_service(before=True)
         _say(f"replaying {plan.n:,} events at {pacing.label()}x ...")
         planned = pacing.planned_s(plan.n, plan.span_s)
         result = asyncio.run(
@@ -414,6 +422,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         warmup_events=args.warmup_events,
         diagnosis=diagnosis,
+        broker_jvm_options=args.broker_jvm_option or (),
     )
     if diagnosis is not None:
         doc = diagnosis.document()
@@ -486,6 +495,13 @@ def register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         help="also print where the tail comes from: GC pauses by generation and event-loop "
         "lag of the service and of the harness, and e2e/stage p99 per time window (written "
         "to OUT/diagnosis.json too)",
+    )
+    p.add_argument(
+        "--broker-jvm-option",
+        action="append",
+        metavar="OPT",
+        help="an option for the demo's Kafka JVM, after its own (repeat; e.g. "
+        "--broker-jvm-option=-Xmn192m)",
     )
     p.add_argument(
         "--window-s",

@@ -7,6 +7,8 @@ itself. :class:`Diagnosis` collects, for one demo run:
 - the harness's own GC pauses by generation and its event-loop lag
   (``service.pauses``, measured in this process while it replays);
 - the service's, read from its ``/status`` (``gc`` and ``loop_lag``) just before it stops;
+- the broker JVM's stop-the-world GC pauses during the run (its GC log), where the demo
+  started the broker;
 - the end-to-end latency and each stage's p99 per time window (:func:`windows`), so a tail
   that grows over the run shows as a rising column, and a stage that owns it stands out.
 
@@ -16,9 +18,11 @@ itself. :class:`Diagnosis` collects, for one demo run:
 from __future__ import annotations
 
 import json
+import re
 import socket
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
@@ -101,6 +105,32 @@ def _get(url: str, timeout_s: float) -> bytes:
     return body
 
 
+_JVM_PAUSE = re.compile(rb"^\[(\d+)ms\].* Pause .* ([0-9.]+)ms$")
+
+
+def jvm_gc_option(path: Path) -> str:
+    """The JVM option that logs each collection with its wall time (ms) to ``path``."""
+    return f"-Xlog:gc:file={path}:timemillis"
+
+
+def jvm_pauses(log: bytes, since_wall_ns: int = 0) -> dict[str, Any]:
+    """Count, total, p50, p99 and max (ms) of the stop-the-world pauses in a JVM GC log
+    written with :func:`jvm_gc_option`, from ``since_wall_ns`` on."""
+    pauses = []
+    for raw in log.splitlines():
+        m = _JVM_PAUSE.match(raw.strip())
+        if m and int(m.group(1)) * 1_000_000 >= since_wall_ns:
+            pauses.append(float(m.group(2)))
+    arr = np.asarray(pauses)
+    return {
+        "count": len(pauses),
+        "total_ms": round(float(arr.sum()), 3),
+        "p50_ms": None if not pauses else round(float(np.percentile(arr, 50)), 3),
+        "p99_ms": None if not pauses else round(float(np.percentile(arr, 99)), 3),
+        "max_ms": round(float(arr.max()), 3) if pauses else 0.0,
+    }
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` now (for the service's ``/status``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -121,8 +151,13 @@ class Diagnosis:
         self.harness_gc = GcPauses()
         self.harness_lag = LoopLag()
         self.service: dict[str, Any] | None = None
+        self.service_before: dict[str, Any] | None = None
+        """The service's figures when the measured replay began (``fetch_service(before=
+        True)``): the run's own collections are the difference."""
         self.service_error = ""
         self.windows: list[Window] = []
+        self.broker_gc_log: Path | None = None
+        """The broker JVM's GC log (``jvm_gc_option``), where the demo started one."""
         self.t0_wall_ns = 0
         """The first intended send of the measured replay: the windows' time 0."""
 
@@ -132,7 +167,9 @@ class Diagnosis:
         sent = rec.intended[: rec.n_sent]
         self.t0_wall_ns = int(sent[sent > 0].min()) if (sent > 0).any() else 0
 
-    def fetch_service(self, timeout_s: float = 5.0, get: Get | None = None) -> None:
+    def fetch_service(
+        self, timeout_s: float = 5.0, get: Get | None = None, *, before: bool = False
+    ) -> None:
         """Read the service's ``gc``, ``loop_lag`` and ``commit`` from its ``/status`` with
         ``get`` (``urllib``); an error is kept in ``service_error``, not raised: the run's
         figures stand without it."""
@@ -144,11 +181,43 @@ class Diagnosis:
         except (OSError, ValueError) as exc:
             self.service_error = f"no /status from the service at {url}: {exc}"
             return
-        self.service = {k: doc.get(k) for k in ("gc", "loop_lag", "commit")}
+        figures = {k: doc.get(k) for k in ("gc", "loop_lag", "commit")}
+        if before:
+            self.service_before = figures
+        else:
+            self.service = figures
+
+    def _service_run_gc(self) -> dict[str, Any] | None:
+        """The service's collections during the measured replay, by generation: count and
+        total (ms) as differences of the two reads, the largest pause of 1 ms or more."""
+        after = ((self.service or {}).get("gc") or {}).get("generations")
+        before = ((self.service_before or {}).get("gc") or {}).get("generations")
+        if not after or not before:
+            return None
+        long = ((self.service or {}).get("gc") or {}).get("long") or []
+        out: dict[str, Any] = {}
+        for gen, a in after.items():
+            b = before.get(gen) or {"count": 0, "total_ms": 0.0}
+            in_run = [
+                p["ms"]
+                for p in long
+                if str(p["generation"]) == gen and p["wall_ns"] >= self.t0_wall_ns
+            ]
+            out[gen] = {
+                "count": a["count"] - b["count"],
+                "total_ms": round(a["total_ms"] - b["total_ms"], 3),
+                "max_ms_if_over_1": max(in_run, default=None),
+            }
+        return out
 
     def document(self) -> dict[str, Any]:
         """Everything as one JSON-able document."""
+        broker = None
+        if self.broker_gc_log is not None and self.broker_gc_log.exists():
+            broker = jvm_pauses(self.broker_gc_log.read_bytes(), self.t0_wall_ns)
         return {
+            "service_run_gc": self._service_run_gc(),
+            "broker_gc": broker,
             "harness": {"gc": self.harness_gc.summary(), "loop_lag": self.harness_lag.summary()},
             "service": self.service,
             "service_error": self.service_error,
@@ -202,6 +271,22 @@ def render(doc: dict[str, Any]) -> str:
                     for p in long
                 )
                 lines.append(f"{who:8} gc pauses >= 1 ms during the run: {at}")
+    run_gc = doc.get("service_run_gc")
+    if run_gc:
+        lines.append(
+            "service  gc during the measured run: "
+            + ", ".join(
+                f"gen{g} {v['count']}x {v['total_ms']:.2f} ms"
+                + (f" (max {v['max_ms_if_over_1']:.1f})" if v["max_ms_if_over_1"] else "")
+                for g, v in sorted(run_gc.items())
+            )
+        )
+    broker = doc.get("broker_gc")
+    if broker:
+        lines.append(
+            f"broker   gc pauses   {broker['count']:6d} {broker['total_ms']:10.2f} "
+            f"{_fmt(broker['p50_ms']):>8} {_fmt(broker['p99_ms']):>8} {_fmt(broker['max_ms']):>8}"
+        )
     if doc.get("service_error"):
         lines.append(f"service: {doc['service_error']}")
     wins = doc.get("windows") or []

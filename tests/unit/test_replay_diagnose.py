@@ -96,3 +96,34 @@ def test_render_shows_both_processes_and_the_windows() -> None:
     assert "harness  gc gen0         0       0.00        -        -     0.00" in text
     rows = [ln for ln in text.splitlines() if ln.startswith(("       0", "       5"))]
     assert len(rows) == 2 and "10.00" in rows[0] and "50.00" in rows[1]
+
+
+def test_service_collections_during_the_run_are_the_difference_of_two_reads() -> None:
+    """The run's collections are the counts and totals read after minus those read before
+    the measured replay; the largest is the longest kept pause from the run's start on."""
+    d = Diagnosis(port=9)
+    d.recorded(_recorder([(0.1, 10.0)]))
+    t0 = d.t0_wall_ns
+
+    def status(count: int, total: float, long: list[dict[str, float]]) -> bytes:
+        rest = {"p50_ms": None, "p99_ms": None, "max_ms": 0.0}
+        gens = {
+            "0": {"count": count, "total_ms": total, **rest},
+            "2": {"count": 1, "total_ms": 40.0, **rest},
+        }
+        return msgspec.json.encode({"gc": {"generations": gens, "long": long}})
+
+    d.fetch_service(get=lambda url, _t: status(10, 3.0, []), before=True)
+    assert d.document()["service_run_gc"] is None
+    late = [
+        {"wall_ns": t0 - S, "generation": 0, "ms": 9.0},
+        {"wall_ns": t0 + S, "generation": 0, "ms": 2.5},
+    ]
+    d.fetch_service(get=lambda url, _t: status(14, 7.5, late))
+    assert d.document()["service_run_gc"] == {
+        "0": {"count": 4, "total_ms": 4.5, "max_ms_if_over_1": 2.5},
+        "2": {"count": 0, "total_ms": 0.0, "max_ms_if_over_1": None},
+    }
+    assert "service  gc during the measured run: gen0 4x 4.50 ms (max 2.5), gen2 0x 0.00 ms" in (
+        render(d.document())
+    )
