@@ -28,6 +28,7 @@ import asyncio
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ import msgspec
 import numpy as np
 
 from engines.defaults import default_bundle_path
+from replay.diagnose import DEFAULT_WINDOW_S, Diagnosis, jvm_gc_option, render
 from replay.errors import ReplayError
 from replay.kafka import KafkaTransport, ensure_topics
 from replay.pacing import Pacing
@@ -247,11 +249,16 @@ def run_demo(
     exactly_once: bool = False,
     warmup_events: int = DEMO_WARMUP_EVENTS,
     bootstrap: str | None = None,
+    diagnosis: Diagnosis | None = None,
+    broker_jvm_options: Sequence[str] = (),
 ) -> RunResult:
     """Run the demo (see the module docstring); everything it started is stopped.
 
     ``slo`` defaults to ``DEMO_SLO``. With ``bootstrap``, the demo uses
-    that running Kafka instead of starting one (and leaves it running).
+    that running Kafka instead of starting one (and leaves it running). With ``diagnosis``
+    the service serves ``/status`` on ``diagnosis.port``, read just before it stops, and
+    the measured replay records the harness's pauses (``replay.diagnose``).
+    ``broker_jvm_options`` go after ``DEMO_JVM_OPTIONS`` (a later JVM flag wins).
     """
     from service.broker import ApacheKafka, ExternalBroker, KFake, Tansu
     from service.broker.base import Broker
@@ -281,9 +288,12 @@ def run_demo(
         broker.stop()  # a previous demo's broker, if one was left running
     else:
         broker_name = "Apache Kafka"
-        broker = ApacheKafka(
-            state_dir=out_dir / "kafka", jvm_options=DEMO_JVM_OPTIONS, progress=_say
-        )
+        jvm = (*DEMO_JVM_OPTIONS, *broker_jvm_options)
+        if diagnosis is not None:
+            diagnosis.broker_gc_log = out_dir / "broker-gc.log"
+            diagnosis.broker_gc_log.unlink(missing_ok=True)
+            jvm = (*jvm, jvm_gc_option(diagnosis.broker_gc_log))
+        broker = ApacheKafka(state_dir=out_dir / "kafka", jvm_options=jvm, progress=_say)
         broker.stop()  # a previous demo's broker, if one was left running
         shutil.rmtree(out_dir / "kafka", ignore_errors=True)  # fresh topics and offsets
     service: ServiceProcess | None = None
@@ -295,6 +305,11 @@ def run_demo(
             budget_ms=DEMO_SERVICE_BUDGET_MS,
             exactly_once=exactly_once,
         )
+        if diagnosis is not None:
+            http = msgspec.structs.replace(
+                settings.http, enabled=True, host="127.0.0.1", port=diagnosis.port
+            )
+            settings = msgspec.structs.replace(settings, http=http)
         asyncio.run(
             ensure_topics(
                 settings.kafka,
@@ -345,6 +360,8 @@ def run_demo(
                 f"(every delivery.flush_interval_ms = {settings.delivery.flush_interval_ms} "
                 "ms), which the end-to-end latency includes"
             )
+        if diagnosis is not None:
+            diagnosis.fetch_service(before=True)
         _say(f"replaying {plan.n:,} events at {pacing.label()}x ...")
         planned = pacing.planned_s(plan.n, plan.span_s)
         result = asyncio.run(
@@ -356,9 +373,12 @@ def run_demo(
                 config=config,
                 quiet_s=5.0,
                 progress=Progress(plan.n, planned, enabled=progress),
+                diagnosis=diagnosis,
             )
         )
     finally:
+        if service is not None and diagnosis is not None:
+            diagnosis.fetch_service()
         if service is not None:
             _say("stopping the service")
             status = service.stop()
@@ -388,6 +408,7 @@ def _warm_up(feed: Path, settings: Settings, events: int, *, exactly_once: bool)
 def _run_cli(args: argparse.Namespace) -> int:
     slo = load_slo(args.slo) if args.slo is not None else None
     out_dir: Path = args.out_dir
+    diagnosis = Diagnosis(window_s=args.window_s) if args.diagnose else None
     result = run_demo(
         out_dir=out_dir,
         feed=args.feed,
@@ -400,7 +421,13 @@ def _run_cli(args: argparse.Namespace) -> int:
         exactly_once=args.exactly_once,
         bootstrap=args.bootstrap,
         warmup_events=args.warmup_events,
+        diagnosis=diagnosis,
+        broker_jvm_options=args.broker_jvm_option or (),
     )
+    if diagnosis is not None:
+        doc = diagnosis.document()
+        (out_dir / "diagnosis.json").write_bytes(msgspec.json.format(msgspec.json.encode(doc)))
+        print(render(doc), file=sys.stderr)
     return print_outcome(
         result, results=out_dir / "results.json", html_page=out_dir / "report.html"
     )
@@ -462,6 +489,27 @@ def register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         help="feed, results.json, report.html, logs (default ./weir-demo)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also print where the tail comes from: GC pauses by generation and event-loop "
+        "lag of the service and of the harness, and e2e/stage p99 per time window (written "
+        "to OUT/diagnosis.json too)",
+    )
+    p.add_argument(
+        "--broker-jvm-option",
+        action="append",
+        metavar="OPT",
+        help="an option for the demo's Kafka JVM, after its own (repeat; e.g. "
+        "--broker-jvm-option=-Xmn192m)",
+    )
+    p.add_argument(
+        "--window-s",
+        type=float,
+        default=DEFAULT_WINDOW_S,
+        metavar="S",
+        help=f"--diagnose's window (default {DEFAULT_WINDOW_S:g} s)",
+    )
     p.set_defaults(func=_run_cli)
 
 

@@ -29,6 +29,7 @@ from typing import Final
 import msgspec
 
 from replay.base import Clock, Transport
+from replay.diagnose import Diagnosis
 from replay.inprocess import InProcessTransport
 from replay.kafka import KafkaTransport
 from replay.measure import DEFAULT_LAG_THRESHOLD_MS, Recorder
@@ -37,6 +38,7 @@ from replay.plan import Plan
 from replay.progress import Progress
 from replay.results import RunConfig, RunResult
 from replay.slo import Slo, evaluate
+from service.pauses import GcPauses, LoopLag
 from service.settings import Settings
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -65,21 +67,30 @@ async def replay(
     progress: Progress | None = None,
     clock: Clock = time.time_ns,
     sleep: Sleep = asyncio.sleep,
+    lag_probe: LoopLag | None = None,
+    gc_pauses: GcPauses | None = None,
 ) -> tuple[Recorder, Timing]:
     """Send ``plan`` through ``transport`` on schedule and record every outcome.
 
     Every wait for the schedule (and for the last outcomes) goes through ``sleep``, every
     reading of time through ``clock``: a test hands in a clock it moves itself.
+    ``lag_probe`` (``service.pauses.LoopLag``) runs on this loop while the replay does;
+    ``gc_pauses`` times this process's collections meanwhile (after the freeze below).
     """
     rec = recorder or Recorder(plan.n, clock=clock)
     # The plan's events live for the whole run: keep the collector from rescanning them
     # (a full collection over ~100k objects is a sender stall of tens of ms).
     gc.collect()
     gc.freeze()
+    if gc_pauses is not None:
+        gc_pauses.install()
     started = clock()
     await transport.open(rec)
     ticker: asyncio.Task[None] | None = None
+    probe: asyncio.Task[None] | None = None
     try:
+        if lag_probe is not None:
+            probe = asyncio.get_running_loop().create_task(lag_probe.run())
         if progress is not None:
             ticker = asyncio.get_running_loop().create_task(progress.run(rec))
         await _send_all(plan, transport, rec, pacing, clock, sleep)
@@ -91,6 +102,10 @@ async def replay(
                 break
             await sleep(0.02)
     finally:
+        if probe is not None:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
         if ticker is not None:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -99,6 +114,8 @@ async def replay(
                 progress.draw(rec)
                 progress.done()
         await transport.close()
+        if gc_pauses is not None:
+            gc_pauses.uninstall()
         gc.unfreeze()
     return rec, Timing(started_wall_ns=started, ended_wall_ns=clock())
 
@@ -241,9 +258,22 @@ async def run_feed(
     quiet_s: float = DEFAULT_QUIET_S,
     lag_threshold_ms: float = DEFAULT_LAG_THRESHOLD_MS,
     progress: Progress | None = None,
+    diagnosis: Diagnosis | None = None,
 ) -> RunResult:
-    """Replay ``plan`` through ``transport`` and return every figure with the verdict."""
-    rec, timing = await replay(plan, transport, pacing=pacing, quiet_s=quiet_s, progress=progress)
+    """Replay ``plan`` through ``transport`` and return every figure with the verdict;
+    with ``diagnosis``, time this process's collections and loop lag meanwhile and keep
+    the per-window figures there (``replay.diagnose``)."""
+    rec, timing = await replay(
+        plan,
+        transport,
+        pacing=pacing,
+        quiet_s=quiet_s,
+        progress=progress,
+        lag_probe=None if diagnosis is None else diagnosis.harness_lag,
+        gc_pauses=None if diagnosis is None else diagnosis.harness_gc,
+    )
+    if diagnosis is not None:
+        diagnosis.recorded(rec)
     return build_result(
         rec, timing, config=config, slo=slo, pacing=pacing, lag_threshold_ms=lag_threshold_ms
     )

@@ -43,6 +43,9 @@ Exported metrics (all prefixed ``weir_``; see :data:`METRIC_NAMES`)::
                                                    event's source ("source") or Kafka record
                                                    ("kafka") timestamp, per inferred event
     commit_seconds                      histogram  offset commit (or transaction commit)
+    gc_pause_seconds{generation}        histogram  each garbage collection of the process
+                                                   (service.pauses)
+    event_loop_lag_seconds              histogram  how late the loop woke a 10 ms sleep
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from prometheus_client.registry import Collector
 from engines.errors import EngineError
 from service.histogram import LoopHistogram
 from service.lag import ConsumerLag
+from service.pauses import GcPauses, LoopLag
 from service.stages import StageHistograms
 from service.status import misses, readiness
 from service.view import RuntimeView
@@ -87,7 +91,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "weir_engine_errors",
     "weir_engine_profile_samples",
     "weir_engine_profile_seconds",
+    "weir_event_loop_lag_seconds",
     "weir_events",
+    "weir_gc_pause_seconds",
     "weir_inference_seconds",
     "weir_info",
     "weir_model_loads",
@@ -137,10 +143,20 @@ async def render_async(collector: Collector) -> bytes:
 class WeirCollector(Collector):
     """Reads every family of one worker at scrape time (see the module docstring)."""
 
-    def __init__(self, view: RuntimeView, stages: StageHistograms, lag: ConsumerLag) -> None:
+    def __init__(
+        self,
+        view: RuntimeView,
+        stages: StageHistograms,
+        lag: ConsumerLag,
+        *,
+        gc: GcPauses | None = None,
+        loop_lag: LoopLag | None = None,
+    ) -> None:
         self._view = view
         self._stages = stages
         self._lag = lag
+        self._gc = gc
+        self._loop_lag = loop_lag
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -170,6 +186,21 @@ class WeirCollector(Collector):
             e2e.add_metric([since], h.buckets(), h.sum * h.scale)
         yield e2e
         yield _histogram("weir_commit_seconds", "Offset or transaction commit time.", st.commit)
+        if self._gc is not None:
+            pauses = HistogramMetricFamily(
+                "weir_gc_pause_seconds",
+                "Each garbage collection of the process, by generation.",
+                labels=["generation"],
+            )
+            for gen, p in self._gc.by_generation.items():
+                pauses.add_metric([str(gen)], p.hist.buckets(), p.hist.sum * p.hist.scale)
+            yield pauses
+        if self._loop_lag is not None:
+            yield _histogram(
+                "weir_event_loop_lag_seconds",
+                "How late the event loop woke the lag probe's sleep.",
+                self._loop_lag.lag.hist,
+            )
 
     @staticmethod
     def _counters(v: RuntimeView) -> Iterable[Metric]:

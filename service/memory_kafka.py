@@ -298,6 +298,10 @@ class MemoryConsumer:
         self._assigned = False
         self.fail_commit: BaseException | None = None
         """Raised, once, by the next ``commit``."""
+        self.commit_gate: asyncio.Event | None = None
+        """When set to an Event, each ``commit`` waits for it first (a slow coordinator)."""
+        self.commits_waiting = 0
+        """Commits waiting on ``commit_gate`` now."""
         self.started = False
 
     async def start(self) -> None:
@@ -398,7 +402,13 @@ class MemoryConsumer:
         return self._kafka.commits.get((self.group, partition))
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Store ``offsets`` for the group, or raise ``fail_commit`` (once)."""
+        """Store ``offsets`` for the group (after ``commit_gate``), or raise ``fail_commit``
+        (once)."""
+        if self.commit_gate is not None:
+            self.commits_waiting += 1
+            self._kafka.changed()
+            await self.commit_gate.wait()
+            self.commits_waiting -= 1
         if self.fail_commit is not None:
             exc, self.fail_commit = self.fail_commit, None
             self._kafka.changed()

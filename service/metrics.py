@@ -12,6 +12,7 @@ process-global one, so two workers in one process, or a test, never share series
 ``service.live``         the per-second series of ``/live``
 ``service.collector``    every ``weir_`` family, read at scrape time (the list is there)
 ``service.view``         ``RuntimeView``: what all of them read of the worker
+``service.pauses``       GC pauses and event-loop lag of the process
 =======================  =================================================================
 
 Cost model
@@ -37,8 +38,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service.collector import WeirCollector, render_async
+from service.histogram import LoopHistogram
 from service.lag import ConsumerLag
 from service.live import LiveSeries
+from service.pauses import GcPauses, LoopLag
 from service.stages import StageHistograms
 from service.status import misses, readiness, status_document
 from service.view import RuntimeView
@@ -60,6 +63,7 @@ class Metrics:
         *,
         wall: Callable[[], int] = time.time_ns,
         live_points: int = 300,
+        loop_lag_interval_s: float = 0.01,
     ) -> None:
         self.view = view
         self.registry = CollectorRegistry(auto_describe=False)
@@ -67,7 +71,13 @@ class Metrics:
         self.lag = ConsumerLag(wall)
         self._live = LiveSeries(live_points, wall)
         self._interval_s = 1.0
-        self._collector = WeirCollector(view, self.stages, self.lag)
+        self.gc = GcPauses()
+        """This process's collections (``service.pauses``); the runtime installs it."""
+        self.loop_lag = LoopLag(loop_lag_interval_s)
+        """The event-loop lag probe; the runtime runs it (``[gc] loop_lag_interval_ms``)."""
+        self._collector = WeirCollector(
+            view, self.stages, self.lag, gc=self.gc, loop_lag=self.loop_lag
+        )
         self.registry.register(self._collector)
 
     # -- the pipeline's observer (once per batch each) ------------------------------------
@@ -116,7 +126,11 @@ class Metrics:
 
     def status(self) -> dict[str, Any]:
         """The ``/status`` document: settings (redacted), engine, assignment, figures."""
-        return status_document(self.view, self.lag.lag, self._live.series())
+        doc = status_document(self.view, self.lag.lag, self._live.series())
+        doc["gc"] = self.gc.summary()
+        doc["commit"] = _summary(self.stages.commit)
+        doc["loop_lag"] = self.loop_lag.summary()
+        return doc
 
     def live(self) -> dict[str, Any]:
         """The ``/live`` document: per-second series, oldest first."""
@@ -140,3 +154,13 @@ class Metrics:
         while True:
             await asyncio.sleep(interval_s)
             await self.tick()
+
+
+def _summary(h: LoopHistogram) -> dict[str, Any]:
+    """Count, p50 and p99 (ms) of a latency histogram."""
+    p50, p99 = h.quantile(0.5), h.quantile(0.99)
+    return {
+        "count": h.count,
+        "p50_ms": None if p50 is None else round(p50 * 1e3, 3),
+        "p99_ms": None if p99 is None else round(p99 * 1e3, 3),
+    }

@@ -6,7 +6,8 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
 - pause every assigned partition while the scheduler signals backpressure or the sink
   holds its most in-flight decisions (``max_inflight_decisions``/``_bytes``), resume after;
 - at-least-once: commit, every ``commit_interval_ms``, the offsets the tracker allows
-  (decisions below them are produced *and* acknowledged), and on revoke and shutdown;
+  (decisions below them are produced *and* acknowledged), beside the fetch loop
+  (``commit_in_background``), and on revoke and shutdown after the one in flight;
 - exactly-once: decisions go out in a transaction; every ``flush_interval_ms`` fetching
   stops until the pipeline is idle, then the consumed offsets join the transaction
   (``send_offsets_to_transaction``) and it commits. A failed transaction is aborted, the
@@ -20,6 +21,8 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
 - model versions (``service.models``): ``POST /admin/model`` (``[model] admin``) and
   ``[model] watch_dir`` load a new version off the loop and swap it in between batches;
   one that fails stays out and the old one serves on;
+- ``[gc]`` (``service.pauses``): every collection is timed, a probe times the loop's lag;
+  at the first assignment ``gc.freeze()`` and the gen-0 threshold are applied;
 - SIGTERM/SIGINT: stop fetching, drain within ``drain_timeout_ms``, commit, exit 0; a
   second signal exits at once (status 130);
 - a background task that dies (dispatcher, sink submitter, metrics sampler, topic watch: all
@@ -67,6 +70,7 @@ from service.kafka import KafkaClients, KafkaSink
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.models import ModelControl
+from service.pauses import GcPolicy
 from service.pipeline import Pipeline
 from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
 from service.tasks import TaskDied, TaskSupervisor
@@ -171,7 +175,7 @@ class Runtime:
         """How many times backpressure paused the assigned partitions."""
         self.commits = 0
         self.ready = False
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self, loop_lag_interval_s=settings.gc.loop_lag_interval_ms / 1000)
         """Prometheus registry, stage histograms, lag and live series of this worker."""
         self._http: OpsServer | None = None
         self._missing_inputs: list[str] = []
@@ -180,6 +184,13 @@ class Runtime:
         """Swaps the model version (``service.models``); None until the pipeline runs."""
         self._model_watch: asyncio.Task[None] | None = None
         self._shadow_start: asyncio.Task[None] | None = None
+        self._loop_lag: asyncio.Task[None] | None = None
+        self._committing: asyncio.Task[None] | None = None
+        """The periodic commit in flight beside the fetch loop (``commit_in_background``)."""
+        self.gc_policy = GcPolicy(
+            freeze=settings.gc.freeze_when_ready, gen0_threshold=settings.gc.gen0_threshold
+        )
+        """``[gc]``: applied at the first assignment, undone at shutdown."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -293,11 +304,13 @@ class Runtime:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal)
+        self.metrics.gc.install()
         await self._start_http()
         try:
             await self._start_clients()
         except BaseException:
             await self._stop_http()
+            self.metrics.gc.uninstall()
             raise
         assert self.producer is not None and self.consumer is not None
         d = self.settings.delivery
@@ -339,6 +352,8 @@ class Runtime:
             self._missing_inputs,
         )
         self._watch = self.tasks.spawn(watch.run(), name="weir-topic-watch")
+        if self.settings.gc.loop_lag_interval_ms:
+            self._loop_lag = self.tasks.spawn(self.metrics.loop_lag.run(), "weir-loop-lag")
         status = 0
         try:
             await self._loop()
@@ -391,6 +406,7 @@ class Runtime:
         ) * 1_000_000
         next_commit = clock() + commit_every
         max_records = s.kafka.max_poll_records
+        background = s.delivery.commit_in_background and not self.eos
         stop = self._stop
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=50, max_records=max_records)
@@ -404,8 +420,15 @@ class Runtime:
             if pipe.failed is not None:
                 raise pipe.failed
             self._backpressure()
+            committing = self._committing
+            if committing is not None and committing.done():
+                self._committing = None
+                committing.result()  # a commit that raised (not a logged KafkaError) stops us
             if clock() >= next_commit:
-                await self._commit()
+                if background:
+                    self._commit_soon()
+                else:
+                    await self._commit()
                 next_commit = clock() + commit_every
         if pipe.failed is not None:
             raise pipe.failed
@@ -435,11 +458,39 @@ class Runtime:
 
     # -- commits --------------------------------------------------------------------------------
 
+    def _commit_soon(self) -> None:
+        """Start the periodic commit beside the fetch loop, unless one is in flight (the
+        loop raises what a finished one raised; a ``KafkaError`` is logged, not raised)."""
+        if self._committing is not None:
+            return
+        self._committing = asyncio.get_running_loop().create_task(
+            self._commit_offsets(None), name="weir-commit"
+        )
+
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit now, after the background commit in flight (if any) has finished."""
         assert self.consumer is not None and self.pipeline is not None
+        pending, self._committing = self._committing, None
+        if pending is not None:
+            await asyncio.wait([pending])
+            pending.result()
         if self.eos:
             await self._commit_transaction()
             return
+        await self._commit_offsets(only)
+
+    async def _settle_commit(self) -> None:
+        """Wait for the background commit in flight (after a failure, nothing else commits:
+        one started before it still lands, and only acknowledged offsets)."""
+        pending, self._committing = self._committing, None
+        if pending is None:
+            return
+        await asyncio.wait([pending])
+        if not pending.cancelled() and pending.exception() is not None:
+            log.warning("commit_failed", error=str(pending.exception()))
+
+    async def _commit_offsets(self, only: set[TopicPartition] | None) -> None:
+        assert self.consumer is not None and self.pipeline is not None
         moved = self.pipeline.tracker.to_commit()
         offsets = {
             TopicPartition(t, p): off
@@ -538,18 +589,22 @@ class Runtime:
                 self._rebuild_until[tp] = pos
         self.ready = self.tasks.failure is None  # a dead task's worker stays unready until exit
         log.info("partitions_assigned", count=len(assigned))
+        if not self.gc_policy.applied:  # warm now: what start-up made is never walked again
+            self.metrics.gc.uninstall()  # its one full collection is not a serving pause
+            self.gc_policy.apply()
+            self.metrics.gc.install()
 
     # -- shutdown ---------------------------------------------------------------------------------
 
     async def _shutdown(self) -> int:
         status = 0
         pipe = self.pipeline
-        for watch in (self._watch, self._model_watch, self._shadow_start):
+        for watch in (self._watch, self._model_watch, self._shadow_start, self._loop_lag):
             if watch is not None and not watch.done():
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
-        self._watch = self._model_watch = self._shadow_start = None
+        self._watch = self._model_watch = self._shadow_start = self._loop_lag = None
         try:
             if pipe is not None:
                 # After a failure nothing more is committed: the restart resumes from the
@@ -567,6 +622,7 @@ class Runtime:
             if self.models is not None:
                 await self.models.aclose()
         finally:
+            await self._settle_commit()
             if self.sink is not None:
                 await self.sink.close()
             if self.consumer is not None:
@@ -576,6 +632,8 @@ class Runtime:
                 with contextlib.suppress(KafkaError):
                     await self.producer.stop()
             await self._stop_http()
+            self.metrics.gc.uninstall()
+            self.gc_policy.undo()
             if self.tracer is not None:
                 await asyncio.to_thread(self.tracer.close)  # exports what is pending
         log.info("stopped", status=status, commits=self.commits)

@@ -187,6 +187,11 @@ class DeliverySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     mode: DeliveryMode = DeliveryMode.AT_LEAST_ONCE
     commit_interval_ms: Positive = 200
+    commit_in_background: bool = True
+    """At-least-once: the periodic commit runs beside the fetch loop (one at a time), so
+    records keep being ingested during its broker round trip; off: the loop waits for it
+    (every record that arrives meanwhile waits as long). Rebalance and shutdown commits
+    always wait, after any commit in flight."""
     transactional_id_prefix: str = "weir"
     startup_timeout_ms: Positive = 60_000
     """How long to retry reaching the brokers at start before giving up."""
@@ -324,6 +329,19 @@ class TracingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     for less work per traced event."""
 
 
+class GcSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The garbage collector and the stall probe (``service.pauses``)."""
+
+    freeze_when_ready: bool = True
+    """When the first partitions are assigned (model loaded and warmed, clients up): one
+    full collection, then ``gc.freeze()``, so no later collection walks what start-up made
+    (the model, the modules); off: Python's collector as it is."""
+    gen0_threshold: NonNegative = 0
+    """Allocations between gen-0 collections (Python's default is 700); 0 leaves it."""
+    loop_lag_interval_ms: NonNegative = 10
+    """The event-loop lag probe's sleep (``weir_event_loop_lag_seconds``); 0: no probe."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything weir serve reads."""
 
@@ -339,6 +357,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model: ModelControlSettings = msgspec.field(default_factory=ModelControlSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     tracing: TracingSettings = msgspec.field(default_factory=TracingSettings)
+    gc: GcSettings = msgspec.field(default_factory=GcSettings)
     workers: Positive = 1
 
     def budget_ns(self, topic: str) -> int:

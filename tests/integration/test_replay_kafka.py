@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from engines.fake import write_tiny_trading_bundle
 from replay.demo import run_demo
+from replay.diagnose import Diagnosis
 from replay.echo import Echo
 from replay.errors import ReplayError
 from replay.importers.binance import import_binance
@@ -191,6 +192,30 @@ def test_demo_runs_exactly_once_on_kafka_and_stops_everything(
     assert c.inputs > 1000 and (c.lost, c.duplicated, c.unmatched) == (0, 0, 0)
     assert "exactly-once" in result.config.service and "Apache Kafka" in result.config.service
     assert any(n.startswith("exactly-once: decisions become visible") for n in result.config.notes)
+    assert not ApacheKafka(state_dir=tmp_path / "kafka").status().running
+
+
+@pytest.mark.slow
+def test_diagnosed_demo_reads_every_process(bundle_dir: Path, tmp_path: Path) -> None:
+    """With a diagnosis the demo keeps the service's collections, loop lag and commits of
+    the measured run, the harness's, the broker JVM's GC pauses and one window per 2 s."""
+    diagnosis = Diagnosis(window_s=2.0)
+    result = run_demo(
+        out_dir=tmp_path,
+        seconds=4.0,
+        bundle=str(bundle_dir),
+        progress=False,
+        warmup_events=300,
+        diagnosis=diagnosis,
+    )
+    doc = diagnosis.document()
+    assert doc["service_error"] == "" and doc["service"]["loop_lag"]["count"] > 0
+    assert doc["service"]["commit"]["count"] > 0 and doc["service"]["gc"]["frozen"] > 0
+    assert set(doc["service_run_gc"]) == {"0", "1", "2"}
+    assert doc["harness"]["loop_lag"]["count"] > 0
+    assert doc["broker_gc"] is not None
+    assert len(doc["windows"]) >= 2
+    assert sum(w["events"] for w in doc["windows"]) == result.completeness.decided
     assert not ApacheKafka(state_dir=tmp_path / "kafka").status().running
 
 

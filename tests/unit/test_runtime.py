@@ -5,6 +5,7 @@ sink, a dying dispatcher, and the signals."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -110,11 +111,16 @@ def _committed(kafka: MemoryKafka, partitions: int) -> list[int | None]:
     return [kafka.committed(GROUP, IN, p) for p in range(partitions)]
 
 
-async def test_commits_what_is_acknowledged_when_the_clock_says(make_runtime: Any) -> None:
+@pytest.mark.parametrize("background", [True, False])
+async def test_commits_what_is_acknowledged_when_the_clock_says(
+    make_runtime: Any, background: bool
+) -> None:
     """Nothing is committed before the commit interval has passed on the injected clock;
     then each partition's offset after its last acknowledged decision is, and a failed
-    commit is retried at the next interval."""
-    rt, kafka, clock = make_runtime(partitions=2, delivery={"commit_interval_ms": 200})
+    commit is retried at the next interval (beside the fetch loop or in it)."""
+    rt, kafka, clock = make_runtime(
+        partitions=2, delivery={"commit_interval_ms": 200, "commit_in_background": background}
+    )
     _feed(kafka, 20, partitions=2)
     task = _start(rt)
     await kafka.wait_until(lambda: len(kafka.records(OUT)) == 20)
@@ -130,6 +136,61 @@ async def test_commits_what_is_acknowledged_when_the_clock_says(make_runtime: An
     rt.stop()
     assert await task == 0
     assert sorted(d.offset for d in _decisions(kafka)) == sorted(list(range(10)) * 2)
+
+
+async def test_periodic_commit_runs_beside_the_fetch_loop(make_runtime: Any) -> None:
+    """While a periodic commit waits on a slow coordinator, records arriving meanwhile are
+    still decided; a stop waits for that commit, then commits everything decided."""
+    rt, kafka, clock = make_runtime(delivery={"commit_interval_ms": 200})
+    _feed(kafka, 5)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 5)
+    consumer = rt.consumer
+    assert consumer is not None
+    gate = asyncio.Event()
+    consumer.commit_gate = gate  # type: ignore[attr-defined]
+    clock.advance(200 * MS)
+    await kafka.wait_until(lambda: consumer.commits_waiting == 1)  # type: ignore[attr-defined]
+    _feed(kafka, 5)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 10)
+    assert _committed(kafka, 1) == [None]
+    rt.stop()
+    gate.set()
+    assert await task == 0
+    assert _committed(kafka, 1) == [10]
+    assert rt.commits == 2
+
+
+async def test_background_commit_that_raises_stops_the_runtime(make_runtime: Any) -> None:
+    """A background commit that fails with something other than a Kafka error stops the
+    loop and ``run`` raises it (the process exits non-zero), after the shutdown commit of
+    what was acknowledged."""
+    rt, kafka, clock = make_runtime(delivery={"commit_interval_ms": 200})
+    _feed(kafka, 5)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 5)
+    assert rt.consumer is not None
+    rt.consumer.fail_commit = RuntimeError("coordinator state corrupt")  # type: ignore[attr-defined]
+    clock.advance(200 * MS)
+    with pytest.raises(RuntimeError, match=r"^coordinator state corrupt$"):
+        await task
+    assert _committed(kafka, 1) == [5]
+
+
+async def test_gc_policy_applies_once_assigned_and_is_undone_at_stop(make_runtime: Any) -> None:
+    """At the first assignment the collector is frozen and the gen-0 threshold set; the
+    status shows both; after the stop both are as they were."""
+    before = gc.get_threshold()
+    rt, kafka, _clock = make_runtime(gc={"gen0_threshold": 5000})
+    _feed(kafka, 5)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 5)
+    status = rt.metrics.status()["gc"]
+    assert rt.gc_policy.applied and status["frozen"] > 0 and status["threshold"][0] == 5000
+    rt.stop()
+    assert await task == 0
+    assert not rt.gc_policy.applied
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 async def test_failed_transaction_is_aborted_rewound_and_decided_again(make_runtime: Any) -> None:
