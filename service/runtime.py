@@ -63,7 +63,8 @@ from engines.head import Head
 from engines.registry import load_model
 from engines.version import ModelVersion
 from service.base import Clients, Consumer, Producer
-from service.errors import BrokerError, ModelRefused, ServiceError
+from service.commits import Committer
+from service.errors import BrokerError, ModelRefused
 from service.http import OpsServer
 from service.inbound import build_decoder
 from service.kafka import KafkaClients, KafkaSink
@@ -173,7 +174,6 @@ class Runtime:
         self.rebalances = 0
         self.pauses = 0
         """How many times backpressure paused the assigned partitions."""
-        self.commits = 0
         self.ready = False
         self.metrics = Metrics(self, loop_lag_interval_s=settings.gc.loop_lag_interval_ms / 1000)
         """Prometheus registry, stage histograms, lag and live series of this worker."""
@@ -185,12 +185,17 @@ class Runtime:
         self._model_watch: asyncio.Task[None] | None = None
         self._shadow_start: asyncio.Task[None] | None = None
         self._loop_lag: asyncio.Task[None] | None = None
-        self._committing: asyncio.Task[None] | None = None
-        """The periodic commit in flight beside the fetch loop (``commit_in_background``)."""
+        self.committer: Committer | None = None
+        """Commits offsets or transactions (``service.commits``); None until serving."""
         self.gc_policy = GcPolicy(
             freeze=settings.gc.freeze_when_ready, gen0_threshold=settings.gc.gen0_threshold
         )
         """``[gc]``: applied at the first assignment, undone at shutdown."""
+
+    @property
+    def commits(self) -> int:
+        """Successful commits (offsets or transactions) so far."""
+        return 0 if self.committer is None else self.committer.commits
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -334,6 +339,16 @@ class Runtime:
             tracer=self.tracer,
         )
         self.pipeline.start()
+        self.committer = Committer(
+            self.settings,
+            consumer=self.consumer,
+            producer=self.producer,
+            pipeline=self.pipeline,
+            metrics=self.metrics,
+            clock=self._clock,
+            eos=self.eos,
+            fail_hook=self._fail_hook,
+        )
         self._start_models(self.pipeline)
         if self.eos:
             await self.producer.begin_transaction()
@@ -397,8 +412,10 @@ class Runtime:
 
     async def _loop(self) -> None:
         assert self.consumer is not None and self.pipeline is not None
+        assert self.committer is not None
         consumer = self.consumer
         pipe = self.pipeline
+        committer = self.committer
         s = self.settings
         clock = self._clock
         commit_every = (
@@ -420,15 +437,12 @@ class Runtime:
             if pipe.failed is not None:
                 raise pipe.failed
             self._backpressure()
-            committing = self._committing
-            if committing is not None and committing.done():
-                self._committing = None
-                committing.result()  # a commit that raised (not a logged KafkaError) stops us
+            committer.check()  # a commit that raised (not a logged KafkaError) stops us
             if clock() >= next_commit:
                 if background:
-                    self._commit_soon()
+                    committer.soon()
                 else:
-                    await self._commit()
+                    await committer.now()
                 next_commit = clock() + commit_every
         if pipe.failed is not None:
             raise pipe.failed
@@ -456,104 +470,6 @@ class Runtime:
             self.consumer.resume(*parts)
         self._paused = want
 
-    # -- commits --------------------------------------------------------------------------------
-
-    def _commit_soon(self) -> None:
-        """Start the periodic commit beside the fetch loop, unless one is in flight (the
-        loop raises what a finished one raised; a ``KafkaError`` is logged, not raised)."""
-        if self._committing is not None:
-            return
-        self._committing = asyncio.get_running_loop().create_task(
-            self._commit_offsets(None), name="weir-commit"
-        )
-
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit now, after the background commit in flight (if any) has finished."""
-        assert self.consumer is not None and self.pipeline is not None
-        pending, self._committing = self._committing, None
-        if pending is not None:
-            await asyncio.wait([pending])
-            pending.result()
-        if self.eos:
-            await self._commit_transaction()
-            return
-        await self._commit_offsets(only)
-
-    async def _settle_commit(self) -> None:
-        """Wait for the background commit in flight (after a failure, nothing else commits:
-        one started before it still lands, and only acknowledged offsets)."""
-        pending, self._committing = self._committing, None
-        if pending is None:
-            return
-        await asyncio.wait([pending])
-        if not pending.cancelled() and pending.exception() is not None:
-            log.warning("commit_failed", error=str(pending.exception()))
-
-    async def _commit_offsets(self, only: set[TopicPartition] | None) -> None:
-        assert self.consumer is not None and self.pipeline is not None
-        moved = self.pipeline.tracker.to_commit()
-        offsets = {
-            TopicPartition(t, p): off
-            for (t, p), off in moved.items()
-            if only is None or TopicPartition(t, p) in only
-        }
-        if not offsets:
-            return
-        t0 = self._clock()
-        try:
-            await self.consumer.commit(offsets)
-        except KafkaError as exc:
-            log.warning("commit_failed", error=str(exc))
-            return
-        self.pipeline.tracker.committed({(tp.topic, tp.partition): o for tp, o in offsets.items()})
-        self.commits += 1
-        self.metrics.observe_commit(self._clock() - t0)
-
-    async def _commit_transaction(self) -> None:
-        assert self.producer is not None and self.pipeline is not None
-        pipe = self.pipeline
-        # Every decision of a consumed record must be in the transaction that commits its
-        # offset: stop and let the pipeline finish what it holds (bounded by the budget).
-        drained = await pipe.drain(self.settings.shutdown.drain_timeout_ms / 1000)
-        moved = pipe.tracker.to_commit()
-        offsets = {TopicPartition(t, p): off for (t, p), off in moved.items()}
-        t0 = self._clock()
-        try:
-            if not drained:
-                raise ServiceError("pipeline did not drain before the transaction commit")
-            if self._fail_hook is not None:
-                self._fail_hook("commit_transaction")
-            if offsets:
-                await self.producer.send_offsets_to_transaction(
-                    offsets, self.settings.kafka.group_id
-                )
-            await self.producer.commit_transaction()
-        except (KafkaError, ServiceError) as exc:
-            log.warning("transaction_aborted", error=str(exc))
-            await self._abort()
-            return
-        pipe.tracker.committed(moved)
-        self.commits += 1
-        self.metrics.observe_commit(self._clock() - t0)
-        await self.producer.begin_transaction()
-
-    async def _abort(self) -> None:
-        assert self.producer is not None and self.consumer is not None
-        assert self.pipeline is not None
-        await self.producer.abort_transaction()
-        # Rewind to what the group has committed; the aborted decisions will be made again.
-        for tp in list(self.consumer.assignment()):
-            committed = await self.consumer.committed(tp)
-            if committed is None:
-                await self.consumer.seek_to_beginning(tp)
-                start = 0
-            else:
-                self.consumer.seek(tp, committed)
-                start = committed
-            self.pipeline.tracker.reset((tp.topic, tp.partition), start)
-        self.pipeline.state.clear()
-        await self.producer.begin_transaction()
-
     # -- rebalance --------------------------------------------------------------------------------
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -565,7 +481,8 @@ class Runtime:
         drained = await pipe.drain(self.settings.shutdown.revoke_timeout_ms / 1000)
         if not drained:
             log.warning("revoke_drain_timeout", queued=pipe.queued)
-        await self._commit(set(revoked))
+        if self.committer is not None:
+            await self.committer.now(set(revoked))
         for tp in revoked:
             pipe.tracker.forget((tp.topic, tp.partition))
             self._assigned.discard(tp)
@@ -614,15 +531,16 @@ class Runtime:
                 ):
                     log.warning("drain_timeout", queued=pipe.queued)
                     status = 1
-                if pipe.failed is None:
-                    await self._commit()
+                if pipe.failed is None and self.committer is not None:
+                    await self.committer.now()
                 else:
                     status = 1
                 await pipe.close()
             if self.models is not None:
                 await self.models.aclose()
         finally:
-            await self._settle_commit()
+            if self.committer is not None:
+                await self.committer.settle()
             if self.sink is not None:
                 await self.sink.close()
             if self.consumer is not None:

@@ -1,0 +1,165 @@
+"""Commits: what the runtime tells the group it has decided.
+
+``Committer`` holds the runtime's two delivery modes (``service.runtime``):
+
+- at-least-once: ``now`` commits the offsets the pipeline's tracker allows (every decision
+  below them produced *and* acknowledged); ``soon`` starts the periodic one beside the fetch
+  loop (``[delivery] commit_in_background``), one at a time, and ``check`` raises what a
+  finished one raised. A ``KafkaError`` is logged (``commit_failed``) and the next commit
+  tries again; ``now`` first waits for the one in flight, so commits never reorder.
+- exactly-once: ``now`` drains the pipeline, adds the consumed offsets to the transaction
+  (``send_offsets_to_transaction``) and commits it; a failed transaction is aborted, every
+  assigned partition rewound to its committed offset and the key windows cleared, so the
+  aborted decisions are made again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from service.base import Consumer, Producer
+from service.errors import ServiceError
+from service.logs import get_logger
+from service.metrics import Metrics
+from service.pipeline import Pipeline
+from service.settings import Settings
+
+__all__ = ["Committer"]
+
+log = get_logger("weir.serve")
+
+FailHook = Callable[[str], None]
+Clock = Callable[[], int]
+
+
+class Committer:
+    """Commits a worker's progress (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: Consumer,
+        producer: Producer,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        clock: Clock,
+        eos: bool,
+        fail_hook: FailHook | None = None,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._producer = producer
+        self._pipeline = pipeline
+        self._metrics = metrics
+        self._clock = clock
+        self._eos = eos
+        self._fail_hook = fail_hook
+        self.commits = 0
+        """Successful commits (offsets or transactions)."""
+        self._committing: asyncio.Task[None] | None = None
+        """The periodic commit in flight beside the fetch loop (``commit_in_background``)."""
+
+    def soon(self) -> None:
+        """Start the periodic commit beside the fetch loop, unless one is in flight (``check``
+        raises what a finished one raised; a ``KafkaError`` is logged, not raised)."""
+        if self._committing is not None:
+            return
+        self._committing = asyncio.get_running_loop().create_task(
+            self._offsets(None), name="weir-commit"
+        )
+
+    def check(self) -> None:
+        """Raise what the finished background commit raised (a failure stops the worker)."""
+        committing = self._committing
+        if committing is not None and committing.done():
+            self._committing = None
+            committing.result()
+
+    async def now(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit now, after the background commit in flight (if any) has finished."""
+        pending, self._committing = self._committing, None
+        if pending is not None:
+            await asyncio.wait([pending])
+            pending.result()
+        if self._eos:
+            await self._transaction()
+            return
+        await self._offsets(only)
+
+    async def settle(self) -> None:
+        """Wait for the background commit in flight (after a failure, nothing else commits:
+        one started before it still lands, and only acknowledged offsets)."""
+        pending, self._committing = self._committing, None
+        if pending is None:
+            return
+        await asyncio.wait([pending])
+        if not pending.cancelled() and pending.exception() is not None:
+            log.warning("commit_failed", error=str(pending.exception()))
+
+    async def _offsets(self, only: set[TopicPartition] | None) -> None:
+        tracker = self._pipeline.tracker
+        moved = tracker.to_commit()
+        offsets = {
+            TopicPartition(t, p): off
+            for (t, p), off in moved.items()
+            if only is None or TopicPartition(t, p) in only
+        }
+        if not offsets:
+            return
+        t0 = self._clock()
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("commit_failed", error=str(exc))
+            return
+        tracker.committed({(tp.topic, tp.partition): o for tp, o in offsets.items()})
+        self.commits += 1
+        self._metrics.observe_commit(self._clock() - t0)
+
+    async def _transaction(self) -> None:
+        pipe = self._pipeline
+        producer = self._producer
+        # Every decision of a consumed record must be in the transaction that commits its
+        # offset: stop and let the pipeline finish what it holds (bounded by the budget).
+        drained = await pipe.drain(self._settings.shutdown.drain_timeout_ms / 1000)
+        moved = pipe.tracker.to_commit()
+        offsets = {TopicPartition(t, p): off for (t, p), off in moved.items()}
+        t0 = self._clock()
+        try:
+            if not drained:
+                raise ServiceError("pipeline did not drain before the transaction commit")
+            if self._fail_hook is not None:
+                self._fail_hook("commit_transaction")
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self._settings.kafka.group_id)
+            await producer.commit_transaction()
+        except (KafkaError, ServiceError) as exc:
+            log.warning("transaction_aborted", error=str(exc))
+            await self._abort()
+            return
+        pipe.tracker.committed(moved)
+        self.commits += 1
+        self._metrics.observe_commit(self._clock() - t0)
+        await producer.begin_transaction()
+
+    async def _abort(self) -> None:
+        consumer = self._consumer
+        pipe = self._pipeline
+        await self._producer.abort_transaction()
+        # Rewind to what the group has committed; the aborted decisions will be made again.
+        for tp in list(consumer.assignment()):
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+                start = 0
+            else:
+                consumer.seek(tp, committed)
+                start = committed
+            pipe.tracker.reset((tp.topic, tp.partition), start)
+        pipe.state.clear()
+        await self._producer.begin_transaction()
