@@ -108,7 +108,16 @@ async def broker_restart(ctx: Context) -> Row:
     began = time.monotonic()
     topics = await ctx.topics(name)
     port = http_port()
-    cfg = ctx.config(name, topics, http={"enabled": True, "port": port})
+    # The outage is 10 s plus the broker's own restart (a JVM start: 20 s and more on a busy
+    # 2-core host); decisions produced meanwhile wait in the producer for up to
+    # request_timeout_ms, after which the worker stops by design (restart from the commit).
+    # Riding the outage out is what this scenario checks, so the wait allows for the restart.
+    cfg = ctx.config(
+        name,
+        topics,
+        http={"enabled": True, "port": port},
+        kafka={"request_timeout_ms": 120_000},
+    )
     svc = ctx.service(name, ["serve", "--config", str(cfg)])
     await svc.start()
     outage_s = 10.0
