@@ -322,11 +322,12 @@ class TracingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     trace; needs the ``otel`` extra. The tracer provider is the one the process has (e.g.
     ``opentelemetry-instrument``), else one built from the ``OTEL_*`` environment variables.
     Off: a valid ``traceparent``/``tracestate`` is forwarded unchanged."""
-    event_spans: bool = True
-    """With ``enabled``: a ``weir.event`` span per traced event (a child of its input's
-    context, linked to the batch span), whose context its decision carries out. Off: only
-    the batch span (linked to each event); decisions forward the input's context unchanged,
-    for less work per traced event."""
+    event_spans: bool = False
+    """With ``enabled``: also a ``weir.event`` span per traced event (a child of its input's
+    context, linked to the batch span), whose context its decision carries out. Off (the
+    default): only the batch span, linked to each traced event; decisions forward the
+    input's context unchanged. An SDK span per event costs several times a batch link
+    (``python -m bench.trace``)."""
 
 
 class GcSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

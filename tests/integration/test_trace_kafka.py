@@ -71,6 +71,7 @@ async def test_decisions_and_dead_letters_carry_trace_context(
             "WEIR_ENGINE__WARMUP_ITERS": "20",
             "WEIR_SCHEDULER__BUDGET_MS": "200",
             "WEIR_TRACING__ENABLED": "true" if otel else "false",
+            "WEIR_TRACING__EVENT_SPANS": "true" if otel else "false",
         }
     )
     n = 12

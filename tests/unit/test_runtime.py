@@ -384,7 +384,7 @@ async def test_enabled_tracing_spans_batches_and_flushes_at_stop(
     monkeypatch.setattr(ConsoleSpanExporter, "export", export)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # only the stop exports
-    rt, kafka, _ = make_runtime(tracing={"enabled": True})
+    rt, kafka, _ = make_runtime(tracing={"enabled": True, "event_spans": True})
     _feed_traced(kafka, 6)
     task = _start(rt)
     await kafka.wait_until(lambda: len(kafka.records(OUT)) == 6)
