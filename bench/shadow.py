@@ -58,7 +58,14 @@ async def _run(
     pipe.start()
     shadow = None
     if candidate is not None:
-        shadow = Shadow(candidate, sink=sink, topic=SHADOW, counters=pipe.counters, queue=4)
+        shadow = Shadow(
+            candidate,
+            sink=sink,
+            topic=SHADOW,
+            counters=pipe.counters,
+            queue=4,
+            primary_idle=lambda: pipe.idle,
+        )
         pipe.shadow = shadow
         runner = pipe.tasks.spawn(shadow.run(), "weir-shadow")
     gc.collect()

@@ -223,6 +223,7 @@ class ModelControl:
             queue=m.shadow_queue,
             max_keys=self.settings.state.max_keys,
             output_encoding=self.settings.kafka.output_encoding,
+            primary_idle=lambda: self.pipeline.idle,
         )
         self.shadow = shadow
         self.pipeline.shadow = shadow

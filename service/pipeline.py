@@ -473,6 +473,8 @@ class Pipeline:
                 continue
             if self.idle:
                 self._idle.set()
+                if self.shadow is not None:
+                    self.shadow.wake()  # it runs its queued batches while the primary idles
             wake.clear()
             if result is None:
                 await wake.wait()

@@ -11,8 +11,10 @@ budget, so:
   ``[model] shadow_queue`` batches, and never waits. A full queue, or
   ``shadow_queue x max_batch`` shadow decisions unacknowledged by the sink, drops the
   batch and counts it (``weir_shadow_batches_total{result="dropped"}``);
-- its task (supervised, ``weir-shadow``) gets the loop only when the dispatcher yields,
-  i.e. after the primary's decisions are handed to the sink; inference, judging and
+- its task (supervised, ``weir-shadow``) starts a batch only while the primary is idle
+  (``primary_idle``: nothing queued, no batch deciding; the dispatcher calls ``wake`` each
+  time it goes idle), so under load the shadow waits and its bounded queue drops, rather
+  than competing with the primary for the CPU and the GIL; inference, judging and
   encoding run in the shadow's own worker thread, so on the loop it costs one ``send``
   per decision, and the loop gets a turn (and that thread the GIL) every 16 of them;
 - an engine error counts the batch ``failed``; a shadow decision the broker refuses is
@@ -109,8 +111,12 @@ class Shadow:
         queue: int = 4,
         max_keys: int = 100_000,
         output_encoding: str = "json",
+        primary_idle: Callable[[], bool] | None = None,
     ) -> None:
         self.version = version
+        self._primary_idle = primary_idle
+        """Whether the primary is idle now (``Pipeline.idle``); None: never wait for it."""
+        self._woken = asyncio.Event()
         self._sink = sink
         self._topic = topic
         self._counters = counters.shadow
@@ -157,6 +163,10 @@ class Shadow:
         self._idle.clear()
         self._ready.set()
 
+    def wake(self) -> None:
+        """The primary went idle (the dispatcher calls this): a waiting batch may start."""
+        self._woken.set()
+
     # -- the shadow's own task and thread --------------------------------------------------
 
     async def run(self) -> None:
@@ -167,6 +177,10 @@ class Shadow:
                 self._idle.set()
                 self._ready.clear()
                 await self._ready.wait()
+            idle = self._primary_idle
+            while idle is not None and not idle():
+                self._woken.clear()
+                await self._woken.wait()
             job = self._queue.popleft()
             try:
                 messages = await loop.run_in_executor(self._executor, self._decide, job)

@@ -5,6 +5,7 @@ decisions, offsets or health."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -235,3 +236,35 @@ async def test_a_missing_shadow_topic_stops_the_shadow_not_the_service(shadowed:
     assert counts["dropped"] == s.pipe.counters.batches - 1 > 0
     assert len(s.primary()) == 3 * WINDOW + 30 and s.pipe.failed is None
     assert s.pipe.tasks.failure is None
+
+
+async def test_the_shadow_waits_while_the_primary_is_busy(shadowed: Any) -> None:
+    """A queued shadow batch starts only while the primary is idle: while it is busy the
+    shadow publishes nothing, and once the dispatcher wakes it idle the batches run."""
+    s = shadowed()
+    busy = True
+    shadow = Shadow(
+        _version("v2"),
+        sink=s.sink,
+        topic=SHADOW_TOPIC,
+        counters=s.pipe.counters,
+        queue=8,
+        primary_idle=lambda: not busy,
+    )
+    s.pipe.shadow = shadow
+    task = asyncio.get_running_loop().create_task(shadow.run())
+    try:
+        await s.feed(0, 24)  # primary decisions out; shadow batches queued behind "busy"
+        # Ungated, the shadow would finish these in milliseconds; held, it never does.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(shadow.drained(), 0.5)
+        assert len(s.primary()) == 24 and s.shadow() == []
+        busy = False
+        shadow.wake()  # what the dispatcher does each time it goes idle
+        await asyncio.wait_for(shadow.drained(), 5)
+        assert len(s.shadow()) == len([d for d in s.primary() if d.status is Status.OK])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        shadow.close()
