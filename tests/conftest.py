@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+
+#: ``pytest --hypothesis-profile=thorough``: ten times the examples of the default run (the
+#: decoder fuzz tests go from 200 to 2,000 each).
+settings.register_profile("thorough", max_examples=1000)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
