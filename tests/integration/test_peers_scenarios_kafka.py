@@ -56,9 +56,9 @@ async def test_tiny_curve_and_scenarios_decide_every_input_once(
     """weir and the naive loop through the interleaved curve, overload at 1.5x and 3x,
     the two-topic mixed-deadline service and weir with two workers: every input gets
     exactly one outcome, nothing is lost, weir's decisions keep each key's order, and its
-    group committed nothing above what it decided. Each load is a few hundred events over
-    about a second (1x and 10x of the feed's first 1 s and 2 s, 1 s per ramp step and
-    overload, 1 s of the mixed feed at 10x, a 0.2 s warm-up)."""
+    group committed nothing above what it decided. Each load lasts about a second (1x and
+    10x of the feed's first 1 s and 2 s: 255 and 501 events; 1 s per ramp step and overload;
+    1 s of the mixed feed at 10x; a 0.2 s warm-up)."""
     feed = tmp_path / "feed.parquet"
     synthesize_market(feed, seconds=20.0, rate=100.0, seed=5)
     opts = Options(
