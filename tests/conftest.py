@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
-#: ``pytest --hypothesis-profile=thorough``: ten times the examples of the default run (the
-#: decoder fuzz tests go from 200 to 2,000 each).
+#: ``pytest --hypothesis-profile=thorough``: ten times the default examples for properties
+#: without their own ``max_examples`` (100 -> 1,000; the decoder fuzz tests 200 -> 2,000).
 settings.register_profile("thorough", max_examples=1000)
 
 
