@@ -18,7 +18,6 @@ the broker back at the same addresses.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from chaos.tls import Pki
 from service.broker import ApacheKafka
 from service.broker._process import free_port
 from service.broker.base import Progress
-from service.broker.kafka import DEFAULT_JVM_OPTIONS, deploy_dir
+from service.broker.kafka import deploy_dir
 from service.errors import BrokerError
 from service.settings import Secret
 
@@ -62,7 +61,6 @@ class ChaosKafka(ApacheKafka):
         proxied: bool = False,
         pki: Pki | None = None,
         users: tuple[ScramUser, ...] = (),
-        jvm_options: Sequence[str] = DEFAULT_JVM_OPTIONS,
         progress: Progress | None = None,
     ) -> None:
         state_dir = state_dir.absolute()
@@ -81,11 +79,7 @@ class ChaosKafka(ApacheKafka):
             self._template((source / "server.properties").read_text())
         )
         super().__init__(
-            port=free_port(),
-            state_dir=state_dir / "broker",
-            deploy=deploy,
-            jvm_options=jvm_options,
-            progress=progress,
+            port=free_port(), state_dir=state_dir / "broker", deploy=deploy, progress=progress
         )
 
     @property

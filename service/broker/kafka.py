@@ -30,7 +30,6 @@ from service.errors import BrokerError
 __all__ = [
     "DEFAULT_JVM_OPTIONS",
     "KAFKA_VERSION",
-    "TEST_JVM_OPTIONS",
     "ApacheKafka",
     "deploy_dir",
     "find_java",
@@ -54,13 +53,6 @@ DEFAULT_JVM_OPTIONS: tuple[str, ...] = (
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
-
-#: For the brokers the test suites start (the integration session's, the chaos module's):
-#: the defaults, JIT-compiled by C1 only. A test broker lives for minutes at a few thousand
-#: records/s, where C2's compiles cost more than its faster code gives back: measured on a
-#: loaded 2-core host, C1 alone halves the broker's CPU until ready (7 -> 3.5 s) and its
-#: start (21 -> 13 s wall). ``weir broker kafka start`` and the demo keep the defaults.
-TEST_JVM_OPTIONS: tuple[str, ...] = (*DEFAULT_JVM_OPTIONS, "-XX:TieredStopAtLevel=1")
 
 _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _SCALA = "2.13"

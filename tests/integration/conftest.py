@@ -23,7 +23,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
 
 from service.broker import ApacheKafka, Broker, ExternalBroker, KFake, Tansu
-from service.broker.kafka import TEST_JVM_OPTIONS
 
 _HERE = Path(__file__).parent
 
@@ -77,7 +76,7 @@ def session_broker(
     state_dir = tmp_path_factory.mktemp(f"{kind}-broker")
     broker: ApacheKafka | KFake | Tansu
     if kind == "kafka":
-        broker = ApacheKafka(state_dir=state_dir, jvm_options=TEST_JVM_OPTIONS)
+        broker = ApacheKafka(state_dir=state_dir)
     elif kind == "kfake":
         broker = KFake(state_dir=state_dir)
     else:

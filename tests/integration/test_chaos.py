@@ -25,7 +25,6 @@ from chaos.scenarios import format_table
 from chaos.security import sasl_tls
 from chaos.supervision import dispatcher_death, slow_produce
 from chaos.tls import make_pki
-from service.broker.kafka import TEST_JVM_OPTIONS
 from service.settings import Secret
 
 pytestmark = pytest.mark.timeout(240)
@@ -46,13 +45,7 @@ def chaos_ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
     work = tmp_path_factory.mktemp("chaos")
     pki = make_pki(work / "pki")
     user = ScramUser("weir", Secret(secrets.token_hex(16)))
-    broker = ChaosKafka(
-        state_dir=work / "kafka",
-        proxied=True,
-        pki=pki,
-        users=(user,),
-        jvm_options=TEST_JVM_OPTIONS,
-    )
+    broker = ChaosKafka(state_dir=work / "kafka", proxied=True, pki=pki, users=(user,))
     broker.start()
     try:
         yield Context(

@@ -26,8 +26,6 @@ from service.broker.jars import (
     write_lock,
 )
 from service.broker.kafka import (
-    DEFAULT_JVM_OPTIONS,
-    TEST_JVM_OPTIONS,
     ApacheKafka,
     deploy_dir,
     find_java,
@@ -57,18 +55,6 @@ def _state(**changes: object) -> _process.BrokerState:
     }
     fields.update(changes)
     return _process.BrokerState(**fields)  # type: ignore[arg-type]
-
-
-def test_test_brokers_run_the_default_jvm_options_compiled_by_c1_only(tmp_path: Path) -> None:
-    """The suites' brokers (session and chaos) differ from the default only in C1-only JIT;
-    ChaosKafka hands its options to the JVM it starts, the defaults unless told."""
-    from chaos.broker import ChaosKafka
-
-    assert TEST_JVM_OPTIONS[:-1] == DEFAULT_JVM_OPTIONS
-    assert TEST_JVM_OPTIONS[-1] == "-XX:TieredStopAtLevel=1"
-    chaos = ChaosKafka(state_dir=tmp_path / "a", jvm_options=TEST_JVM_OPTIONS)
-    assert chaos.jvm_options == TEST_JVM_OPTIONS
-    assert ChaosKafka(state_dir=tmp_path / "b").jvm_options == DEFAULT_JVM_OPTIONS
 
 
 def test_server_properties_render_a_single_loopback_kraft_node() -> None:
