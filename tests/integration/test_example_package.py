@@ -62,13 +62,17 @@ async def test_the_example_package_trains_serves_and_decides(
     """Every replayed reading gets one decision from the user's package; past its warm-up
     the decisions carry the likelihood and the package's threshold."""
     pkg = tmp_path / "machine-temp"
-    trained = await _run(
-        str(EXAMPLE / "train.py"), "--csv", str(CSV), "--out", str(pkg), "--limit", str(ROWS)
-    )
+    feed = tmp_path / "mt.parquet"
+    # Training and the feed import are independent: run side by side.
+    async with asyncio.TaskGroup() as tg:
+        train = (str(EXAMPLE / "train.py"), "--csv", str(CSV), "--out", str(pkg))
+        training = tg.create_task(_run(*train, "--limit", str(ROWS)))
+        tg.create_task(
+            _run("-m", "service.cli", "replay", "import", "nab", str(CSV), "--out", str(feed))
+        )
+    trained = training.result()
     version = json.loads((pkg / "package.json").read_text())["version"]
     assert f"wrote {pkg} ({version})" in trained
-    feed = tmp_path / "mt.parquet"
-    await _run("-m", "service.cli", "replay", "import", "nab", str(CSV), "--out", str(feed))
     inp, out, dlq = [await topic_factory(1, prefix=p) for p in ("in", "out", "dlq")]
     cfg = tmp_path / "weir.toml"
     cfg.write_text(

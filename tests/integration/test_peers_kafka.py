@@ -13,25 +13,27 @@ from replay.synthetic import synthesize_market
 
 @pytest.mark.slow
 async def test_tiny_side_by_side_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """weir, the naive loop and the echo, each warmed up and replayed for a few seconds at
-    a low rate (1x, 10x, then one 200/s step of the interleaved curve), decide every input
-    exactly once."""
+    """weir, the naive loop and the echo, each warmed up and replayed for a moment at a low
+    rate (1x, 10x, then one 200/s step of the interleaved curve), decide every input
+    exactly once. Sizes: a few hundred events per load (1x and the step last 1.5 s and
+    1 s; 10x sends ~1,250 in 0.6 s; the warm-up takes 0.2 s) - the process starts are the
+    rest of the time."""
     feed = tmp_path / "feed.parquet"
-    synthesize_market(feed, seconds=20.0, rate=50.0, seed=3)
+    synthesize_market(feed, seconds=20.0, rate=100.0, seed=3)
     opts = Options(
         out=tmp_path / "out",
         feed=feed,
         contenders=("weir", "naive", "echo"),
         repeats=1,
         budget_ms=1000.0,
-        seconds_1x=3.0,
-        seconds_10x=10.0,
-        step_s=2.0,
+        seconds_1x=1.5,
+        seconds_10x=6.0,
+        step_s=1.0,
         ramp_start=200.0,
         ramp_max=200.0,
         refine=0,
         warmup_events=200,
-        warmup_rate=200.0,
+        warmup_rate=1000.0,
         bootstrap=kafka_bootstrap,
         profile=(),
         settle_s=0.2,

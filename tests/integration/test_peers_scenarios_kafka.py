@@ -56,23 +56,25 @@ async def test_tiny_curve_and_scenarios_decide_every_input_once(
     """weir and the naive loop through the interleaved curve, overload at 1.5x and 3x,
     the two-topic mixed-deadline service and weir with two workers: every input gets
     exactly one outcome, nothing is lost, weir's decisions keep each key's order, and its
-    group committed nothing above what it decided."""
+    group committed nothing above what it decided. Each load lasts about a second (1x and
+    10x of the feed's first 1 s and 2 s: 255 and 501 events; 1 s per ramp step and overload;
+    1 s of the mixed feed at 10x; a 0.2 s warm-up)."""
     feed = tmp_path / "feed.parquet"
-    synthesize_market(feed, seconds=20.0, rate=50.0, seed=5)
+    synthesize_market(feed, seconds=20.0, rate=100.0, seed=5)
     opts = Options(
         out=tmp_path / "out",
         feed=feed,
         contenders=("weir", "naive"),
         repeats=1,
         budget_ms=1000.0,
-        seconds_1x=2.0,
-        seconds_10x=4.0,
-        step_s=2.0,
+        seconds_1x=1.0,
+        seconds_10x=2.0,
+        step_s=1.0,
         ramp_start=200.0,
         ramp_max=200.0,
         refine=0,
         warmup_events=200,
-        warmup_rate=200.0,
+        warmup_rate=1000.0,
         bootstrap=kafka_bootstrap,
         profile=(),
         settle_s=0.2,
@@ -80,10 +82,10 @@ async def test_tiny_curve_and_scenarios_decide_every_input_once(
         startup_timeout_s=90.0,
         inproc_events=0,
         overload=(1.5, 3.0),
-        overload_s=2.0,
+        overload_s=1.0,
         mixed_budgets_ms=(500.0, 2000.0),
         mixed_speed=10.0,
-        mixed_s=1.5,
+        mixed_s=1.0,
         scenarios=("overload", "mixed", "scale"),
         workers=(2,),
     )

@@ -179,10 +179,11 @@ def test_demo_runs_exactly_once_on_kafka_and_stops_everything(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
     """The demo starts a fresh Apache Kafka and the transactional service, warms up, replays
-    5 s of synthetic market data with exactly one decision each, and leaves nothing running."""
+    3 s of synthetic market data (1,397 events) with exactly one decision each, and leaves
+    nothing running."""
     result = run_demo(
         out_dir=tmp_path,
-        seconds=5.0,
+        seconds=3.0,
         bundle=str(bundle_dir),
         progress=False,
         exactly_once=True,
@@ -223,7 +224,7 @@ def test_diagnosed_demo_reads_every_process(bundle_dir: Path, tmp_path: Path) ->
 def test_demo_runs_exactly_once_on_kfake_and_stops_everything(
     bundle_dir: Path, tmp_path: Path
 ) -> None:
-    """On --broker kfake (built on first use) the demo runs the transactional service over 5 s of
+    """On --broker kfake (built on first use) the demo runs the transactional service over 3 s of
     synthetic data with exactly one decision each, and leaves no broker or service running."""
     kfake = KFake(state_dir=tmp_path / "kfake")
     if not cached_binary(kfake.deploy, kfake.cache_dir, BINARY).is_file():
@@ -233,7 +234,7 @@ def test_demo_runs_exactly_once_on_kfake_and_stops_everything(
             pytest.skip(f"kfake is not built and cannot be: {exc}")
     result = run_demo(
         out_dir=tmp_path,
-        seconds=5.0,
+        seconds=3.0,
         bundle=str(bundle_dir),
         progress=False,
         broker_kind="kfake",
@@ -248,7 +249,7 @@ def test_demo_runs_exactly_once_on_kfake_and_stops_everything(
 
 @pytest.mark.slow
 def test_demo_runs_on_tansu_and_stops_everything(bundle_dir: Path, tmp_path: Path) -> None:
-    """On --broker tansu the demo replays 5 s with nothing lost, notes Tansu's fetch floor,
+    """On --broker tansu the demo replays 3 s with nothing lost, notes Tansu's fetch floor,
     and leaves no broker or service running; exactly-once is refused there."""
     try:
         find_tansu()
@@ -257,7 +258,7 @@ def test_demo_runs_on_tansu_and_stops_everything(bundle_dir: Path, tmp_path: Pat
     with pytest.raises(ReplayError, match=r"^--exactly-once needs Apache Kafka"):
         run_demo(out_dir=tmp_path, broker_kind="tansu", exactly_once=True)
     result = run_demo(
-        out_dir=tmp_path, seconds=5.0, bundle=str(bundle_dir), progress=False, broker_kind="tansu"
+        out_dir=tmp_path, seconds=3.0, bundle=str(bundle_dir), progress=False, broker_kind="tansu"
     )
     c = result.completeness
     assert c.inputs > 1000 and (c.lost, c.duplicated, c.unmatched) == (0, 0, 0)

@@ -26,8 +26,13 @@ from schemas.features import FeatureSpec, Task
 TRADING = FeatureSpec(task=Task.TRADING, window=4)
 SENSOR = FeatureSpec(task=Task.SENSOR, window=4)
 REASONS = {"malformed", "invalid_value", "unknown_kind"}
+#: The same 200 examples every default run (twice the profile's 100); the ``thorough``
+#: profile (``--hypothesis-profile=thorough``, tests/conftest.py) runs 2,000.
 FUZZ = settings(
-    max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+    max_examples=2 * settings.default.max_examples,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
 )
 
 

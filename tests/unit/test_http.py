@@ -257,7 +257,10 @@ async def test_prometheus_scrapes_the_endpoint_and_answers_queries(
     rules.write_text((REPO / "deploy/prometheus/rules.yml").read_text())
     cfg = tmp_path / "prometheus.yml"
     cfg.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        # Scrapes and rule evaluations every 250 ms: the recording rule's rate() has its
+        # two samples within half a second of the first scrape.
+        "global:\n  scrape_interval: 250ms\n  scrape_timeout: 250ms\n"
+        "  evaluation_interval: 250ms\n"
         "rule_files: [rules.yml]\n"
         "scrape_configs:\n  - job_name: weir\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{served.server.port}']\n"
@@ -278,7 +281,7 @@ async def test_prometheus_scrapes_the_endpoint_and_answers_queries(
         value = None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
             try:
                 got = await _get_json(api + "/query?query=sum(weir_events_total)")
             except (OSError, msgspec.DecodeError, TimeoutError):
@@ -299,7 +302,7 @@ async def test_prometheus_scrapes_the_endpoint_and_answers_queries(
             got = await _get_json(api + "/query?query=job:weir_events:rate1m")
             if got["data"]["result"]:
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
         assert got["data"]["result"][0]["metric"] == {
             "__name__": "job:weir_events:rate1m",
             "job": "weir",
