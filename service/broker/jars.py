@@ -125,12 +125,11 @@ def install_jars(jars: list[PinnedJar], libs: Path, fetch: Fetch) -> float:
         raise
     if not (libs / jars[0].filename).is_file():
         shutil.rmtree(libs, ignore_errors=True)  # a partial copy, if any
-        with contextlib.suppress(OSError):  # lost a race: checked below
+        with contextlib.suppress(OSError):  # lost the race to another process: see below
             os.replace(tmp, libs)
     # Another process (a parallel test worker, a second `weir broker start`) may have
-    # installed the same checked set meanwhile: then its copy stands and ours goes.
+    # installed the same set meanwhile, checked before its rename: its copy stands, ours goes.
     shutil.rmtree(tmp, ignore_errors=True)
-    _check(jars, libs)
     return time.monotonic() - began
 
 
