@@ -57,8 +57,6 @@ log = get_logger("weir.shadow")
 _Message = tuple[bytes, bytes]
 _SENDS_PER_TURN = 16
 """Shadow decisions handed to the sink between two turns given back to the loop."""
-_BACK_OFF_S = 0.0002
-"""How long the shadow's thread sleeps (off the GIL) while the primary is busy."""
 
 
 class _Job:
@@ -119,7 +117,6 @@ class Shadow:
         self._primary_idle = primary_idle
         """Whether the primary is idle now (``Pipeline.idle``); None: never wait for it."""
         self._woken = asyncio.Event()
-        self._closed = False
         self._sink = sink
         self._topic = topic
         self._counters = counters.shadow
@@ -250,12 +247,8 @@ class Shadow:
             messages.append((key.encode(), self._codec.encode(decision)))
             if not (i + 1) % _SENDS_PER_TURN:
                 # Let the loop's thread take the GIL: it would otherwise wait for the end of
-                # this run of Python or the interpreter's 5 ms switch interval; while the
-                # primary is busy, stay off the GIL (a read of its state; racy, harmless).
+                # this run of Python or the interpreter's 5 ms switch interval.
                 time.sleep(0)
-                idle = self._primary_idle
-                while idle is not None and not idle() and not self._closed:
-                    time.sleep(_BACK_OFF_S)
         return messages
 
     def _state(self, key: str) -> Any:
@@ -291,6 +284,5 @@ class Shadow:
 
     def close(self) -> None:
         """Stop the shadow's thread (a batch in it finishes) and release its engine."""
-        self._closed = True  # a batch waiting for the primary to idle finishes now
         self._executor.shutdown(wait=True)
         self.version.engine.close()
