@@ -26,7 +26,7 @@ from service.errors import ServiceError
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.pipeline import Pipeline
-from service.settings import Settings
+from service.settings import DeliveryMode, Settings
 
 __all__ = ["Committer"]
 
@@ -48,7 +48,6 @@ class Committer:
         pipeline: Pipeline,
         metrics: Metrics,
         clock: Clock,
-        eos: bool,
         fail_hook: FailHook | None = None,
     ) -> None:
         self._settings = settings
@@ -57,7 +56,7 @@ class Committer:
         self._pipeline = pipeline
         self._metrics = metrics
         self._clock = clock
-        self._eos = eos
+        self._eos = settings.delivery.mode is DeliveryMode.EXACTLY_ONCE
         self._fail_hook = fail_hook
         self.commits = 0
         """Successful commits (offsets or transactions)."""

@@ -346,7 +346,6 @@ class Runtime:
             pipeline=self.pipeline,
             metrics=self.metrics,
             clock=self._clock,
-            eos=self.eos,
             fail_hook=self._fail_hook,
         )
         self._start_models(self.pipeline)
