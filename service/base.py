@@ -293,3 +293,9 @@ class Clients(Protocol):
         """A call that makes ``consumer`` (one this factory made) fetch metadata now,
         without waiting for it; the topic watch uses it while an input topic is missing."""
         ...
+
+    def watch(self, consumer: Any, producer: Any) -> Callable[[], str | None]:
+        """A check of the started ``consumer`` and ``producer`` (ones this factory made):
+        None while their background work runs, else what ended; the runtime calls it
+        after every fetch and stops the worker on an answer."""
+        ...

@@ -25,6 +25,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from service.base import AckCallback, Producer
 from service.errors import ServiceError
+from service.kafka_guard import guard_closed_writes, watch_clients
 from service.settings import DeliverySettings, KafkaSettings
 from service.tasks import TaskDied, TaskSupervisor
 
@@ -105,11 +106,13 @@ def admin_kwargs(k: KafkaSettings) -> dict[str, Any]:
 
 def make_consumer(k: KafkaSettings, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer from settings (not started, not subscribed)."""
+    guard_closed_writes()
     return AIOKafkaConsumer(**{**consumer_kwargs(k), **overrides})
 
 
 def make_producer(k: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
     """A producer from settings (not started)."""
+    guard_closed_writes()
     return AIOKafkaProducer(**{**producer_kwargs(k), **overrides})
 
 
@@ -129,6 +132,10 @@ class KafkaClients:
         refresh: Callable[[], object] = consumer._client.force_metadata_update
         return refresh
 
+    def watch(self, consumer: Any, producer: Any) -> Callable[[], str | None]:
+        """A check of the started clients' background tasks (``watch_clients``)."""
+        return watch_clients(consumer, producer)
+
     def producer(self, k: KafkaSettings, *, transactional_id: str | None) -> AIOKafkaProducer:
         """A producer (transactional when ``transactional_id`` is set), not started."""
         return make_producer(
@@ -144,6 +151,7 @@ class KafkaTopicAdmin:
     """``TopicAdmin`` over aiokafka's admin client, with the settings' security."""
 
     def __init__(self, k: KafkaSettings) -> None:
+        guard_closed_writes()
         self._admin = AIOKafkaAdminClient(**admin_kwargs(k))
 
     async def start(self) -> None:

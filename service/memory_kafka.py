@@ -5,7 +5,8 @@ logs, so ``Runtime(settings, clients=MemoryKafka())`` runs the real loop (fetch,
 backpressure, commits, transactions, rebalance callbacks) without a broker. What tests
 steer is plain state on the fakes: ``MemoryProducer.hold`` keeps every produce answer back
 until ``release``; ``fail_commit`` on either client makes the next commit raise it;
-``MemoryConsumer.rebalance`` revokes and reassigns everything on the next fetch.
+``MemoryConsumer.rebalance`` revokes and reassigns everything on the next fetch; ``ended``
+on either client reports a dead background task to ``watch``.
 
 Simplifications, stated: one consumer per group (it is assigned every partition of its
 topics); transactional messages become visible when their transaction commits (aborted
@@ -65,6 +66,14 @@ class MemoryKafka:
     def metadata_refresher(self, consumer: Any) -> Callable[[], object]:
         """Nothing to refresh: a ``MemoryConsumer`` reads the logs' topics directly."""
         return _no_refresh
+
+    def watch(self, consumer: MemoryConsumer, producer: MemoryProducer) -> Callable[[], str | None]:
+        """What a test ended: ``MemoryConsumer.ended`` or ``MemoryProducer.ended``."""
+
+        def check() -> str | None:
+            return consumer.ended or producer.ended
+
+        return check
 
     # -- what tests use ---------------------------------------------------------------------
 
@@ -182,6 +191,8 @@ class MemoryProducer:
         """Keep every answer back until ``release`` (a slow or partitioned broker)."""
         self.fail_commit: BaseException | None = None
         """Raised, once, by the next ``commit_transaction``."""
+        self.ended: str | None = None
+        """Set by a test: a background task of the real client ended (``MemoryKafka.watch``)."""
         self.started = False
         self.unanswered = 0
         """Messages sent and not yet answered."""
@@ -302,6 +313,8 @@ class MemoryConsumer:
         """When set to an Event, each ``commit`` waits for it first (a slow coordinator)."""
         self.commits_waiting = 0
         """Commits waiting on ``commit_gate`` now."""
+        self.ended: str | None = None
+        """Set by a test: a background task of the real client ended (``MemoryKafka.watch``)."""
         self.started = False
 
     async def start(self) -> None:

@@ -28,7 +28,12 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
 - a background task that dies (dispatcher, sink submitter, metrics sampler, topic watch: all
   started through ``Runtime.tasks``) or a decision the broker refuses fails readiness at once and
   stops the loop; nothing more is committed and ``run`` raises the cause (the process
-  exits non-zero), so the restart resumes from the last commit.
+  exits non-zero), so the restart resumes from the last commit;
+- a Kafka client's background task that ends (its fetcher, group coordinator, metadata
+  sync or sender: ``Clients.watch``, checked after every fetch) stops the worker too: what
+  was acknowledged is drained and committed, and ``run`` raises a ``ServiceError`` naming
+  the task and its error. A fetcher that ends does not stop ``getmany``, which would
+  otherwise return nothing for ever.
 
 The Kafka clients come from ``clients`` (``service.kafka.KafkaClients`` by default;
 ``service.memory_kafka.MemoryKafka`` in tests) and the commit cadence reads ``clock``.
@@ -64,7 +69,7 @@ from engines.registry import load_model
 from engines.version import ModelVersion
 from service.base import Clients, Consumer, Producer
 from service.commits import Committer
-from service.errors import BrokerError, ModelRefused
+from service.errors import BrokerError, ModelRefused, ServiceError
 from service.http import OpsServer
 from service.inbound import build_decoder
 from service.kafka import KafkaClients, KafkaSink
@@ -90,6 +95,10 @@ _REFUSALS: tuple[type[BaseException], ...] = (
     AuthenticationMethodNotSupported,
     ssl.SSLCertVerificationError,
 )
+
+
+def _no_failure() -> str | None:
+    return None
 
 
 class _RefusalWatch(logging.Handler):
@@ -179,6 +188,8 @@ class Runtime:
         """Prometheus registry, stage histograms, lag and live series of this worker."""
         self._http: OpsServer | None = None
         self._missing_inputs: list[str] = []
+        self._client_check: Callable[[], str | None] = _no_failure
+        """What ended among the Kafka clients' background tasks (``Clients.watch``)."""
         self._watch: asyncio.Task[None] | None = None
         self.models: ModelControl | None = None
         """Swaps the model version (``service.models``); None until the pipeline runs."""
@@ -243,6 +254,7 @@ class Runtime:
         assert self.consumer is not None
         await self._check_topics()
         self.consumer.subscribe(topics=list(k.input_topics), listener=_Listener(self))
+        self._client_check = self._clients.watch(self.consumer, self.producer)
 
     async def _check_topics(self) -> None:
         try:
@@ -424,8 +436,15 @@ class Runtime:
         max_records = s.kafka.max_poll_records
         background = s.delivery.commit_in_background and not self.eos
         stop = self._stop
+        client_check = self._client_check
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=50, max_records=max_records)
+            ended = client_check()
+            if ended is not None:
+                raise ServiceError(
+                    f"the Kafka client stopped working ({ended}); stopping this worker "
+                    "so that it restarts from the last commit"
+                )
             for tp, records in batches.items():
                 self.metrics.lag.seen(tp, records)
                 until = self._rebuild_until.get(tp)

@@ -25,6 +25,7 @@ from chaos.scenarios import format_table
 from chaos.security import sasl_tls
 from chaos.supervision import dispatcher_death, slow_produce
 from chaos.tls import make_pki
+from service.processes import log_tail
 from service.settings import Secret
 
 pytestmark = pytest.mark.timeout(240)
@@ -60,10 +61,13 @@ def chaos_ctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Context]:
         broker.stop()
 
 
-def _verdict(row: Row) -> None:
-    """Print the row; fail on any broken invariant; xfail when only known bugs broke."""
+def _verdict(row: Row, ctx: Context) -> None:
+    """Print the row; fail on any broken invariant, after the end of the scenario's service
+    logs; xfail when only known bugs broke."""
     print("\n" + format_table([row]))
     print({k: v for k, v in row.figures.items() if k != "traceback"})
+    if row.verdict != "PASS" or row.lost:
+        print(log_tail(sorted(ctx.work.glob(f"{row.scenario}*.log")), lines=60))
     assert "traceback" not in row.figures, row.figures["traceback"]
     broken = [name for name, ok in row.checks.items() if not ok]
     slow = [name for name in broken if name in TIMING]
@@ -81,85 +85,85 @@ def _verdict(row: Row) -> None:
 async def test_kill_one_of_three_workers(chaos_ctx: Context) -> None:
     """kill -9 of one of three workers mid-replay: every input decided at least once, the worker restarted, its partitions reassigned."""
     row = await kill_worker(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0
-    _verdict(row)
 
 
 @pytest.mark.slow
 async def test_kill_one_of_three_workers_exactly_once(chaos_ctx: Context) -> None:
     """In exactly-once mode a killed worker leaves exactly one committed decision per input."""
     row = await kill_worker_eos(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0 and row.duplicated == 0
-    _verdict(row)
 
 
 @pytest.mark.slow
 async def test_broker_down_ten_seconds(chaos_ctx: Context) -> None:
     """The broker stopped for 10 s and restarted: the service stays up, resumes and loses nothing."""
     row = await broker_restart(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0
-    _verdict(row)
 
 
 @pytest.mark.slow
 async def test_network_faults_through_a_proxy(chaos_ctx: Context) -> None:
     """Latency, a stall and reset or refused connections between service and broker lose nothing."""
     row = await network(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0
-    _verdict(row)
 
 
 async def test_engine_failures_and_latency_spikes(chaos_ctx: Context) -> None:
     """A failing engine gives error decisions, a 10x slower one expired ones; the loop goes on and the profile follows."""
     row = await engine_faults(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0 and row.errors > 0
-    _verdict(row)
 
 
 async def test_overload_three_times_capacity(chaos_ctx: Context) -> None:
     """At 3x capacity memory stays bounded, partitions pause and resume, the excess is expired, nothing is lost."""
     row = await overload(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0
     assert row.peak_rss_mb is not None and row.peak_rss_mb < RSS_BOUND_MB
     assert row.expired + row.shed > 0
-    _verdict(row)
 
 
 async def test_poison_records_are_dead_lettered(chaos_ctx: Context) -> None:
     """3,000 records, half of them bad in every way: no crash, each bad one in the DLQ with its reason, each good one decided."""
     row = await poison(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0 and row.dead > 1000
-    _verdict(row)
 
 
 async def test_restart_reprocesses_only_the_uncommitted_tail(chaos_ctx: Context) -> None:
     """After kill -9 and a restart nothing is lost and only inputs at or past the commit are decided again."""
     row = await restart_commit(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0
     assert row.figures["reprocessed_below_commit"] == 0
-    _verdict(row)
 
 
 async def test_sasl_scram_over_tls(chaos_ctx: Context) -> None:
     """Right SCRAM credentials over TLS are served; a wrong password or an unknown CA is refused; no secret is ever shown."""
     row = await sasl_tls(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0
-    _verdict(row)
 
 
 async def test_dispatcher_death_stops_and_restarts_from_the_commit(chaos_ctx: Context) -> None:
     """A dead dispatcher fails readiness and stops the worker non-zero; restarted, it loses nothing."""
     row = await dispatcher_death(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0
-    _verdict(row)
 
 
 async def test_throttled_produce_path_keeps_in_flight_bounded(chaos_ctx: Context) -> None:
     """A produce path 10x slower than the input: in-flight decisions bounded, consumption paused, nothing lost."""
     row = await slow_produce(chaos_ctx)
+    _verdict(row, chaos_ctx)
     assert row.lost == 0
     assert row.peak_rss_mb is not None and row.peak_rss_mb < RSS_BOUND_MB
-    _verdict(row)
 
 
 def test_chaos_broker_advertises_the_proxy(chaos_ctx: Context, tmp_path: Path) -> None:

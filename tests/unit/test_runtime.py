@@ -21,7 +21,7 @@ from schemas.codec import decision_codec, event_codec
 from schemas.decision import Decision, Status
 from schemas.events import Quote
 from schemas.features import FeatureSpec, Task
-from service.errors import ConfigError
+from service.errors import ConfigError, ServiceError
 from service.memory_kafka import MemoryKafka
 from service.runtime import Runtime
 from service.settings import Settings, load_settings
@@ -301,6 +301,27 @@ async def test_dispatcher_death_stops_the_runtime_with_its_cause(make_runtime: A
     assert rt.pipeline is not None and rt.pipeline.tasks.deaths == {"weir-dispatch": 1}
     # Nothing is committed after the death: the restart begins at the last commit.
     assert _committed(kafka, 1) == [None]
+
+
+async def test_a_dead_client_task_stops_the_runtime_after_committing_what_was_decided(
+    make_runtime: Any,
+) -> None:
+    """When a Kafka client's background task ends (aiokafka's fetcher, say), the next
+    fetch stops the loop: what was acknowledged is committed and ``run`` raises a
+    ``ServiceError`` naming the task (the process exits non-zero and restarts)."""
+    rt, kafka, _ = make_runtime()
+    _feed(kafka, 5)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 5)
+    assert rt.consumer is not None
+    rt.consumer.ended = "aiokafka's fetcher task ended: RuntimeError('closed')"  # type: ignore[attr-defined]
+    with pytest.raises(ServiceError) as info:
+        await task
+    assert str(info.value) == (
+        "the Kafka client stopped working (aiokafka's fetcher task ended: "
+        "RuntimeError('closed')); stopping this worker so that it restarts from the last commit"
+    )
+    assert _committed(kafka, 1) == [5]
 
 
 def test_first_signal_stops_second_exits_at_once(
