@@ -238,7 +238,11 @@ class Bench:
             _save(result, opts.out)
             if "overload" in opts.scenarios and opts.overload:
                 capacity = {label: r.median for label, r in rates.items()}
-                sc, sessions = await scenarios.overload(self, plans, sessions, capacity)
+                lowest: dict[str, float] = {}
+                for t in steps:
+                    if t.offered_rate:
+                        lowest[t.contender] = min(t.offered_rate, lowest.get(t.contender, 1e18))
+                sc, sessions = await scenarios.overload(self, plans, sessions, capacity, lowest)
                 result.scenarios.append(sc)
                 _save(result, opts.out)
         finally:

@@ -10,8 +10,10 @@ the same feed:
   contender between its last pass and first failure. A session that left work undecided
   is replaced by a fresh one before its next step (``Bench.ready``).
 - **overload**: the bursty feed, tiled and sped up so its mean rate is ``factor`` x each
-  contender's own max sustainable rate, for ``overload_s`` s; goodput and the share of
-  in-deadline ``ok`` decisions, every other input's outcome by status, and lost inputs.
+  contender's own max sustainable rate (one that sustained no rate: ``factor`` x the
+  lowest rate it was offered, at least that overload), for ``overload_s`` s; goodput and
+  the share of in-deadline ``ok`` decisions, every other input's outcome by status, and
+  lost inputs.
 - **mixed**: one service consuming two input topics, the tight one with budget
   ``mixed_budgets_ms[0]`` and the loose one with ``[1]`` (weir's
   ``scheduler.topic_budget_ms``; the peers batch the same whatever the topic), the feed at
@@ -180,9 +182,18 @@ def _bracket(trials: list[Trial], budget_ms: float) -> tuple[float | None, float
 
 
 async def overload(
-    bench: Bench, plans: Plans, sessions: list[Session], capacity: dict[str, float | None]
+    bench: Bench,
+    plans: Plans,
+    sessions: list[Session],
+    capacity: dict[str, float | None],
+    lowest: dict[str, float] | None = None,
 ) -> tuple[Scenario, list[Session]]:
-    """Each contender at ``factor`` x its own capacity on the bursty feed (module doc)."""
+    """Each contender at ``factor`` x its own capacity on the bursty feed (module doc).
+
+    A contender that sustained no rate of the curve has a capacity below the lowest rate it
+    was offered (``lowest``): it is overloaded at multiples of that rate, so at least
+    ``factor`` x its capacity, and a note says so; one never offered a rate is not
+    overloaded. Every session given is returned (to be stopped), overloaded or not."""
 
     opts = bench.opts
     sc = Scenario(
@@ -192,13 +203,22 @@ async def overload(
         params={"factors": list(opts.overload), "seconds": opts.overload_s},
     )
     held = {s.label: s for s in sessions if s.label != ECHO}
-    for label in list(held):
-        if not capacity.get(label):
+    base: dict[str, float] = {}
+    for label in held:
+        measured, floor = capacity.get(label), (lowest or {}).get(label)
+        if measured:
+            base[label] = measured
+        elif floor:
+            base[label] = floor
+            sc.notes.append(
+                f"{label}: no rate of the curve was sustained, so its capacity is below "
+                f"{floor:,.0f}/s; overloaded at multiples of that rate (at least the factor)"
+            )
+        else:
             sc.notes.append(f"{label}: no max sustainable rate measured, not overloaded")
-            del held[label]
     for idx, factor in enumerate(opts.overload):
-        for repeat, label in interleaved(list(held), opts.repeats, step=idx):
-            rate = factor * float(capacity[label] or 0.0)
+        for repeat, label in interleaved(list(base), opts.repeats, step=idx):
+            rate = factor * base[label]
             plan = tile_plan(plans.base, max(1, round(rate * opts.overload_s)))
             pacing = Pacing(speed=max(plan.span_s, 1e-9) / opts.overload_s)
             try:

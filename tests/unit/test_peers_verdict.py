@@ -530,7 +530,9 @@ def test_overload_offers_each_factor_of_each_capacity_on_the_bursty_feed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """weir (capacity 100/s) gets 150 and 300 events/s for 2 s, on the feed's own pace
-    sped up; the echo is not overloaded; a contender without capacity is noted."""
+    sped up; naive, which sustained no rate of a curve that began at 40/s, gets 60 and
+    120/s with a note; the echo and a contender never offered a rate are not overloaded;
+    every session comes back to be stopped."""
     seen: list[tuple[str, int, float, str]] = []
 
     async def fake_trial(session: Any, plan: Plan, pacing: Any, **kw: Any) -> Trial:
@@ -541,17 +543,24 @@ def test_overload_offers_each_factor_of_each_capacity_on_the_bursty_feed(
     opts = Options(out=tmp_path, feed=tmp_path / "f", overload_s=2.0, repeats=1)
     bench = _FakeBench(opts)
     plans = SimpleNamespace(base=_plan(50))
-    sessions = [SimpleNamespace(label=n) for n in ("weir", "naive", "echo")]
+    sessions = [SimpleNamespace(label=n) for n in ("weir", "naive", "fixed", "echo")]
+    capacity = {"weir": 100.0, "naive": None, "fixed": None, "echo": 1e6}
     sc, held = asyncio.run(
-        scenarios.overload(bench, plans, sessions, {"weir": 100.0, "naive": None, "echo": 1e6})  # type: ignore[arg-type]
+        scenarios.overload(bench, plans, sessions, capacity, {"weir": 50.0, "naive": 40.0})  # type: ignore[arg-type]
     )
-    assert [(n, k, load) for n, k, _, load in seen] == [
+    assert sorted((n, k, load) for n, k, _, load in seen) == [
+        ("naive", 120, "overload-1.5x"),
+        ("naive", 240, "overload-3x"),
         ("weir", 300, "overload-1.5x"),
         ("weir", 600, "overload-3x"),
     ]
     assert all(s == pytest.approx(2.0) for _, _, s, _ in seen)
-    assert sc.notes == ["naive: no max sustainable rate measured, not overloaded"]
-    assert [s.label for s in held] == ["weir", "echo"]
+    assert sc.notes == [
+        "naive: no rate of the curve was sustained, so its capacity is below 40/s; "
+        "overloaded at multiples of that rate (at least the factor)",
+        "fixed: no max sustainable rate measured, not overloaded",
+    ]
+    assert [s.label for s in held] == ["weir", "naive", "fixed", "echo"]
 
 
 def test_classed_transport_sends_each_event_to_its_class_topic() -> None:
