@@ -34,17 +34,18 @@ __all__ = ["WATCHED", "client_tasks", "guard_closed_writes", "watch_clients"]
 
 _GUARDED = "__weir_guarded__"
 
-WATCHED: dict[str, tuple[str, ...]] = {
-    "fetcher": ("_fetcher", "_fetch_task"),
-    "group coordinator": ("_coordinator", "_coordination_task"),
-    "consumer metadata sync": ("_client", "_sync_task"),
-    "sender": ("_sender", "_sender_task"),
-    "producer metadata sync": ("client", "_sync_task"),
+WATCHED: dict[str, dict[str, tuple[str, ...]]] = {
+    "consumer": {
+        "fetcher": ("_fetcher", "_fetch_task"),
+        "group coordinator": ("_coordinator", "_coordination_task"),
+        "consumer metadata sync": ("_client", "_sync_task"),
+    },
+    "producer": {
+        "sender": ("_sender", "_sender_task"),
+        "producer metadata sync": ("client", "_sync_task"),
+    },
 }
-"""Each watched background task, by the attribute path from its client to the task."""
-
-_CONSUMER = ("fetcher", "group coordinator", "consumer metadata sync")
-_PRODUCER = ("sender", "producer metadata sync")
+"""Each watched background task, by role and name: its attribute path from the client."""
 
 
 def _guarded(write: Callable[..., Any]) -> Callable[..., Any]:
@@ -77,11 +78,10 @@ def guard_closed_writes() -> None:
 def client_tasks(client: object, role: str) -> dict[str, asyncio.Future[Any] | None]:
     """The watched background tasks of a started ``AIOKafkaConsumer`` (``role="consumer"``)
     or ``AIOKafkaProducer`` (``"producer"``), by name; None where the client has none."""
-    names = _CONSUMER if role == "consumer" else _PRODUCER
     out: dict[str, asyncio.Future[Any] | None] = {}
-    for name in names:
+    for name, path in WATCHED[role].items():
         obj: Any = client
-        for attr in WATCHED[name]:
+        for attr in path:
             obj = getattr(obj, attr, None)
         out[name] = obj if isinstance(obj, asyncio.Future) else None
     return out

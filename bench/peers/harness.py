@@ -241,7 +241,8 @@ class Bench:
                 lowest: dict[str, float] = {}
                 for t in steps:
                     if t.offered_rate:
-                        lowest[t.contender] = min(t.offered_rate, lowest.get(t.contender, 1e18))
+                        rate = t.offered_rate
+                        lowest[t.contender] = min(rate, lowest.get(t.contender, rate))
                 sc, sessions = await scenarios.overload(self, plans, sessions, capacity, lowest)
                 result.scenarios.append(sc)
                 _save(result, opts.out)

@@ -15,7 +15,7 @@ from aiokafka.conn import AIOKafkaConnection
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.protocol.admin import ApiVersionRequest
 
-from service.kafka_guard import guard_closed_writes, watch_clients
+from service.kafka_guard import WATCHED, guard_closed_writes, watch_clients
 
 
 async def _reset_connection() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
@@ -110,18 +110,13 @@ async def test_the_watch_names_the_first_task_that_ended() -> None:
     loop = asyncio.get_running_loop()
     consumer, producer = Part(), Part()
     tasks = {}
-    for client, path in (
-        (consumer, ("_fetcher", "_fetch_task")),
-        (consumer, ("_coordinator", "_coordination_task")),
-        (consumer, ("_client", "_sync_task")),
-        (producer, ("_sender", "_sender_task")),
-        (producer, ("client", "_sync_task")),
-    ):
-        holder = getattr(client, path[0], None) or Part()
-        setattr(client, path[0], holder)
-        fut = loop.create_future()
-        setattr(holder, path[1], fut)
-        tasks[(id(client), path[0])] = fut
+    for role, client in (("consumer", consumer), ("producer", producer)):
+        for path in WATCHED[role].values():
+            holder = getattr(client, path[0], None) or Part()
+            setattr(client, path[0], holder)
+            fut = loop.create_future()
+            setattr(holder, path[1], fut)
+            tasks[(id(client), path[0])] = fut
     check = watch_clients(consumer, producer)
     assert check() is None
     sender = tasks[(id(producer), "_sender")]
