@@ -7,6 +7,8 @@
   loop (``[delivery] commit_in_background``), one at a time, and ``check`` raises what a
   finished one raised. A ``KafkaError`` is logged (``commit_failed``) and the next commit
   tries again; ``now`` first waits for the one in flight, so commits never reorder.
+- ``now`` runs one at a time (a revoke can arrive from aiokafka's coordinator task while
+  the fetch loop's commit is in flight);
 - exactly-once: ``now`` drains the pipeline, adds the consumed offsets to the transaction
   (``send_offsets_to_transaction``) and commits it; a failed transaction is aborted, every
   assigned partition rewound to its committed offset and the key windows cleared, so the
@@ -62,6 +64,10 @@ class Committer:
         """Successful commits (offsets or transactions)."""
         self._committing: asyncio.Task[None] | None = None
         """The periodic commit in flight beside the fetch loop (``commit_in_background``)."""
+        self._lock = asyncio.Lock()
+        """One ``now`` at a time: aiokafka calls the revoke listener from its coordinator
+        task, which can land while the fetch loop's own commit is in flight, and a second
+        ``commit_transaction`` then fails (and the rebalance hands on uncommitted work)."""
 
     def soon(self) -> None:
         """Start the periodic commit beside the fetch loop, unless one is in flight (``check``
@@ -80,15 +86,17 @@ class Committer:
             committing.result()
 
     async def now(self, only: set[TopicPartition] | None = None) -> None:
-        """Commit now, after the background commit in flight (if any) has finished."""
-        pending, self._committing = self._committing, None
-        if pending is not None:
-            await asyncio.wait([pending])
-            pending.result()
-        if self._eos:
-            await self._transaction()
-            return
-        await self._offsets(only)
+        """Commit now, after the background commit and any other ``now`` in flight have
+        finished."""
+        async with self._lock:
+            pending, self._committing = self._committing, None
+            if pending is not None:
+                await asyncio.wait([pending])
+                pending.result()
+            if self._eos:
+                await self._transaction()
+                return
+            await self._offsets(only)
 
     async def settle(self) -> None:
         """Wait for the background commit in flight (after a failure, nothing else commits:

@@ -191,6 +191,10 @@ class MemoryProducer:
         """Keep every answer back until ``release`` (a slow or partitioned broker)."""
         self.fail_commit: BaseException | None = None
         """Raised, once, by the next ``commit_transaction``."""
+        self.commit_gate: asyncio.Event | None = None
+        """When set to an Event, each ``commit_transaction`` waits for it first."""
+        self.committing = False
+        """A ``commit_transaction`` is in flight (a second one raises, as aiokafka's does)."""
         self.ended: str | None = None
         """Set by a test: a background task of the real client ended (``MemoryKafka.watch``)."""
         self.started = False
@@ -275,7 +279,17 @@ class MemoryProducer:
 
     async def commit_transaction(self) -> None:
         """Make the transaction's messages visible and its offsets committed, or raise
-        ``fail_commit`` (once)."""
+        ``fail_commit`` (once); after ``commit_gate``, if set. A second call while one is in
+        flight raises ``AssertionError`` (aiokafka's transaction state machine does)."""
+        if self.committing:
+            raise AssertionError("a transaction commit is already in flight")
+        if self.commit_gate is not None:
+            self.committing = True
+            self._kafka.changed()
+            try:
+                await self.commit_gate.wait()
+            finally:
+                self.committing = False
         if self.fail_commit is not None:
             exc, self.fail_commit = self.fail_commit, None
             self._kafka.changed()

@@ -218,6 +218,36 @@ async def test_failed_transaction_is_aborted_rewound_and_decided_again(make_runt
     assert {d.status for d in got[1:]} == {Status.OK}
 
 
+async def test_a_commit_asked_for_during_a_transaction_commit_waits_for_it(
+    make_runtime: Any,
+) -> None:
+    """Exactly-once: a commit asked for while the loop's transaction is committing (a
+    revoke, which aiokafka runs from its coordinator task) waits for that commit instead of
+    starting a second ``commit_transaction`` beside it."""
+    rt, kafka, clock = make_runtime(delivery={"mode": "exactly_once", "flush_interval_ms": 20})
+    _feed(kafka, 5)
+    task = _start(rt)
+    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == 5)
+    producer = kafka.producers[0]
+    gate = asyncio.Event()
+    producer.commit_gate = gate
+    clock.advance(20 * MS)
+    await kafka.wait_until(lambda: producer.committing)
+    assert rt.committer is not None
+    revoke = asyncio.get_running_loop().create_task(rt.committer.now())
+    try:
+        for _ in range(20):  # loop turns enough for it to drain the idle pipeline and commit
+            await asyncio.sleep(0)
+        assert not revoke.done()  # waiting for the commit in flight, not beside it
+    finally:
+        gate.set()
+    await revoke
+    assert producer.aborts == 0 and _committed(kafka, 1) == [5]
+    rt.stop()
+    assert await task == 0
+    assert [d.offset for d in _decisions(kafka)] == list(range(5))
+
+
 async def test_seek_back_rebuilds_windows_without_deciding(make_runtime: Any) -> None:
     """With ``warmup = "seek"`` an assigned partition is read again from ``seek_back``
     records before the committed offset: those records fill the key windows and get no
