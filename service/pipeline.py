@@ -298,7 +298,10 @@ class Pipeline:
         """
         now = self._clock()
         chunk = self._chunk
-        left = chunk
+        # The time is read again before record chunk + 1 (then every chunk records), so a
+        # fetch of one chunk is queued whole before the dispatcher's turn: checked before
+        # record ``chunk`` instead, a 64-record fetch went out as batches of 63 and 1.
+        left = chunk + 1
         prof = self.scheduler.profile
         turn = prof.p99_ns(prof.max_batch)
         turn_at = now + turn

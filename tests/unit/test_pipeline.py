@@ -357,6 +357,35 @@ async def test_large_ingest_lets_the_dispatcher_run_between_chunks(make_pipeline
     assert len(set(ingests)) > 1
 
 
+async def test_a_fetch_of_one_ingest_chunk_is_queued_whole_before_the_dispatcher_runs(
+    make_engine: Any,
+) -> None:
+    """With ingest_chunk=4 and a clock that makes every chunk boundary a turn for the
+    dispatcher, 4 ready records ingested in one call go out as one batch of 4, not 3 and 1
+    (the turn came one record early)."""
+    ticks = iter(range(0, 10**15, 1_000_000))  # 1 ms per reading: every check is a turn
+
+    sink = MemorySink()
+    pipe = Pipeline(
+        settings=_settings(scheduler={"budget_ms": 10_000.0, "ingest_chunk": 4}),
+        engine=make_engine(max_batch=8),
+        head=Head("trading", ["down", "flat", "up"]),
+        spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
+        sink=sink,
+        model_version="test-1",
+        clock=lambda: next(ticks),
+    )
+    pipe.start()
+    await pipe.ingest([_quote_record(i) for i in range(WINDOW - 1)])  # warming
+    assert await pipe.drain(5.0)
+    await pipe.ingest([_quote_record(i) for i in range(WINDOW - 1, WINDOW + 3)])
+    assert await pipe.drain(5.0)
+    await pipe.close()
+    ok = [d for d in sink_decisions(sink) if d.status is Status.OK]
+    assert [d.offset for d in ok] == list(range(WINDOW - 1, WINDOW + 3))
+    assert [d.batch_size for d in ok] == [4, 4, 4, 4]
+
+
 async def test_ack_of_a_revoked_partition_is_dropped(make_pipeline: Any) -> None:
     """A decision acknowledged after its partition was revoked (forgotten by the tracker)
     is dropped without error, and the other partitions' acks still count."""
