@@ -178,6 +178,7 @@ def write_plot(result: BenchResult, out: Path) -> list[Path]:
         import matplotlib
 
         matplotlib.use("Agg")
+        matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: searchable, smaller
         import matplotlib.pyplot as plt
     except ImportError:
         return [_write_svg(result, out)]

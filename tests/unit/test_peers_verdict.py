@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -373,9 +374,12 @@ def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
     )
 
 
-def test_writers_round_trip_scenarios_and_draw_the_curve(tmp_path: Path) -> None:
-    """``write_all`` writes JSON that reads back equal (points, scenarios, classes) and a
-    plot whose curve chart names the limited points."""
+def test_writers_round_trip_scenarios_and_draw_the_curve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write_all`` writes JSON that reads back equal (points, scenarios, classes) and,
+    without matplotlib, a plot whose curve chart names the limited points."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the import fails, as uninstalled
     result = _result()
     paths = write_all(result, tmp_path)
     back = decode_result((tmp_path / "peers.json").read_bytes())
@@ -383,6 +387,17 @@ def test_writers_round_trip_scenarios_and_draw_the_curve(tmp_path: Path) -> None
     assert back.scenarios[1].trials[0].classes["in"].attainment == 0.995
     svg = next(p for p in paths if p.suffix == ".svg").read_text()
     assert "weir 4,000/s" in svg and "weir p99.9" in svg
+
+
+def test_matplotlib_plot_names_each_series(tmp_path: Path) -> None:
+    """With matplotlib (the bench extra) the plot is a PNG and an SVG whose text stays text:
+    the legend names each contender's curve."""
+    pytest.importorskip("matplotlib", reason="the bench extra's matplotlib is not installed")
+    paths = write_all(_result(), tmp_path)
+    assert {p.name for p in paths} >= {"peers.png", "peers.svg"}
+    svg = (tmp_path / "peers.svg").read_text()
+    assert "weir p99" in svg and "naive p99" in svg
+    assert (tmp_path / "peers.png").read_bytes().startswith(b"\x89PNG")
 
 
 # -- configuration -----------------------------------------------------------------------
