@@ -115,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", type=int, default=1, help="bisection steps after the ramp")
     p.add_argument("--warmup-events", type=int, default=3000)
     p.add_argument("--warmup-rate", type=float, default=1000.0)
+    p.add_argument(
+        "--broker-warmup-s",
+        type=float,
+        default=30.0,
+        help="seconds of load through the echo before the first measured trial, so a fresh "
+        "broker JVM is not still compiling while the first contender is measured (0: none)",
+    )
+    p.add_argument(
+        "--broker-warmup-rate", type=float, default=2000.0, help="that load's rate, events/s"
+    )
     p.add_argument("--partitions", type=int, default=1, help="partitions of every topic")
     p.add_argument("--bootstrap", help="use this Kafka instead of starting one")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
@@ -222,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             refine=args.refine,
             warmup_events=args.warmup_events,
             warmup_rate=args.warmup_rate,
+            broker_warmup_s=args.broker_warmup_s,
+            broker_warmup_rate=args.broker_warmup_rate,
             partitions=args.partitions,
             bootstrap=args.bootstrap,
             loop=args.loop,

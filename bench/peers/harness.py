@@ -132,6 +132,26 @@ class Bench:
         again.restarts = session.restarts + 1
         return again
 
+    async def warm_broker(self, plans: Plans) -> str:
+        """Load the broker through the echo for ``broker_warmup_s`` at ``broker_warmup_rate``
+        before anything is measured (not recorded); returns the note saying so."""
+        opts = self.opts
+        rate = opts.broker_warmup_rate
+        plan = plans.at_rate(rate, opts.broker_warmup_s)
+        self.say(f"warming up the broker: {plan.n:,} events at {rate:,.0f}/s through the echo")
+        session = await self.fresh(CONTENDERS["echo"], plans)
+        try:
+            result, _ = await session.measure(
+                plan, Pacing(rate=rate), quiet_s=opts.quiet_s, max_s=3 * plan.n / rate + 60.0
+            )
+        finally:
+            session.stop()
+        c = result.completeness
+        return (
+            f"broker warm-up: {plan.n:,} events at {rate:,.0f}/s through the echo before the "
+            f"first trial, not measured ({c.decided:,} decided)"
+        )
+
     async def run_contender(self, contender: Contender, plans: Plans, repeat: int) -> ContenderRun:
         """1x and 10x of one contender (one repeat); the ramp is the interleaved curve's."""
         opts = self.opts
@@ -293,6 +313,8 @@ class Bench:
             f"{opts.ramp_start:,.0f}/s, {opts.refine} bisection(s)"
         )
         names = [n for n in CONTENDERS if n in opts.contenders]
+        if opts.broker_warmup_s > 0:
+            result.notes.append(await self.warm_broker(plans))
         for repeat in range(1, opts.repeats + 1):
             shift = (repeat - 1) % len(names)
             order = names[shift:] + names[:shift]

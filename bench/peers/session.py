@@ -53,6 +53,12 @@ class Options(msgspec.Struct, kw_only=True):
     refine: int = 1
     warmup_events: int = 3000
     warmup_rate: float = 1000.0
+    broker_warmup_s: float = 30.0
+    """Seconds of load through the echo before the first measured trial (0: none): a fresh
+    broker JVM JIT-compiles its hot paths under its first load, which slowed whichever
+    contender came first (weir, first in repeat 1: 1x p50 10.1 ms against 4.3 and 4.5 ms in
+    the later repeats)."""
+    broker_warmup_rate: float = 2000.0
     partitions: int = 1
     bootstrap: str | None = None
     loop: str = "uvloop"

@@ -13,7 +13,8 @@ from replay.synthetic import synthesize_market
 
 @pytest.mark.slow
 async def test_tiny_side_by_side_loses_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """weir, the naive loop and the echo, each warmed up and replayed for a moment at a low
+    """After a half-second broker warm-up through the echo (not recorded), weir, the naive
+    loop and the echo, each warmed up and replayed for a moment at a low
     rate (1x, 10x, then one 200/s step of the interleaved curve), decide every input
     exactly once. Sizes: a few hundred events per load (1x and the step last 1.5 s and
     1 s; 10x sends ~1,250 in 0.6 s; the warm-up takes 0.2 s) - the process starts are the
@@ -34,6 +35,8 @@ async def test_tiny_side_by_side_loses_nothing(kafka_bootstrap: str, tmp_path: P
         refine=0,
         warmup_events=200,
         warmup_rate=1000.0,
+        broker_warmup_s=0.5,
+        broker_warmup_rate=400.0,
         bootstrap=kafka_bootstrap,
         profile=(),
         settle_s=0.2,
@@ -46,6 +49,8 @@ async def test_tiny_side_by_side_loses_nothing(kafka_bootstrap: str, tmp_path: P
     bench.bootstrap = kafka_bootstrap
     result = await bench.run()
     assert [r.contender for r in result.runs] == ["weir", "naive", "echo"]
+    assert "broker warm-up: 200 events at 400/s through the echo" in result.notes[1]
+    assert result.notes[1].endswith("(200 decided)")
     for run in result.runs:
         assert run.error is None, run.error
         steps = [t for t in result.curve if t.contender == run.contender]

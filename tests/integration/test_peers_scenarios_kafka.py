@@ -75,6 +75,7 @@ async def test_tiny_curve_and_scenarios_decide_every_input_once(
         refine=0,
         warmup_events=200,
         warmup_rate=1000.0,
+        broker_warmup_s=0.0,
         bootstrap=kafka_bootstrap,
         profile=(),
         settle_s=0.2,
