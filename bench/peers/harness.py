@@ -139,13 +139,18 @@ class Bench:
         rate = opts.broker_warmup_rate
         plan = plans.at_rate(rate, opts.broker_warmup_s)
         self.say(f"warming up the broker: {plan.n:,} events at {rate:,.0f}/s through the echo")
-        session = await self.fresh(CONTENDERS["echo"], plans)
+        session: Session | None = None
         try:
+            session = await self.fresh(CONTENDERS["echo"], plans)
             result, _ = await session.measure(
                 plan, Pacing(rate=rate), quiet_s=opts.quiet_s, max_s=3 * plan.n / rate + 60.0
             )
+        except ReplayError as exc:
+            self.say(f"broker warm-up failed: {exc}")
+            return f"broker warm-up failed, the first trial ran on a cold broker: {exc}"
         finally:
-            session.stop()
+            if session is not None:
+                session.stop()
         c = result.completeness
         return (
             f"broker warm-up: {plan.n:,} events at {rate:,.0f}/s through the echo before the "

@@ -754,3 +754,42 @@ def test_ready_replaces_a_dirty_session_with_the_same_variant(
     ]
     old.dirty = False
     assert asyncio.run(bench.ready(old, None)) is old  # type: ignore[arg-type]
+
+
+def test_broker_warm_up_goes_through_the_echo_and_a_failure_only_notes_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The warm-up replays broker_warmup_s at broker_warmup_rate into a fresh echo, stops it
+    and notes what was decided; an echo that fails to start leaves a note, not an error."""
+    opts = Options(out=tmp_path, feed=tmp_path / "f", broker_warmup_s=2.0, broker_warmup_rate=300)
+    bench = harness.Bench(opts, say=lambda text: None)
+    asked: list[str] = []
+    stopped: list[bool] = []
+    replayed: list[tuple[int, float | None]] = []
+
+    async def measure(plan: Any, pacing: Any, **kw: Any) -> Any:
+        replayed.append((plan.n, pacing.rate))
+        return SimpleNamespace(completeness=SimpleNamespace(decided=plan.n)), None
+
+    async def fresh(contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
+        asked.append(contender.name)
+        return SimpleNamespace(measure=measure, stop=lambda: stopped.append(True))
+
+    monkeypatch.setattr(bench, "fresh", fresh)
+    plans = SimpleNamespace(at_rate=lambda rate, seconds: SimpleNamespace(n=round(rate * seconds)))
+    note = asyncio.run(bench.warm_broker(plans))  # type: ignore[arg-type]
+    assert asked == ["echo"] and replayed == [(600, 300)] and stopped == [True]
+    assert note == (
+        "broker warm-up: 600 events at 300/s through the echo before the first trial, "
+        "not measured (600 decided)"
+    )
+
+    async def broken(contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
+        raise ReplayError("echo did not answer its warm-up")
+
+    monkeypatch.setattr(bench, "fresh", broken)
+    note = asyncio.run(bench.warm_broker(plans))  # type: ignore[arg-type]
+    assert note == (
+        "broker warm-up failed, the first trial ran on a cold broker: "
+        "echo did not answer its warm-up"
+    )
