@@ -4,6 +4,7 @@ it changes; everything else has the default below."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -71,7 +72,7 @@ def make_engine() -> MakeEngine:
 def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
     """An in-memory pipeline (not started) on a fresh ``make_engine(**engine_kw)`` unless
     ``engine`` is given, publishing to a ``MemorySink``: ``(pipeline, sink, engine)``;
-    ``decoder`` replaces the one the settings build."""
+    ``decoder`` replaces the one the settings build; ``clock`` is its monotonic clock."""
 
     def make(
         *,
@@ -83,6 +84,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
         model_version: str = "test-1",
         decoder: EventDecoder | None = None,
         head: Head | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
         **engine_kw: int,
     ) -> tuple[Pipeline, MemorySink, FakeEngine]:
         engine = engine or make_engine(task=task, **engine_kw)
@@ -96,6 +98,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
             model_version=model_version,
             observer=observer,
             decoder=decoder,
+            clock=clock,
         )
         return pipe, sink, engine
 

@@ -358,21 +358,14 @@ async def test_large_ingest_lets_the_dispatcher_run_between_chunks(make_pipeline
 
 
 async def test_a_fetch_of_one_ingest_chunk_is_queued_whole_before_the_dispatcher_runs(
-    make_engine: Any,
+    make_pipeline: Any,
 ) -> None:
     """With ingest_chunk=4 and a clock that makes every chunk boundary a turn for the
     dispatcher, 4 ready records ingested in one call go out as one batch of 4, not 3 and 1
     (the turn came one record early)."""
     ticks = iter(range(0, 10**15, 1_000_000))  # 1 ms per reading: every check is a turn
-
-    sink = MemorySink()
-    pipe = Pipeline(
+    pipe, sink, _ = make_pipeline(
         settings=_settings(scheduler={"budget_ms": 10_000.0, "ingest_chunk": 4}),
-        engine=make_engine(max_batch=8),
-        head=Head("trading", ["down", "flat", "up"]),
-        spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
-        sink=sink,
-        model_version="test-1",
         clock=lambda: next(ticks),
     )
     pipe.start()
