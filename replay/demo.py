@@ -11,10 +11,8 @@
 6. stop the service and the broker.
 
 kfake is the default because the demo exists to show the service's own latency, and on a
-2-core box the broker's share of it decides that: in interleaved runs on this project's
-2-core host (``python -m bench.tail``), the demo's e2e p99 was at most 10 ms in 10 of 14
-runs on kfake and in none of 9 on Apache Kafka, with weir's own stages at most 2.5 ms p99
-on either. kfake wakes a waiting fetch when data arrives and supports transactions, so
+2-core box the broker's share of it decides that (measured side by side with
+``python -m bench.tail``; the figures are in the README's quick start). kfake wakes a waiting fetch when data arrives and supports transactions, so
 ``--exactly-once`` works on it, but it is a test fake held in memory: Apache Kafka stays the
 broker of record (tests, CI, every published figure) and ``--broker kafka`` runs the demo on
 it. Tansu answers a fetch only when ``fetch_max_wait_ms`` runs out, so each consumer hop
