@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="WEIR_X__Y=V",
-        help="a settings override for the weir contender only (diagnostics; default none)",
+        help="a settings override for the weir contenders only (diagnostics; default none)",
     )
     p.add_argument(
         "--inproc-events",
@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-speed", type=float, default=10.0, help="mixed scenario feed speed")
     p.add_argument("--mixed-s", type=float, default=60.0, help="mixed scenario seconds")
     p.add_argument("--tight-share", type=float, default=0.5, help="share of tight-topic events")
+    p.add_argument(
+        "--bundle",
+        default="",
+        help="the model bundle every contender serves (default: the committed bundle)",
+    )
     p.add_argument(
         "--heavy-bundle", default="", help="a costlier bundle for the heavy-model scenario"
     )
@@ -251,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             mixed_speed=args.mixed_speed,
             mixed_s=args.mixed_s,
             tight_share=args.tight_share,
+            bundle=args.bundle,
             heavy_bundle=args.heavy_bundle,
             workers=args.workers,
         )

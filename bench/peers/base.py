@@ -33,6 +33,14 @@ class Contender(msgspec.Struct, frozen=True, kw_only=True):
     """Distributions whose versions the results record."""
     model: bool = True
     """False for the echo: no decode, no features, no inference."""
+    settings: dict[str, str] = msgspec.field(default_factory=dict)
+    """``WEIR_*`` settings a weir contender runs with (a declared configuration of weir,
+    not a diagnostic override); empty: the defaults."""
+
+    @property
+    def weir(self) -> bool:
+        """A configuration of weir itself (``weir serve``), not a peer."""
+        return self.module == WEIR_MODULE
 
     def serve(self) -> Callable[[PeerConfig], int]:
         """The contender's ``serve`` function (imported on first use)."""
@@ -50,6 +58,8 @@ class Contender(msgspec.Struct, frozen=True, kw_only=True):
         return out
 
 
+WEIR_MODULE = "bench.peers.weir"
+
 CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in (
@@ -57,8 +67,17 @@ CONTENDERS: dict[str, Contender] = {
             name="weir",
             title="weir (deadline scheduler)",
             how="weir serve, default settings: getmany, EDF deadline batching, aiokafka",
-            module="bench.peers.weir",
+            module=WEIR_MODULE,
             packages=("weir", "aiokafka", "onnxruntime"),
+        ),
+        Contender(
+            name="weir-e2e",
+            title="weir, deadlines from the Kafka timestamp",
+            how='weir serve with [scheduler] anchor = "kafka": broker and consumer lag spend '
+            "the budget, and an input already past its deadline is expired without inference",
+            module=WEIR_MODULE,
+            packages=("weir", "aiokafka", "onnxruntime"),
+            settings={"WEIR_SCHEDULER__ANCHOR": '"kafka"'},
         ),
         Contender(
             name="naive",
@@ -99,6 +118,9 @@ CONTENDERS: dict[str, Contender] = {
     )
 }
 """Every contender, in table order."""
+
+WEIRS = frozenset(name for name, c in CONTENDERS.items() if c.weir)
+"""The contenders that are weir (in any configuration); every other one is a peer."""
 
 
 def run_async(main: Coroutine[Any, Any, int], loop: str) -> int:

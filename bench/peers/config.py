@@ -38,8 +38,8 @@ class PeerConfig(msgspec.Struct, frozen=True, kw_only=True):
     workdir: str = ""
     """A scratch directory for contenders that keep files (Faust data, Quix state)."""
     weir_env: dict[str, str] = msgspec.field(default_factory=dict)
-    """Extra ``WEIR_*`` settings for the weir contender only (diagnostic runs; empty: the
-    defaults, which is what the side-by-side measures)."""
+    """Extra ``WEIR_*`` settings for a weir contender only: its declared configuration
+    (``Contender.settings``) and any diagnostic overrides; empty: the defaults."""
     warmup_iters: int = 200
     extra_input_topics: list[str] = msgspec.field(default_factory=list)
     """More input topics, consumed with ``input_topic`` (the mixed-deadline scenario)."""

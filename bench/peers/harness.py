@@ -393,6 +393,6 @@ def run_bench(opts: Options, *, say: Say | None = None) -> BenchResult:
 
         bench.say(f"decision paths without Kafka ({opts.inproc_events:,} events, best of 3)")
         plan = load_plan(bench.feed, limit=opts.inproc_events)
-        result.inproc_us_per_event = inproc.measure(plan, events=plan.n)
+        result.inproc_us_per_event = inproc.measure(plan, events=plan.n, bundle=opts.bundle)
         _save(result, opts.out)
     return result

@@ -1,8 +1,10 @@
 """Each contender's decision path without Kafka: CPU microseconds per event, in process.
 
-The feed's records are handed to each decision path in fetch-sized chunks and every
-decision is encoded, as on the wire; no consumer, no producer, no broker. What is left is
-decode, features, batching or scheduling, inference and decision building:
+The feed's records are handed to each decision path in fetch-sized chunks; every decision
+is encoded, as on the wire, and handed to the same publisher, one that acknowledges at once
+(weir's ``Sink`` interface: what each contender's ``producer.send`` stands for); no
+consumer, no producer, no broker. What is left is decode, features, batching or
+scheduling, inference, decision building and the hand-off:
 
 - ``naive``: ``NaiveCore.handle`` per record (one bucket-1 inference each);
 - ``fixed-window``: ``FixedWindowBatcher`` (windows closed by size; each chunk flushed);
@@ -11,7 +13,8 @@ decode, features, batching or scheduling, inference and decision building:
 
 Faust's and Quix's own machinery cannot run without their clients, so they are left out;
 their decision bodies are ``TakeCore`` / ``ApplyCore`` (the fixed-window and naive paths).
-Figures are the best of ``repeats`` (least disturbed by the rest of the host).
+Figures are the best of ``repeats`` (least disturbed by the rest of the host); the paths
+take turns within each repeat.
 
 ``python -m bench.peers.inproc --feed F [--events N] [--repeats R]`` prints one JSON line
 of the three figures (a Binance ``.gz`` capture is imported under ``--out`` first, as
@@ -48,6 +51,8 @@ def records_of(plan: Plan, limit: int) -> list[MemoryRecord]:
 
 
 class _AckSink:
+    """Every path's publisher: takes each encoded decision and acknowledges it at once."""
+
     def __init__(self) -> None:
         self.n = 0
 
@@ -61,34 +66,61 @@ class _AckSink:
         return None
 
 
+def _no_ack(token: Any, error: BaseException | None) -> None:
+    return None
+
+
+def _check(name: str, sink: _AckSink, recs: list[MemoryRecord]) -> None:
+    if sink.n != len(recs):
+        raise RuntimeError(f"{name} decided {sink.n} of {len(recs)} records")
+
+
 def _naive(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
     core = NaiveCore(model)
     encode = model.encode
-    c0 = time.process_time()
-    for r in recs:
-        encode(core.handle(r))
-    return time.process_time() - c0
+    sink = _AckSink()
+
+    async def run() -> float:
+        send = sink.send
+        c0 = time.process_time()
+        for r in recs:
+            d = core.handle(r)
+            await send("out", d.key.encode(), encode(d), (), None, _no_ack)
+        return time.process_time() - c0
+
+    used = asyncio.run(run())
+    _check("naive", sink, recs)
+    return used
 
 
 def _fixed(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
     b = FixedWindowBatcher(model, max_batch=model.engine.max_batch, max_wait_ns=10**15)
     encode = model.encode
-    c0 = time.process_time()
-    for i in range(0, len(recs), chunk):
-        for r in recs[i : i + chunk]:
-            for d in b.add(r):
-                encode(d)
-        for d in b.flush():
-            encode(d)
-    return time.process_time() - c0
+    sink = _AckSink()
+
+    async def run() -> float:
+        send = sink.send
+        c0 = time.process_time()
+        for i in range(0, len(recs), chunk):
+            for r in recs[i : i + chunk]:
+                for d in b.add(r):
+                    await send("out", d.key.encode(), encode(d), (), None, _no_ack)
+            for d in b.flush():
+                await send("out", d.key.encode(), encode(d), (), None, _no_ack)
+        return time.process_time() - c0
+
+    used = asyncio.run(run())
+    _check("fixed-window", sink, recs)
+    return used
 
 
 def _weir(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
     from service.pipeline import Pipeline
     from service.settings import load_settings
 
+    sink = _AckSink()
+
     async def run() -> float:
-        sink = _AckSink()
         pipe = Pipeline(
             settings=load_settings(None, env={"WEIR_SCHEDULER__BUDGET_MS": "600000"}),
             engine=model.engine,
@@ -105,30 +137,30 @@ def _weir(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
         await pipe.drain(60.0)
         used = time.process_time() - c0
         await pipe.close()
-        if sink.n != len(recs):
-            raise RuntimeError(f"weir decided {sink.n} of {len(recs)} records")
         return used
 
-    return asyncio.run(run())
+    used = asyncio.run(run())
+    _check("weir", sink, recs)
+    return used
 
 
 PATHS = {"naive": _naive, "fixed-window": _fixed, "weir": _weir}
 
 
 def measure(
-    plan: Plan, *, events: int = 40_000, chunk: int = 64, repeats: int = 3
+    plan: Plan, *, events: int = 40_000, chunk: int = 64, repeats: int = 3, bundle: str = ""
 ) -> dict[str, float]:
-    """Contender -> CPU microseconds per event of its decision path (best of ``repeats``)."""
+    """Contender -> CPU microseconds per event of its decision path (best of ``repeats``,
+    the paths taking turns within each repeat so a noisy stretch of the host hits them
+    all); ``bundle``: the model every path serves (default: the committed bundle)."""
     recs = records_of(plan, events)
-    base = PeerModel.load(warmup_iters=50)
-    out: dict[str, float] = {}
-    for name, path in PATHS.items():
-        best = float("inf")
-        for _ in range(repeats):
+    base = PeerModel.load(bundle, warmup_iters=50)
+    best = dict.fromkeys(PATHS, float("inf"))
+    for _ in range(repeats):
+        for name, path in PATHS.items():
             model = PeerModel(base.engine, base.head, base.spec, base.model_version)
-            best = min(best, path(model, recs, chunk))
-        out[name] = best / len(recs) * 1e6
-    return out
+            best[name] = min(best[name], path(model, recs, chunk))
+    return {name: used / len(recs) * 1e6 for name, used in best.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=64, help="records handed in at a time")
     p.add_argument("--repeats", type=int, default=3, help="runs per path (best kept)")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="where a .gz is imported")
+    p.add_argument("--bundle", default="", help="model bundle (default: the committed one)")
     args = p.parse_args(argv)
     feed: Path = args.feed
     if feed.suffix == ".gz":
@@ -154,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             import_binance([feed], target)
         feed = target
     plan = load_plan(feed, limit=args.events)
-    got = measure(plan, events=plan.n, chunk=args.chunk, repeats=args.repeats)
+    got = measure(plan, events=plan.n, chunk=args.chunk, repeats=args.repeats, bundle=args.bundle)
     print(json.dumps({"events": plan.n, "us_cpu_per_event": got}))
     return 0
 

@@ -23,6 +23,7 @@ from bench.peers.tables import (
 
 _COLORS = {
     "weir": "#d62728",
+    "weir-e2e": "#ff7f0e",
     "naive": "#7f7f7f",
     "fixed-window": "#1f77b4",
     "faust": "#2ca02c",
@@ -90,8 +91,8 @@ def render_markdown(result: BenchResult) -> str:
         "[min-max]; one worker each (1x and 10x: each contender alone on the box; the "
         "curve and the overload scenario: every contender's process started once and kept, "
         "idle while another is measured, so repeats interleave), same Apache Kafka, topics of "
-        f"{p.get('partitions')} partition(s), same ONNX student (default bundle) and feature "
-        "code.",
+        f"{p.get('partitions')} partition(s), the same ONNX model "
+        f"({p.get('bundle') or 'the default bundle'}) and feature code.",
         "",
         markdown_table(table_rows(result)),
         "",

@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 
+from bench.peers.base import WEIRS
+
 RESULT_FORMAT = "weir.bench.peers/1"
 MIN_ATTAINMENT = 0.99
 MIN_SEND_RATIO = 0.95
@@ -281,32 +283,45 @@ def summarize(
     return out
 
 
+def check_name(target: str, weir: str) -> str:
+    """A target's check name for one weir configuration (the default keeps the bare name)."""
+    return target if weir == "weir" else f"{target} ({weir})"
+
+
 def expectations(
     summary: dict[str, dict[str, Spread]],
     *,
     rate_factor: float = 3.0,
     p99_factor: float = 1.25,
 ) -> list[Check]:
-    """weir's max rate >= ``rate_factor`` x the best other model contender's, and its 1x
-    p99 <= ``p99_factor`` x the echo floor's (medians over repeats)."""
+    """For each weir configuration in ``summary`` (``base.WEIRS``): its max rate >=
+    ``rate_factor`` x the best peer's (a model contender that is not weir), and its 1x p99
+    <= ``p99_factor`` x the echo floor's (medians over repeats)."""
     checks: list[Check] = []
-    weir = summary.get("weir")
-    if weir is None:
-        return checks
-    others = {n: s["max_rate"].median for n, s in summary.items() if n not in ("weir", "echo")}
+    for name in (n for n in summary if n in WEIRS):
+        checks += _expectations_of(name, summary, rate_factor, p99_factor)
+    return checks
+
+
+def _expectations_of(
+    name: str, summary: dict[str, dict[str, Spread]], rate_factor: float, p99_factor: float
+) -> list[Check]:
+    checks: list[Check] = []
+    weir = summary[name]
+    others = {n: s["max_rate"].median for n, s in summary.items() if n not in WEIRS | {"echo"}}
     w_rate = weir["max_rate"].median
     known = {n: r for n, r in others.items() if r}
     if others and (w_rate is not None or known):
         if known:
             best = max(known, key=lambda n: known[n] or 0.0)
             ratio: float | None = (w_rate or 0.0) / known[best]
-            detail = f"weir {w_rate or 0:,.0f}/s vs {best} {known[best]:,.0f}/s"
+            detail = f"{name} {w_rate or 0:,.0f}/s vs {best} {known[best]:,.0f}/s"
         else:
             ratio = None
-            detail = f"weir {w_rate or 0:,.0f}/s; no other contender sustained the first step"
+            detail = f"{name} {w_rate or 0:,.0f}/s; no other contender sustained the first step"
         checks.append(
             Check(
-                name="max_rate_vs_best_peer",
+                name=check_name("max_rate_vs_best_peer", name),
                 expected=f">= {rate_factor:g}x the best other contender",
                 actual=ratio,
                 passed=ratio is None or ratio >= rate_factor,
@@ -320,11 +335,11 @@ def expectations(
         ratio = w_p99 / e_p99
         checks.append(
             Check(
-                name="p99_1x_vs_echo",
+                name=check_name("p99_1x_vs_echo", name),
                 expected=f"<= {p99_factor:g}x the echo floor's 1x p99",
                 actual=ratio,
                 passed=ratio <= p99_factor,
-                detail=f"weir {w_p99:.2f} ms vs echo {e_p99:.2f} ms",
+                detail=f"{name} {w_p99:.2f} ms vs echo {e_p99:.2f} ms",
             )
         )
     return checks

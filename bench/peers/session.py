@@ -72,7 +72,9 @@ class Options(msgspec.Struct, kw_only=True):
     python: dict[str, str] = msgspec.field(default_factory=dict)
     """Contender -> interpreter (a separate venv), default this one."""
     weir_env: dict[str, str] = msgspec.field(default_factory=dict)
-    """``WEIR_*`` overrides for the weir contender (diagnostics only; default: none)."""
+    """``WEIR_*`` overrides for every weir contender (diagnostics only; default: none)."""
+    bundle: str = ""
+    """The model bundle every contender serves (empty: the committed default bundle)."""
     inproc_events: int = 40_000
     """Events for the in-process decision-path measurement (0: skip it)."""
     scenarios: tuple[str, ...] = ("overload", "mixed", "heavy", "scale")
@@ -127,7 +129,7 @@ class Session:
             input_topic=inputs[0],
             extra_input_topics=inputs[1:],
             topic_budget_ms=dict(zip(inputs, budgets_ms, strict=False)),
-            bundle=bundle,
+            bundle=bundle or opts.bundle,
             decision_topic=f"{name}-out",
             dlq_topic=f"{name}-dlq",
             group_id=name,
@@ -137,7 +139,7 @@ class Session:
             max_wait_ms=opts.max_wait_ms,
             loop=opts.loop,
             workdir=str(work),
-            weir_env=dict(opts.weir_env) if contender.name == "weir" else {},
+            weir_env={**contender.settings, **opts.weir_env} if contender.weir else {},
         )
         self.settings = weir_settings(self.cfg)
         self.log_file = opts.out / "logs" / f"{tag}-{contender.name}.log"

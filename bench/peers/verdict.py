@@ -30,6 +30,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from bench.peers.base import WEIRS
 from bench.peers.results import (
     MIN_ATTAINMENT,
     BenchResult,
@@ -38,6 +39,7 @@ from bench.peers.results import (
     CurvePoint,
     Spread,
     Trial,
+    check_name,
     spread,
 )
 from schemas.decision import Status
@@ -225,7 +227,7 @@ def class_figures(
 
 
 def _best_peer(values: Mapping[str, float | None]) -> tuple[str, float] | None:
-    known = {n: v for n, v in values.items() if n not in ("weir", ECHO) and v is not None}
+    known = {n: v for n, v in values.items() if n not in WEIRS and n != ECHO and v is not None}
     if not known:
         return None
     best = max(known, key=lambda n: known[n])
@@ -235,61 +237,86 @@ def _best_peer(values: Mapping[str, float | None]) -> tuple[str, float] | None:
 def scenario_checks(
     *,
     overload_goodput: Mapping[str, float | None],
-    weir_overload_lost: float | None,
+    overload_lost: Mapping[str, float | None],
     tight_attainment: Mapping[str, float | None],
     p99_normal: Mapping[str, float | None],
     goodput_factor: float = 3.0,
     tight_target: float = 0.99,
 ) -> list[Check]:
-    """The issue's targets: under 3x overload weir's goodput >= 3x the best peer's with
-    nothing lost; under mixed deadlines the tight class >= 99 % for weir while every peer
-    falls below; at normal load weir's p99 no worse than the best peer's (figures are
-    medians over repeats; a target with no figures is not judged)."""
+    """The issue's targets, for each weir configuration (``base.WEIRS``) with figures:
+    under 3x overload its goodput >= 3x the best peer's with nothing lost; under mixed
+    deadlines its tight class >= 99 % while every peer falls below; at normal load its
+    p99 no worse than the best peer's (figures are medians over repeats; a target with no
+    figures is not judged). Peers are every contender that is neither weir nor the echo."""
     checks: list[Check] = []
-    w = overload_goodput.get("weir")
+    named = dict.fromkeys([*overload_goodput, *tight_attainment, *p99_normal])
+    for name in (n for n in named if n in WEIRS):
+        checks += _scenario_checks_of(
+            name,
+            overload_goodput,
+            overload_lost.get(name),
+            tight_attainment,
+            p99_normal,
+            goodput_factor,
+            tight_target,
+        )
+    return checks
+
+
+def _scenario_checks_of(
+    name: str,
+    overload_goodput: Mapping[str, float | None],
+    lost: float | None,
+    tight_attainment: Mapping[str, float | None],
+    p99_normal: Mapping[str, float | None],
+    goodput_factor: float,
+    tight_target: float,
+) -> list[Check]:
+    checks: list[Check] = []
+    w = overload_goodput.get(name)
     best = _best_peer(overload_goodput)
     if w is not None and best is not None:
         ratio = w / best[1] if best[1] > 0 else None
-        ok = (ratio is None or ratio >= goodput_factor) and not weir_overload_lost
+        ok = (ratio is None or ratio >= goodput_factor) and not lost
         checks.append(
             Check(
-                name="overload_3x_goodput_vs_best_peer",
+                name=check_name("overload_3x_goodput_vs_best_peer", name),
                 expected=f">= {goodput_factor:g}x the best peer's goodput, nothing lost",
                 actual=ratio,
                 passed=ok,
-                detail=f"weir {w:,.0f}/s vs {best[0]} {best[1]:,.0f}/s; "
-                f"weir lost {weir_overload_lost or 0:,.0f}",
+                detail=f"{name} {w:,.0f}/s vs {best[0]} {best[1]:,.0f}/s; "
+                f"{name} lost {lost or 0:,.0f}",
             )
         )
-    w = tight_attainment.get("weir")
-    peers = {n: v for n, v in tight_attainment.items() if n not in ("weir", ECHO)}
+    w = tight_attainment.get(name)
+    peers = {n: v for n, v in tight_attainment.items() if n not in WEIRS and n != ECHO}
     if w is not None and peers:
         below = all(v is not None and v < tight_target for v in peers.values())
         checks.append(
             Check(
-                name="mixed_tight_class_attainment",
-                expected=f"weir >= {100 * tight_target:g} % while every peer falls below",
+                name=check_name("mixed_tight_class_attainment", name),
+                expected=f"{name} >= {100 * tight_target:g} % while every peer falls below",
                 actual=w,
                 passed=w >= tight_target and below,
                 unit="{:.2%}",
                 detail="; ".join(
                     f"{n} {'-' if v is None else f'{100 * v:.2f} %'}"
-                    for n, v in {"weir": w, **peers}.items()
+                    for n, v in {name: w, **peers}.items()
                 ),
             )
         )
-    w = p99_normal.get("weir")
-    lowest = {n: v for n, v in p99_normal.items() if n not in ("weir", ECHO) and v is not None}
+    w = p99_normal.get(name)
+    lowest = {n: v for n, v in p99_normal.items() if n not in WEIRS and n != ECHO and v is not None}
     if w is not None and lowest:
         best_name = min(lowest, key=lambda n: lowest[n])
         ratio = w / lowest[best_name] if lowest[best_name] > 0 else None
         checks.append(
             Check(
-                name="normal_load_p99_vs_best_peer",
+                name=check_name("normal_load_p99_vs_best_peer", name),
                 expected="<= the best peer's 1x p99",
                 actual=ratio,
                 passed=ratio is not None and ratio <= 1.0,
-                detail=f"weir {w:.2f} ms vs {best_name} {lowest[best_name]:.2f} ms",
+                detail=f"{name} {w:.2f} ms vs {best_name} {lowest[best_name]:.2f} ms",
             )
         )
     return checks
@@ -351,15 +378,14 @@ def scenario_checks_of(result: BenchResult) -> list[Check]:
     """``scenario_checks`` with the medians of ``result``'s scenarios and 1x replays."""
     by = {sc.name: sc for sc in result.scenarios}
     goodputs: dict[str, float | None] = {}
-    weir_lost: float | None = None
+    lost: dict[str, float | None] = {}
     if "overload" in by:
         figs = overload_figures(by["overload"].trials)
         top = max((load for _, load in figs), key=_factor, default=None)
         for (name, load), fig in figs.items():
             if load == top:
                 goodputs[name] = fig["goodput"].median
-                if name == "weir":
-                    weir_lost = fig["lost"].max
+                lost[name] = fig["lost"].max
     tight = {
         n: f["tight_attainment"].median
         for n, f in (mixed_figures(by["mixed"].trials) if "mixed" in by else {}).items()
@@ -367,7 +393,7 @@ def scenario_checks_of(result: BenchResult) -> list[Check]:
     p99 = {n: s["p99_1x"].median for n, s in result.summary.items() if "p99_1x" in s}
     return scenario_checks(
         overload_goodput=goodputs,
-        weir_overload_lost=weir_lost,
+        overload_lost=lost,
         tight_attainment=tight,
         p99_normal=p99,
     )

@@ -442,10 +442,11 @@ def test_pyspy_summary_attributes_innermost_category(tmp_path: Path) -> None:
 
 
 def test_contenders_are_listed_weir_first() -> None:
-    """``bench.peers.CONTENDERS`` lists weir, the two in-process baselines, then the peers;
-    a peer's entry names the module that runs it."""
+    """``bench.peers.CONTENDERS`` lists weir's configurations, the two in-process
+    baselines, then the peers; a peer's entry names the module that runs it."""
     assert list(bench.peers.CONTENDERS) == [
         "weir",
+        "weir-e2e",
         "naive",
         "fixed-window",
         "faust",

@@ -225,7 +225,7 @@ def test_scenario_checks_state_each_target_met_or_not() -> None:
         c.name: c
         for c in scenario_checks(
             overload_goodput={"weir": 7000.0, "naive": 2000.0, "fixed-window": 1500.0, "echo": 1.0},
-            weir_overload_lost=0.0,
+            overload_lost={"weir": 0.0},
             tight_attainment={"weir": 0.995, "naive": 0.95},
             p99_normal={"weir": 3.0, "naive": 2.5, "echo": 1.0},
         )
@@ -245,7 +245,7 @@ def test_scenario_checks_fail_on_lost_inputs_or_a_peer_meeting_the_tight_class()
         c.name: c
         for c in scenario_checks(
             overload_goodput={"weir": 9000.0, "naive": 1000.0},
-            weir_overload_lost=1.0,
+            overload_lost={"weir": 1.0},
             tight_attainment={"weir": 0.999, "naive": 0.995},
             p99_normal={},
         )
