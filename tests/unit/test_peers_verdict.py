@@ -14,7 +14,7 @@ import pytest
 
 from bench.peers import harness, scenarios
 from bench.peers.__main__ import build_parser
-from bench.peers.base import CONTENDERS
+from bench.peers.base import CONTENDERS, WEIRS
 from bench.peers.config import PeerConfig, weir_settings
 from bench.peers.report import render_markdown, write_all
 from bench.peers.results import (
@@ -48,6 +48,7 @@ from replay.plan import Plan
 from schemas.codec import event_codec
 from schemas.decision import Decision, Stamps, Status
 from schemas.events import Quote
+from service.settings import Anchor
 
 BUDGET = 5.0
 
@@ -432,6 +433,48 @@ def test_session_variants_name_topics_partitions_and_workers(tmp_path: Path) -> 
     assert mixed.cfg.input_topics == ["peers-y-naive-in", "peers-y-naive-in1"]
     assert mixed.cfg.topic_budget_ms == {"peers-y-naive-in": 5.0, "peers-y-naive-in1": 100.0}
     assert mixed.cfg.budget_ms == 100.0 and mixed.label == "naive"
+
+
+def test_weir_configurations_run_their_settings_and_the_run_s_bundle(tmp_path: Path) -> None:
+    """``weir-e2e`` runs weir with deadlines from the Kafka timestamp, plus the run's
+    diagnostic overrides; a peer gets no weir settings; every session serves ``--bundle``
+    unless its variant names another (the heavy-model scenario)."""
+    opts = Options(
+        out=tmp_path,
+        feed=tmp_path / "f",
+        bundle="/b/wide",
+        weir_env={"WEIR_SCHEDULER__MAX_HOLD_MS": "1.0"},
+    )
+    e2e = Session(CONTENDERS["weir-e2e"], opts, "b:1", "x", print)
+    assert e2e.settings.scheduler.anchor is Anchor.KAFKA
+    assert e2e.settings.scheduler.max_hold_ms == 1.0
+    assert e2e.cfg.bundle == "/b/wide" and e2e.settings.engine.bundle == "/b/wide"
+    default = Session(CONTENDERS["weir"], opts, "b:1", "y", print)
+    assert default.settings.scheduler.anchor is Anchor.INGEST
+    assert default.cfg.weir_env == {"WEIR_SCHEDULER__MAX_HOLD_MS": "1.0"}
+    peer = Session(CONTENDERS["fixed-window"], opts, "b:1", "z", print, bundle="/b/teacher")
+    assert peer.cfg.weir_env == {} and peer.cfg.bundle == "/b/teacher"
+    assert {"weir", "weir-e2e"} == WEIRS
+
+
+def test_each_weir_configuration_is_judged_and_none_counts_as_a_peer() -> None:
+    """Both weir configurations get their own checks against the best *peer*: weir-e2e's
+    goodput is not the bar weir is held to, and the echo is no peer either."""
+    checks = {
+        c.name: c
+        for c in scenario_checks(
+            overload_goodput={"weir": 1000.0, "weir-e2e": 9000.0, "fixed-window": 2000.0},
+            overload_lost={"weir": 0.0, "weir-e2e": 0.0},
+            tight_attainment={},
+            p99_normal={"weir": 9.0, "weir-e2e": 7.0, "fixed-window": 8.0, "echo": 1.0},
+        )
+    }
+    assert not checks["overload_3x_goodput_vs_best_peer"].passed
+    e2e = checks["overload_3x_goodput_vs_best_peer (weir-e2e)"]
+    assert e2e.passed and e2e.actual == pytest.approx(4.5)
+    assert e2e.detail == "weir-e2e 9,000/s vs fixed-window 2,000/s; weir-e2e lost 0"
+    assert checks["normal_load_p99_vs_best_peer"].detail == "weir 9.00 ms vs fixed-window 8.00 ms"
+    assert checks["normal_load_p99_vs_best_peer (weir-e2e)"].passed
 
 
 def test_cli_parses_and_refuses_scenario_options() -> None:
