@@ -193,6 +193,8 @@ _DELIVERY = DeliverySettings()
 DEFAULT_MAX_INFLIGHT = _DELIVERY.max_inflight_decisions
 DEFAULT_MAX_INFLIGHT_BYTES = _DELIVERY.max_inflight_bytes
 DEFAULT_MAX_REQUEST_BYTES = KafkaSettings().max_request_bytes
+MAX_ROUTES = 65_536
+"""Keys whose partition a ``KafkaSink`` remembers per topic (then it starts over)."""
 
 
 class _Pending:
@@ -212,7 +214,8 @@ class KafkaSink:
     """The ``Sink`` over an ``AIOKafkaProducer``: one record batch per partition and burst.
 
     ``send`` appends to the open batch of the record's partition (chosen as the producer
-    would: murmur2 of the key over the topic's partitions) and never waits for the broker;
+    would: murmur2 of the key over the topic's partitions, computed once per key and
+    remembered; a one-partition topic needs none) and never waits for the broker;
     a submitter task hands the batches to the producer (``send_batch``) in the order they
     were opened, once the caller yields, and acknowledges every message of a batch when the
     broker answers for it. A future and a callback per batch instead of per message halves
@@ -246,6 +249,7 @@ class KafkaSink:
         "_queued",
         "_ready",
         "_room",
+        "_routes",
         "_submitted",
         "_submitter",
         "_tasks",
@@ -275,6 +279,9 @@ class KafkaSink:
         """How many sends waited for room (a bound was reached)."""
         self._partitioner = DefaultPartitioner()
         self._parts: dict[str, list[int]] = {}
+        self._routes: dict[str, dict[bytes, int]] = {}
+        """Topic -> key -> partition: murmur2 (pure Python in aiokafka) once per key, not
+        per message; emptied when it reaches ``MAX_ROUTES`` keys."""
         self._open: dict[tuple[str, int], _Pending] = {}
         self._ready: deque[_Pending] = deque()
         """Batches to hand over, in order; one stays here until the producer has it."""
@@ -365,10 +372,18 @@ class KafkaSink:
         on_ack: AckCallback,
         size: int,
     ) -> None:
-        parts = self._parts.get(topic)
-        if parts is None:
-            parts = await self._partitions(topic)
-        partition = self._partitioner(key, parts, parts)
+        routes = self._routes.get(topic)
+        if routes is None:
+            await self._partitions(topic)
+            routes = self._routes[topic]
+        partition = routes.get(key) if key is not None else None
+        if partition is None:
+            parts = self._parts[topic]
+            partition = parts[0] if len(parts) == 1 else self._partitioner(key, parts, parts)
+            if key is not None:
+                if len(routes) >= MAX_ROUTES:
+                    routes.clear()
+                routes[key] = partition
         tp = (topic, partition)
         pend = self._open.get(tp)
         if pend is None:
@@ -420,6 +435,7 @@ class KafkaSink:
         if not parts:
             raise ServiceError(f"decision topic {topic!r} has no partitions")
         self._parts[topic] = parts
+        self._routes[topic] = {}
         return parts
 
     async def _submit_loop(self) -> None:

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
 
 from service.kafka import KafkaSink
 from service.memory_kafka import MemoryKafka, MemoryProducer
@@ -133,4 +134,37 @@ async def test_a_send_that_fits_does_not_overtake_a_waiting_one() -> None:
     await sink.flush()
     assert [r.value[:1] for r in kafka.records(TOPIC)] == [b"a", b"b", b"c"]
     assert list(answers.got) == ["first", "large", "small"]
+    await sink.close()
+
+
+async def test_each_key_goes_to_the_producers_partition_when_routes_start_over(
+    monkeypatch: Any,
+) -> None:
+    """Keys are routed by murmur2 as ``producer.send`` would, remembered per key; with the
+    memory of routes smaller than the keys (it empties and fills again) every message still
+    lands on its key's partition, in send order; a keyless message goes somewhere valid."""
+    import service.kafka
+
+    monkeypatch.setattr(service.kafka, "MAX_ROUTES", 4)
+    kafka = MemoryKafka()
+    kafka.create_topic(TOPIC, 3)
+    sink = KafkaSink(MemoryProducer(kafka, None))
+    answers = _Answers()
+    keys = [f"key-{i}".encode() for i in range(10)]
+    for n in range(3):
+        for key in keys:
+            await sink.send(TOPIC, key, b"%d" % n, [], (key, n), answers)
+    await sink.send(TOPIC, None, b"none", [], "keyless", answers)
+    await sink.flush()
+    assert all(err is None for err in answers.got.values()) and len(answers.got) == 31
+    murmur = DefaultPartitioner()
+    seen: dict[bytes, list[bytes]] = {}
+    for rec in kafka.records(TOPIC):
+        if rec.key is None:
+            assert rec.partition in (0, 1, 2)
+            continue
+        assert rec.partition == murmur(rec.key, [0, 1, 2], [0, 1, 2]), rec.key
+        seen.setdefault(rec.key, []).append(rec.value)
+    assert seen == {key: [b"0", b"1", b"2"] for key in keys}
+    assert len({murmur(k, [0, 1, 2], [0, 1, 2]) for k in keys}) > 1  # the test spreads keys
     await sink.close()
