@@ -129,11 +129,12 @@ class Pipeline:
         self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
         """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
         self._idx = np.zeros(engine.max_batch, dtype=np.intp)
-        self._executor = (
-            ThreadPoolExecutor(1, thread_name_prefix="weir-engine")
-            if settings.engine.offload
-            else None
-        )
+        self._offload = settings.engine.offload
+        self._offload_above_ns = int(settings.engine.offload_above_ms * 1e6)
+        self._executor: ThreadPoolExecutor | None = None
+        self.offloaded = False
+        """Whether the serving engine's ``infer`` runs in the worker thread (``offload``)."""
+        self._place(engine)
         self._chunk = settings.scheduler.ingest_chunk
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -268,10 +269,23 @@ class Pipeline:
             )
         self.scheduler.profile.adopt(engine.profile)
         engine.observe = False
+        self._place(engine)
         self.engine = engine
         self.head = version.head
         self.publisher.set_model(version.version)
         self._prober = Prober(engine, self.scheduler.profile, self.budgets, self.counters)
+
+    def _place(self, engine: Engine) -> None:
+        """Run ``engine``'s calls in the worker thread or inline, as ``[engine] offload``
+        says (``auto``: from its profile's largest bucket)."""
+        mode = self._offload
+        if mode == "auto":
+            slow = engine.profile.p99_ns(engine.max_batch) > self._offload_above_ns
+        else:
+            slow = mode
+        if slow and self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="weir-engine")
+        self.offloaded = slow
 
     def _take_offer(self) -> None:
         assert self._offer is not None
@@ -522,7 +536,7 @@ class Pipeline:
         error: str | None = None
         out: FloatArray | None = None
         try:
-            if self._executor is None:
+            if self._executor is None or not self.offloaded:
                 out = engine.infer(bucket, n)
             else:
                 out = await loop.run_in_executor(self._executor, engine.infer, bucket, n)
