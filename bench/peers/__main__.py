@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench.peers.base import CONTENDERS
+from bench.peers.base import CONTENDERS, add_weir_variant
 
 DEFAULT_FEED = Path(__file__).resolve().parents[3] / "shared" / "feeds" / "binance"
 DEFAULT_FEED = DEFAULT_FEED / "btcusdt_usdm_20240808.gz"
@@ -26,6 +26,20 @@ def _names(text: str) -> tuple[str, ...]:
             f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(CONTENDERS)}"
         )
     return names
+
+
+def _variants(items: list[str]) -> dict[str, dict[str, str]]:
+    """``--weir-variant`` values, each registered as a contender (``add_weir_variant``)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, sep, rest = item.partition(":")
+        settings = _weir_env([s for s in rest.split(",") if s]) if sep else {}
+        try:
+            add_weir_variant(name, settings)
+        except ValueError as exc:
+            raise SystemExit(f"--weir-variant {item!r}: {exc}") from exc
+        out[name] = settings
+    return out
 
 
 def _pythons(items: list[str]) -> dict[str, str]:
@@ -102,7 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("build/peers"), help="output directory")
     p.add_argument("--feed", type=Path, default=DEFAULT_FEED, help="feed (.parquet) or Binance .gz")
     p.add_argument(
-        "--contenders", type=_names, default=tuple(CONTENDERS), help="comma-separated names"
+        "--contenders",
+        default="",
+        help="comma-separated names (default: all, with any --weir-variant)",
+    )
+    p.add_argument(
+        "--weir-variant",
+        action="append",
+        default=[],
+        metavar="NAME:WEIR_X__Y=V[,WEIR_X__Z=V]",
+        help="another configuration of weir, measured side by side as contender NAME",
     )
     p.add_argument("--repeats", type=int, default=3, help="repeats (spread: min/median/max)")
     p.add_argument("--budget-ms", type=float, default=5.0, help="SLO budget (weir's default)")
@@ -215,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.report is not None:
         result = decode_result((args.report / "peers.json").read_bytes())
+        for name, settings in (result.params.get("weir_variants") or {}).items():
+            add_weir_variant(name, settings)
         result.summary = summarize(result.runs, curve_rates(result.curve, result.points))
         result.checks = expectations(result.summary) + scenario_checks_of(result)
         paths = write_all(result, args.report)
@@ -222,10 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         from bench.peers.harness import run_bench
         from bench.peers.session import Options
 
+        variants = _variants(args.weir_variant)
+        try:
+            contenders = _names(args.contenders) if args.contenders else tuple(CONTENDERS)
+        except argparse.ArgumentTypeError as exc:
+            raise SystemExit(f"--contenders: {exc}") from exc
         opts = Options(
             out=args.out,
             feed=args.feed,
-            contenders=args.contenders,
+            contenders=contenders,
+            weir_variants=variants,
             repeats=args.repeats,
             budget_ms=args.budget_ms,
             seconds_1x=args.seconds_1x,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 from collections.abc import Callable, Coroutine
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -119,8 +120,42 @@ CONTENDERS: dict[str, Contender] = {
 }
 """Every contender, in table order."""
 
-WEIRS = frozenset(name for name, c in CONTENDERS.items() if c.weir)
+WEIRS = {name for name, c in CONTENDERS.items() if c.weir}
 """The contenders that are weir (in any configuration); every other one is a peer."""
+
+_VARIANT_NAME = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def add_weir_variant(name: str, settings: dict[str, str]) -> Contender:
+    """Register another configuration of weir, ``name`` running with ``settings``
+    (``WEIR_*`` variables), listed after weir's own, so that two settings of weir can be
+    measured side by side in one run."""
+    if not _VARIANT_NAME.fullmatch(name):
+        raise ValueError(f"weir variant name {name!r}: use lower-case letters, digits and -")
+    if name in CONTENDERS:
+        raise ValueError(f"weir variant name {name!r} is taken by a contender")
+    bad = [k for k in settings if not k.startswith("WEIR_")]
+    if not settings or bad:
+        raise ValueError(f"weir variant {name!r} needs WEIR_SECTION__KEY=VALUE settings")
+    variant = Contender(
+        name=name,
+        title=f"weir, {name}",
+        how="weir serve with " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())),
+        module=WEIR_MODULE,
+        packages=CONTENDERS["weir"].packages,
+        settings=dict(settings),
+    )
+    order = [
+        *(n for n in CONTENDERS if n in WEIRS),
+        name,
+        *(n for n in CONTENDERS if n not in WEIRS),
+    ]
+    CONTENDERS[name] = variant
+    reordered = {n: CONTENDERS[n] for n in order}
+    CONTENDERS.clear()
+    CONTENDERS.update(reordered)
+    WEIRS.add(name)
+    return variant
 
 
 def run_async(main: Coroutine[Any, Any, int], loop: str) -> int:

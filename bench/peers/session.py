@@ -75,6 +75,8 @@ class Options(msgspec.Struct, kw_only=True):
     """``WEIR_*`` overrides for every weir contender (diagnostics only; default: none)."""
     bundle: str = ""
     """The model bundle every contender serves (empty: the committed default bundle)."""
+    weir_variants: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+    """More configurations of weir, name -> ``WEIR_*`` settings (``base.add_weir_variant``)."""
     inproc_events: int = 40_000
     """Events for the in-process decision-path measurement (0: skip it)."""
     scenarios: tuple[str, ...] = ("overload", "mixed", "heavy", "scale")
@@ -153,6 +155,12 @@ class Session:
         """Sessions this one replaced (``Bench.ready``)."""
 
     @property
+    def worker(self) -> str:
+        """The contender ``bench.peers.worker`` runs: every weir configuration runs weir's
+        ``serve``, its settings being in the config."""
+        return "weir" if self.contender.weir else self.contender.name
+
+    @property
     def proc(self) -> ChildProcess | None:
         """The first worker process (None before the start)."""
         return self.procs[0] if self.procs else None
@@ -217,7 +225,8 @@ class Session:
         log = self.log_file if n == 0 else self.log_file.with_suffix(f".{n}.log")
         self.procs.append(
             spawn(
-                [python, "-m", "bench.peers.worker", self.contender.name],
+                # Every weir configuration is weir's ``serve``; its settings are in the config.
+                [python, "-m", "bench.peers.worker", self.worker],
                 log_file=log,
                 cwd=REPO,
                 env=env,

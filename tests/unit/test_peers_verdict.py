@@ -477,6 +477,53 @@ def test_each_weir_configuration_is_judged_and_none_counts_as_a_peer() -> None:
     assert checks["normal_load_p99_vs_best_peer (weir-e2e)"].passed
 
 
+@pytest.fixture
+def contenders_restored() -> Any:
+    """``CONTENDERS`` and ``WEIRS`` as they were, after a test that adds weir variants."""
+    from bench.peers import base
+
+    before, weirs = dict(base.CONTENDERS), set(base.WEIRS)
+    yield
+    base.CONTENDERS.clear()
+    base.CONTENDERS.update(before)
+    base.WEIRS.clear()
+    base.WEIRS.update(weirs)
+
+
+def test_a_weir_variant_runs_weir_with_its_settings_beside_the_others(
+    tmp_path: Path, contenders_restored: Any
+) -> None:
+    """``--weir-variant inline:WEIR_ENGINE__OFFLOAD=false`` adds a weir configuration,
+    listed with weir's own before the peers, run by weir's worker with its settings, and
+    judged as weir, not as a peer; bad variants are refused naming what is wrong."""
+    from bench.peers import __main__ as cli
+
+    got = cli._variants(["inline:WEIR_ENGINE__OFFLOAD=false,WEIR_SCHEDULER__MAX_HOLD_MS=1"])
+    assert got == {"inline": {"WEIR_ENGINE__OFFLOAD": "false", "WEIR_SCHEDULER__MAX_HOLD_MS": "1"}}
+    assert list(CONTENDERS)[:3] == ["weir", "weir-e2e", "inline"] and "inline" in WEIRS
+    session = Session(CONTENDERS["inline"], Options(out=tmp_path, feed=tmp_path), "b:1", "x", print)
+    assert session.worker == "weir" and session.label == "inline"
+    assert session.settings.engine.offload is False
+    assert session.settings.scheduler.max_hold_ms == 1.0
+    assert Session(CONTENDERS["naive"], session.opts, "b:1", "y", print).worker == "naive"
+    checks = scenario_checks(
+        overload_goodput={"inline": 10.0, "naive": 5.0},
+        overload_lost={},
+        tight_attainment={},
+        p99_normal={},
+    )
+    assert [c.name for c in checks] == ["overload_3x_goodput_vs_best_peer (inline)"]
+    for bad, why in (
+        ("naive:WEIR_A__B=1", "taken by a contender"),
+        ("Big:WEIR_A__B=1", "lower-case letters"),
+        ("bare", "needs WEIR_SECTION__KEY=VALUE"),
+    ):
+        with pytest.raises(SystemExit, match=why):
+            cli._variants([bad])
+    with pytest.raises(SystemExit, match="--weir-setting wants WEIR_SECTION__KEY=VALUE"):
+        cli._variants(["v:PATH=x"])
+
+
 def test_cli_parses_and_refuses_scenario_options() -> None:
     """Scenario flags parse; a loose budget below the tight one and bad worker counts are
     refused with their message."""
@@ -665,17 +712,20 @@ def test_classed_transport_sends_each_event_to_its_class_topic() -> None:
 
 
 def test_report_redraw_recomputes_rates_and_checks_from_the_curve(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], contenders_restored: Any
 ) -> None:
     """``--report DIR`` re-derives the max rates and the checks from the saved curve and
-    scenarios (stale ones in the file do not survive) and prints the whole report."""
+    scenarios (stale ones in the file do not survive) and prints the whole report; the
+    run's weir variants are weir again, not peers."""
     from bench.peers.__main__ import main
 
     result = _result()
     result.summary = {}
     result.checks = []
+    result.params["weir_variants"] = {"inline": {"WEIR_ENGINE__OFFLOAD": "false"}}
     write_all(result, tmp_path)
     assert main(["--report", str(tmp_path)]) == 0
+    assert "inline" in WEIRS
     printed = capsys.readouterr().out
     back = decode_result((tmp_path / "peers.json").read_bytes())
     assert back.summary["weir"]["max_rate"].median == 2000.0
