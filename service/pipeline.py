@@ -136,6 +136,7 @@ class Pipeline:
         """Whether the serving engine's ``infer`` runs in the worker thread (``offload``)."""
         self._place(engine)
         self._chunk = settings.scheduler.ingest_chunk
+        self._turns = settings.scheduler.turns_after_batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -460,6 +461,7 @@ class Pipeline:
         timer: Any,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        turns = self._turns
         while True:
             if self._offer is not None:
                 self._take_offer()  # between batches: nothing of the old version in flight
@@ -485,8 +487,9 @@ class Pipeline:
                 self._deciding = False
                 # Let the sink and the producer send these decisions before the next batch
                 # (publishing suspends only when the sink is full, so back-to-back batches
-                # would hold them).
-                await asyncio.sleep(0)
+                # would hold them): a turn for each step on their way (``turns_after_batch``).
+                for _ in range(turns):
+                    await asyncio.sleep(0)
                 continue
             if self.idle:
                 self._idle.set()

@@ -246,6 +246,12 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Records ingested between readings of the ingest time; at such a point, once ingest
     has run for the engine's largest-batch p99, the dispatcher gets a turn, so a large
     fetch does not hold back batches of what is queued."""
+    turns_after_batch: Positive = 4
+    """Event-loop turns the dispatcher gives after each batch before the next one. Each
+    step of a decision's way to the broker (the sink hands its batch to the producer, the
+    producer's sender takes it once the broker answered the request before, writes it, reads
+    the answer) takes a turn of its own; an inline engine call holds the loop between turns,
+    so with one turn per batch a decision waited behind several batches."""
     fixed_window_wait_ms: PositiveFloat = 1.0
     """Baseline ``fixed_window``: max wait from the first arrival."""
 

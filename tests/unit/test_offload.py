@@ -99,3 +99,55 @@ def test_offload_refuses_a_word_other_than_auto() -> None:
     with pytest.raises(Exception, match="offload"):
         _settings('"sometimes"')
     assert np.isclose(load_settings(env={}).engine.offload_above_ms, 1.0)
+
+
+class _Turns(FakeEngine):
+    """A fake engine that notes, at each ``infer``, how many loop turns a probe task saw."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            n_features=FeatureSpec(task=Task.TRADING, window=WINDOW).n_features,
+            n_outputs=3,
+            max_batch=8,
+            latency=LatencyModel(base_ns=50_000, per_row_ns=0),
+        )
+        self.turns = 0
+        self.seen: list[int] = []
+
+    def infer(self, bucket: int, n: int | None = None) -> Any:
+        self.seen.append(self.turns)
+        return super().infer(bucket, n)
+
+
+@pytest.mark.parametrize("turns", [1, 4])
+async def test_the_dispatcher_gives_the_loop_its_turns_between_batches(
+    make_pipeline: Any, turns: int
+) -> None:
+    """Batches queued back to back still let the loop turn ``turns_after_batch`` times
+    between engine calls (each step of a decision's way to the broker takes a turn)."""
+    import asyncio
+
+    engine = _Turns()
+    engine.warm_up(3)
+    settings = load_settings(
+        env={
+            "WEIR_SCHEDULER__BUDGET_MS": "60000",
+            "WEIR_SCHEDULER__TURNS_AFTER_BATCH": str(turns),
+            "WEIR_ENGINE__OFFLOAD": "false",
+        }
+    )
+    pipe, sink, _ = make_pipeline(settings=settings, engine=engine)
+
+    async def probe() -> None:
+        while True:
+            await asyncio.sleep(0)
+            engine.turns += 1
+
+    ticking = asyncio.get_running_loop().create_task(probe())
+    engine.seen.clear()
+    records = [quote_record(i, key="K0", timestamp=1_700_000_000_000 + i) for i in range(80)]
+    await run_pipeline(pipe, records, chunk=80)  # one ingest: the batches queue back to back
+    ticking.cancel()
+    gaps = [b - a for a, b in zip(engine.seen, engine.seen[1:], strict=False)]
+    assert len(gaps) >= 5 and min(gaps) >= turns
+    assert len(sink_decisions(sink)) == 80
