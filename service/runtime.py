@@ -3,8 +3,9 @@
 One consumer (a member of the group), one producer, one pipeline, on one event loop:
 
 - fetch with ``getmany`` and hand each partition's records to the pipeline in order;
-- pause every assigned partition while the scheduler signals backpressure or the sink
-  holds its most in-flight decisions (``max_inflight_decisions``/``_bytes``), resume after;
+- pause the loose topics' partitions while the scheduler signals backpressure, every
+  partition past half its queue bound or while the sink holds its most in-flight
+  decisions (``max_inflight_decisions``/``_bytes``), resume after (``service.backpressure``);
 - at-least-once: commit, every ``commit_interval_ms``, the offsets the tracker allows
   (decisions below them are produced *and* acknowledged), beside the fetch loop
   (``commit_in_background``), and on revoke and shutdown after the one in flight;
@@ -67,6 +68,7 @@ from engines.features import Features
 from engines.head import Head
 from engines.registry import load_model
 from engines.version import ModelVersion
+from service.backpressure import Backpressure
 from service.base import Clients, Consumer, Producer
 from service.commits import Committer
 from service.errors import BrokerError, ModelRefused, ServiceError
@@ -78,6 +80,7 @@ from service.metrics import Metrics
 from service.models import ModelControl
 from service.pauses import GcPolicy
 from service.pipeline import Pipeline
+from service.scheduler.deadline import Budgets
 from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
 from service.tasks import TaskDied, TaskSupervisor
 from service.topics import check_topics, watch_inputs
@@ -173,7 +176,6 @@ class Runtime:
         input-topic watch."""
         self._stop = asyncio.Event()
         self._signals = 0
-        self._paused = False
         self._assigned: set[TopicPartition] = set()
         self._rebuild_until: dict[TopicPartition, int] = {}
         self.consumer: Consumer | None = None
@@ -181,8 +183,9 @@ class Runtime:
         self.sink: KafkaSink | None = None
         self.pipeline: Pipeline | None = None
         self.rebalances = 0
-        self.pauses = 0
-        """How many times backpressure paused the assigned partitions."""
+        self._bp = Backpressure(
+            Budgets.from_settings(settings.scheduler), settings.scheduler.max_queue
+        )
         self.ready = False
         self.metrics = Metrics(self, loop_lag_interval_s=settings.gc.loop_lag_interval_ms / 1000)
         """Prometheus registry, stage histograms, lag and live series of this worker."""
@@ -474,19 +477,16 @@ class Runtime:
         return [r for r in records if r.offset >= until]
 
     def _backpressure(self) -> None:
-        """Pause every assigned partition while the scheduler is over its bound or the sink
-        holds its most in-flight decisions; resume when neither is."""
+        """Pause (some of) the partitions, or resume them (``service.backpressure``)."""
         assert self.consumer is not None and self.pipeline is not None
-        want = self.pipeline.scheduler.paused or (self.sink is not None and self.sink.full)
-        if want == self._paused:
-            return
-        parts = list(self.consumer.assignment())
-        if want:
-            self.consumer.pause(*parts)
-            self.pauses += 1
-        else:
-            self.consumer.resume(*parts)
-        self._paused = want
+        self._bp.update(
+            self.consumer, self.pipeline.scheduler, self.sink is not None and self.sink.full
+        )
+
+    @property
+    def pauses(self) -> int:
+        """How many times backpressure paused (some of) the assigned partitions."""
+        return self._bp.pauses
 
     # -- rebalance --------------------------------------------------------------------------------
 

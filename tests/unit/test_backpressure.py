@@ -1,0 +1,81 @@
+"""Backpressure levels: the loose topics' partitions first, all of them past half the queue
+bound or with the sink full, none once the scheduler resumes."""
+
+from __future__ import annotations
+
+from aiokafka.structs import TopicPartition
+
+from service.backpressure import Backpressure, Level
+from service.scheduler.deadline import Budgets
+from service.settings import load_settings
+
+TIGHT, LOOSE = "tight", "loose"
+
+
+class _Consumer:
+    def __init__(self, parts: list[TopicPartition]) -> None:
+        self.parts = set(parts)
+        self.held: set[TopicPartition] = set()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.parts)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.held)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.held.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.held.difference_update(partitions)
+
+
+class _Scheduler:
+    def __init__(self) -> None:
+        self.paused = False
+        self.queued = 0
+
+
+def _budgets(**topic_ms: float) -> Budgets:
+    table = "{" + ", ".join(f'"{t}" = {ms}' for t, ms in topic_ms.items()) + "}"
+    env = {"WEIR_SCHEDULER__BUDGET_MS": "300", "WEIR_SCHEDULER__TOPIC_BUDGET_MS": table}
+    return Budgets.from_settings(load_settings(env=env).scheduler)
+
+
+def test_the_loose_topic_pauses_first_and_everything_past_half_the_queue_bound() -> None:
+    """Paused by the scheduler, only the loose topic's partitions stop; at half of
+    ``max_queue`` queued (or with the sink full) every partition does; none once the
+    scheduler resumes. A pause counts once per stretch."""
+    tight = [TopicPartition(TIGHT, p) for p in (0, 1)]
+    loose = [TopicPartition(LOOSE, p) for p in (0, 1)]
+    consumer, sched = _Consumer(tight + loose), _Scheduler()
+    bp = Backpressure(_budgets(tight=30.0, loose=300.0), max_queue=1000)
+    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.NONE and consumer.held == set() and bp.pauses == 0
+    sched.paused, sched.queued = True, 300
+    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.LOOSE and consumer.held == set(loose)
+    sched.queued = 500
+    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.ALL and consumer.held == set(tight + loose)
+    sched.queued = 100
+    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    assert consumer.held == set(loose)  # back to the loose topic only
+    sched.paused = False
+    bp.update(consumer, sched, sink_full=True)  # type: ignore[arg-type]
+    assert bp.level is Level.ALL and consumer.held == set(tight + loose)
+    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.NONE and consumer.held == set() and bp.pauses == 1
+    sched.paused = True
+    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    assert consumer.held == set(loose) and bp.pauses == 2
+
+
+def test_with_one_budget_for_every_topic_all_partitions_pause() -> None:
+    """Nothing is looser than the rest: the scheduler's pause stops every partition."""
+    parts = [TopicPartition(TIGHT, 0), TopicPartition(LOOSE, 0)]
+    consumer, sched = _Consumer(parts), _Scheduler()
+    bp = Backpressure(_budgets(tight=50.0, loose=50.0), max_queue=1000)
+    sched.paused = True
+    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.LOOSE and consumer.held == set(parts)
