@@ -265,17 +265,18 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     threads: Positive = 1
     max_batch: Positive = 64
     warmup_iters: Positive = 200
-    offload: bool | Literal["auto"] = "auto"
-    """Run ``infer`` in a worker thread instead of on the event loop: ``true``, ``false``,
-    or ``"auto"``: when the model's largest bucket takes longer than ``offload_above_ms``
-    (p99 of the measured profile), decided again for each model version installed. An
-    engine call inline holds the loop, and with it the Kafka client's fetches and produce
-    answers, for its whole length: with a wide student (batch of 64 in 9.3 ms) inline, the
-    decisions' time from publish to the broker reached a p99 of 55 to 99 ms at 10x."""
+    offload: bool | Literal["auto"] = False
+    """Run ``infer`` in a worker thread instead of on the event loop: ``false`` (default),
+    ``true``, or ``"auto"``: the thread when the model's largest bucket takes longer than
+    ``offload_above_ms`` (p99 of its measured profile), decided again for each model
+    version installed. Measured side by side with a wide student (batch of 64 in 9.3 ms,
+    ``bench.peers``, 2-core host): the thread cut the 10x bursty replay's p99 (80 to 131 ms
+    against 182 to 188 inline) but raised the p50 at a steady 1,000 events/s (22 to 58 ms
+    against 10 to 11 inline), where only inline kept the 50 ms SLO in all 3 repeats: the
+    engine thread and the loop contend for the GIL and the cores."""
     offload_above_ms: Annotated[float, msgspec.Meta(ge=0.0)] = 1.0
-    """``offload = "auto"`` moves ``infer`` to a thread above this p99 of the largest bucket;
-    below it the hand-over to a thread costs more than the loop waits (the default student's
-    largest bucket takes about 0.1 ms)."""
+    """``offload = "auto"`` moves ``infer`` to a thread above this p99 of the largest bucket
+    (the default student's batch of 64 took 0.07 ms on average here)."""
     alert_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
     """Override the package's anomaly threshold (a log-likelihood); unset: the package's."""
 
