@@ -13,7 +13,9 @@ steps:
 2. the queue holds half of ``scheduler.max_queue`` or more, or the sink is full: every
    assigned partition is paused (memory stays bounded whatever the mix).
 
-It falls back to none once the scheduler resumes and the sink has room.
+It falls back to none once the scheduler resumes and the sink has room. With
+``loose_first=False`` (``[scheduler] pause_loose_first = false``) the first step is skipped:
+every partition pauses at once, whatever its topic's budget.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ class Backpressure:
 
     __slots__ = ("_all_at", "_budgets", "level", "pauses")
 
-    def __init__(self, budgets: Budgets, max_queue: int) -> None:
+    def __init__(self, budgets: Budgets, max_queue: int, *, loose_first: bool = True) -> None:
         self._budgets = budgets
-        self._all_at = max(1, max_queue // 2)
+        self._all_at = max(1, max_queue // 2) if loose_first else 0
         self.level = Level.NONE
         self.pauses = 0
         """How many times consumption went from not paused to (partly) paused."""

@@ -183,8 +183,9 @@ class Runtime:
         self.sink: KafkaSink | None = None
         self.pipeline: Pipeline | None = None
         self.rebalances = 0
+        sc = settings.scheduler
         self._bp = Backpressure(
-            Budgets.from_settings(settings.scheduler), settings.scheduler.max_queue
+            Budgets.from_settings(sc), sc.max_queue, loose_first=sc.pause_loose_first
         )
         self.ready = False
         self.metrics = Metrics(self, loop_lag_interval_s=settings.gc.loop_lag_interval_ms / 1000)

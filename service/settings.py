@@ -246,6 +246,10 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Records ingested between readings of the ingest time; at such a point, once ingest
     has run for the engine's largest-batch p99, the dispatcher gets a turn, so a large
     fetch does not hold back batches of what is queued."""
+    pause_loose_first: bool = True
+    """Backpressure pauses the partitions of the topics with a looser budget than the
+    tightest first, and every partition only past half of ``max_queue`` (or with the sink
+    full); false: every partition at once (``service.backpressure``)."""
     turns_after_batch: Positive = 4
     """Event-loop turns the dispatcher gives after each batch before the next one. Each
     step of a decision's way to the broker (the sink hands its batch to the producer, the

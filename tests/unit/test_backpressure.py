@@ -79,3 +79,15 @@ def test_with_one_budget_for_every_topic_all_partitions_pause() -> None:
     sched.paused = True
     bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.LOOSE and consumer.held == set(parts)
+
+
+def test_pause_loose_first_off_pauses_every_partition_at_once() -> None:
+    """``[scheduler] pause_loose_first = false``: the scheduler's pause stops the tight
+    topic too."""
+    parts = [TopicPartition(TIGHT, 0), TopicPartition(LOOSE, 0)]
+    consumer, sched = _Consumer(parts), _Scheduler()
+    bp = Backpressure(_budgets(tight=30.0, loose=300.0), max_queue=1000, loose_first=False)
+    sched.paused = True
+    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.ALL and consumer.held == set(parts)
+    assert load_settings(env={}).scheduler.pause_loose_first
