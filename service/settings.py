@@ -251,11 +251,14 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     tightest first, and every partition only past half of ``max_queue`` (or with the sink
     full); false: every partition at once (``service.backpressure``)."""
     turns_after_batch: Positive = 4
-    """Event-loop turns the dispatcher gives after each batch before the next one. Each
+    """Event-loop turns the dispatcher gives after each batch before the next one: each
     step of a decision's way to the broker (the sink hands its batch to the producer, the
-    producer's sender takes it once the broker answered the request before, writes it, reads
-    the answer) takes a turn of its own; an inline engine call holds the loop between turns,
-    so with one turn per batch a decision waited behind several batches."""
+    producer's sender takes it once the request before was answered, writes it, reads the
+    answer) needs a turn, and an inline engine call holds the loop between turns. Measured
+    side by side with a wide student (batch of 64 in 9.3 ms, ``bench.peers``, 2-core host):
+    at a steady 1,000 events/s the p99 was 34.6 ms [29.6-35.3] with 4 turns and 78.2 ms
+    [27.4-126] with 1; in the 10x bursty replay neither came near the fixed-window batcher
+    (p99 188 and 208 ms against 91)."""
     fixed_window_wait_ms: PositiveFloat = 1.0
     """Baseline ``fixed_window``: max wait from the first arrival."""
 
