@@ -74,6 +74,8 @@ if TYPE_CHECKING:
     from service.shadow import Shadow
 
 TP = tuple[str, int]
+SLOW_ENGINE_TURNS = 4
+"""``turns_after_batch = "auto"``: loop turns after each batch of a slow engine."""
 Clock = Callable[[], int]
 
 
@@ -129,6 +131,9 @@ class Pipeline:
         self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
         """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
         self._idx = np.zeros(engine.max_batch, dtype=np.intp)
+        self._turns_setting = settings.scheduler.turns_after_batch
+        self.turns = 1
+        """Loop turns after each batch for the serving engine (``_place``)."""
         self._offload = settings.engine.offload
         self._offload_above_ns = int(settings.engine.offload_above_ms * 1e6)
         self._executor: ThreadPoolExecutor | None = None
@@ -136,7 +141,6 @@ class Pipeline:
         """Whether the serving engine's ``infer`` runs in the worker thread (``offload``)."""
         self._place(engine)
         self._chunk = settings.scheduler.ingest_chunk
-        self._turns = settings.scheduler.turns_after_batch
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -276,17 +280,22 @@ class Pipeline:
         self.publisher.set_model(version.version)
         self._prober = Prober(engine, self.scheduler.profile, self.budgets, self.counters)
 
+    def _slow(self, engine: Engine) -> bool:
+        """Whether ``engine``'s largest bucket takes longer than ``offload_above_ms`` (p99)."""
+        return engine.profile.p99_ns(engine.max_batch) > self._offload_above_ns
+
     def _place(self, engine: Engine) -> None:
         """Run ``engine``'s calls in the worker thread or inline, as ``[engine] offload``
         says (``auto``: from its profile's largest bucket)."""
         mode = self._offload
-        if mode == "auto":
-            slow = engine.profile.p99_ns(engine.max_batch) > self._offload_above_ns
-        else:
-            slow = mode
+        slow = self._slow(engine) if mode == "auto" else mode
         if slow and self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="weir-engine")
         self.offloaded = slow
+        turns = self._turns_setting
+        if turns == "auto":
+            turns = SLOW_ENGINE_TURNS if self._slow(engine) else 1
+        self.turns = turns
 
     def _take_offer(self) -> None:
         assert self._offer is not None
@@ -461,7 +470,6 @@ class Pipeline:
         timer: Any,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        turns = self._turns
         while True:
             if self._offer is not None:
                 self._take_offer()  # between batches: nothing of the old version in flight
@@ -488,7 +496,7 @@ class Pipeline:
                 # Let the sink and the producer send these decisions before the next batch
                 # (publishing suspends only when the sink is full, so back-to-back batches
                 # would hold them): a turn for each step on their way (``turns_after_batch``).
-                for _ in range(turns):
+                for _ in range(self.turns):  # per model version (``_place``)
                     await asyncio.sleep(0)
                 continue
             if self.idle:

@@ -250,15 +250,20 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Backpressure pauses the partitions of the topics with a looser budget than the
     tightest first, and every partition only past half of ``max_queue`` (or with the sink
     full); false: every partition at once (``service.backpressure``)."""
-    turns_after_batch: Positive = 4
+    turns_after_batch: Positive | Literal["auto"] = "auto"
     """Event-loop turns the dispatcher gives after each batch before the next one: each
     step of a decision's way to the broker (the sink hands its batch to the producer, the
     producer's sender takes it once the request before was answered, writes it, reads the
-    answer) needs a turn, and an inline engine call holds the loop between turns. Measured
-    side by side with a wide student (batch of 64 in 9.3 ms, ``bench.peers``, 2-core host):
-    at a steady 1,000 events/s the p99 was 34.6 ms [29.6-35.3] with 4 turns and 78.2 ms
-    [27.4-126] with 1; in the 10x bursty replay neither came near the fixed-window batcher
-    (p99 188 and 208 ms against 91)."""
+    answer) needs a turn, and an inline engine call holds the loop between turns. ``"auto"``:
+    4 for a model whose largest bucket takes longer than ``[engine] offload_above_ms``
+    (p99), 1 for a faster one, decided again for each model version. Measured side by side
+    (``bench.peers``, 2-core host, medians of 3): with a wide student (batch of 64 in 9.3
+    ms) at a steady 1,000 events/s the p99 was 34.6 ms [29.6-35.3] with 4 turns and 78.2 ms
+    [27.4-126] with 1 (in the 10x bursty replay neither came near the fixed-window
+    batcher: 188 and 208 ms against 91); with the default student, 4 turns against 1 was
+    better at 10x, 2,000 and 4,000 events/s (p99 20.3, 14.4 and 17.8 ms against 28.5, 19.1
+    and 21.9) but worse at 1x (29.9 against 10.4) and at 8,000 events/s (61.6 against 33.3
+    ms, which failed the 50 ms SLO), so the default student keeps 1."""
     fixed_window_wait_ms: PositiveFloat = 1.0
     """Baseline ``fixed_window``: max wait from the first arrival."""
 

@@ -151,3 +151,17 @@ async def test_the_dispatcher_gives_the_loop_its_turns_between_batches(
     gaps = [b - a for a, b in zip(engine.seen, engine.seen[1:], strict=False)]
     assert len(gaps) >= 5 and min(gaps) >= turns
     assert len(sink_decisions(sink)) == 80
+
+
+@pytest.mark.parametrize(
+    ("setting", "latency_ns", "turns"),
+    [('"auto"', 50_000, 1), ('"auto"', 3_000_000, 4), ("2", 50_000, 2), ("2", 3_000_000, 2)],
+)
+def test_auto_turns_follow_the_engine_speed(
+    make_pipeline: Any, setting: str, latency_ns: int, turns: int
+) -> None:
+    """``turns_after_batch = "auto"`` gives a slow engine (largest bucket over
+    ``offload_above_ms``) 4 turns after each batch and a fast one 1; a number is kept."""
+    settings = load_settings(env={"WEIR_SCHEDULER__TURNS_AFTER_BATCH": setting})
+    pipe, _, _ = make_pipeline(settings=settings, engine=_engine(latency_ns))
+    assert pipe.turns == turns
