@@ -282,10 +282,11 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     ``true``, or ``"auto"``: the thread when the model's largest bucket takes longer than
     ``offload_above_ms`` (p99 of its measured profile), decided again for each model
     version installed. Measured side by side with a wide student (batch of 64 in 9.3 ms,
-    ``bench.peers``, 2-core host): the thread cut the 10x bursty replay's p99 (80 to 131 ms
-    against 182 to 188 inline) but raised the p50 at a steady 1,000 events/s (22 to 58 ms
-    against 10 to 11 inline), where only inline kept the 50 ms SLO in all 3 repeats: the
-    engine thread and the loop contend for the GIL and the cores."""
+    ``bench.peers``, 2-core host, medians of 3): the thread cut the 10x bursty replay's
+    p99 (106 ms [81-131] against 188 [182-257] inline) but raised the p50 at a steady
+    1,000 events/s (27.2 ms [21.9-58.1] against 10.7 [10.1-11.3]), where only inline kept
+    the 50 ms SLO in all 3 repeats: the engine thread and the loop contend for the GIL and
+    the cores."""
     offload_above_ms: Annotated[float, msgspec.Meta(ge=0.0)] = 1.0
     """``offload = "auto"`` moves ``infer`` to a thread above this p99 of the largest bucket
     (the default student's batch of 64 took 0.07 ms on average here)."""
