@@ -113,3 +113,25 @@ async def test_a_stopped_producer_fails_every_message_and_nothing_hangs(
     await sink.close()
     assert len(failed) == 20 and all(e is not None for e in failed.values())
     assert sink.inflight == 0
+
+
+async def test_the_sink_benchmark_times_both_paths_with_the_loop_held(
+    kafka_bootstrap: str, capsys: Any
+) -> None:
+    """``python -m bench.sink --turns 2 --hold-ms 1`` sends through ``producer.send`` and
+    ``KafkaSink`` alike, holding the loop after each burst, and prints each path's cost and
+    its send-to-ack p50/p99 (it asserts nothing itself: this checks it runs and reports)."""
+    from bench import sink as bench_sink
+
+    argv = ["--messages", "300", "--burst", "20", "--rounds", "1", "--turns", "2", "--hold-ms", "1"]
+    args = bench_sink.build_parser().parse_args(["--bootstrap", kafka_bootstrap, *argv])
+    await bench_sink._run(args)
+    out = capsys.readouterr().out
+    assert "2 loop turn(s) then the loop held 1 ms after each burst" in out
+    rows = {
+        line.split()[0]: [float(x) for x in line.split()[1:]]
+        for line in out.splitlines()
+        if line.startswith(("producer.send ", "KafkaSink "))
+    }
+    assert set(rows) == {"producer.send", "KafkaSink"}
+    assert all(len(v) == 4 and all(x > 0 for x in v) for v in rows.values())
