@@ -7,6 +7,7 @@ leaves this module is wrapped in a ``ServiceError`` naming what was being done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition
 
 from service.base import AckCallback, Producer
 from service.errors import ServiceError
@@ -236,6 +238,7 @@ class KafkaSink:
         "_bytes",
         "_dead",
         "_done",
+        "_drain_timeout_s",
         "_gate",
         "_inflight",
         "_kick",
@@ -245,6 +248,7 @@ class KafkaSink:
         "_open",
         "_partitioner",
         "_parts",
+        "_pending",
         "_producer",
         "_queued",
         "_ready",
@@ -292,6 +296,10 @@ class KafkaSink:
         self._submitted = asyncio.Event()
         self._submitted.set()
         self._submitter: asyncio.Task[None] | None = None
+        accumulator = getattr(producer, "_message_accumulator", None)
+        self._pending: dict[TopicPartition, Any] | None = getattr(accumulator, "_batches", None)
+        """aiokafka's batches not yet sent, by partition (None for another producer)."""
+        self._drain_timeout_s = getattr(producer, "_request_timeout_ms", 30_000) / 1000
 
     @property
     def inflight(self) -> int:
@@ -444,12 +452,33 @@ class KafkaSink:
             self._kick.clear()
             ready = self._ready
             while ready or self._open:
-                ready.extend(self._open.values())
-                self._open = {}
-                while ready:
-                    await self._submit(ready[0])
+                if ready:  # full batches first, in the order they were opened
+                    pend = ready[0]
+                    await self._taken(pend.topic, pend.partition)
+                    await self._submit(pend)
                     ready.popleft()
+                    continue
+                # An open batch is closed only once the producer would take it at once
+                # (its partition's batch before has gone to the broker): decisions made
+                # meanwhile join it, instead of a batch of their own that would wait one
+                # more produce round trip (``bench.sink --hold-ms``).
+                tp, pend = next(iter(self._open.items()))
+                await self._taken(pend.topic, pend.partition)
+                if self._open.get(tp) is pend:  # else it filled and went to ``ready``
+                    del self._open[tp]
+                    ready.append(pend)
             self._submitted.set()
+
+    async def _taken(self, topic: str, partition: int) -> None:
+        """Wait until the producer holds no batch of the partition that it has not sent
+        yet (aiokafka's accumulator; ``send_batch`` would wait for the same inside)."""
+        if self._pending is None:
+            return
+        queued = self._pending.get(TopicPartition(topic, partition))
+        if queued:
+            with contextlib.suppress(Exception):  # its failure reaches its own messages
+                # Bounded as ``send_batch``'s own wait is: past it, ``send_batch`` fails.
+                await queued[-1].wait_drain(timeout=self._drain_timeout_s)
 
     async def _submit(self, pend: _Pending) -> None:
         try:

@@ -4,10 +4,12 @@ too-large message naming its limit, and a dying submitter answering every messag
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition
 
 from service.kafka import KafkaSink
 from service.memory_kafka import MemoryKafka, MemoryProducer
@@ -167,4 +169,55 @@ async def test_each_key_goes_to_the_producers_partition_when_routes_start_over(
         seen.setdefault(rec.key, []).append(rec.value)
     assert seen == {key: [b"0", b"1", b"2"] for key in keys}
     assert len({murmur(k, [0, 1, 2], [0, 1, 2]) for k in keys}) > 1  # the test spreads keys
+    await sink.close()
+
+
+class _Unsent:
+    """aiokafka's ``MessageBatch`` as the accumulator holds it until the sender takes it."""
+
+    def __init__(self) -> None:
+        self.taken = asyncio.Event()
+
+    async def wait_drain(self, timeout: float | None = None) -> None:
+        await self.taken.wait()
+
+
+class _Accumulating(MemoryProducer):
+    """A memory producer with aiokafka's rule: a partition takes a new batch only once the
+    one before has gone to the broker (``send_batch`` waits for that)."""
+
+    def __init__(self, kafka: MemoryKafka) -> None:
+        super().__init__(kafka, None)
+        self._message_accumulator = SimpleNamespace(_batches={})
+        self.handed: list[int] = []
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        queued = self._message_accumulator._batches.get(TopicPartition(topic, partition))
+        if queued:
+            await queued[-1].wait_drain()
+        self.handed.append(len(batch.messages))
+        return await super().send_batch(batch, topic, partition=partition)
+
+
+async def test_decisions_made_while_the_partition_is_busy_go_in_one_batch() -> None:
+    """While the partition's batch before has not gone to the broker, each new decision
+    joins the one open batch; once it has, that batch goes as one (three sends in three
+    loop turns: one batch of 3, not a batch of 1 and then one of 2), answered in order."""
+    kafka = MemoryKafka()
+    kafka.create_topic(TOPIC, 1)
+    producer = _Accumulating(kafka)
+    unsent = _Unsent()
+    producer._message_accumulator._batches[TopicPartition(TOPIC, 0)] = [unsent]
+    sink = KafkaSink(producer)
+    answers = _Answers()
+    for i in range(3):
+        await sink.send(TOPIC, b"k", b"%d" % i, [], i, answers)
+        for _ in range(3):
+            await asyncio.sleep(0)  # the submitter has every chance to hand a batch over
+    assert producer.handed == []
+    unsent.taken.set()
+    await sink.flush()
+    assert producer.handed == [3]
+    assert [r.value for r in kafka.records(TOPIC)] == [b"0", b"1", b"2"]
+    assert answers.got == dict.fromkeys(range(3))
     await sink.close()
