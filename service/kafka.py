@@ -219,8 +219,9 @@ class KafkaSink:
     would: murmur2 of the key over the topic's partitions, computed once per key and
     remembered; a one-partition topic needs none) and never waits for the broker;
     a submitter task hands the batches to the producer (``send_batch``) in the order they
-    were opened, once the caller yields, and acknowledges every message of a batch when the
-    broker answers for it. A future and a callback per batch instead of per message halves
+    were opened, once the caller yields (a partition's open batch only once the producer
+    would take it at once, so it gathers what comes while the batch before is in flight),
+    and acknowledges every message of a batch when the broker answers for it. A future and a callback per batch instead of per message halves
     the CPU per message: 10.8 vs 5.7 µs in bursts of 64, 11.7 vs 5.6 µs in bursts of 8
     (``python -m bench.sink --bootstrap ...``, local Apache Kafka, 3 partitions).
 
