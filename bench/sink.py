@@ -38,15 +38,8 @@ HEADERS = [("weir-model", b"bench"), ("weir-status", b"ok")]
 KEYS = [f"K{i}".encode() for i in range(8)]
 
 
-def _pace(i: int, burst: int, turns: int, hold_s: float) -> Awaitable[None] | None:
-    """After each burst: ``turns`` loop turns, then the loop held ``hold_s`` (an inline
-    engine call); None between the messages of a burst."""
-    if i % burst != burst - 1:
-        return None
-    return _turns_then_hold(turns, hold_s)
-
-
-async def _turns_then_hold(turns: int, hold_s: float) -> None:
+async def _after_burst(turns: int, hold_s: float) -> None:
+    """``turns`` loop turns, then the loop held ``hold_s`` (an engine call run inline)."""
     for _ in range(turns):
         await asyncio.sleep(0)
     if hold_s:
@@ -71,9 +64,8 @@ async def _per_message(
         sent[i] = time.perf_counter_ns()
         fut = await producer.send(topic, value=VALUE, key=KEYS[i % 8], headers=HEADERS)
         fut.add_done_callback(functools.partial(on_done, i))
-        pace = _pace(i, burst, turns, hold_s)
-        if pace is not None:
-            await pace
+        if i % burst == burst - 1:
+            await _after_burst(turns, hold_s)
     await finished
     return lat
 
@@ -96,9 +88,8 @@ async def _sink(
         for i in range(n):
             sent[i] = time.perf_counter_ns()
             await sink.send(topic, KEYS[i % 8], VALUE, HEADERS, i, on_ack)
-            pace = _pace(i, burst, turns, hold_s)
-            if pace is not None:
-                await pace
+            if i % burst == burst - 1:
+                await _after_burst(turns, hold_s)
         await sink.flush()
     finally:
         await sink.close()

@@ -38,10 +38,9 @@ class Level(enum.IntEnum):
 class Backpressure:
     """Pauses and resumes a consumer's partitions by ``Level`` (module docstring)."""
 
-    __slots__ = ("_all_at", "_budgets", "level", "pauses")
+    __slots__ = ("_all_at", "level", "pauses")
 
-    def __init__(self, budgets: Budgets, max_queue: int, *, loose_first: bool = True) -> None:
-        self._budgets = budgets
+    def __init__(self, max_queue: int, *, loose_first: bool = True) -> None:
         self._all_at = max(1, max_queue // 2) if loose_first else 0
         self.level = Level.NONE
         self.pauses = 0
@@ -55,8 +54,11 @@ class Backpressure:
             return Level.NONE
         return Level.ALL if scheduler.queued >= self._all_at else Level.LOOSE
 
-    def update(self, consumer: Consumer, scheduler: Scheduler[int], sink_full: bool) -> None:
-        """Pause and resume ``consumer``'s assigned partitions for the current level."""
+    def update(
+        self, consumer: Consumer, scheduler: Scheduler[int], budgets: Budgets, sink_full: bool
+    ) -> None:
+        """Pause and resume ``consumer``'s assigned partitions for the current level
+        (``budgets``: each topic's, the pipeline's)."""
         level = self.level_for(scheduler, sink_full)
         if level == self.level:
             return
@@ -66,7 +68,7 @@ class Backpressure:
         elif level is Level.ALL:
             hold = parts
         else:
-            budget = {tp.topic: self._budgets.policy(tp.topic).budget_ns for tp in parts}
+            budget = {tp.topic: budgets.policy(tp.topic).budget_ns for tp in parts}
             tightest = min(budget.values(), default=0)
             hold = [tp for tp in parts if budget[tp.topic] > tightest] or parts
         held = set(hold)

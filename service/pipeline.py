@@ -280,22 +280,17 @@ class Pipeline:
         self.publisher.set_model(version.version)
         self._prober = Prober(engine, self.scheduler.profile, self.budgets, self.counters)
 
-    def _slow(self, engine: Engine) -> bool:
-        """Whether ``engine``'s largest bucket takes longer than ``offload_above_ms`` (p99)."""
-        return engine.profile.p99_ns(engine.max_batch) > self._offload_above_ns
-
     def _place(self, engine: Engine) -> None:
         """Run ``engine``'s calls in the worker thread or inline, as ``[engine] offload``
-        says (``auto``: from its profile's largest bucket)."""
-        mode = self._offload
-        slow = self._slow(engine) if mode == "auto" else mode
-        if slow and self._executor is None:
+        says, and set the loop turns after each batch (``auto``, both: from whether its
+        largest bucket's p99 exceeds ``offload_above_ms``)."""
+        slow = engine.profile.p99_ns(engine.max_batch) > self._offload_above_ns
+        offload = slow if self._offload == "auto" else self._offload
+        if offload and self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="weir-engine")
-        self.offloaded = slow
+        self.offloaded = offload
         turns = self._turns_setting
-        if turns == "auto":
-            turns = SLOW_ENGINE_TURNS if self._slow(engine) else 1
-        self.turns = turns
+        self.turns = (SLOW_ENGINE_TURNS if slow else 1) if turns == "auto" else turns
 
     def _take_offer(self) -> None:
         assert self._offer is not None
@@ -547,7 +542,7 @@ class Pipeline:
         error: str | None = None
         out: FloatArray | None = None
         try:
-            if self._executor is None or not self.offloaded:
+            if not self.offloaded:
                 out = engine.infer(bucket, n)
             else:
                 out = await loop.run_in_executor(self._executor, engine.infer, bucket, n)

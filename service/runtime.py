@@ -80,7 +80,6 @@ from service.metrics import Metrics
 from service.models import ModelControl
 from service.pauses import GcPolicy
 from service.pipeline import Pipeline
-from service.scheduler.deadline import Budgets
 from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
 from service.tasks import TaskDied, TaskSupervisor
 from service.topics import check_topics, watch_inputs
@@ -184,9 +183,7 @@ class Runtime:
         self.pipeline: Pipeline | None = None
         self.rebalances = 0
         sc = settings.scheduler
-        self._bp = Backpressure(
-            Budgets.from_settings(sc), sc.max_queue, loose_first=sc.pause_loose_first
-        )
+        self._bp = Backpressure(sc.max_queue, loose_first=sc.pause_loose_first)
         self.ready = False
         self.metrics = Metrics(self, loop_lag_interval_s=settings.gc.loop_lag_interval_ms / 1000)
         """Prometheus registry, stage histograms, lag and live series of this worker."""
@@ -480,9 +477,8 @@ class Runtime:
     def _backpressure(self) -> None:
         """Pause (some of) the partitions, or resume them (``service.backpressure``)."""
         assert self.consumer is not None and self.pipeline is not None
-        self._bp.update(
-            self.consumer, self.pipeline.scheduler, self.sink is not None and self.sink.full
-        )
+        pipe, full = self.pipeline, self.sink is not None and self.sink.full
+        self._bp.update(self.consumer, pipe.scheduler, pipe.budgets, full)
 
     @property
     def pauses(self) -> int:

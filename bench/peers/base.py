@@ -145,15 +145,9 @@ def add_weir_variant(name: str, settings: dict[str, str]) -> Contender:
         packages=CONTENDERS["weir"].packages,
         settings=dict(settings),
     )
-    order = [
-        *(n for n in CONTENDERS if n in WEIRS),
-        name,
-        *(n for n in CONTENDERS if n not in WEIRS),
-    ]
+    peers = {n: CONTENDERS.pop(n) for n in list(CONTENDERS) if n not in WEIRS}
     CONTENDERS[name] = variant
-    reordered = {n: CONTENDERS[n] for n in order}
-    CONTENDERS.clear()
-    CONTENDERS.update(reordered)
+    CONTENDERS.update(peers)  # the variant after weir's configurations, before the peers
     WEIRS.add(name)
     return variant
 

@@ -49,25 +49,26 @@ def test_the_loose_topic_pauses_first_and_everything_past_half_the_queue_bound()
     tight = [TopicPartition(TIGHT, p) for p in (0, 1)]
     loose = [TopicPartition(LOOSE, p) for p in (0, 1)]
     consumer, sched = _Consumer(tight + loose), _Scheduler()
-    bp = Backpressure(_budgets(tight=30.0, loose=300.0), max_queue=1000)
-    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    budgets = _budgets(tight=30.0, loose=300.0)
+    bp = Backpressure(max_queue=1000)
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.NONE and consumer.held == set() and bp.pauses == 0
     sched.paused, sched.queued = True, 300
-    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.LOOSE and consumer.held == set(loose)
     sched.queued = 500
-    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.ALL and consumer.held == set(tight + loose)
     sched.queued = 100
-    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert consumer.held == set(loose)  # back to the loose topic only
     sched.paused = False
-    bp.update(consumer, sched, sink_full=True)  # type: ignore[arg-type]
+    bp.update(consumer, sched, budgets, sink_full=True)  # type: ignore[arg-type]
     assert bp.level is Level.ALL and consumer.held == set(tight + loose)
-    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.NONE and consumer.held == set() and bp.pauses == 1
     sched.paused = True
-    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert consumer.held == set(loose) and bp.pauses == 2
 
 
@@ -75,9 +76,10 @@ def test_with_one_budget_for_every_topic_all_partitions_pause() -> None:
     """Nothing is looser than the rest: the scheduler's pause stops every partition."""
     parts = [TopicPartition(TIGHT, 0), TopicPartition(LOOSE, 0)]
     consumer, sched = _Consumer(parts), _Scheduler()
-    bp = Backpressure(_budgets(tight=50.0, loose=50.0), max_queue=1000)
+    budgets = _budgets(tight=50.0, loose=50.0)
+    bp = Backpressure(max_queue=1000)
     sched.paused = True
-    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.LOOSE and consumer.held == set(parts)
 
 
@@ -86,8 +88,9 @@ def test_pause_loose_first_off_pauses_every_partition_at_once() -> None:
     topic too."""
     parts = [TopicPartition(TIGHT, 0), TopicPartition(LOOSE, 0)]
     consumer, sched = _Consumer(parts), _Scheduler()
-    bp = Backpressure(_budgets(tight=30.0, loose=300.0), max_queue=1000, loose_first=False)
+    budgets = _budgets(tight=30.0, loose=300.0)
+    bp = Backpressure(max_queue=1000, loose_first=False)
     sched.paused = True
-    bp.update(consumer, sched, sink_full=False)  # type: ignore[arg-type]
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.ALL and consumer.held == set(parts)
     assert load_settings(env={}).scheduler.pause_loose_first
