@@ -4,11 +4,13 @@ too-large message naming its limit, and a dying submitter answering every messag
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import MessageBatch
 from aiokafka.structs import TopicPartition
 
 from service.kafka import KafkaSink
@@ -172,52 +174,93 @@ async def test_each_key_goes_to_the_producers_partition_when_routes_start_over(
     await sink.close()
 
 
-class _Unsent:
-    """aiokafka's ``MessageBatch`` as the accumulator holds it until the sender takes it."""
-
-    def __init__(self) -> None:
-        self.taken = asyncio.Event()
-
-    async def wait_drain(self, timeout: float | None = None) -> None:
-        await self.taken.wait()
-
-
 class _Accumulating(MemoryProducer):
-    """A memory producer with aiokafka's rule: a partition takes a new batch only once the
-    one before has gone to the broker (``send_batch`` waits for that)."""
+    """A memory producer with aiokafka's accumulator rules: a handed-over batch waits in
+    ``_batches`` (aiokafka's own ``MessageBatch``) until the sender takes it (``take``), and
+    a partition takes a new batch only once the one before has been taken (``send_batch``
+    waits for that)."""
 
     def __init__(self, kafka: MemoryKafka) -> None:
         super().__init__(kafka, None)
         self._message_accumulator = SimpleNamespace(_batches={})
-        self.handed: list[int] = []
+        self.handed = 0
+        self.taken: list[int] = []
+        """Messages in each batch the sender took, in order."""
+
+    def queue(self, topic: str, partition: int) -> deque[MessageBatch]:
+        queued: deque[MessageBatch] = self._message_accumulator._batches.setdefault(
+            TopicPartition(topic, partition), deque()
+        )
+        return queued
 
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
-        queued = self._message_accumulator._batches.get(TopicPartition(topic, partition))
-        if queued:
+        queued = self.queue(topic, partition)
+        while queued:
             await queued[-1].wait_drain()
-        self.handed.append(len(batch.messages))
-        return await super().send_batch(batch, topic, partition=partition)
+        held = MessageBatch(TopicPartition(topic, partition), batch, 30.0, 0.0)
+        queued.append(held)
+        self.handed += 1
+        return asyncio.shield(held.future)
+
+    async def take(self, topic: str, partition: int) -> None:
+        """The sender's drain: pop the partition's oldest batch and deliver it."""
+        held = self.queue(topic, partition).popleft()
+        held.drain_ready()
+        self.taken.append(len(held._builder.messages))
+        fut = await super().send_batch(held._builder, topic, partition=partition)
+        fut.add_done_callback(lambda _: held.future.set_result(None))
+
+
+async def _turns(n: int = 3) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)  # the submitter has every chance to hand a batch over
 
 
 async def test_decisions_made_while_the_partition_is_busy_go_in_one_batch() -> None:
-    """While the partition's batch before has not gone to the broker, each new decision
-    joins the one open batch; once it has, that batch goes as one (three sends in three
-    loop turns: one batch of 3, not a batch of 1 and then one of 2), answered in order."""
+    """While the partition's batch before has not been taken by the sender, each new
+    decision joins the one open batch; it goes as one (three sends in three loop turns:
+    one batch of 3, not a batch of 1 and then one of 2), answered in order."""
     kafka = MemoryKafka()
     kafka.create_topic(TOPIC, 1)
     producer = _Accumulating(kafka)
-    unsent = _Unsent()
-    producer._message_accumulator._batches[TopicPartition(TOPIC, 0)] = [unsent]
+    producer.queue(TOPIC, 0).append(MessageBatch(TopicPartition(TOPIC, 0), None, 30.0, 0.0))
     sink = KafkaSink(producer)
     answers = _Answers()
     for i in range(3):
         await sink.send(TOPIC, b"k", b"%d" % i, [], i, answers)
-        for _ in range(3):
-            await asyncio.sleep(0)  # the submitter has every chance to hand a batch over
-    assert producer.handed == []
-    unsent.taken.set()
+        await _turns()
+    assert producer.handed == 0
+    producer.queue(TOPIC, 0)[0].drain_ready()
+    producer.queue(TOPIC, 0).popleft()
+    await _turns()
+    await producer.take(TOPIC, 0)
     await sink.flush()
-    assert producer.handed == [3]
+    assert producer.taken == [3]
     assert [r.value for r in kafka.records(TOPIC)] == [b"0", b"1", b"2"]
     assert answers.got == dict.fromkeys(range(3))
+    await sink.close()
+
+
+async def test_decisions_join_a_handed_over_batch_until_the_sender_takes_it() -> None:
+    """A batch handed to the producer stays open, as ``producer.send``'s does: decisions
+    made before the sender takes it go with it (2 handed over after the first, 3 in one
+    request); the first one after goes in the next batch; order and answers are kept."""
+    kafka = MemoryKafka()
+    kafka.create_topic(TOPIC, 1)
+    producer = _Accumulating(kafka)
+    sink = KafkaSink(producer)
+    answers = _Answers()
+    for i in range(3):
+        await sink.send(TOPIC, b"k", b"%d" % i, [], i, answers)
+        await _turns()
+        assert producer.handed == 1  # handed over after the first send, and still open
+    await producer.take(TOPIC, 0)
+    await sink.send(TOPIC, b"k", b"3", [], 3, answers)
+    await _turns()
+    await producer.take(TOPIC, 0)
+    await sink.flush()
+    assert producer.taken == [3, 1] and producer.handed == 2
+    assert [r.value for r in kafka.records(TOPIC)] == [b"0", b"1", b"2", b"3"]
+    assert answers.got == dict.fromkeys(range(4))
+    assert sink.inflight == 0
     await sink.close()
