@@ -25,7 +25,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import TopicPartition
 
 from service.base import AckCallback, Producer
-from service.errors import ServiceError
+from service.errors import ConfigError, ServiceError
 from service.kafka_guard import guard_closed_writes, watch_clients
 from service.settings import DeliverySettings, KafkaSettings
 from service.tasks import TaskDied, TaskSupervisor
@@ -77,6 +77,11 @@ def consumer_kwargs(
 
 def producer_kwargs(k: KafkaSettings, *, transactional_id: str | None = None) -> dict[str, Any]:
     """Keyword arguments for ``AIOKafkaProducer``."""
+    if k.max_batch_bytes > k.max_request_bytes:
+        raise ConfigError(
+            f"[kafka] max_batch_bytes = {k.max_batch_bytes} exceeds max_request_bytes = "
+            f"{k.max_request_bytes}: a full batch could never be sent"
+        )
     kw: dict[str, Any] = {
         "bootstrap_servers": k.bootstrap_servers,
         "client_id": k.client_id,
@@ -86,6 +91,7 @@ def producer_kwargs(k: KafkaSettings, *, transactional_id: str | None = None) ->
         "request_timeout_ms": k.request_timeout_ms,
         "retry_backoff_ms": k.retry_backoff_ms,
         "max_request_size": k.max_request_bytes,
+        "max_batch_size": k.max_batch_bytes,
         "enable_idempotence": k.enable_idempotence or transactional_id is not None,
         **_security(k),
     }

@@ -144,6 +144,11 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_request_bytes: Positive = 1_048_576
     """Largest produce request (aiokafka ``max_request_size``); a larger decision or dead
     letter fails, naming its size and this limit."""
+    max_batch_bytes: Positive = 16_384
+    """Largest record batch per partition (aiokafka ``max_batch_size``), at most
+    ``max_request_bytes``. aiokafka has one produce request in flight per broker and puts
+    one batch per partition in it, so this caps what a partition can publish per round
+    trip."""
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
