@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.peers.base import CONTENDERS
-from bench.peers.results import BenchResult, encode_result
+from bench.peers.results import BenchResult, Spread, encode_result
 from bench.peers.tables import (
     cell,
     curve_markdown,
@@ -173,6 +173,21 @@ def _series(result: BenchResult) -> list[str]:
     return [n for n in CONTENDERS if n in result.summary]
 
 
+def _bars(spreads: list[Spread]) -> tuple[list[float], list[float], list[float]]:
+    """Bar heights (medians, 0 when none) and error bars down and up to the min and max.
+
+    An error bar is never negative: a median of None drawn as 0 beside a measured min
+    (a rate no repeat's median sustained, while one repeat did) gets none below."""
+    med = [s.median or 0.0 for s in spreads]
+    lo = [
+        max(0.0, m - (s.min if s.min is not None else m)) for s, m in zip(spreads, med, strict=True)
+    ]
+    hi = [
+        max(0.0, (s.max if s.max is not None else m) - m) for s, m in zip(spreads, med, strict=True)
+    ]
+    return med, lo, hi
+
+
 def write_plot(result: BenchResult, out: Path) -> list[Path]:
     """``peers.png`` and ``peers.svg`` (matplotlib), else ``peers.svg`` drawn here."""
     try:
@@ -187,9 +202,7 @@ def write_plot(result: BenchResult, out: Path) -> list[Path]:
     budget = float(result.params.get("budget_ms") or 0.0)
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
     ax = axes[0]
-    med = [result.summary[n]["max_rate"].median or 0.0 for n in names]
-    lo = [m - (result.summary[n]["max_rate"].min or m) for n, m in zip(names, med, strict=True)]
-    hi = [(result.summary[n]["max_rate"].max or m) - m for n, m in zip(names, med, strict=True)]
+    med, lo, hi = _bars([result.summary[n]["max_rate"] for n in names])
     ax.bar(names, med, yerr=[lo, hi], color=[_COLORS.get(n, "#888") for n in names], capsize=4)
     ax.set_title(f"max sustainable rate at {budget:g} ms (median, min-max)")
     ax.set_ylabel("events/s")
@@ -198,13 +211,7 @@ def write_plot(result: BenchResult, out: Path) -> list[Path]:
     width = 0.38
     xs = list(range(len(names)))
     for j, (tag, shade) in enumerate((("1x", 1.0), ("10x", 0.55))):
-        vals = [result.summary[n][f"p99_{tag}"].median or 0.0 for n in names]
-        err_lo = [
-            v - (result.summary[n][f"p99_{tag}"].min or v) for n, v in zip(names, vals, strict=True)
-        ]
-        err_hi = [
-            (result.summary[n][f"p99_{tag}"].max or v) - v for n, v in zip(names, vals, strict=True)
-        ]
+        vals, err_lo, err_hi = _bars([result.summary[n][f"p99_{tag}"] for n in names])
         ax.bar(
             [x + (j - 0.5) * width for x in xs],
             vals,

@@ -26,6 +26,7 @@ from bench.peers.results import (
     BenchResult,
     ContenderRun,
     Ramp,
+    Spread,
     Trial,
     decode_result,
     encode_result,
@@ -363,6 +364,24 @@ def test_result_json_round_trips(tmp_path: Path) -> None:
     assert {"peers.json", "peers.md"} <= names and names & {"peers.png", "peers.svg"}
     back = decode_result((tmp_path / "peers.json").read_bytes())
     assert encode_result(back) == encode_result(result)
+
+
+def test_error_bars_are_never_negative() -> None:
+    """A max rate that one repeat sustained but the median did not (median None, min and
+    max 1,000/s, as on a noisy host) is drawn as 0 with no bar below and 1,000 above;
+    a full spread gives its distances from the median (matplotlib refuses negative ones)."""
+    from bench.peers.report import _bars
+
+    med, lo, hi = _bars(
+        [
+            Spread(min=1000.0, median=None, max=1000.0, n=1),
+            Spread(min=75.0, median=104.0, max=117.0, n=3),
+            Spread(min=None, median=None, max=None, n=0),
+        ]
+    )
+    assert med == [0.0, 104.0, 0.0]
+    assert lo == [0.0, 29.0, 0.0]
+    assert hi == [1000.0, 13.0, 0.0]
 
 
 def test_svg_fallback_is_self_contained(tmp_path: Path) -> None:

@@ -128,3 +128,22 @@ def test_repeated_library_logs_are_rate_limited() -> None:
     r = rec("Unable connect to %s")
     assert f.filter(r)
     assert r.msg == "Unable connect to %s [1000 like this dropped in 5 s]"
+
+
+def test_producer_batch_size_reaches_the_producer_and_is_bounded_by_the_request() -> None:
+    """``[kafka] max_batch_bytes`` becomes aiokafka's ``max_batch_size``; one larger than
+    ``max_request_bytes`` (a full batch could never go) is refused, naming both values."""
+    from service.kafka import producer_kwargs
+
+    s = load_settings(env={"WEIR_KAFKA__MAX_BATCH_BYTES": "262144"})
+    assert producer_kwargs(s.kafka)["max_batch_size"] == 262_144
+    assert producer_kwargs(Settings().kafka)["max_batch_size"] == Settings().kafka.max_batch_bytes
+    s = load_settings(
+        env={"WEIR_KAFKA__MAX_BATCH_BYTES": "70000", "WEIR_KAFKA__MAX_REQUEST_BYTES": "65536"}
+    )
+    with pytest.raises(ConfigError) as err:
+        producer_kwargs(s.kafka)
+    assert str(err.value) == (
+        "[kafka] max_batch_bytes = 70000 exceeds max_request_bytes = 65536: "
+        "a full batch could never be sent"
+    )
