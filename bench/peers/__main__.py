@@ -194,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overload-s", type=float, default=30.0, help="seconds per overload trial")
     p.add_argument(
+        "--overload-base",
+        choices=("own", "common"),
+        default="own",
+        help="what the overload factors multiply: each contender's own max sustainable rate "
+        "(own), or the best peer's, the same offered load for every contender (common: the "
+        "harness's and the broker's CPU grow with the offered rate on a shared host)",
+    )
+    p.add_argument(
         "--mixed-budgets-ms",
         type=_two_budgets,
         default=(5.0, 100.0),
@@ -283,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             scenarios=args.scenarios,
             overload=args.overload,
             overload_s=args.overload_s,
+            overload_base=args.overload_base,
             mixed_budgets_ms=args.mixed_budgets_ms,
             mixed_speed=args.mixed_speed,
             mixed_s=args.mixed_s,

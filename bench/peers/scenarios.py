@@ -11,7 +11,8 @@ the same feed:
   is replaced by a fresh one before its next step (``Bench.ready``).
 - **overload**: the bursty feed, tiled and sped up so its mean rate is ``factor`` x each
   contender's own max sustainable rate (one that sustained no rate: ``factor`` x the
-  lowest rate it was offered, at least that overload), for ``overload_s`` s; goodput and
+  lowest rate it was offered, at least that overload), or with ``overload_base =
+  "common"`` x the best peer's for every contender, for ``overload_s`` s; goodput and
   the share of in-deadline ``ok`` decisions, every other input's outcome by status, and
   lost inputs.
 - **mixed**: one service consuming two input topics, the tight one with budget
@@ -188,34 +189,31 @@ async def overload(
     capacity: dict[str, float | None],
     lowest: dict[str, float] | None = None,
 ) -> tuple[Scenario, list[Session]]:
-    """Each contender at ``factor`` x its own capacity on the bursty feed (module doc).
-
-    A contender that sustained no rate of the curve has a capacity below the lowest rate it
-    was offered (``lowest``): it is overloaded at multiples of that rate, so at least
-    ``factor`` x its capacity, and a note says so; one never offered a rate is not
-    overloaded. Every session given is returned (to be stopped), overloaded or not."""
+    """Each contender at ``factor`` x its own capacity, or the best peer's
+    (``--overload-base``, ``_overload_base``), on the bursty feed (module doc). Every
+    session given is returned (to be stopped), overloaded or not."""
 
     opts = bench.opts
+    held = {s.label: s for s in sessions if s.label != ECHO}
+    base, notes = _overload_base(
+        list(held), capacity, lowest or {}, common=opts.overload_base == "common"
+    )
+    whose = (
+        f"the best peer's max sustainable rate ({next(iter(base.values())):,.0f}/s)"
+        if opts.overload_base == "common" and base
+        else "each contender's max sustainable rate"
+    )
     sc = Scenario(
         name="overload",
         title=f"Overload: the bursty feed at {', '.join(f'{f:g}x' for f in opts.overload)} "
-        f"each contender's max sustainable rate for {opts.overload_s:g} s",
-        params={"factors": list(opts.overload), "seconds": opts.overload_s},
+        f"{whose} for {opts.overload_s:g} s",
+        params={
+            "factors": list(opts.overload),
+            "seconds": opts.overload_s,
+            "base": opts.overload_base,
+        },
+        notes=notes,
     )
-    held = {s.label: s for s in sessions if s.label != ECHO}
-    base: dict[str, float] = {}
-    for label in held:
-        measured, floor = capacity.get(label), (lowest or {}).get(label)
-        if measured:
-            base[label] = measured
-        elif floor:
-            base[label] = floor
-            sc.notes.append(
-                f"{label}: no rate of the curve was sustained, so its capacity is below "
-                f"{floor:,.0f}/s; overloaded at multiples of that rate (at least the factor)"
-            )
-        else:
-            sc.notes.append(f"{label}: no max sustainable rate measured, not overloaded")
     for idx, factor in enumerate(opts.overload):
         for repeat, label in interleaved(list(base), opts.repeats, step=idx):
             rate = factor * base[label]
@@ -237,6 +235,45 @@ async def overload(
             bench.report(t)
             sc.trials.append(t)
     return sc, [*held.values(), *(s for s in sessions if s.label == ECHO)]
+
+
+def _overload_base(
+    labels: list[str],
+    capacity: dict[str, float | None],
+    lowest: dict[str, float],
+    *,
+    common: bool,
+) -> tuple[dict[str, float], list[str]]:
+    """The rate each contender's overload factors multiply, and notes on how it was chosen.
+
+    Own (``common`` false): its max sustainable rate; one that sustained none, the lowest
+    rate it was offered (its capacity is below it), with a note; one never offered a rate
+    is not overloaded. Common: the best peer's max sustainable rate for every contender,
+    so all see one offered load (on a shared host the harness's and the broker's CPU grow
+    with it); without a peer that sustained a rate, each contender's own, with a note."""
+    from bench.peers.base import WEIRS
+
+    notes: list[str] = []
+    if common:
+        peers = [capacity.get(n) or 0.0 for n in labels if n not in WEIRS]
+        best = max(peers, default=0.0)
+        if best:
+            return dict.fromkeys(labels, best), notes
+        notes.append("no peer sustained a rate: each contender overloaded at its own")
+    base: dict[str, float] = {}
+    for label in labels:
+        measured, floor = capacity.get(label), lowest.get(label)
+        if measured:
+            base[label] = measured
+        elif floor:
+            base[label] = floor
+            notes.append(
+                f"{label}: no rate of the curve was sustained, so its capacity is below "
+                f"{floor:,.0f}/s; overloaded at multiples of that rate (at least the factor)"
+            )
+        else:
+            notes.append(f"{label}: no max sustainable rate measured, not overloaded")
+    return base, notes
 
 
 async def mixed(bench: Bench, plans: Plans, names: list[str]) -> Scenario:

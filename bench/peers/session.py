@@ -84,6 +84,9 @@ class Options(msgspec.Struct, kw_only=True):
     overload: tuple[float, ...] = (1.5, 3.0)
     """Offered load as multiples of each contender's max sustainable rate."""
     overload_s: float = 30.0
+    overload_base: str = "own"
+    """``own``: each contender at multiples of its own max sustainable rate; ``common``:
+    every contender at multiples of the best peer's, one offered load for all."""
     mixed_budgets_ms: tuple[float, float] = (5.0, 100.0)
     """Budgets of the mixed-deadline scenario's tight and loose input topics."""
     mixed_speed: float = 10.0

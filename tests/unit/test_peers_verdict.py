@@ -668,6 +668,44 @@ def test_overload_offers_each_factor_of_each_capacity_on_the_bursty_feed(
     assert [s.label for s in held] == ["weir", "naive", "fixed", "echo"]
 
 
+def test_common_overload_offers_every_contender_the_best_peers_multiples(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With ``overload_base = "common"`` weir (capacity 200/s) and both peers get the best
+    peer's capacity (naive, 100/s) times each factor, so one offered load for all: 150 and
+    300 events/s for 2 s; the title names that rate; without any peer that sustained a
+    rate, each contender falls back to its own, with a note."""
+    seen: list[tuple[str, int]] = []
+
+    async def fake_trial(session: Any, plan: Plan, pacing: Any, **kw: Any) -> Trial:
+        seen.append((session.label, plan.n))
+        return _t(session.label, plan.n / 2.0, load=kw["load"])
+
+    monkeypatch.setattr(scenarios, "run_trial", fake_trial)
+    opts = Options(
+        out=tmp_path, feed=tmp_path / "f", overload_s=2.0, repeats=1, overload_base="common"
+    )
+    plans = SimpleNamespace(base=_plan(50))
+    sessions = [SimpleNamespace(label=n) for n in ("weir", "naive", "fixed", "echo")]
+    capacity = {"weir": 200.0, "naive": 100.0, "fixed": 50.0, "echo": 1e6}
+    sc, _ = asyncio.run(scenarios.overload(_FakeBench(opts), plans, sessions, capacity))  # type: ignore[arg-type]
+    assert sorted(seen) == [
+        ("fixed", 300),
+        ("fixed", 600),
+        ("naive", 300),
+        ("naive", 600),
+        ("weir", 300),
+        ("weir", 600),
+    ]
+    assert "the best peer's max sustainable rate (100/s)" in sc.title
+    assert sc.params["base"] == "common" and sc.notes == []
+    seen.clear()
+    capacity = {"weir": 200.0, "naive": None, "fixed": None, "echo": 1e6}
+    sc, _ = asyncio.run(scenarios.overload(_FakeBench(opts), plans, sessions, capacity))  # type: ignore[arg-type]
+    assert sorted(seen) == [("weir", 600), ("weir", 1200)]
+    assert sc.notes[0] == "no peer sustained a rate: each contender overloaded at its own"
+
+
 def test_classed_transport_sends_each_event_to_its_class_topic() -> None:
     """Sequence numbers of class 0 go to the first topic, class 1 to the second, and the
     broker's answer binds each to its own coordinates."""
