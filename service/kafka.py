@@ -489,8 +489,11 @@ class KafkaSink:
         tp = (pend.topic, pend.partition)
         if self._open.get(tp) is pend:  # still open: it stays open in the producer's hands
             queued = self._batches.get(TopicPartition(*tp)) if self._batches is not None else None
-            if queued and getattr(queued[-1], "_builder", None) is pend.builder:
-                pend.batch = queued[-1]
+            held = queued[-1] if queued else None
+            # aiokafka's own batch of this builder, with the flag its sender sets on taking
+            # it; anything else (another producer, other internals): closed at hand-over.
+            if getattr(held, "_builder", None) is pend.builder and hasattr(held, "_drain_waiter"):
+                pend.batch = held
             else:
                 self._close(pend)
         fut.add_done_callback(functools.partial(self._on_done, pend))
