@@ -4,6 +4,7 @@ the producer's own partitioning, per-key order, full batches and a dead producer
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -85,6 +86,54 @@ async def test_a_burst_larger_than_a_batch_goes_as_several_in_order(
     assert len(answers) == 300 and all(e is None for e in answers.values())
     records = await read_records(kafka_bootstrap, topic, 300, timeout_s=30)
     assert [int(r.value.split(b":")[0]) for r in records] == list(range(300))
+
+
+async def test_an_idempotent_producer_takes_decisions_joining_a_handed_over_batch(
+    kafka_bootstrap: str, topic_factory: Any
+) -> None:
+    """With the loop held 2 ms after each burst (an inline engine call), decisions join
+    batches already handed to aiokafka until its sender takes them; with an idempotent
+    producer (the broker checks each batch's sequence numbers) 3,000 messages are all
+    acknowledged without error, once each, in send order per partition, and some batch
+    did grow after its hand-over (the path is exercised)."""
+    topic = await topic_factory(2)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    handed: list[tuple[Any, int]] = []
+    send_batch = producer.send_batch
+
+    async def spy(batch: Any, topic: str, *, partition: int) -> Any:
+        handed.append((batch, batch.record_count()))
+        return await send_batch(batch, topic, partition=partition)
+
+    producer.send_batch = spy  # type: ignore[method-assign]
+    sink = KafkaSink(producer)
+    answers: dict[int, Any] = {}
+
+    def on_ack(token: Any, error: BaseException | None) -> None:
+        assert token not in answers, f"message {token} answered twice"
+        answers[token] = error
+
+    try:
+        for i in range(3000):
+            key = KEYS[i % len(KEYS)]
+            await sink.send(topic, key, b"%d:" % i + b"x" * 200, [], i, on_ack)
+            if i % 40 == 39:
+                await asyncio.sleep(0)
+                time.sleep(0.002)  # noqa: ASYNC251 - the loop held, as an inline engine holds it
+        await sink.flush()
+    finally:
+        await sink.close()
+        await producer.stop()
+    assert len(answers) == 3000 and all(e is None for e in answers.values())
+    assert any(batch.record_count() > at for batch, at in handed)
+    records = await read_records(kafka_bootstrap, topic, 3000, timeout_s=30)
+    per_partition: dict[int, list[int]] = defaultdict(list)
+    for r in records:
+        per_partition[r.partition].append(int(r.value.split(b":")[0]))
+    assert sorted(i for seq in per_partition.values() for i in seq) == list(range(3000))
+    for seq in per_partition.values():
+        assert seq == sorted(seq)
 
 
 async def test_a_stopped_producer_fails_every_message_and_nothing_hangs(
