@@ -345,6 +345,7 @@ class Pipeline:
         # one deadline every record of that topic gets until the ingest time is read again.
         dl_topic: str | None = None
         policy = self.budgets.default
+        own_class = False
         shared: Deadline | None = None
         for rec in records:
             left -= 1
@@ -404,6 +405,10 @@ class Pipeline:
             if topic != dl_topic:
                 dl_topic = topic
                 policy = self.budgets.policy(topic)
+                # A topic with a budget of its own keeps each key's order among its own
+                # events only, so the same key's events of a looser topic cannot hold its
+                # events back (Kafka orders nothing across topics either).
+                own_class = self.budgets.own(topic)
                 shared = (
                     Deadline(now + policy.budget_ns) if policy.anchor is Anchor.INGEST else None
                 )
@@ -417,7 +422,7 @@ class Pipeline:
             fill(slot, topic, part, off, key, kafka_ns, source_ns, now, deadline.mono_ns)
             if traced is not None:
                 carry.put(slot, traced)
-            item = Item(slot, key, deadline)
+            item = Item(slot, (topic, key) if own_class else key, deadline)
             outcome = sched.submit(item, now)
             if outcome is Outcome.EXPIRED:
                 # Hopeless on arrival: it never reaches a poll, so probe from here too, or a

@@ -238,6 +238,9 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     policy: BatchPolicy = BatchPolicy.DEADLINE
     budget_ms: PositiveFloat = 5.0
     topic_budget_ms: dict[str, PositiveFloat] = msgspec.field(default_factory=dict)
+    """Budgets of topics that differ from ``budget_ms``. Such a topic is a class of its
+    own: its decisions keep each key's order among themselves, but never wait behind the
+    same key's events of another topic (Kafka orders nothing across topics either)."""
     anchor: Anchor = Anchor.INGEST
     skew_allowance_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     expiry: ExpiryPolicy = ExpiryPolicy.PUBLISH

@@ -195,6 +195,11 @@ class Budgets:
         """The policy of ``topic`` (the default when it has none of its own)."""
         return self._by_topic.get(topic, self.default)
 
+    def own(self, topic: str) -> bool:
+        """``topic`` has a budget of its own (``topic_budget_ms``): a class of its own,
+        whose events are ordered per key among themselves only."""
+        return topic in self._by_topic
+
     @property
     def smallest_budget_ns(self) -> int:
         """The tightest budget of any topic (what backpressure should be sized for)."""

@@ -202,3 +202,21 @@ async def test_decisions_go_out_in_the_output_encoding(make_pipeline: Any) -> No
     got = [codec.decode(m.value) for m in sink.on("weir.decisions")]
     assert [d.offset for d in got] == list(range(10))
     assert [d.status for d in got] == [Status.WARMING] * (WINDOW - 1) + [Status.OK] * 7
+
+
+async def test_a_topic_with_its_own_budget_is_ordered_apart_from_the_others(
+    make_pipeline: Any,
+) -> None:
+    """A topic with a budget of its own is a class of its own: its events keep each key's
+    order among themselves, but need not wait behind the same key's events of another
+    topic. A tight event ingested after six loose events of its key, in one chunk, is
+    published first; the loose ones keep their order."""
+    settings = _settings(budget_ms=60_000, topic_budget_ms__tight=30_000)
+    pipe, sink, _ = make_pipeline(settings=settings)
+    records = [_record("loose", 0, i, "K", 1) for i in range(WINDOW - 1 + 6)]
+    records.append(_record("tight", 0, 0, "K", 1))
+    await _run(pipe, records, chunk=len(records))
+    queued = [d for d in _decisions(sink.messages) if d.status is not Status.WARMING]
+    assert [(d.topic, d.offset) for d in queued] == [("tight", 0)] + [
+        ("loose", WINDOW - 1 + i) for i in range(6)
+    ]
