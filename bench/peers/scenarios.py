@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from bench.peers.base import Contender
+from bench.peers.base import WEIRS, Contender
 from bench.peers.results import ClassFigures, ContenderRun, Scenario, Trial
 from bench.peers.trials import Plans, bisect_rate, ramp_rates, run_trial, tile_plan
 from bench.peers.verdict import ECHO, class_figures, interleaved, mixed_classes, point_of
@@ -195,13 +195,13 @@ async def overload(
 
     opts = bench.opts
     held = {s.label: s for s in sessions if s.label != ECHO}
-    base, notes = _overload_base(
+    base, shared, notes = _overload_base(
         list(held), capacity, lowest or {}, common=opts.overload_base == "common"
     )
     whose = (
-        f"the best peer's max sustainable rate ({next(iter(base.values())):,.0f}/s)"
-        if opts.overload_base == "common" and base
-        else "each contender's max sustainable rate"
+        "each contender's max sustainable rate"
+        if shared is None
+        else f"the best peer's max sustainable rate ({shared:,.0f}/s)"
     )
     sc = Scenario(
         name="overload",
@@ -243,22 +243,21 @@ def _overload_base(
     lowest: dict[str, float],
     *,
     common: bool,
-) -> tuple[dict[str, float], list[str]]:
-    """The rate each contender's overload factors multiply, and notes on how it was chosen.
+) -> tuple[dict[str, float], float | None, list[str]]:
+    """The rate each contender's overload factors multiply, the one rate they all share
+    (None: each its own), and notes on how it was chosen.
 
     Own (``common`` false): its max sustainable rate; one that sustained none, the lowest
     rate it was offered (its capacity is below it), with a note; one never offered a rate
     is not overloaded. Common: the best peer's max sustainable rate for every contender,
     so all see one offered load (on a shared host the harness's and the broker's CPU grow
     with it); without a peer that sustained a rate, each contender's own, with a note."""
-    from bench.peers.base import WEIRS
-
     notes: list[str] = []
     if common:
         peers = [capacity.get(n) or 0.0 for n in labels if n not in WEIRS]
         best = max(peers, default=0.0)
         if best:
-            return dict.fromkeys(labels, best), notes
+            return dict.fromkeys(labels, best), best, notes
         notes.append("no peer sustained a rate: each contender overloaded at its own")
     base: dict[str, float] = {}
     for label in labels:
@@ -273,7 +272,7 @@ def _overload_base(
             )
         else:
             notes.append(f"{label}: no max sustainable rate measured, not overloaded")
-    return base, notes
+    return base, None, notes
 
 
 async def mixed(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
