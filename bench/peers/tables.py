@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bench.peers.results import BenchResult, CurvePoint, Scenario, Spread, spread
+from bench.peers.results import BenchResult, CurvePoint, Scenario, Spread, Trial, spread
 from bench.peers.verdict import mixed_figures, overload_figures, points_of, rate_spread
 
 
@@ -61,6 +61,15 @@ def marks(p: CurvePoint) -> str:
     if p.host_limited:
         out.append("B")
     return " ".join(out)
+
+
+def trial_marks(trials: Sequence[Trial]) -> str:
+    """``marks`` for a scenario's repeats: ``H n/N`` (the sender short of the offered rate),
+    ``L n/N`` (the sender late by more than 50 ms at least once); empty when neither."""
+    n = len(trials)
+    short = sum(t.harness_limited for t in trials)
+    late = sum(t.sender_behind for t in trials)
+    return " ".join([*([f"H {short}/{n}"] if short else []), *([f"L {late}/{n}"] if late else [])])
 
 
 def curve_rows(points: list[CurvePoint], contender: str) -> list[list[str]]:
@@ -141,10 +150,12 @@ def _overload(sc: Scenario) -> list[str]:
             "p99 ms",
             "ok / expired / shed / error",
             "lost",
+            "harness",
         ]
     ]
     for (name, load), f in overload_figures(sc.trials).items():
         outcomes = " / ".join(cell(f[k], "int") for k in ("ok", "expired", "shed", "error"))
+        ts = [t for t in sc.trials if t.contender == name and t.load == load]
         rows.append(
             [
                 name,
@@ -155,11 +166,14 @@ def _overload(sc: Scenario) -> list[str]:
                 cell(f["p99_ms"], "ms"),
                 outcomes,
                 cell(f["lost"], "int"),
+                trial_marks(ts),
             ]
         )
     return [
         "Goodput: inputs decided `ok` within their deadline per second of offered load; "
-        "every input must get an explicit outcome (lost: none came back).",
+        "every input must get an explicit outcome (lost: none came back). Harness: `H n/N` "
+        "the sender fell short of the offered rate, `L n/N` it fell behind its schedule by "
+        "more than 50 ms, in n of N repeats (the host, not only the contender, was slow).",
         "",
         markdown_table(rows),
     ]
@@ -174,9 +188,11 @@ def _mixed(sc: Scenario) -> list[str]:
             "loose attainment",
             "loose p99 ms",
             "lost",
+            "harness",
         ]
     ]
     for name, f in mixed_figures(sc.trials).items():
+        ts = [t for t in sc.trials if t.contender == name]
         rows.append(
             [
                 name,
@@ -185,6 +201,7 @@ def _mixed(sc: Scenario) -> list[str]:
                 cell(f["loose_attainment"], "pct"),
                 cell(f["loose_p99_ms"], "ms"),
                 cell(f["lost"], "int"),
+                trial_marks(ts),
             ]
         )
     return [markdown_table(rows)]

@@ -240,6 +240,8 @@ def scenario_checks(
     overload_lost: Mapping[str, float | None],
     tight_attainment: Mapping[str, float | None],
     p99_normal: Mapping[str, float | None],
+    overload_offered: Mapping[str, float | None] | None = None,
+    overload_late: Mapping[str, tuple[int, int]] | None = None,
     goodput_factor: float = 3.0,
     tight_target: float = 0.99,
 ) -> list[Check]:
@@ -247,9 +249,15 @@ def scenario_checks(
     under 3x overload its goodput >= 3x the best peer's with nothing lost; under mixed
     deadlines its tight class >= 99 % while every peer falls below; at normal load its
     p99 no worse than the best peer's (figures are medians over repeats; a target with no
-    figures is not judged). Peers are every contender that is neither weir nor the echo."""
+    figures is not judged). Peers are every contender that is neither weir nor the echo.
+
+    The details name what bounds a verdict on a shared host: each side's offered rate
+    (``overload_offered``: with ``--overload-base own`` a contender measured faster is
+    offered more), the overload trials whose sender fell behind by more than 50 ms
+    (``overload_late``: late, total), and the echo floor's own tight-class attainment."""
     checks: list[Check] = []
     named = dict.fromkeys([*overload_goodput, *tight_attainment, *p99_normal])
+    context = _Context(overload_offered or {}, overload_late or {})
     for name in (n for n in named if n in WEIRS):
         checks += _scenario_checks_of(
             name,
@@ -259,8 +267,38 @@ def scenario_checks(
             p99_normal,
             goodput_factor,
             tight_target,
+            context,
         )
     return checks
+
+
+class _Context(msgspec.Struct, frozen=True):
+    """What ``scenario_checks`` tells beside the figures it judges."""
+
+    offered: Mapping[str, float | None]
+    late: Mapping[str, tuple[int, int]]
+
+    def load(self, name: str, goodput: float) -> str:
+        """``weir 436/s of 6,001/s offered`` (the offered rate where known)."""
+        offered = self.offered.get(name)
+        at = "" if offered is None else f" of {offered:,.0f}/s offered"
+        return f"{name} {goodput:,.0f}/s{at}"
+
+    def lateness(self, names: Iterable[str]) -> str:
+        """``; the sender fell behind ...`` for those of ``names`` whose trials had it."""
+        parts = [
+            f"{n} {late}/{total}"
+            for n in names
+            for late, total in [self.late.get(n, (0, 0))]
+            if late
+        ]
+        if not parts:
+            return ""
+        return (
+            "; the harness's sender fell behind by more than 50 ms in "
+            + ", ".join(parts)
+            + " trial(s): the host, not only the contender, was the limit"
+        )
 
 
 def _scenario_checks_of(
@@ -271,6 +309,7 @@ def _scenario_checks_of(
     p99_normal: Mapping[str, float | None],
     goodput_factor: float,
     tight_target: float,
+    context: _Context,
 ) -> list[Check]:
     checks: list[Check] = []
     w = overload_goodput.get(name)
@@ -284,14 +323,21 @@ def _scenario_checks_of(
                 expected=f">= {goodput_factor:g}x the best peer's goodput, nothing lost",
                 actual=ratio,
                 passed=ok,
-                detail=f"{name} {w:,.0f}/s vs {best[0]} {best[1]:,.0f}/s; "
-                f"{name} lost {lost or 0:,.0f}",
+                detail=f"{context.load(name, w)} vs {context.load(*best)}; "
+                f"{name} lost {lost or 0:,.0f}{context.lateness((name, best[0]))}",
             )
         )
     w = tight_attainment.get(name)
     peers = {n: v for n, v in tight_attainment.items() if n not in WEIRS and n != ECHO}
     if w is not None and peers:
         below = all(v is not None and v < tight_target for v in peers.values())
+        floor = tight_attainment.get(ECHO)
+        short = (
+            f"; the echo floor (no model) reached {100 * floor:.2f} %: the target is past "
+            "this host and broker"
+            if floor is not None and floor < tight_target
+            else ""
+        )
         checks.append(
             Check(
                 name=check_name("mixed_tight_class_attainment", name),
@@ -302,7 +348,8 @@ def _scenario_checks_of(
                 detail="; ".join(
                     f"{n} {'-' if v is None else f'{100 * v:.2f} %'}"
                     for n, v in {name: w, **peers}.items()
-                ),
+                )
+                + short,
             )
         )
     w = p99_normal.get(name)
@@ -379,13 +426,19 @@ def scenario_checks_of(result: BenchResult) -> list[Check]:
     by = {sc.name: sc for sc in result.scenarios}
     goodputs: dict[str, float | None] = {}
     lost: dict[str, float | None] = {}
+    offered: dict[str, float | None] = {}
+    late: dict[str, tuple[int, int]] = {}
     if "overload" in by:
-        figs = overload_figures(by["overload"].trials)
+        trials = by["overload"].trials
+        figs = overload_figures(trials)
         top = max((load for _, load in figs), key=_factor, default=None)
         for (name, load), fig in figs.items():
             if load == top:
                 goodputs[name] = fig["goodput"].median
                 lost[name] = fig["lost"].max
+                offered[name] = fig["offered"].median
+                ts = [t for t in trials if t.contender == name and t.load == load]
+                late[name] = (sum(t.sender_behind for t in ts), len(ts))
     tight = {
         n: f["tight_attainment"].median
         for n, f in (mixed_figures(by["mixed"].trials) if "mixed" in by else {}).items()
@@ -396,6 +449,8 @@ def scenario_checks_of(result: BenchResult) -> list[Check]:
         overload_lost=lost,
         tight_attainment=tight,
         p99_normal=p99,
+        overload_offered=offered,
+        overload_late=late,
     )
 
 

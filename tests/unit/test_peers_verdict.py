@@ -240,6 +240,35 @@ def test_scenario_checks_state_each_target_met_or_not() -> None:
     assert not normal.passed and normal.detail == "weir 3.00 ms vs naive 2.50 ms"
 
 
+def test_scenario_checks_name_offered_rates_a_late_sender_and_a_short_floor() -> None:
+    """Each side's offered rate, the trials whose sender fell behind and an echo floor
+    below the tight target are in the details (the verdicts themselves are unchanged)."""
+    checks = {
+        c.name: c
+        for c in scenario_checks(
+            overload_goodput={"weir": 456.0, "fixed-window": 1254.0},
+            overload_lost={"weir": 0.0},
+            tight_attainment={"weir": 0.81, "fixed-window": 0.68, "echo": 0.97},
+            p99_normal={},
+            overload_offered={"weir": 6001.0, "fixed-window": 3001.0},
+            overload_late={"weir": (2, 3), "fixed-window": (0, 3)},
+        )
+    }
+    over = checks["overload_3x_goodput_vs_best_peer"]
+    assert not over.passed
+    assert over.detail == (
+        "weir 456/s of 6,001/s offered vs fixed-window 1,254/s of 3,001/s offered; weir lost 0"
+        "; the harness's sender fell behind by more than 50 ms in weir 2/3 trial(s): the "
+        "host, not only the contender, was the limit"
+    )
+    mixed = checks["mixed_tight_class_attainment"]
+    assert not mixed.passed
+    assert mixed.detail == (
+        "weir 81.00 %; fixed-window 68.00 %; the echo floor (no model) reached 97.00 %: "
+        "the target is past this host and broker"
+    )
+
+
 def test_scenario_checks_fail_on_lost_inputs_or_a_peer_meeting_the_tight_class() -> None:
     """weir losing an input under overload, or a peer also reaching 99 %, is not met."""
     checks = {
@@ -315,6 +344,7 @@ def _result() -> BenchResult:
             misses=88_000,
             planned_s=30.0,
             by_status={"ok": 90_000},
+            sender_behind=True,
         ),
     ]
     mixed = [
@@ -359,10 +389,13 @@ def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
     assert "| 2,000 | 1.25 | 2.50 | 5.00 | 99.90% | 0.050 | ok H 1/3 L 3/3 |" in md
     assert "| 4,000 | 4.50 | 9.00 | 18.00 | 50.00% | 0.050 | ✗ B |" in md
     assert (
-        "| weir | overload-3x | 6,000 | 4,000 | 66.67% | 4.00 | 120,000 / 0 / 60,000 / 0 | 0 |"
+        "| weir | overload-3x | 6,000 | 4,000 | 66.67% | 4.00 | 120,000 / 0 / 60,000 / 0 | 0 |  |"
         in md
     )
-    assert "| naive | 60.00% | 4.00 | 99.00% | 30.00 | 0 |" in md
+    assert (
+        "| naive | overload-3x | 3,000 | 67 | 2.22% | 900 | 90,000 / 0 / 0 / 0 | 0 | L 1/1 |" in md
+    )
+    assert "| naive | 60.00% | 4.00 | 99.00% | 30.00 | 0 |  |" in md
     assert "| 2 | 2,000 | 0.050 | 1,000 | ceiling |" in md
     assert "- weir x3: did not start" in md
     assert (
