@@ -104,11 +104,15 @@ $(HEAVY)/wide/package.json: $(HEAVY)/usdm.parquet
 	  --max-events 150000 --max-train-rows 20000 --hidden 2048 2048 1024 --no-int8 --no-fp16
 
 # The issue's 50 ms SLO: at weir's default 5 ms every contender, the echo floor included,
-# missed at 1x on a 2-core host (broker floor), and no rate was sustainable.
-PEERS_ARGS ?= --budget-ms 50
+# missed at 1x on a 2-core host (broker floor), and no rate was sustainable. The mixed
+# scenario runs on the wide student, where the model is a real share of the tight budget
+# (with the default student, 5 ms is below the echo floor and 30 ms leaves nothing to
+# schedule); 30 and 300 ms at 6x is what the measured runs in #14 used.
+PEERS_ARGS ?= --budget-ms 50 --mixed-budgets-ms 30,300 --mixed-speed 6
 
 bench-peers: $(VENV)/.bench $(HEAVY)/wide/package.json ## weir (two configurations) vs naive loop, fixed window, Faust, Quix Streams and the echo floor on Apache Kafka
-	$(VENV_PATH) $(BIN)/python -m bench.peers --out build/peers --heavy-bundle $(HEAVY)/wide $(PEERS_ARGS)
+	$(VENV_PATH) $(BIN)/python -m bench.peers --out build/peers --heavy-bundle $(HEAVY)/wide \
+	  --mixed-bundle $(HEAVY)/wide $(PEERS_ARGS)
 
 deploy-check: $(VENV)/.dev ## promtool, hadolint, kubernetes-validate, dashboard and compose checks
 	$(VENV_PATH) $(BIN)/python -m pytest tests/unit/test_deploy.py

@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-s", type=float, default=60.0, help="mixed scenario seconds")
     p.add_argument("--tight-share", type=float, default=0.5, help="share of tight-topic events")
     p.add_argument(
+        "--mixed-bundle",
+        default="",
+        help="the model bundle of the mixed-deadline scenario (default: --bundle's)",
+    )
+    p.add_argument(
         "--bundle",
         default="",
         help="the model bundle every contender serves (default: the committed bundle)",
@@ -298,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             tight_share=args.tight_share,
             bundle=args.bundle,
             heavy_bundle=args.heavy_bundle,
+            mixed_bundle=args.mixed_bundle,
             workers=args.workers,
         )
         result = run_bench(opts)

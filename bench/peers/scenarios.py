@@ -18,7 +18,8 @@ the same feed:
 - **mixed**: one service consuming two input topics, the tight one with budget
   ``mixed_budgets_ms[0]`` and the loose one with ``[1]`` (weir's
   ``scheduler.topic_budget_ms``; the peers batch the same whatever the topic), the feed at
-  ``mixed_speed`` split between them (``tight_share``); attainment per class.
+  ``mixed_speed`` split between them (``tight_share``), every contender serving
+  ``mixed_bundle`` (default: the run's bundle); attainment per class.
 - **heavy**: the 10x replay with a costlier model bundle (``heavy_bundle``).
 - **scale**: weir with ``N`` worker processes in one consumer group on ``N`` partitions,
   the same interleaved ramp for each ``N`` in ``workers``.
@@ -285,8 +286,14 @@ async def mixed(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
         name="mixed",
         title=f"Mixed deadlines: {budgets[0]:g} ms and {budgets[1]:g} ms input topics on one "
         f"service, the feed at {opts.mixed_speed:g}x for {opts.mixed_s:g} s, "
-        f"{100 * opts.tight_share:g} % of events on the tight topic",
-        params={"budgets_ms": list(budgets), "speed": opts.mixed_speed, "seconds": opts.mixed_s},
+        f"{100 * opts.tight_share:g} % of events on the tight topic"
+        + (f", model {opts.mixed_bundle}" if opts.mixed_bundle else ""),
+        params={
+            "budgets_ms": list(budgets),
+            "speed": opts.mixed_speed,
+            "seconds": opts.mixed_s,
+            "bundle": opts.mixed_bundle,
+        },
     )
     assert bench.feed is not None
     plan = load_plan(bench.feed, seconds=opts.mixed_s * opts.mixed_speed)
@@ -297,7 +304,9 @@ async def mixed(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
     for repeat, name in interleaved(names, opts.repeats):
         try:
             if name not in held:
-                held[name] = await bench.fresh(CONTENDERS[name], plans, budgets_ms=budgets)
+                held[name] = await bench.fresh(
+                    CONTENDERS[name], plans, budgets_ms=budgets, bundle=opts.mixed_bundle
+                )
             held[name] = session = await bench.ready(held[name], plans)
         except ReplayError as exc:
             sc.notes.append(f"{name}: {exc}")

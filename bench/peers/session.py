@@ -95,6 +95,9 @@ class Options(msgspec.Struct, kw_only=True):
     """... for this long."""
     tight_share: float = 0.5
     """Share of the mixed feed's events sent to the tight topic."""
+    mixed_bundle: str = ""
+    """The model bundle of the mixed-deadline scenario (empty: ``bundle``): the scheduling
+    policy matters only where the model is a real share of the tight budget."""
     heavy_bundle: str = ""
     """A costlier model bundle (the teacher, or a wide student) for the heavy-model
     scenario; empty: skip it."""

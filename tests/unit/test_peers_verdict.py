@@ -570,10 +570,13 @@ def test_cli_parses_and_refuses_scenario_options() -> None:
             "1,2",
             "--mixed-budgets-ms",
             "5,100",
+            "--mixed-bundle",
+            "build/heavy/wide",
         ]
     )
     assert args.scenarios == ("overload", "mixed") and args.overload == (1.5, 3.0)
     assert args.workers == (1, 2) and args.mixed_budgets_ms == (5.0, 100.0)
+    assert args.mixed_bundle == "build/heavy/wide"
     assert build_parser().parse_args(["--scenarios", ""]).scenarios == ()
     from bench.peers import __main__ as cli
 
@@ -854,6 +857,50 @@ def test_heavy_runs_the_10x_replay_with_the_bundle_and_skips_the_echo(
     ]
     assert loads == [("weir", "heavy-10x")]
     assert sc.notes == ["naive: naive did not answer its warm-up"]
+
+
+def test_mixed_runs_every_contender_on_the_mixed_bundle_with_both_budgets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``mixed_bundle`` and the two budgets reach every contender's session; each trial
+    goes through the classed transport; the title names the model."""
+    loads: list[tuple[str, str]] = []
+
+    async def fake_trial(session: Any, plan: Any, pacing: Any, **kw: Any) -> Trial:
+        loads.append((session.label, kw["load"]))
+        assert pacing.speed == 6.0 and kw["transport"] == ("classed", ("t", "l"))
+        return _t(session.label, None, 10.0, load=kw["load"])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scenarios, "run_trial", fake_trial)
+    monkeypatch.setattr(scenarios, "load_plan", lambda feed, seconds: SimpleNamespace(n=10))
+    monkeypatch.setattr(
+        scenarios, "ClassedTransport", lambda kafka, topics, classes: ("classed", topics)
+    )
+    opts = Options(
+        out=tmp_path,
+        feed=tmp_path / "f",
+        repeats=1,
+        mixed_budgets_ms=(30.0, 300.0),
+        mixed_speed=6.0,
+        mixed_bundle="/b/wide",
+    )
+    bench = _FreshBench(opts)
+    real_fresh = bench.fresh
+
+    async def fresh(contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
+        session = await real_fresh(contender, plans, run, **variant)
+        session.cfg = SimpleNamespace(input_topics=("t", "l"))
+        session.settings = SimpleNamespace(kafka=None)
+        return session
+
+    bench.fresh = fresh  # type: ignore[method-assign]
+    sc = asyncio.run(scenarios.mixed(bench, SimpleNamespace(), ["weir", "fixed-window"]))  # type: ignore[arg-type]
+    assert bench.started == [
+        ("weir", {"budgets_ms": (30.0, 300.0), "bundle": "/b/wide"}),
+        ("fixed-window", {"budgets_ms": (30.0, 300.0), "bundle": "/b/wide"}),
+    ]
+    assert loads == [("weir", "mixed"), ("fixed-window", "mixed")]
+    assert sc.title.endswith(", model /b/wide") and sc.params["bundle"] == "/b/wide"
 
 
 def test_scale_ramps_each_worker_count_and_stops_every_session(
