@@ -332,3 +332,53 @@ def test_backpressure_follows_an_adopted_profile() -> None:
     prof.adopt(slower)  # p99(16) = 1 ms: 10_000 * 16 // 1_000 = 160 queued
     s.submit(item(300, 300, 10**12), 0)
     assert s.paused
+
+
+def test_batches_stop_at_the_knee_of_the_profile() -> None:
+    """With a knee tolerance of 50 % the test profile's knee is 8 (16.25 us a row at 16,
+    22.5 at 8, 35 at 4): 16 relaxed events go as two batches of 8, most urgent first;
+    with no tolerance they go as one batch of 16."""
+    s = make_edf(knee_tolerance=0.5)
+    for p in range(16):
+        s.submit(item(p, p, 10_000 * US + p * US), 0)
+    first = s.poll(0)
+    assert isinstance(first, Batch) and first.bucket == 8
+    assert [i.payload for i in first.items] == list(range(8))
+    s.complete(first, 180 * US)
+    second = s.poll(0)
+    assert isinstance(second, Batch) and [i.payload for i in second.items] == list(range(8, 16))
+    whole = make_edf()
+    for p in range(16):
+        whole.submit(item(p, p, 10_000 * US + p * US), 0)
+    batch = whole.poll(0)
+    assert isinstance(batch, Batch) and batch.bucket == 16
+
+
+def test_overload_may_run_a_bucket_past_the_knee() -> None:
+    """Paused, throughput decides: rule 4 still runs the 16-bucket above the knee of 8."""
+    s = _overloaded(budget_ns=1_000 * US, knee_tolerance=0.5)
+    assert s.paused
+    batch = s.poll(0)
+    assert isinstance(batch, Batch) and batch.bucket == 16 and len(batch.items) == 16
+
+
+def test_the_knee_follows_the_refreshed_profile() -> None:
+    """Once the 16-bucket's measured p50 falls to 1.5x the 8-bucket's (a row at 12 us
+    against 22.5), the knee moves from 8 to 16 at the next poll."""
+    prof = make_profile()
+    s = EdfScheduler(prof, guard_ns=0, knee_tolerance=0.5)
+    for p in range(32):
+        s.submit(item(p, p, 10**12), 0)
+    batch = s.poll(0)
+    assert isinstance(batch, Batch) and batch.bucket == 8
+    s.complete(batch, 180 * US)
+    for _ in range(prof.window):  # the whole window: the 16-bucket's p50 is now 195 us
+        prof.observe(16, 195 * US, refresh_every=prof.window)
+    assert prof.p50_ns(16) == 195 * US
+    batch = s.poll(0)
+    assert isinstance(batch, Batch) and batch.bucket == 16
+
+
+def test_a_negative_knee_tolerance_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^knee_tolerance must be >= 0, got -0.1$"):
+        make_edf(knee_tolerance=-0.1)
