@@ -163,17 +163,6 @@ class LatencyProfile:
         """The largest bucket."""
         return self.buckets[-1]
 
-    def knee(self, tolerance: float) -> int:
-        """The smallest bucket whose median cost per row is within ``tolerance`` (a
-        fraction, >= 0) of the lowest median cost per row of any bucket. A larger bucket
-        gains at most that much throughput, and holds the engine (and an event loop that
-        runs it inline) longer per batch, so every row in it waits for the whole batch."""
-        if tolerance < 0:
-            raise ProfileError(f"knee tolerance must be >= 0, got {tolerance}")
-        per_row = [self.p50_ns(b) / b for b in self.buckets]
-        limit = min(per_row) * (1.0 + tolerance)
-        return next(b for b, cost in zip(self.buckets, per_row, strict=True) if cost <= limit)
-
     def bucket_for(self, n: int) -> int:
         """Return the smallest bucket that holds ``n`` rows (``n`` >= 1, <= max)."""
         for b in self.buckets:

@@ -275,13 +275,6 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     better at 10x, 2,000 and 4,000 events/s (p99 20.3, 14.4 and 17.8 ms against 28.5, 19.1
     and 21.9) but worse at 1x (29.9 against 10.4) and at 8,000 events/s (61.6 against 33.3
     ms, which failed the 50 ms SLO), so the default student keeps 1."""
-    knee_tolerance: Annotated[float, msgspec.Meta(ge=0)] | Literal["off"] = 0.15
-    """Deadline policy: batches stop growing at the profile's knee, the smallest bucket
-    whose median cost per row is within this fraction of the lowest of any bucket
-    (recomputed as the profile is refreshed; under overload any bucket may run, as
-    throughput decides there). A larger batch would gain at most that much throughput,
-    while each of its rows waits for the whole batch and an inline engine holds the event
-    loop as long. ``"off"``: batches up to ``[engine] max_batch``."""
     fixed_window_wait_ms: PositiveFloat = 1.0
     """Baseline ``fixed_window``: max wait from the first arrival."""
 

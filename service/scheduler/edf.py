@@ -9,8 +9,8 @@ Rule, at ``poll(now)`` with the engine idle and ``d0`` the earliest effective de
 
 1. Expiry: a head whose own deadline is before ``now + p99(1)`` cannot be met even alone;
    it is decided ``expired`` (policy ``publish``) or inferred and marked ``late``.
-2. ``b`` = the largest bucket up to the knee with ``now + p99(b) + tail <= d0`` (and so
-   for every smaller one), where ``tail`` is the longest a recent batch's decisions took to go out after its
+2. ``b`` = the largest bucket with ``now + p99(b) + tail <= d0`` (and so for every smaller
+   one), where ``tail`` is the longest a recent batch's decisions took to go out after its
    engine call (``note_publish``, the last 256 batches; the deadline is for the published
    decision; planning at the p99 of the tails left 0.5-1.2 % of the decisions served at
    the edge of their deadlines late, in ``python -m chaos --fast --only overload``).
@@ -31,16 +31,6 @@ Rule, at ``poll(now)`` with the engine idle and ``d0`` the earliest effective de
    decided ``shed`` (``batch.shed``): held, they would block their keys until they
    expired, and their keys' younger events with them; shed, each key's next event can
    join this very batch.
-
-The knee (``knee_tolerance``; ``None``: every bucket) is the smallest bucket whose median
-cost per row is within that fraction of the profile's lowest (``LatencyProfile.knee``). A
-larger bucket would gain at most that much throughput, and every row in a batch waits for
-the whole batch, with an inline engine the event loop too (no fetch, no publish). With a
-wide student (a batch of 64 in 5.5 ms, 32 in 2.9 ms, 16 in 1.5 ms on an idle host here:
-85, 89 and 94 us a row) the knee is 16 at 15 % (the service's default), 32 at 10 %; the
-default student's cost per row still falls by a third from 32 to 64, so its knee is 64. Rules 1-3 stay within the knee; rule 4, under overload, may
-choose any bucket, because there throughput is what decides events in time. The knee is
-recomputed whenever the profile's quantiles change.
 
 The guard is measured, like the profile: the dispatch loop reports how late each timer wake was
 (``note_wake``) and the guard is the largest lateness seen in the current and the previous
@@ -86,7 +76,6 @@ class EdfScheduler(Generic[P]):
     """Deadline-aware micro-batching scheduler (see the module docstring for the rule)."""
 
     __slots__ = (
-        "_all",
         "_asc",
         "_b1",
         "_budget",
@@ -97,7 +86,6 @@ class EdfScheduler(Generic[P]):
         "_hold",
         "_inflight",
         "_keys",
-        "_knee_tol",
         "_late_cur",
         "_late_prev",
         "_late_since",
@@ -130,7 +118,6 @@ class EdfScheduler(Generic[P]):
         budget_ns: int | None = None,
         pause_fraction: float = 0.75,
         resume_fraction: float = 0.5,
-        knee_tolerance: float | None = None,
         on_backpressure: Callable[[bool], None] | None = None,
     ) -> None:
         if max_queued < 1:
@@ -141,16 +128,10 @@ class EdfScheduler(Generic[P]):
             raise ConfigError(f"resume_fraction must be in (0, 1), got {resume_fraction}")
         if not 0.0 < pause_fraction <= 1.0:
             raise ConfigError(f"pause_fraction must be in (0, 1], got {pause_fraction}")
-        if knee_tolerance is not None and knee_tolerance < 0:
-            raise ConfigError(f"knee_tolerance must be >= 0, got {knee_tolerance}")
         self._profile = profile
         self._b1 = profile.buckets[0]
         self._maxb = profile.max_batch
-        self._all = profile.buckets
-        """Every bucket of the profile (rule 4 may choose any)."""
         self._asc = profile.buckets
-        """The buckets rules 1-3 choose from: those up to the knee (``_limit`` keeps it)."""
-        self._knee_tol = knee_tolerance
         self._max = max_queued
         self._expire = expiry is ExpiryPolicy.PUBLISH
         self._guard = guard_ns
@@ -254,11 +235,9 @@ class EdfScheduler(Generic[P]):
             return None
         prof = self._profile
         heap = self._heap
-        if prof.version != self._lim_version:
-            self._limit()  # new quantiles: the knee and the pause level again
         hopeless = now_ns + prof.p99_ns(self._b1)
         expire = self._expire
-        maxb = self._asc[-1]
+        maxb = self._maxb
         expired: list[Item[P]] = []
         items: list[Item[P]] = []
         # 1. Heads that cannot make it even alone.
@@ -410,7 +389,7 @@ class EdfScheduler(Generic[P]):
         prof = self._profile
         p99 = prof.p99_ns
         guard = self._guard + self._tail
-        cands = [c for c in self._all if c > b]
+        cands = [c for c in self._asc if c > b]
         if not cands:
             return 0, 0
         thresholds = [now_ns + prof.p999_ns(c) + guard for c in cands]
@@ -520,14 +499,10 @@ class EdfScheduler(Generic[P]):
     def _limit(self) -> int:
         """The queue length past which the scheduler pauses: ``pause_fraction`` of the
         bound, or what the budget allows at the largest bucket's p99 if less (cached per
-        profile version, so ``submit`` pays one comparison). The knee (``_asc``) is
-        recomputed with it."""
+        profile version, so ``submit`` pays one comparison)."""
         prof = self._profile
         version = prof.version
         if version != self._lim_version:
-            if self._knee_tol is not None:
-                knee = prof.knee(self._knee_tol)
-                self._asc = tuple(b for b in prof.buckets if b <= knee)
             limit = self._pause_cap
             if self._budget is not None:
                 per_batch = max(1, prof.p99_ns(self._maxb))

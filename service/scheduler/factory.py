@@ -30,9 +30,6 @@ def build_scheduler(
                 max_hold_ns=None
                 if settings.hold_until_safe_start
                 else int(settings.max_hold_ms * 1e6),
-                knee_tolerance=None
-                if settings.knee_tolerance == "off"
-                else settings.knee_tolerance,
                 on_backpressure=on_backpressure,
             )
         case BatchPolicy.FIXED_WINDOW:

@@ -74,24 +74,3 @@ def test_version_changes_with_the_quantiles_and_is_never_shared() -> None:
     assert p.version == v
     p.observe(1, 100)
     assert p.version != v and p.version != q.version
-
-
-def _wide(scale: float = 1.0) -> LatencyProfile:
-    """The wide student's measured p50s (us) on this host: 1-4 about 1 ms, 64 in 5.47 ms."""
-    p50_us = {1: 1000, 2: 990, 4: 1000, 8: 1340, 16: 1510, 32: 2860, 64: 5470}
-    return LatencyProfile({b: [int(us * scale * 1000)] * 20 for b, us in p50_us.items()})
-
-
-def test_knee_is_the_smallest_bucket_within_the_tolerance_of_the_cheapest_row() -> None:
-    """A row costs 85.5 us at 64, 89.4 at 32 (+4.6 %), 94.4 at 16 (+10.4 %), 167.5 at 8:
-    within 15 % the knee is 16, within 10 % or 5 % 32, exactly the cheapest 64; a model
-    whose rows keep getting much cheaper up to the largest bucket keeps it."""
-    prof = _wide()
-    assert prof.knee(0.15) == 16
-    assert prof.knee(0.1) == prof.knee(0.05) == 32
-    assert prof.knee(0.0) == 64
-    assert prof.knee(10.0) == 2  # 495 us a row at 2, within 11x of 85.5; 1000 at 1 is not
-    steep = LatencyProfile({b: [10_000 + 600 * b] * 20 for b in bucket_sizes(64)})
-    assert steep.knee(0.1) == 64
-    with pytest.raises(ProfileError, match=r"^knee tolerance must be >= 0, got -1$"):
-        prof.knee(-1)
