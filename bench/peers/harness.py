@@ -390,9 +390,11 @@ def run_bench(opts: Options, *, say: Say | None = None) -> BenchResult:
             shutil.rmtree(opts.out / "kafka" / "data", ignore_errors=True)
     if opts.inproc_events > 0 and bench.feed is not None:
         from bench.peers import inproc
+        from bench.peers.verdict import inproc_checks
 
         bench.say(f"decision paths without Kafka ({opts.inproc_events:,} events, best of 3)")
         plan = load_plan(bench.feed, limit=opts.inproc_events)
         result.inproc_us_per_event = inproc.measure(plan, events=plan.n, bundle=opts.bundle)
+        result.checks += inproc_checks(result.inproc_us_per_event)
         _save(result, opts.out)
     return result

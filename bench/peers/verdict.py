@@ -422,7 +422,8 @@ def mixed_figures(trials: Iterable[Trial]) -> dict[str, dict[str, Spread]]:
 
 
 def scenario_checks_of(result: BenchResult) -> list[Check]:
-    """``scenario_checks`` with the medians of ``result``'s scenarios and 1x replays."""
+    """``scenario_checks`` with the medians of ``result``'s scenarios and 1x replays, and
+    ``inproc_checks`` once the in-process figures are in."""
     by = {sc.name: sc for sc in result.scenarios}
     goodputs: dict[str, float | None] = {}
     lost: dict[str, float | None] = {}
@@ -451,7 +452,25 @@ def scenario_checks_of(result: BenchResult) -> list[Check]:
         p99_normal=p99,
         overload_offered=offered,
         overload_late=late,
-    )
+    ) + inproc_checks(result.inproc_us_per_event)
+
+
+def inproc_checks(us_per_event: Mapping[str, float]) -> list[Check]:
+    """#14's leaner path: weir's in-process CPU per event (``bench.peers.inproc``, the
+    default configuration) no more than the fixed-window batcher's."""
+    weir, fixed = us_per_event.get("weir"), us_per_event.get("fixed-window")
+    if weir is None or not fixed:
+        return []
+    ratio = weir / fixed
+    return [
+        Check(
+            name="inproc_cpu_vs_fixed_window",
+            expected="<= the fixed-window batcher's in-process CPU per event",
+            actual=ratio,
+            passed=ratio <= 1.0,
+            detail=f"weir {weir:.1f} us vs fixed-window {fixed:.1f} us per event",
+        )
+    ]
 
 
 def _factor(load: str) -> float:

@@ -334,14 +334,20 @@ def test_summary_spreads_each_figure_over_repeats() -> None:
 
 
 def test_expectations_compare_with_best_peer_and_echo() -> None:
-    """weir at 8000/s against naive at 3000/s is 2.67x (short of 3x); 2.0 ms vs echo's 1.6
-    ms is 1.25x (met)."""
+    """weir at 8000/s against naive at 3000/s is 2.67x (short of 3x); its p99, 2.0 ms at 1x
+    and 3.0 at 10x, is 1.25x the echo's 1.6 and 2.4 (#14 wants <= 1.1x: not met) and 0.67x
+    naive's 4.5 ms at 10x (met)."""
     checks = {c.name: c for c in _result().checks}
     rate = checks["max_rate_vs_best_peer"]
     assert rate.actual == pytest.approx(8000 / 3000) and not rate.passed
     assert rate.detail == "weir 8,000/s vs naive 3,000/s"
-    p99 = checks["p99_1x_vs_echo"]
-    assert p99.actual == pytest.approx(1.25) and p99.passed
+    for speed in ("1x", "10x"):
+        p99 = checks[f"p99_{speed}_vs_echo"]
+        assert p99.actual == pytest.approx(1.25) and not p99.passed
+        assert p99.expected == f"<= 1.1x the echo floor's {speed} p99"
+    peer = checks["p99_10x_vs_best_peer"]
+    assert peer.actual == pytest.approx(3.0 / 4.5) and peer.passed
+    assert peer.detail == "weir 3.00 ms vs naive 4.50 ms"
 
 
 def test_markdown_table_shows_median_and_range() -> None:

@@ -33,6 +33,7 @@ from bench.peers.verdict import (
     good_inputs,
     good_share,
     goodput,
+    inproc_checks,
     interleaved,
     mark_host_limits,
     max_rate,
@@ -267,6 +268,21 @@ def test_scenario_checks_name_offered_rates_a_late_sender_and_a_short_floor() ->
         "weir 81.00 %; fixed-window 68.00 %; the echo floor (no model) reached 97.00 %: "
         "the target is past this host and broker"
     )
+
+
+def test_inproc_check_compares_weir_with_the_fixed_window() -> None:
+    """15.4 us against 12.0 is 1.28x: not met; without both figures nothing is judged; a
+    redraw of a result with in-process figures judges them too."""
+    (check,) = inproc_checks({"naive": 25.0, "fixed-window": 12.0, "weir": 15.4})
+    assert check.name == "inproc_cpu_vs_fixed_window" and not check.passed
+    assert check.actual == pytest.approx(15.4 / 12.0)
+    assert check.detail == "weir 15.4 us vs fixed-window 12.0 us per event"
+    assert inproc_checks({"weir": 9.0, "fixed-window": 12.0})[0].passed
+    assert inproc_checks({"weir": 9.0}) == []
+    result = _result()
+    result.inproc_us_per_event = {"fixed-window": 12.0, "weir": 11.0}
+    names = [c.name for c in scenario_checks_of(result)]
+    assert names[-1] == "inproc_cpu_vs_fixed_window"
 
 
 def test_scenario_checks_fail_on_lost_inputs_or_a_peer_meeting_the_tight_class() -> None:
