@@ -246,15 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     from bench.peers.report import render_markdown, write_all
-    from bench.peers.results import decode_result, expectations, summarize
-    from bench.peers.verdict import curve_rates, scenario_checks_of
+    from bench.peers.results import decode_result, summarize
+    from bench.peers.verdict import checks_of, curve_rates
 
     if args.report is not None:
         result = decode_result((args.report / "peers.json").read_bytes())
         for name, settings in (result.params.get("weir_variants") or {}).items():
             add_weir_variant(name, settings)
         result.summary = summarize(result.runs, curve_rates(result.curve, result.points))
-        result.checks = expectations(result.summary) + scenario_checks_of(result)
+        result.checks = checks_of(result)
         paths = write_all(result, args.report)
     else:
         from bench.peers.harness import run_bench

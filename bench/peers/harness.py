@@ -46,12 +46,11 @@ from bench.peers.results import (
     ContenderRun,
     ProfileSummary,
     Trial,
-    expectations,
     summarize,
 )
 from bench.peers.session import Options, Say, Session
 from bench.peers.trials import Plans, run_trial
-from bench.peers.verdict import curve_rates, mark_host_limits, points_of, scenario_checks_of
+from bench.peers.verdict import checks_of, curve_rates, mark_host_limits, points_of
 from replay.errors import ReplayError
 from replay.pacing import Pacing
 from replay.plan import load_plan
@@ -329,8 +328,7 @@ class Bench:
                 result.runs.append(run)
                 _save(result, opts.out)
         await self.curve(plans, names, result)
-        result.checks = expectations(result.summary)
-        result.checks += scenario_checks_of(result)
+        result.checks = checks_of(result)
         _save(result, opts.out)
         for name in opts.profile:
             if name not in result.summary:
@@ -390,11 +388,10 @@ def run_bench(opts: Options, *, say: Say | None = None) -> BenchResult:
             shutil.rmtree(opts.out / "kafka" / "data", ignore_errors=True)
     if opts.inproc_events > 0 and bench.feed is not None:
         from bench.peers import inproc
-        from bench.peers.verdict import inproc_checks
 
         bench.say(f"decision paths without Kafka ({opts.inproc_events:,} events, best of 3)")
         plan = load_plan(bench.feed, limit=opts.inproc_events)
         result.inproc_us_per_event = inproc.measure(plan, events=plan.n, bundle=opts.bundle)
-        result.checks += inproc_checks(result.inproc_us_per_event)
+        result.checks = checks_of(result)  # now with the in-process figures
         _save(result, opts.out)
     return result

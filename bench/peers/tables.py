@@ -53,23 +53,21 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
 def marks(p: CurvePoint) -> str:
     """``H 1/3`` (sender short of the rate in 1 of 3 repeats), ``L 2/3`` (sender late by
     more than 50 ms at least once in 2 of 3), ``B`` (host/broker)."""
-    out = []
-    if p.harness_limited:
-        out.append(f"H {p.harness_limited}/{p.repeats}")
-    if p.sender_lagged:
-        out.append(f"L {p.sender_lagged}/{p.repeats}")
-    if p.host_limited:
-        out.append("B")
-    return " ".join(out)
+    limits = _limits(p.harness_limited, p.sender_lagged, p.repeats)
+    return " ".join(m for m in (limits, "B" if p.host_limited else "") if m)
+
+
+def _limits(short: int, late: int, n: int) -> str:
+    """``H short/n L late/n``, each only when not 0."""
+    return " ".join([*([f"H {short}/{n}"] if short else []), *([f"L {late}/{n}"] if late else [])])
 
 
 def trial_marks(trials: Sequence[Trial]) -> str:
     """``marks`` for a scenario's repeats: ``H n/N`` (the sender short of the offered rate),
     ``L n/N`` (the sender late by more than 50 ms at least once); empty when neither."""
-    n = len(trials)
-    short = sum(t.harness_limited for t in trials)
-    late = sum(t.sender_behind for t in trials)
-    return " ".join([*([f"H {short}/{n}"] if short else []), *([f"L {late}/{n}"] if late else [])])
+    return _limits(
+        sum(t.harness_limited for t in trials), sum(t.sender_behind for t in trials), len(trials)
+    )
 
 
 def curve_rows(points: list[CurvePoint], contender: str) -> list[list[str]]:

@@ -40,6 +40,7 @@ from bench.peers.results import (
     Spread,
     Trial,
     check_name,
+    expectations,
     spread,
 )
 from schemas.decision import Status
@@ -286,12 +287,11 @@ class _Context(msgspec.Struct, frozen=True):
 
     def lateness(self, names: Iterable[str]) -> str:
         """``; the sender fell behind ...`` for those of ``names`` whose trials had it."""
-        parts = [
-            f"{n} {late}/{total}"
-            for n in names
-            for late, total in [self.late.get(n, (0, 0))]
-            if late
-        ]
+        parts = []
+        for n in names:
+            late, total = self.late.get(n, (0, 0))
+            if late:
+                parts.append(f"{n} {late}/{total}")
         if not parts:
             return ""
         return (
@@ -419,6 +419,12 @@ def mixed_figures(trials: Iterable[Trial]) -> dict[str, dict[str, Spread]]:
             "lost": spread(float(t.lost) for t in ts),
         }
     return out
+
+
+def checks_of(result: BenchResult) -> list[Check]:
+    """Every target of ``result`` judged: the replays' (``expectations``), the
+    scenarios' and, once they are in, the in-process figures'."""
+    return expectations(result.summary) + scenario_checks_of(result)
 
 
 def scenario_checks_of(result: BenchResult) -> list[Check]:
