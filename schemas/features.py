@@ -29,8 +29,8 @@ the anomaly score is ``|last_z - forecast|``.
 from __future__ import annotations
 
 import enum
-import heapq
 import math
+from bisect import bisect_left, insort
 from typing import Annotated, ClassVar
 
 import msgspec
@@ -190,7 +190,18 @@ class KeyState:
 class TradingState(KeyState):
     """Quotes, a bounded order book and trades of one instrument."""
 
-    __slots__ = ("ask", "ask_qty", "asks", "bid", "bid_qty", "bids", "book_updates", "mid")
+    __slots__ = (
+        "_ask_px",
+        "_bid_px",
+        "ask",
+        "ask_qty",
+        "asks",
+        "bid",
+        "bid_qty",
+        "bids",
+        "book_updates",
+        "mid",
+    )
 
     row_width = len(TRADING_ROW)
 
@@ -204,39 +215,53 @@ class TradingState(KeyState):
         """Latest mid price (0 until a quote, book or trade gave one): the label source."""
         self.bids: dict[float, float] = {}
         self.asks: dict[float, float] = {}
+        # Each side's prices in ascending order, beside its map: the best levels are a
+        # slice, not a heap pass over the whole book (``_depth_imbalance`` runs per book
+        # event, on up to ``2 * book_keep`` levels a side).
+        self._bid_px: list[float] = []
+        self._ask_px: list[float] = []
         self.book_updates = 0
 
     def _clip(self, bps: float) -> float:
         c = self.spec.clip_bps
         return c if bps > c else -c if bps < -c else bps
 
-    def _apply_levels(self, side: dict[float, float], levels: list[tuple[float, float]]) -> None:
+    @staticmethod
+    def _apply_levels(
+        side: dict[float, float], prices: list[float], levels: list[tuple[float, float]]
+    ) -> None:
         for px, qty in levels:
             if qty == 0.0:
-                side.pop(px, None)
+                if side.pop(px, None) is not None:
+                    del prices[bisect_left(prices, px)]
             else:
+                if px not in side:
+                    insort(prices, px)
                 side[px] = qty
 
     def _prune(self) -> None:
         keep = self.spec.book_keep
         if len(self.bids) > 2 * keep:
-            self.bids = {p: self.bids[p] for p in heapq.nlargest(keep, self.bids)}
+            self._bid_px = self._bid_px[-keep:]
+            self.bids = {p: self.bids[p] for p in self._bid_px}
         if len(self.asks) > 2 * keep:
-            self.asks = {p: self.asks[p] for p in heapq.nsmallest(keep, self.asks)}
+            self._ask_px = self._ask_px[:keep]
+            self.asks = {p: self.asks[p] for p in self._ask_px}
 
     def _depth_imbalance(self) -> float:
         n = self.spec.book_levels
         bids, asks = self.bids, self.asks
         if not bids or not asks:
             return 0.0
-        b = sum(bids[p] for p in heapq.nlargest(n, bids))
-        a = sum(asks[p] for p in heapq.nsmallest(n, asks))
+        # Best first, as the sums always ran: the same floats added in the same order.
+        b = sum(bids[p] for p in reversed(self._bid_px[-n:]))
+        a = sum(asks[p] for p in self._ask_px[:n])
         total = b + a
         return (b - a) / total if total > 0.0 else 0.0
 
     def _book_mid(self) -> float:
         if self.bids and self.asks:
-            return (max(self.bids) + min(self.asks)) / 2.0
+            return (self._bid_px[-1] + self._ask_px[0]) / 2.0
         return self.mid
 
     def update(self, event: Event, arrival_ns: int) -> None:
@@ -256,8 +281,10 @@ class TradingState(KeyState):
                 if isinstance(event, BookSnapshot):
                     self.bids.clear()
                     self.asks.clear()
-                self._apply_levels(self.bids, event.bids)
-                self._apply_levels(self.asks, event.asks)
+                    self._bid_px.clear()
+                    self._ask_px.clear()
+                self._apply_levels(self.bids, self._bid_px, event.bids)
+                self._apply_levels(self.asks, self._ask_px, event.asks)
                 self.book_updates += 1
                 if self.book_updates % 64 == 0:
                     self._prune()

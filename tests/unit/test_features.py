@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import math
+import random
 
 import numpy as np
 import pytest
@@ -110,6 +112,53 @@ def test_book_is_pruned() -> None:
         )
     assert len(st.bids) <= 20 and len(st.asks) <= 20
     assert max(st.bids) == 1000.0 and min(st.asks) == 2000.0
+
+
+def _heap_depth(bids: dict[float, float], asks: dict[float, float], n: int) -> float:
+    """Depth imbalance as a heap pass over the whole book computes it (the reference)."""
+    if not bids or not asks:
+        return 0.0
+    b = sum(bids[p] for p in heapq.nlargest(n, bids))
+    a = sum(asks[p] for p in heapq.nsmallest(n, asks))
+    return (b - a) / (b + a) if b + a > 0.0 else 0.0
+
+
+def test_book_ladders_give_the_whole_book_heap_result_bit_for_bit() -> None:
+    """Random diffs (adds, changes, deletes of present and absent levels), snapshots and
+    prunes: each side's sorted ladder is its map's prices, and the depth feature and the
+    book mid equal a heap pass over the map, to the last bit (a model trained on the
+    features of one must be served the same floats)."""
+    rng = random.Random(7)
+    spec = FeatureSpec(task=Task.TRADING, window=2, book_keep=10, book_levels=5)
+    st = spec.new_state()
+    assert isinstance(st, TradingState)
+
+    def levels(lo: float) -> list[tuple[float, float]]:
+        return [
+            (lo + rng.randrange(40) * 0.1, rng.choice((0.0, rng.random() * 3)))
+            for _ in range(rng.randrange(8))
+        ]
+
+    for i in range(3000):
+        if i % 500 == 0:
+            ev: BookDiff | BookSnapshot = BookSnapshot(
+                symbol="B", last_update_id=i, bids=levels(99.0), asks=levels(101.0)
+            )
+        else:
+            ev = BookDiff(
+                symbol="B",
+                first_update_id=i,
+                last_update_id=i,
+                bids=levels(98.0),
+                asks=levels(100.5),
+            )
+        st.update(ev, i)
+        assert st._bid_px == sorted(st.bids) and st._ask_px == sorted(st.asks)
+        want = _heap_depth(st.bids, st.asks, spec.book_levels)
+        assert st._depth_imbalance() == want
+        assert st._ring[(st._pos - 1) % st.window, 5] == np.float32(want)
+        if st.bids and st.asks:
+            assert st._book_mid() == (max(st.bids) + min(st.asks)) / 2.0
 
 
 def test_sensor_z_is_surprise_before_update() -> None:
