@@ -96,6 +96,12 @@ class Head:
         """The anomaly threshold (a log-likelihood); kept for callers of the old name."""
         return self.threshold
 
+    @property
+    def uses_targets(self) -> bool:
+        """Whether ``judge`` reads each row's target and its key's state (an anomaly head
+        does; a classes head reads the outputs only, so a caller may skip gathering them)."""
+        return self.kind == ANOMALY
+
     def new_key_state(self) -> AnomalyLikelihood | None:
         """What this head keeps per key beside its feature state (``None``: nothing)."""
         return AnomalyLikelihood(self.likelihood) if self.kind == ANOMALY else None

@@ -79,8 +79,9 @@ class OffsetTracker(Generic[TP]):
         if inflight and inflight[0] == offset:
             inflight.popleft()
             acked = part.acked
-            while inflight and inflight[0] in acked:
-                acked.discard(inflight.popleft())
+            if acked:  # in order (the usual case), nothing acknowledged early waits
+                while inflight and inflight[0] in acked:
+                    acked.discard(inflight.popleft())
         else:
             part.acked.add(offset)
         return True

@@ -15,12 +15,12 @@ A new model version (``engines.version.ModelVersion``, loaded and warmed off the
 by ``service.models``) is handed over with ``offer``; the dispatcher ``install``s it between
 two batches: engine, head, version string and the scheduler's latency profile change in one
 step, so every decision names the version that made it. The feature implementation and the
-per-key states stay: the version's feature contract must be the same.
+per-key states stay: the version's feature contract and its head's kind must be the same.
 
 Memory: each queued event holds a slot of the slot table (``service.slots``): its model
 input, written at ingest into the slot's row of a preallocated slab (the key's window moves
-on with later events, so it cannot be read at dispatch time), its target, its key's head
-state, coordinates and stamps. Dispatch gathers the batch's rows into the engine's bucket
+on with later events, so it cannot be read at dispatch time), its target and its key's
+head state (for a head that reads them, ``Head.uses_targets``), coordinates and stamps. Dispatch gathers the batch's rows into the engine's bucket
 buffer with one ``np.take``. The table has ``max_queue + max_batch`` slots: with none free
 an event is shed, the table never grows. Every decision is published from a slot
 (``_publish``).
@@ -272,6 +272,11 @@ class Pipeline:
                 f"model version {version.version} takes {engine.n_features} features per "
                 f"input but the feature implementation serving gives {self.spec.n_features}"
             )
+        if version.head.kind != self.head.kind:
+            raise EngineError(
+                f"model version {version.version} decides {version.head.kind!r} but the "
+                f"version serving decides {self.head.kind!r}: the keys' state is the old kind's"
+            )
         self.scheduler.profile.adopt(engine.profile)
         engine.observe = False
         self._place(engine)
@@ -336,6 +341,8 @@ class Pipeline:
         slab = slots.slab
         targets = slots.targets
         head_states = slots.head_state
+        # A classes head reads neither (``install`` keeps the kind for the pipeline's life).
+        keyed = self.head.uses_targets
         fill = slots.fill
         scratch = slots.scratch
         carry = self.trace
@@ -400,8 +407,9 @@ class Pipeline:
                 continue
             slot = free.pop()
             state.write_input(slab[slot])
-            targets[slot] = state.target()
-            head_states[slot] = store.last_head_state
+            if keyed:
+                targets[slot] = state.target()
+                head_states[slot] = store.last_head_state
             if topic != dl_topic:
                 dl_topic = topic
                 policy = self.budgets.policy(topic)

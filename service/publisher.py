@@ -45,6 +45,8 @@ Clock = Callable[[], int]
 MODEL_HEADER = "weir-model"
 STATUS_HEADER = "weir-status"
 _STATUS_BYTES = {s: s.value.encode() for s in Status}
+_NO_TARGETS = np.zeros(0)
+"""What a head that reads no targets (``Head.uses_targets``) is handed."""
 
 
 def _status_headers(model_version: str) -> dict[Status, list[tuple[str, bytes]]]:
@@ -122,9 +124,12 @@ class Publisher:
             return
         slots = self._slots
         head_state = slots.head_state
-        labels, scores, details = head.judge(
-            out, slots.targets[idx], [head_state[item.payload] for item in items]
-        )
+        if head.uses_targets:
+            labels, scores, details = head.judge(
+                out, slots.targets[idx], [head_state[item.payload] for item in items]
+            )
+        else:
+            labels, scores, details = head.judge(out, _NO_TARGETS, ())
         names = head.labels
         label_rows = labels.tolist()
         score_rows = scores.tolist()
@@ -149,8 +154,10 @@ class Publisher:
         source_ts = slots.source_ts
         kafka_ts = slots.kafka_ts
         ingest = slots.ingest
-        release = slots.release
+        free = slots.free  # a batch's slots are never the scratch: ``release`` inlined
         counters = self._counters
+        # Counted once for the batch, before any send (a send may suspend).
+        counters.decisions[Status.OK] += n
         for i, item in enumerate(items):
             slot = item.payload
             deadline = deadlines[slot]
@@ -185,14 +192,14 @@ class Publisher:
                 ),
                 anomaly=None if details is None else details[i],
             )
-            counters.decisions[Status.OK] += 1
             sent = headers
             if carry.held:
                 traced = carry.take(slot)
                 if traced is not None:
                     sent = [*headers, *traced]
             await send(out_topic, key.encode(), encode(decision), sent, (topic, part, off), on_ack)
-            release(slot)
+            head_state[slot] = None
+            free.append(slot)
         if obs is not None:
             obs.on_published(clock(), -self._w2m.offset_ns)
 

@@ -196,20 +196,18 @@ class EdfScheduler(Generic[P]):
             and dl < now_ns + self._profile.p99_ns(self._b1)
         ):
             return Outcome.EXPIRED
-        if self._n >= self._max:
+        n = self._n
+        if n >= self._max:
             return Outcome.SHED
         seq = self._seq
         self._seq = seq + 1
         item.seq = seq
         item.enqueued_ns = now_ns
-        item.late = False
-        item._eff = dl
-        item._live = True
-        self._n += 1
-        heap = self._heap
+        item._live = True  # ``late`` and ``_eff`` are as ``Item`` made them (each is queued once)
+        self._n = n = n + 1
         if q is None:
             self._keys[key] = deque((item,))
-            heappush(heap, (dl, seq, item))
+            heappush(self._heap, (dl, seq, item))
         else:
             if dl < q[-1]._eff:
                 # Suffix minimum: earlier events of the key inherit this deadline.
@@ -220,12 +218,13 @@ class EdfScheduler(Generic[P]):
                         break
                     prev._eff = dl
                 if head._eff != before:
+                    heap = self._heap
                     heappush(heap, (head._eff, head.seq, head))
+                    if len(heap) > 2 * len(self._keys) + 64:
+                        self._compact()  # only an inherited deadline leaves a stale entry
             q.append(item)
-            if len(heap) > 2 * len(self._keys) + 64:
-                self._compact()
         limit = self._lim if self._profile.version == self._lim_version else self._limit()
-        if self._paused or self._n > limit:
+        if self._paused or n > limit:
             self._pressure()
         return None
 
@@ -472,9 +471,15 @@ class EdfScheduler(Generic[P]):
                 del self._keys[key]
                 break
             nxt = q[0]
-            if len(items) >= target or (heap and (heap[0][0], heap[0][1]) < (nxt._eff, nxt.seq)):
+            if len(items) >= target:
                 heappush(heap, (nxt._eff, nxt.seq, nxt))
                 break
+            if heap:
+                top = heap[0]
+                eff = nxt._eff
+                if top[0] < eff or (top[0] == eff and top[1] < nxt.seq):
+                    heappush(heap, (eff, nxt.seq, nxt))
+                    break
             it = nxt
         self._n -= n
 

@@ -415,6 +415,24 @@ async def test_the_dispatcher_takes_one_offer_and_keeps_out_a_wrong_width(served
     assert s.pipe.model_version == "v1"
 
 
+async def test_the_dispatcher_keeps_out_another_decision_kind(served: Any) -> None:
+    """A version whose head decides another kind, offered directly (past the loader's
+    contract check), is not installed: the keys' state and the slots' targets are the
+    serving kind's. Its future holds the EngineError naming both kinds; v1 serves on."""
+    s = served()
+    other = _version("anom")
+    other.head = Head("anomaly")
+    with pytest.raises(EngineError) as bad:
+        await s.pipe.offer(other)
+    assert str(bad.value) == (
+        "model version anom decides 'anomaly' but the version serving decides 'classes': "
+        "the keys' state is the old kind's"
+    )
+    assert s.pipe.model_version == "v1"
+    await s.feed(0, 20)
+    assert {d.model_version for d in sink_decisions(s.sink)} == {"v1"}
+
+
 async def test_a_missing_watch_dir_is_looked_at_again_later(served: Any, tmp_path: Path) -> None:
     """A watch_dir that does not exist (yet) gives nothing to load, and no error."""
     tries: list[str] = []
