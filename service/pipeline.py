@@ -19,10 +19,11 @@ per-key states stay: the version's feature contract and its head's kind must be 
 
 Memory: each queued event holds a slot of the slot table (``service.slots``): its model
 input, written at ingest into the slot's row of a preallocated slab (the key's window moves
-on with later events, so it cannot be read at dispatch time), its target and its key's
-head state (for a head that reads them, ``Head.uses_targets``), coordinates and stamps. Dispatch gathers the batch's rows into the engine's bucket
-buffer with one ``np.take``. The table has ``max_queue + max_batch`` slots: with none free
-an event is shed, the table never grows. Every decision is published from a slot
+on with later events, so it cannot be read at dispatch time), its target and its key's head
+state (for a head that reads them, ``Head.uses_targets``), coordinates and stamps. Dispatch
+gathers the batch's rows into the engine's bucket buffer with one ``np.take``. The table
+has ``max_queue + max_batch`` slots: with none free an event is shed, the table never
+grows. Every decision is published from a slot
 (``_publish``).
 
 Every input gets exactly one outcome: a decision (``ok``, ``expired``, ``shed``,
