@@ -187,6 +187,18 @@ class KeyState:
         raise NotImplementedError
 
 
+def _book_of(levels: list[tuple[float, float]]) -> dict[float, float]:
+    """One side of a snapshot as a map, applied in order like a diff's levels (a repeated
+    price keeps its last quantity; a quantity of 0 deletes it)."""
+    side: dict[float, float] = {}
+    for px, qty in levels:
+        if qty == 0.0:
+            side.pop(px, None)
+        else:
+            side[px] = qty
+    return side
+
+
 class TradingState(KeyState):
     """Quotes, a bounded order book and trades of one instrument."""
 
@@ -279,12 +291,14 @@ class TradingState(KeyState):
             case BookDiff() | BookSnapshot():
                 is_book = 1.0
                 if isinstance(event, BookSnapshot):
-                    self.bids.clear()
-                    self.asks.clear()
-                    self._bid_px.clear()
-                    self._ask_px.clear()
-                self._apply_levels(self.bids, self._bid_px, event.bids)
-                self._apply_levels(self.asks, self._ask_px, event.asks)
+                    # A whole book (up to 5,000 levels a side): sorted once, not inserted.
+                    self.bids = _book_of(event.bids)
+                    self.asks = _book_of(event.asks)
+                    self._bid_px = sorted(self.bids)
+                    self._ask_px = sorted(self.asks)
+                else:
+                    self._apply_levels(self.bids, self._bid_px, event.bids)
+                    self._apply_levels(self.asks, self._ask_px, event.asks)
                 self.book_updates += 1
                 if self.book_updates % 64 == 0:
                     self._prune()

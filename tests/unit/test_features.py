@@ -141,9 +141,19 @@ def test_book_ladders_give_the_whole_book_heap_result_bit_for_bit() -> None:
 
     for i in range(3000):
         if i % 500 == 0:
+            # Two draws on one price grid: a snapshot may repeat a price (and zero it).
             ev: BookDiff | BookSnapshot = BookSnapshot(
-                symbol="B", last_update_id=i, bids=levels(99.0), asks=levels(101.0)
+                symbol="B",
+                last_update_id=i,
+                bids=levels(99.0) + levels(99.0),
+                asks=levels(101.0) + levels(101.0),
             )
+            want_bids: dict[float, float] = {}
+            for px, qty in ev.bids:  # applied in order, as a diff's levels are
+                if qty == 0.0:
+                    want_bids.pop(px, None)
+                else:
+                    want_bids[px] = qty
         else:
             ev = BookDiff(
                 symbol="B",
@@ -153,6 +163,8 @@ def test_book_ladders_give_the_whole_book_heap_result_bit_for_bit() -> None:
                 asks=levels(100.5),
             )
         st.update(ev, i)
+        if isinstance(ev, BookSnapshot):
+            assert st.bids == want_bids
         assert st._bid_px == sorted(st.bids) and st._ask_px == sorted(st.asks)
         want = _heap_depth(st.bids, st.asks, spec.book_levels)
         assert st._depth_imbalance() == want
