@@ -59,7 +59,10 @@ def marks(p: CurvePoint) -> str:
 
 def _limits(short: int, late: int, n: int) -> str:
     """``H short/n L late/n``, each only when not 0."""
-    return " ".join([*([f"H {short}/{n}"] if short else []), *([f"L {late}/{n}"] if late else [])])
+    parts = [f"H {short}/{n}"] if short else []
+    if late:
+        parts.append(f"L {late}/{n}")
+    return " ".join(parts)
 
 
 def trial_marks(trials: Sequence[Trial]) -> str:

@@ -424,12 +424,15 @@ def mixed_figures(trials: Iterable[Trial]) -> dict[str, dict[str, Spread]]:
 def checks_of(result: BenchResult) -> list[Check]:
     """Every target of ``result`` judged: the replays' (``expectations``), the
     scenarios' and, once they are in, the in-process figures'."""
-    return expectations(result.summary) + scenario_checks_of(result)
+    return (
+        expectations(result.summary)
+        + scenario_checks_of(result)
+        + inproc_checks(result.inproc_us_per_event)
+    )
 
 
 def scenario_checks_of(result: BenchResult) -> list[Check]:
-    """``scenario_checks`` with the medians of ``result``'s scenarios and 1x replays, and
-    ``inproc_checks`` once the in-process figures are in."""
+    """``scenario_checks`` with the medians of ``result``'s scenarios and 1x replays."""
     by = {sc.name: sc for sc in result.scenarios}
     goodputs: dict[str, float | None] = {}
     lost: dict[str, float | None] = {}
@@ -458,7 +461,7 @@ def scenario_checks_of(result: BenchResult) -> list[Check]:
         p99_normal=p99,
         overload_offered=offered,
         overload_late=late,
-    ) + inproc_checks(result.inproc_us_per_event)
+    )
 
 
 def inproc_checks(us_per_event: Mapping[str, float]) -> list[Check]:

@@ -28,6 +28,7 @@ from bench.peers.results import (
 )
 from bench.peers.session import Options, Session
 from bench.peers.verdict import (
+    checks_of,
     class_figures,
     curve_rates,
     good_inputs,
@@ -281,7 +282,7 @@ def test_inproc_check_compares_weir_with_the_fixed_window() -> None:
     assert inproc_checks({"weir": 9.0}) == []
     result = _result()
     result.inproc_us_per_event = {"fixed-window": 12.0, "weir": 11.0}
-    names = [c.name for c in scenario_checks_of(result)]
+    names = [c.name for c in checks_of(result)]
     assert names[-1] == "inproc_cpu_vs_fixed_window"
 
 
