@@ -14,7 +14,9 @@ scheduling, inference, decision building and the hand-off:
 Faust's and Quix's own machinery cannot run without their clients, so they are left out;
 their decision bodies are ``TakeCore`` / ``ApplyCore`` (the fixed-window and naive paths).
 Figures are the best of ``repeats`` (least disturbed by the rest of the host); the paths
-take turns within each repeat.
+take turns within each repeat, each after a full collection, so every path starts from the
+same collector state and pays for the collections its own allocations trigger, not for one
+the harness's 40,000 loaded records were about to cause.
 
 ``python -m bench.peers.inproc --feed F [--events N] [--repeats R]`` prints one JSON line
 of the three figures (a Binance ``.gz`` capture is imported under ``--out`` first, as
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 import time
@@ -159,6 +162,7 @@ def measure(
     for _ in range(repeats):
         for name, path in PATHS.items():
             model = PeerModel(base.engine, base.head, base.spec, base.model_version)
+            gc.collect()
             best[name] = min(best[name], path(model, recs, chunk))
     return {name: used / len(recs) * 1e6 for name, used in best.items()}
 
