@@ -1,8 +1,10 @@
 """The pipeline: decode → per-key state → deadline queue → batch → engine → decisions.
 
 Transport-agnostic: records come in through ``ingest`` (from Kafka or from memory), messages
-go out through a ``Sink``; the offset tracker learns of every durable acknowledgement. One
-dispatcher task owns the engine: it polls the scheduler, runs each batch, and publishes the
+go out through a ``Sink``; the offset tracker learns of every durable acknowledgement. The
+pipeline is the inbound half (``ingest``: decode, key state, slot, deadline, queue) and
+builds the rest: one dispatcher task (``service.dispatcher``) owns the engine: it polls the
+scheduler, runs each batch, and has the ``Publisher`` (``service.publisher``) send the
 batch's decisions in row order, so decisions of one key leave in event order.
 
 The model is a package (``engines.package``): the pipeline knows only its feature
@@ -13,9 +15,8 @@ key's event order. ``warm`` (after a seek back) rebuilds the feature states only
 
 A new model version (``engines.version.ModelVersion``, loaded and warmed off the hot path
 by ``service.models``) is handed over with ``offer``; the dispatcher ``install``s it between
-two batches: engine, head, version string and the scheduler's latency profile change in one
-step, so every decision names the version that made it. The feature implementation and the
-per-key states stay: the version's feature contract and its head's kind must be the same.
+two batches (``service.dispatcher``). The feature implementation and the per-key states
+stay: the version's feature contract and its head's kind must be the same.
 
 Memory: each queued event holds a slot of the slot table (``service.slots``): its model
 input, written at ingest into the slot's row of a preallocated slab (the key's window moves
@@ -23,8 +24,7 @@ on with later events, so it cannot be read at dispatch time), its target and its
 state (for a head that reads them, ``Head.uses_targets``), coordinates and stamps. Dispatch
 gathers the batch's rows into the engine's bucket buffer with one ``np.take``. The table
 has ``max_queue + max_batch`` slots: with none free an event is shed, the table never
-grows. Every decision is published from a slot
-(``_publish``).
+grows. Every decision is published from a slot (``Publisher.one`` and ``Publisher.batch``).
 
 Every input gets exactly one outcome: a decision (``ok``, ``expired``, ``shed``,
 ``warming``, ``error``) on the decision topic, or a dead letter (undecodable or invalid
@@ -39,13 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from engines.base import Engine, FloatArray
+from engines.base import Engine
 from engines.errors import EngineError
 from engines.features import Features
 from engines.head import Head
@@ -55,16 +52,15 @@ from schemas.decision import Status
 from schemas.errors import DecodeError, SchemaError
 from service.base import Record, Sink
 from service.counters import Counters
+from service.dispatcher import Dispatcher
 from service.errors import ServiceError
 from service.inbound import build_decoder
 from service.offsets import OffsetTracker
-from service.probe import Prober
 from service.publisher import Publisher
-from service.scheduler.base import Batch, Item, Outcome, Scheduler
+from service.scheduler.base import Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
 from service.scheduler.factory import build_scheduler
-from service.scheduler.timer import make_timer
-from service.settings import Anchor, ExpiryPolicy, Settings
+from service.settings import Anchor, Settings
 from service.slots import SlotTable
 from service.state import StateStore
 from service.tasks import TaskSupervisor
@@ -75,8 +71,6 @@ if TYPE_CHECKING:
     from service.shadow import Shadow
 
 TP = tuple[str, int]
-SLOW_ENGINE_TURNS = 4
-"""``turns_after_batch = "auto"``: loop turns after each batch of a slow engine."""
 Clock = Callable[[], int]
 
 
@@ -107,8 +101,6 @@ class Pipeline:
                 f"expects {engine.n_features}"
             )
         self.settings = settings
-        self.engine = engine
-        self.head = head
         self.spec = spec
         self.sink = sink
         self._clock = clock
@@ -118,39 +110,18 @@ class Pipeline:
         self.state = StateStore(spec, settings.state.max_keys, head.new_key_state)
         self.budgets = Budgets.from_settings(settings.scheduler)
         self.w2m = WallToMono(mono=clock, wall=wall)
-        self.scheduler: Scheduler[int] = scheduler or build_scheduler(
+        sched = scheduler or build_scheduler(
             settings.scheduler, engine.profile, on_backpressure=on_backpressure
         )
-        # The scheduler records every batch's latency in the profile on ``complete``.
-        engine.observe = False
-        self._prober = Prober(engine, self.scheduler.profile, self.budgets, self.counters)
-        k = settings.kafka
         self._decoder = decoder if decoder is not None else build_decoder(settings)
         """Record bytes to event, key and source time (``[schema]``; ``schemas.base``)."""
-        self._max_bytes = k.max_event_bytes
-        self._expire_infer = settings.scheduler.expiry is ExpiryPolicy.INFER_LATE
+        self._max_bytes = settings.kafka.max_event_bytes
         self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
         """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
-        self._idx = np.zeros(engine.max_batch, dtype=np.intp)
-        self._turns_setting = settings.scheduler.turns_after_batch
-        self.turns = 1
-        """Loop turns after each batch for the serving engine (``_place``)."""
-        self._offload = settings.engine.offload
-        self._offload_above_ns = int(settings.engine.offload_above_ms * 1e6)
-        self._executor: ThreadPoolExecutor | None = None
-        self.offloaded = False
-        """Whether the serving engine's ``infer`` runs in the worker thread (``offload``)."""
-        self._place(engine)
         self._chunk = settings.scheduler.ingest_chunk
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._deciding = False
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.tasks = tasks or TaskSupervisor()
         """Starts the dispatcher; its death is a failure of the pipeline (``failed``)."""
-        self._offer: tuple[ModelVersion, asyncio.Future[None]] | None = None
         self.observer = observer
         """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
         self.trace = TraceCarry(self.slots.scratch + 1, self.counters)
@@ -171,17 +142,31 @@ class Pipeline:
         """Builds and sends every decision and dead letter (``service.publisher``)."""
         self._publish = self.publisher.one
         self._dead_letter = self.publisher.dead_letter
-        self.tracer = tracer
-        """Makes a span per batch (``service.base.BatchTracer``); ``None``: off."""
-        self.shadow: Shadow | None = None
-        """A candidate offered a copy of every batch that ran (``service.shadow``)."""
+        self.dispatcher = Dispatcher(
+            settings=settings,
+            engine=engine,
+            head=head,
+            n_features=spec.n_features,
+            scheduler=sched,
+            slots=self.slots,
+            publisher=self.publisher,
+            counters=self.counters,
+            budgets=self.budgets,
+            w2m=self.w2m,
+            trace=self.trace,
+            clock=clock,
+            observer=observer,
+            tracer=tracer,
+        )
+        """Owns the engine: runs the scheduler's batches (``service.dispatcher``)."""
+        self._wake = self.dispatcher.wake
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the dispatcher task on the running loop (supervised by ``tasks``)."""
         if self._task is None:
-            self._task = self.tasks.spawn(self._dispatch_loop(), "weir-dispatch")
+            self._task = self.tasks.spawn(self.dispatcher.run(), "weir-dispatch")
 
     @property
     def failed(self) -> ServiceError | None:
@@ -191,6 +176,12 @@ class Pipeline:
         return self.tasks.failure or self.publisher.failed
 
     @property
+    def scheduler(self) -> Scheduler[int]:
+        """The deadline queue the events wait in and the dispatcher polls (one object for
+        the pipeline's life: pass another as ``scheduler``)."""
+        return self.dispatcher.scheduler
+
+    @property
     def queued(self) -> int:
         """Events waiting in the scheduler."""
         return self.scheduler.queued
@@ -198,7 +189,7 @@ class Pipeline:
     @property
     def idle(self) -> bool:
         """Nothing queued and no batch in flight or being published."""
-        return self.scheduler.queued == 0 and not self.scheduler.busy and not self._deciding
+        return self.dispatcher.idle
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every queued event is decided and every message acknowledged."""
@@ -210,9 +201,10 @@ class Pipeline:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._idle.clear()
+            went_idle = self.dispatcher.went_idle
+            went_idle.clear()
             try:
-                await asyncio.wait_for(self._idle.wait(), min(remaining, 0.05))
+                await asyncio.wait_for(went_idle.wait(), min(remaining, 0.05))
             except TimeoutError:
                 continue
         try:
@@ -223,17 +215,12 @@ class Pipeline:
 
     async def close(self) -> None:
         """Stop the dispatcher (queued events stay undecided: drain first)."""
-        self._closing = True
         self._wake.set()
         task, self._task = self._task, None
-        if self._offer is not None:
-            self._offer[1].cancel()
-            self._offer = None
         if task is not None:
             task.cancel()
             await asyncio.wait([task])  # a death was reported through ``tasks`` already
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        self.dispatcher.close()
 
     # -- model versions ----------------------------------------------------------------------
 
@@ -243,72 +230,54 @@ class Pipeline:
         return self.publisher.model_version
 
     def offer(self, version: ModelVersion) -> asyncio.Future[None]:
-        """Have the dispatcher ``install`` ``version`` before its next batch; the future is
-        done once it serves (or holds the ``EngineError`` that kept it out)."""
-        if self._offer is not None:
-            raise ServiceError(
-                f"model version {self._offer[0].version} is already waiting to be installed"
-            )
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._offer = (version, future)
-        self._wake.set()
-        return future
+        """Have the dispatcher install ``version`` before its next batch (``Dispatcher.offer``)."""
+        return self.dispatcher.offer(version)
 
     def withdraw(self, version: ModelVersion) -> bool:
-        """Take back an ``offer`` of ``version`` not installed yet; False when it was (or
-        another version waits)."""
-        if self._offer is None or self._offer[0] is not version:
-            return False
-        self._offer[1].cancel()
-        self._offer = None
-        return True
+        """Take back an ``offer`` not installed yet (``Dispatcher.withdraw``)."""
+        return self.dispatcher.withdraw(version)
 
     def install(self, version: ModelVersion) -> None:
-        """Serve ``version`` from now on, in one step (nothing awaited): its engine, head
-        and version string, and its measured profile in the scheduler's. Call it between
-        batches only (the dispatcher does, for ``offer``)."""
-        engine = version.engine
-        if engine.n_features != self.spec.n_features:
-            raise EngineError(
-                f"model version {version.version} takes {engine.n_features} features per "
-                f"input but the feature implementation serving gives {self.spec.n_features}"
-            )
-        if version.head.kind != self.head.kind:
-            raise EngineError(
-                f"model version {version.version} decides {version.head.kind!r} but the "
-                f"version serving decides {self.head.kind!r}: the keys' state is the old kind's"
-            )
-        self.scheduler.profile.adopt(engine.profile)
-        engine.observe = False
-        self._place(engine)
-        self.engine = engine
-        self.head = version.head
-        self.publisher.set_model(version.version)
-        self._prober = Prober(engine, self.scheduler.profile, self.budgets, self.counters)
+        """Serve ``version`` from now on, between batches only (``Dispatcher.install``)."""
+        self.dispatcher.install(version)
 
-    def _place(self, engine: Engine) -> None:
-        """Run ``engine``'s calls in the worker thread or inline, as ``[engine] offload``
-        says, and set the loop turns after each batch (``auto``, both: from whether its
-        largest bucket's p99 exceeds ``offload_above_ms``)."""
-        slow = engine.profile.p99_ns(engine.max_batch) > self._offload_above_ns
-        offload = slow if self._offload == "auto" else self._offload
-        if offload and self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="weir-engine")
-        self.offloaded = offload
-        turns = self._turns_setting
-        self.turns = (SLOW_ENGINE_TURNS if slow else 1) if turns == "auto" else turns
+    @property
+    def engine(self) -> Engine:
+        """The serving version's engine."""
+        return self.dispatcher.engine
 
-    def _take_offer(self) -> None:
-        assert self._offer is not None
-        (version, future), self._offer = self._offer, None
-        try:
-            self.install(version)
-        except EngineError as exc:
-            if not future.done():
-                future.set_exception(exc)
-            return
-        if not future.done():
-            future.set_result(None)
+    @property
+    def head(self) -> Head:
+        """The serving version's head."""
+        return self.dispatcher.head
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether the serving engine's ``infer`` runs in the worker thread."""
+        return self.dispatcher.offloaded
+
+    @property
+    def turns(self) -> int:
+        """Loop turns after each batch for the serving engine."""
+        return self.dispatcher.turns
+
+    @property
+    def tracer(self) -> BatchTracer | None:
+        """Makes a span per batch (``service.base.BatchTracer``); ``None``: off."""
+        return self.dispatcher.tracer
+
+    @tracer.setter
+    def tracer(self, tracer: BatchTracer | None) -> None:
+        self.dispatcher.tracer = tracer
+
+    @property
+    def shadow(self) -> Shadow | None:
+        """A candidate offered a copy of every batch that ran (``service.shadow``)."""
+        return self.dispatcher.shadow
+
+    @shadow.setter
+    def shadow(self, shadow: Shadow | None) -> None:
+        self.dispatcher.shadow = shadow
 
     # -- ingest ------------------------------------------------------------------------------
 
@@ -343,7 +312,7 @@ class Pipeline:
         targets = slots.targets
         head_states = slots.head_state
         # A classes head reads neither (``install`` keeps the kind for the pipeline's life).
-        keyed = self.head.uses_targets
+        keyed = self.dispatcher.head.uses_targets
         fill = slots.fill
         scratch = slots.scratch
         carry = self.trace
@@ -436,7 +405,7 @@ class Pipeline:
             if outcome is Outcome.EXPIRED:
                 # Hopeless on arrival: it never reaches a poll, so probe from here too, or a
                 # profile that expires everything at submit would never see a recovery.
-                self._probe((item,), now)
+                self.dispatcher.probe((item,), now)
                 await self._publish(slot, Status.EXPIRED)
             elif outcome is not None:
                 await self._publish(slot, Status.SHED)
@@ -457,153 +426,3 @@ class Pipeline:
                 store.update(event, ts_ms * 1_000_000 if ts_ms >= 0 else wall_now, key)
             except SchemaError:
                 continue  # it went to the dead-letter topic the first time
-
-    # -- dispatch ----------------------------------------------------------------------------
-
-    async def _dispatch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        sched = self.scheduler
-        wake = self._wake
-        clock = self._clock
-        timer = make_timer(wake.set, loop=loop, clock=clock)
-        try:
-            await self._dispatch(sched, wake, clock, timer, loop)
-        finally:
-            timer.close()
-
-    async def _dispatch(
-        self,
-        sched: Scheduler[int],
-        wake: asyncio.Event,
-        clock: Clock,
-        timer: Any,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        while True:
-            if self._offer is not None:
-                self._take_offer()  # between batches: nothing of the old version in flight
-            now = clock()
-            result = sched.poll(now)
-            if isinstance(result, Batch):
-                expired = result.expired
-                # Until its last decision is handed to the sink (whose ``send`` may wait for
-                # room), the batch keeps the pipeline from being idle.
-                self._deciding = True
-                if not result.items:
-                    if expired:
-                        self._probe(expired, now)
-                    for item in expired:
-                        await self._publish(item.payload, Status.EXPIRED)
-                    self._deciding = False
-                    continue
-                # The planned batch has the tightest slack: nothing is awaited between the
-                # poll and the engine call (an await lets ingest run for milliseconds). The
-                # expired decisions go out after the inference and before the batch's, so
-                # each key's decisions keep their order.
-                await self._run_batch(result, loop)
-                self._deciding = False
-                # Let the sink and the producer send these decisions before the next batch
-                # (publishing suspends only when the sink is full, so back-to-back batches
-                # would hold them): a turn for each step on their way (``turns_after_batch``).
-                for _ in range(self.turns):  # per model version (``_place``)
-                    await asyncio.sleep(0)
-                continue
-            if self.idle:
-                self._idle.set()
-                if self.shadow is not None:
-                    self.shadow.wake()  # it runs its queued batches while the primary idles
-            wake.clear()
-            if result is None:
-                await wake.wait()
-                continue
-            if result <= now:
-                continue
-            timer.arm(result)
-            await wake.wait()
-            timer.disarm()
-            woke = clock()
-            if woke >= result:  # the timer (not a new event) woke us: report its lateness
-                sched.note_wake(woke - result, woke)
-
-    def _gather(self, items: Sequence[Item[int]], bucket: int) -> np.ndarray:
-        """Copy the items' feature rows into ``bucket``'s input buffer; return their slots."""
-        n = len(items)
-        idx = self._idx[:n]
-        for i, item in enumerate(items):
-            idx[i] = item.payload
-        np.take(self.slots.slab, idx, axis=0, out=self.engine.input_buffer(bucket)[:n])
-        return idx
-
-    def _probe(self, expired: Sequence[Item[int]], now: int) -> None:
-        """Time the engine on rows that just expired, when the ``Prober`` says so."""
-        bucket = self._prober.due(now, len(expired))
-        if bucket is None:
-            return
-        n = min(len(expired), bucket)
-        self._gather(expired[:n], bucket)
-        self._prober.run(bucket, n)
-
-    async def _run_batch(self, batch: Batch[int], loop: asyncio.AbstractEventLoop) -> None:
-        items = batch.items
-        n = len(items)
-        bucket = batch.bucket
-        engine = self.engine
-        idx = self._gather(items, bucket)
-        dispatch = self._clock()
-        counters = self.counters
-        counters.batches += 1
-        counters.batch_rows += n
-        error: str | None = None
-        out: FloatArray | None = None
-        try:
-            if not self.offloaded:
-                out = engine.infer(bucket, n)
-            else:
-                out = await loop.run_in_executor(self._executor, engine.infer, bucket, n)
-        except EngineError as exc:
-            error = str(exc)
-            counters.engine_errors += 1
-        done = self._clock()
-        self.scheduler.complete(batch, engine.last_latency_ns if error is None else -1)
-        obs = self.observer
-        if obs is not None:
-            slots = self.slots
-            obs.on_batch(
-                bucket, items, slots.ingest, slots.kafka_ts, slots.source_ts, dispatch, done
-            )
-        tracer = self.tracer
-        if tracer is not None:
-            m2w = -self.w2m.offset_ns
-            tracer.begin(
-                bucket,
-                items,
-                self.trace,
-                self.slots.ingest,
-                dispatch,
-                done,
-                self.model_version,
-                error,
-                m2w,
-            )
-        shadow = self.shadow
-        if shadow is not None and error is None:
-            # A copy, queued without waiting; the shadow runs once the dispatcher yields.
-            shadow.offer(engine.input_buffer(bucket), items, idx, self.slots, -self.w2m.offset_ns)
-        # An expired or shed event of a key in this batch is earlier in that key: its
-        # decision goes first; the others wait until the batch's decisions are out.
-        later: list[tuple[Item[int], Status]] = []
-        if batch.expired or batch.shed:
-            keys = {item.key for item in items}
-            for group, status in ((batch.expired, Status.EXPIRED), (batch.shed, Status.SHED)):
-                for item in group:
-                    if item.key in keys:
-                        await self._publish(item.payload, status)
-                    else:
-                        later.append((item, status))
-        await self.publisher.batch(items, idx, out, dispatch, done, error, self.head)
-        out_at = self._clock()
-        self.scheduler.note_publish(out_at - done, out_at)
-        if tracer is not None:
-            tracer.end(out_at)
-        for item, status in later:
-            await self._publish(item.payload, status)

@@ -17,6 +17,7 @@ from service.base import BatchObserver
 from service.memory import MemorySink
 from service.metrics import Metrics
 from service.pipeline import Pipeline
+from service.scheduler.base import Scheduler
 from service.settings import Settings, load_settings
 from service.view import InMemoryView
 
@@ -72,7 +73,8 @@ def make_engine() -> MakeEngine:
 def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
     """An in-memory pipeline (not started) on a fresh ``make_engine(**engine_kw)`` unless
     ``engine`` is given, publishing to a ``MemorySink``: ``(pipeline, sink, engine)``;
-    ``decoder`` replaces the one the settings build; ``clock`` is its monotonic clock."""
+    ``decoder`` replaces the one the settings build; ``clock`` is its monotonic clock;
+    ``scheduler`` builds the pipeline's scheduler from the engine (default: the settings')."""
 
     def make(
         *,
@@ -85,6 +87,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
         decoder: EventDecoder | None = None,
         head: Head | None = None,
         clock: Callable[[], int] = time.monotonic_ns,
+        scheduler: Callable[[FakeEngine], Scheduler[int]] | None = None,
         **engine_kw: int,
     ) -> tuple[Pipeline, MemorySink, FakeEngine]:
         engine = engine or make_engine(task=task, **engine_kw)
@@ -99,6 +102,7 @@ def make_pipeline(make_engine: MakeEngine) -> MakePipeline:
             observer=observer,
             decoder=decoder,
             clock=clock,
+            scheduler=None if scheduler is None else scheduler(engine),
         )
         return pipe, sink, engine
 

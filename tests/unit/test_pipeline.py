@@ -301,7 +301,7 @@ async def test_batch_runs_before_any_await_and_expired_keep_key_order(
 ) -> None:
     """Nothing is sent between the poll and the engine call; an expired event of a batch key
     is published before the batch's decision, the other expired ones after it."""
-    pipe, sink, engine = make_pipeline()
+    pipe, sink, engine = make_pipeline(scheduler=lambda e: _ScriptedScheduler(e.profile))
     calls_at_send: list[tuple[str, int, int]] = []
     codec = decision_codec()
 
@@ -310,7 +310,6 @@ async def test_batch_runs_before_any_await_and_expired_keep_key_order(
         calls_at_send.append((d.key, d.offset, engine._calls))
 
     sink._on_message = seen
-    pipe.scheduler = _ScriptedScheduler(engine.profile)
     # Fill both keys' windows first, so the three records below reach the scheduler.
     warm = [_quote_record(i, key=k) for k in ("A", "B") for i in range(WINDOW - 1)]
     for j, r in enumerate(warm):
