@@ -332,6 +332,17 @@ async def test_batch_runs_before_any_await_and_expired_keep_key_order(
     assert all(calls == calls_before + 1 for _, _, calls in tail)
 
 
+def test_one_scheduler_serves_ingest_and_the_dispatcher(make_pipeline: Any) -> None:
+    """The scheduler given at construction is the one ingest queues into and the dispatcher
+    polls; it cannot be swapped afterwards, which would leave the two halves apart."""
+    pipe, _, engine = make_pipeline(scheduler=lambda e: _ScriptedScheduler(e.profile))
+    assert isinstance(pipe.scheduler, _ScriptedScheduler)
+    assert pipe.dispatcher.scheduler is pipe.scheduler
+    with pytest.raises(AttributeError):
+        pipe.scheduler = _ScriptedScheduler(engine.profile)  # type: ignore[misc]
+    assert pipe.dispatcher.scheduler is pipe.scheduler
+
+
 async def test_large_ingest_lets_the_dispatcher_run_between_chunks(make_pipeline: Any) -> None:
     """With ingest_chunk=8, batches are decided while a 200-record ingest call is still
     going, and later chunks get later ingest times."""
