@@ -18,12 +18,14 @@ from bench.peers.base import CONTENDERS, WEIRS
 from bench.peers.config import PeerConfig, weir_settings
 from bench.peers.report import render_markdown, write_all
 from bench.peers.results import (
+    FIGURES,
     BenchResult,
     ClassFigures,
     Scenario,
     Trial,
     decode_result,
     encode_result,
+    spread,
     summarize,
 )
 from bench.peers.session import Options, Session
@@ -272,18 +274,36 @@ def test_scenario_checks_name_offered_rates_a_late_sender_and_a_short_floor() ->
 
 
 def test_inproc_check_compares_weir_with_the_fixed_window() -> None:
-    """15.4 us against 12.0 is 1.28x: not met; without both figures nothing is judged; a
-    redraw of a result with in-process figures judges them too."""
+    """15.4 us against 12.0 is 1.28x: not met; without both figures nothing is judged; the
+    services' own CPU per 1,000 events at 10x is named beside it when both are known; a
+    redraw of a result with in-process figures judges them too, with the service figures."""
     (check,) = inproc_checks({"naive": 25.0, "fixed-window": 12.0, "weir": 15.4})
     assert check.name == "inproc_cpu_vs_fixed_window" and not check.passed
     assert check.actual == pytest.approx(15.4 / 12.0)
     assert check.detail == "weir 15.4 us vs fixed-window 12.0 us per event"
     assert inproc_checks({"weir": 9.0, "fixed-window": 12.0})[0].passed
     assert inproc_checks({"weir": 9.0}) == []
+    (named,) = inproc_checks(
+        {"fixed-window": 12.0, "weir": 15.4}, service_cpu={"fixed-window": 0.2, "weir": 0.22}
+    )
+    assert named.detail == (
+        "weir 15.4 us vs fixed-window 12.0 us per event; the whole service in the 10x "
+        "replay: weir 0.220 s vs fixed-window 0.200 s of CPU per 1,000 events (1.10x)"
+    )
+    assert not named.passed  # judged in process, as #14 states it
+    assert inproc_checks({"fixed-window": 12.0, "weir": 15.4}, {"weir": 0.22})[0].detail == (
+        "weir 15.4 us vs fixed-window 12.0 us per event"
+    )
     result = _result()
     result.inproc_us_per_event = {"fixed-window": 12.0, "weir": 11.0}
-    names = [c.name for c in checks_of(result)]
-    assert names[-1] == "inproc_cpu_vs_fixed_window"
+    result.summary["weir"]["cpu_s_per_1k_10x"] = spread([0.21, 0.22, 0.23])
+    result.summary["fixed-window"] = {f: spread(()) for f in FIGURES}
+    result.summary["fixed-window"]["cpu_s_per_1k_10x"] = spread([0.19, 0.2, 0.3])
+    checks = checks_of(result)
+    assert checks[-1].name == "inproc_cpu_vs_fixed_window"
+    assert checks[-1].detail.endswith(
+        "weir 0.220 s vs fixed-window 0.200 s of CPU per 1,000 events (1.10x)"
+    )
 
 
 def test_scenario_checks_fail_on_lost_inputs_or_a_peer_meeting_the_tight_class() -> None:
