@@ -122,8 +122,6 @@ class Pipeline:
         self._task: asyncio.Task[None] | None = None
         self.tasks = tasks or TaskSupervisor()
         """Starts the dispatcher; its death is a failure of the pipeline (``failed``)."""
-        self.observer = observer
-        """Told of every batch, twice (``service.base.BatchObserver``); ``None``: off."""
         self.trace = TraceCarry(self.slots.scratch + 1, self.counters)
         """Each queued event's trace headers, by slot (``service.tracing``)."""
         self.publisher = Publisher(
