@@ -352,6 +352,25 @@ class Recorder:
             p99 = LOWEST_NS * math.exp((i + 1) / _LIVE_PER_E) / 1e6
         return Snapshot(self.n_sent, self.n_outcomes, self.outstanding, p99, self.max_lag_ns / 1e6)
 
+    def stage_spans(self) -> dict[str, tuple[I64, npt.NDArray[np.bool_]]]:
+        """Each stage's duration per input sent (ns, indexed by ``seq``) and where both
+        of its stamps are known (module docstring: **stages**)."""
+        n = self.n_sent
+        actual, ingest, dispatch = self.actual[:n], self.ingest[:n], self.dispatch[:n]
+        infer_done, publish, received = self.infer_done[:n], self.publish[:n], self.received[:n]
+        pairs = {
+            "broker_in": (ingest, actual),
+            "queue_wait": (dispatch, ingest),
+            "inference": (infer_done, dispatch),
+            "publish": (publish, infer_done),
+            "broker_out": (received, publish),
+        }
+        out = {}
+        for name in STAGES:
+            late_t, early_t = pairs[name]
+            out[name] = (late_t - early_t, (late_t > 0) & (early_t > 0))
+        return out
+
     def finish(
         self,
         *,
@@ -416,21 +435,10 @@ class Recorder:
             "raw": summarize((received - actual)[resp]),
             "source": summarize((received - source)[has_src]),
         }
-        ingest = self.ingest[:n]
-        dispatch = self.dispatch[:n]
-        infer_done = self.infer_done[:n]
-        pairs = {
-            "broker_in": (ingest, actual),
-            "queue_wait": (dispatch, ingest),
-            "inference": (infer_done, dispatch),
-            "publish": (publish, infer_done),
-            "broker_out": (received, publish),
+        stages = {
+            name: summarize(span[resp & known])
+            for name, (span, known) in self.stage_spans().items()
         }
-        stages = {}
-        for name in STAGES:
-            late_t, early_t = pairs[name]
-            m = resp & (late_t > 0) & (early_t > 0)
-            stages[name] = summarize((late_t - early_t)[m])
 
         sent_mask = actual > 0
         lag = (actual - intended)[sent_mask]

@@ -93,6 +93,9 @@ class ClassFigures(msgspec.Struct, kw_only=True):
     attainment: float | None
     p99_ms: float | None
     lost: int
+    stages_p99_ms: dict[str, float] = {}
+    """Each stage's p99 over this class's decided inputs (``replay.measure``: **stages**),
+    where the class's tail is spent."""
 
 
 class CurvePoint(msgspec.Struct, frozen=True, kw_only=True):

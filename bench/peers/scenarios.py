@@ -107,6 +107,7 @@ def class_figures_of(
         classes=classes[:n],
         topics=dict(enumerate(topics)),
         budgets_ms=dict(enumerate(budgets_ms)),
+        stages=rec.stage_spans(),
     )
 
 

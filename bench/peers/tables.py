@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from bench.peers.results import BenchResult, CurvePoint, Scenario, Spread, Trial, spread
 from bench.peers.verdict import mixed_figures, overload_figures, points_of, rate_spread
+from replay.results import STAGES
 
 
 def _fmt(v: float | None, kind: str) -> str:
@@ -189,11 +190,13 @@ def _mixed(sc: Scenario) -> list[str]:
             "loose attainment",
             "loose p99 ms",
             "lost",
+            "tight p99 by stage ms",
             "harness",
         ]
     ]
     for name, f in mixed_figures(sc.trials).items():
         ts = [t for t in sc.trials if t.contender == name]
+        by_stage = [f[f"tight_{stage}_p99_ms"].median for stage in STAGES]
         rows.append(
             [
                 name,
@@ -202,10 +205,18 @@ def _mixed(sc: Scenario) -> list[str]:
                 cell(f["loose_attainment"], "pct"),
                 cell(f["loose_p99_ms"], "ms"),
                 cell(f["lost"], "int"),
+                " / ".join("-" if v is None else f"{v:.1f}" for v in by_stage),
                 trial_marks(ts),
             ]
         )
-    return [markdown_table(rows)]
+    return [
+        "Tight p99 by stage: the tight class's p99 of each stage, median over the "
+        "repeats, in the order " + " / ".join(STAGES) + " (`replay.measure`: broker_in "
+        "from the harness's send to the service's ingest, queue_wait to the batch's "
+        "dispatch, inference, publish, broker_out to the harness's receipt).",
+        "",
+        markdown_table(rows),
+    ]
 
 
 def _heavy(sc: Scenario) -> list[str]:

@@ -43,6 +43,7 @@ from bench.peers.results import (
     expectations,
     spread,
 )
+from replay.results import STAGES
 from schemas.decision import Status
 
 ECHO = "echo"
@@ -200,10 +201,12 @@ def class_figures(
     classes: npt.NDArray[np.int8],
     topics: Mapping[int, str],
     budgets_ms: Mapping[int, float],
+    stages: Mapping[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]] | None = None,
 ) -> dict[str, ClassFigures]:
     """Per class (by topic): inputs, in-deadline ``ok``, attainment against that class's
-    own budget (``replay.measure``'s definition), p99 and lost; arrays indexed by send
-    sequence, as a ``Recorder`` holds them."""
+    own budget (``replay.measure``'s definition), p99, lost and, given ``stages`` (a
+    ``Recorder.stage_spans()``), each stage's p99; arrays indexed by send sequence, as a
+    ``Recorder`` holds them."""
     ok_code = _STATUS_CODE[Status.OK]
     warm_code = _STATUS_CODE[Status.WARMING]
     dead_code = len(_STATUS_CODE)
@@ -223,6 +226,11 @@ def class_figures(
             attainment=int(np.count_nonzero(good)) / denom if denom else None,
             p99_ms=float(np.percentile(lat, 99.0)) / 1e6 if lat.size else None,
             lost=int(np.count_nonzero(m & (status == -1))),
+            stages_p99_ms={
+                name: float(np.percentile(np.maximum(span[resp & known], 0), 99.0)) / 1e6
+                for name, (span, known) in (stages or {}).items()
+                if np.any(resp & known)
+            },
         )
     return out
 
@@ -406,7 +414,8 @@ def _loose(t: Trial) -> ClassFigures | None:
 
 
 def mixed_figures(trials: Iterable[Trial]) -> dict[str, dict[str, Spread]]:
-    """Contender -> tight / loose class attainment and p99, and lost, over the repeats."""
+    """Contender -> tight / loose class attainment and p99, lost, and the tight class's
+    p99 per stage (``tight_<stage>_p99_ms``), over the repeats."""
     out: dict[str, dict[str, Spread]] = {}
     for (name, _), ts in _groups(trials).items():
         tight = [_tight(t) for t in ts]
@@ -417,6 +426,10 @@ def mixed_figures(trials: Iterable[Trial]) -> dict[str, dict[str, Spread]]:
             "loose_attainment": spread(c.attainment for c in loose if c),
             "loose_p99_ms": spread(c.p99_ms for c in loose if c),
             "lost": spread(float(t.lost) for t in ts),
+            **{
+                f"tight_{stage}_p99_ms": spread(c.stages_p99_ms.get(stage) for c in tight if c)
+                for stage in STAGES
+            },
         }
     return out
 

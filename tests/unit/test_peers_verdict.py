@@ -221,6 +221,32 @@ def test_class_figures_judge_each_class_by_its_own_budget() -> None:
     assert (tight.inputs, tight.good, tight.lost) == (5, 1, 1)
     assert tight.attainment == pytest.approx(1 / 4)
     assert (loose.inputs, loose.good, loose.attainment) == (2, 2, 1.0)
+    assert tight.stages_p99_ms == {} == loose.stages_p99_ms  # no stamps given
+
+
+def test_class_figures_give_each_class_its_own_stage_tail() -> None:
+    """Each class's stage p99 is over its own decided inputs: the tight class's 40 ms
+    broker_in shows there and not in the loose class; a warming decision, a lost input and
+    an input whose stamps are unknown do not count; a negative span (two clocks) is 0."""
+    ok, warming = (list(Status).index(s) for s in (Status.OK, Status.WARMING))
+    status = np.array([ok, ok, warming, -1, ok, ok, ok], np.int8)
+    classes = np.array([1, 1, 1, 1, 1, 0, 0], np.int8)
+    ms = 1_000_000
+    broker_in = np.array([40, 40, 900, 900, 900, 1, 1], np.int64) * ms
+    known = np.array([True, True, True, True, False, True, True])
+    queue = np.array([-3, -3, 0, 0, 0, 2, 2], np.int64) * ms
+    figs = class_figures(
+        status=status,
+        acked=np.ones(7, np.bool_),
+        late=np.zeros(7, np.bool_),
+        e2e_ns=np.full(7, ms, np.int64),
+        classes=classes,
+        topics={1: "tight", 0: "loose"},
+        budgets_ms={1: 50.0, 0: 500.0},
+        stages={"broker_in": (broker_in, known), "queue_wait": (queue, known)},
+    )
+    assert figs["tight"].stages_p99_ms == pytest.approx({"broker_in": 40.0, "queue_wait": 0.0})
+    assert figs["loose"].stages_p99_ms == pytest.approx({"broker_in": 1.0, "queue_wait": 2.0})
 
 
 def test_scenario_checks_state_each_target_met_or_not() -> None:
@@ -335,6 +361,13 @@ def _classes(tight: float, loose: float) -> dict[str, ClassFigures]:
             attainment=tight,
             p99_ms=4.0,
             lost=0,
+            stages_p99_ms={
+                "broker_in": 2.5,
+                "queue_wait": 1.5,
+                "inference": 0.5,
+                "publish": 0.3,
+                "broker_out": 1.0,
+            },
         ),
         "in1": ClassFigures(
             topic="in1",
@@ -432,7 +465,8 @@ def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
     assert (
         "| naive | overload-3x | 3,000 | 67 | 2.22% | 900 | 90,000 / 0 / 0 / 0 | 0 | L 1/1 |" in md
     )
-    assert "| naive | 60.00% | 4.00 | 99.00% | 30.00 | 0 |  |" in md
+    assert "| naive | 60.00% | 4.00 | 99.00% | 30.00 | 0 | 2.5 / 1.5 / 0.5 / 0.3 / 1.0 |  |" in md
+    assert "in the order broker_in / queue_wait / inference / publish / broker_out" in md
     assert "| 2 | 2,000 | 0.050 | 1,000 | ceiling |" in md
     assert "- weir x3: did not start" in md
     assert (
