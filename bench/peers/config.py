@@ -3,9 +3,10 @@
 The harness writes a ``PeerConfig`` as JSON on the child's stdin (``bench.peers.worker``);
 every contender reads the same one, so they all see the same broker, topics, bundle,
 bucket sizes and SLO budget. ``weir_settings`` turns it into weir ``Settings`` (defaults
-plus the broker, topics and group, ops endpoint off): the aiokafka contenders take their
-client settings from there too, so weir, the naive loop, the fixed-window batcher and the
-echo run identical consumer and producer configurations.
+plus the broker, topics and group; the ops endpoint off unless ``weir_env`` turns it on,
+as the harness does for a single weir worker, ``bench.peers.opsprobe``): the aiokafka
+contenders take their client settings from there too, so weir, the naive loop, the
+fixed-window batcher and the echo run identical consumer and producer configurations.
 """
 
 from __future__ import annotations

@@ -211,6 +211,11 @@ class Bench:
             f"dup {t.duplicated}, cpu/1k {cpu} s, "
             f"{'ok' if t.sustainable else 'NOT sustainable'}"
             f"{' (harness-limited)' if t.harness_limited else ''} load {t.loadavg[0]:.1f}"
+            + (
+                ""
+                if t.loop_held_ms is None
+                else f", loop held >= {t.loop_held_ms:g} ms, gc >= {t.gc_pause_ms or 0:g} ms"
+            )
         )
 
     async def profile(self, name: str, rate: float, plans: Plans) -> ProfileSummary | None:

@@ -25,6 +25,9 @@ RESULT_FORMAT = "weir.bench.peers/1"
 MIN_ATTAINMENT = 0.99
 MIN_SEND_RATIO = 0.95
 """A sender that achieved less than this share of the offered rate limited the trial."""
+LONG_HOLD_MS = 50.0
+"""A trial whose weir loop was held this long at least once is marked ``S`` (the same
+50 ms as the sender's own ``L`` mark)."""
 
 
 class Trial(msgspec.Struct, kw_only=True):
@@ -80,6 +83,11 @@ class Trial(msgspec.Struct, kw_only=True):
     """Input topic -> its class's figures (the mixed-deadline scenario)."""
     workers: int = 1
     """Contender processes in the consumer group (``--workers``)."""
+    loop_held_ms: float | None = None
+    """weir only (one worker): its event loop was held at least this long once during the
+    trial (``bench.peers.opsprobe``); None: not read."""
+    gc_pause_ms: float | None = None
+    """weir only (one worker): its longest garbage collection was at least this long."""
 
 
 class ClassFigures(msgspec.Struct, kw_only=True):
@@ -93,7 +101,7 @@ class ClassFigures(msgspec.Struct, kw_only=True):
     attainment: float | None
     p99_ms: float | None
     lost: int
-    stages_p99_ms: dict[str, float] = {}
+    stages_p99_ms: dict[str, float] = msgspec.field(default_factory=dict)
     """Each stage's p99 over this class's decided inputs (``replay.measure``: **stages**),
     where the class's tail is spent."""
 
@@ -117,6 +125,9 @@ class CurvePoint(msgspec.Struct, frozen=True, kw_only=True):
     sender_lagged: int = 0
     """Repeats whose sender was late by more than the runner's threshold (50 ms) at least
     once: its latencies include the harness's own stalls (coordinated-omission charged)."""
+    service_held: int = 0
+    """Repeats where weir's own event loop was held ``LONG_HOLD_MS`` or more at least once
+    (``Trial.loop_held_ms``): its process, not the broker, stalled there."""
     host_limited: bool = False
     """The echo floor was not sustainable at this rate or below (host or broker limit)."""
 

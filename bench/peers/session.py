@@ -22,6 +22,7 @@ import msgspec
 from bench.peers import procstat
 from bench.peers.base import CONTENDERS, Contender
 from bench.peers.config import PeerConfig, weir_settings
+from bench.peers.opsprobe import free_port
 from replay.errors import ReplayError
 from replay.kafka import KafkaTransport, ensure_topics
 from replay.measure import Recorder
@@ -132,6 +133,14 @@ class Session:
         work = opts.out / "work" / f"{tag}-{contender.name}"
         inputs = [f"{name}-in", *(f"{name}-in{i}" for i in range(1, len(budgets_ms)))]
         self.partitions = max(opts.partitions, workers)
+        self.ops_port = free_port() if contender.weir and workers == 1 else None
+        """A single weir worker serves its ops endpoint here, so each trial can read what
+        its process went through (``bench.peers.opsprobe``); None: no endpoint."""
+        ops = (
+            {"WEIR_HTTP__ENABLED": "true", "WEIR_HTTP__PORT": str(self.ops_port)}
+            if self.ops_port is not None
+            else {}
+        )
         self.cfg = PeerConfig(
             bootstrap=bootstrap,
             input_topic=inputs[0],
@@ -147,7 +156,7 @@ class Session:
             max_wait_ms=opts.max_wait_ms,
             loop=opts.loop,
             workdir=str(work),
-            weir_env={**contender.settings, **opts.weir_env} if contender.weir else {},
+            weir_env={**contender.settings, **opts.weir_env, **ops} if contender.weir else {},
         )
         self.settings = weir_settings(self.cfg)
         self.log_file = opts.out / "logs" / f"{tag}-{contender.name}.log"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.peers.results import BenchResult, CurvePoint, Scenario, Spread, Trial, spread
-from bench.peers.verdict import mixed_figures, overload_figures, points_of, rate_spread
+from bench.peers.verdict import held, mixed_figures, overload_figures, points_of, rate_spread
 from replay.results import STAGES
 
 
@@ -53,24 +53,27 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
 
 def marks(p: CurvePoint) -> str:
     """``H 1/3`` (sender short of the rate in 1 of 3 repeats), ``L 2/3`` (sender late by
-    more than 50 ms at least once in 2 of 3), ``B`` (host/broker)."""
-    limits = _limits(p.harness_limited, p.sender_lagged, p.repeats)
+    more than 50 ms at least once in 2 of 3), ``S 1/3`` (weir's loop held 50 ms or more at
+    least once in 1 of 3), ``B`` (host/broker)."""
+    limits = _limits(p.harness_limited, p.sender_lagged, p.service_held, p.repeats)
     return " ".join(m for m in (limits, "B" if p.host_limited else "") if m)
 
 
-def _limits(short: int, late: int, n: int) -> str:
-    """``H short/n L late/n``, each only when not 0."""
-    parts = [f"H {short}/{n}"] if short else []
-    if late:
-        parts.append(f"L {late}/{n}")
-    return " ".join(parts)
+def _limits(short: int, late: int, held: int, n: int) -> str:
+    """``H short/n L late/n S held/n``, each only when not 0."""
+    counts = (("H", short), ("L", late), ("S", held))
+    return " ".join(f"{mark} {k}/{n}" for mark, k in counts if k)
 
 
 def trial_marks(trials: Sequence[Trial]) -> str:
     """``marks`` for a scenario's repeats: ``H n/N`` (the sender short of the offered rate),
-    ``L n/N`` (the sender late by more than 50 ms at least once); empty when neither."""
+    ``L n/N`` (the sender late by more than 50 ms at least once), ``S n/N`` (weir's loop
+    held 50 ms or more at least once); empty when none."""
     return _limits(
-        sum(t.harness_limited for t in trials), sum(t.sender_behind for t in trials), len(trials)
+        sum(t.harness_limited for t in trials),
+        sum(t.sender_behind for t in trials),
+        sum(held(t) for t in trials),
+        len(trials),
     )
 
 
@@ -108,7 +111,10 @@ def curve_markdown(result: BenchResult) -> list[str]:
         f"SLO (p99 <= {budget} ms, >= 99 % in budget, nothing lost, sender keeping up). "
         "Marks: `H n/N` the harness's sender fell short of the rate in n of N repeats "
         "(harness limit); `L n/N` the sender was late by more than 50 ms at least once in "
-        "n of N repeats (its stalls are charged to the latencies); `B` the echo floor (no "
+        "n of N repeats (its stalls are charged to the latencies); `S n/N` weir's own "
+        "event loop was held 50 ms or more at least once in n of N repeats (read from its "
+        "ops endpoint: a collection, a long call, or the host not running it; without `S`, "
+        "a weir stall was outside its process); `B` the echo floor (no "
         "model) already failed at this rate or below (host or broker limit).",
         "",
     ]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.peers import procstat
+from bench.peers import opsprobe, procstat
 from bench.peers.results import MIN_ATTAINMENT, MIN_SEND_RATIO, ClassFigures, Trial
 from bench.peers.session import Options, Session
 from replay.kafka import KafkaTransport
@@ -156,6 +156,7 @@ async def run_trial(
     own0 = procstat.cpu_seconds(me)
     brk0 = procstat.cpu_seconds(broker) if broker else None
     load0 = _loadavg()
+    ops0 = await opsprobe.sample(session.ops_port)
     planned = pacing.planned_s(plan.n, plan.span_s) or plan.span_s
     result, rec = await session.measure(
         plan, pacing, quiet_s=opts.quiet_s, max_s=3 * planned + 60.0, transport=transport
@@ -163,6 +164,7 @@ async def run_trial(
     cpu1 = _cpu(pids)
     own1 = procstat.cpu_seconds(me)
     brk1 = procstat.cpu_seconds(broker) if broker else None
+    loop_held, gc_pause = opsprobe.holds(ops0, await opsprobe.sample(session.ops_port))
     session.sample_rss()
     path = opts.out / "runs" / f"{name}.json"
     write_result(result, path)
@@ -180,6 +182,7 @@ async def run_trial(
         result_file=str(path.relative_to(opts.out)),
         workers=session.workers,
     )
+    trial.loop_held_ms, trial.gc_pause_ms = loop_held, gc_pause
     if classes is not None:
         trial.classes = classes(rec)
     return trial

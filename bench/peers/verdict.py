@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from bench.peers.base import WEIRS
 from bench.peers.results import (
+    LONG_HOLD_MS,
     MIN_ATTAINMENT,
     BenchResult,
     Check,
@@ -100,7 +101,14 @@ def point_of(trials: Sequence[Trial], *, budget_ms: float) -> CurvePoint:
         sustainable=sustainable,
         harness_limited=sum(t.harness_limited for t in trials),
         sender_lagged=sum(t.sender_behind for t in trials),
+        service_held=sum(held(t) for t in trials),
     )
+
+
+def held(t: Trial) -> bool:
+    """Whether weir's loop was held ``LONG_HOLD_MS`` or more during ``t`` (False when not
+    read: a peer, or several workers)."""
+    return t.loop_held_ms is not None and t.loop_held_ms >= LONG_HOLD_MS
 
 
 def points_of(steps: Iterable[Trial], *, budget_ms: float) -> list[CurvePoint]:

@@ -2,7 +2,9 @@
 
 Default settings (deadline scheduler, ``max_hold_ms = 0``, budget = the SLO budget, one
 worker, at-least-once with the offset tracker, uvloop) with only the broker, topics, group
-and bundle set, and the ops endpoint off (no port clashes between runs).
+and bundle set. The ops endpoint is off, except for a single worker, which serves it on a
+free port the harness picked and reads before and after each trial
+(``bench.peers.opsprobe``); several workers would need a port each.
 """
 
 from __future__ import annotations

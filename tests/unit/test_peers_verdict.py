@@ -387,7 +387,8 @@ def _result() -> BenchResult:
         steps += [
             _t("weir", 1000, 1.5, repeat=repeat),
             _t("weir", 2000, 2.5, repeat=repeat, harness_limited=repeat == 2, sender_behind=True),
-            _t("weir", 4000, 9.0, repeat=repeat),
+            # weir's loop: held 100 ms in one repeat, 25 ms (below the mark) in another.
+            _t("weir", 4000, 9.0, repeat=repeat, loop_held_ms={1: 100.0, 2: 25.0}.get(repeat)),
             _t("naive", 1000, 3.0, repeat=repeat),
             _t("naive", 2000, 20.0, repeat=repeat),
             _t("echo", 1000, 1.0, repeat=repeat),
@@ -418,7 +419,7 @@ def _result() -> BenchResult:
         ),
     ]
     mixed = [
-        _t("weir", None, 40.0, load="mixed", classes=_classes(0.995, 1.0)),  # type: ignore[arg-type]
+        _t("weir", None, 40.0, load="mixed", classes=_classes(0.995, 1.0), loop_held_ms=50.0),  # type: ignore[arg-type]
         _t("naive", None, 40.0, load="mixed", classes=_classes(0.6, 0.99)),  # type: ignore[arg-type]
     ]
     scale = [
@@ -451,13 +452,13 @@ def _result() -> BenchResult:
 
 
 def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
-    """The markdown has each contender's curve (H, L and B marks), the overload goodput, the
+    """The markdown has each contender's curve (H, L, S and B marks), the overload goodput, the
     per-class attainment, the scale-out table, and each target met or not."""
     md = render_markdown(_result())
     assert "### weir (ramp stopped: slo)" in md
     assert md.index("### weir") < md.index("### naive") < md.index("### echo")  # run order
     assert "| 2,000 | 1.25 | 2.50 | 5.00 | 99.90% | 0.050 | ok H 1/3 L 3/3 |" in md
-    assert "| 4,000 | 4.50 | 9.00 | 18.00 | 50.00% | 0.050 | ✗ B |" in md
+    assert "| 4,000 | 4.50 | 9.00 | 18.00 | 50.00% | 0.050 | ✗ S 1/3 B |" in md
     assert (
         "| weir | overload-3x | 6,000 | 4,000 | 66.67% | 4.00 | 120,000 / 0 / 60,000 / 0 | 0 |  |"
         in md
@@ -466,6 +467,9 @@ def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
         "| naive | overload-3x | 3,000 | 67 | 2.22% | 900 | 90,000 / 0 / 0 / 0 | 0 | L 1/1 |" in md
     )
     assert "| naive | 60.00% | 4.00 | 99.00% | 30.00 | 0 | 2.5 / 1.5 / 0.5 / 0.3 / 1.0 |  |" in md
+    assert (
+        "| weir | 99.50% | 4.00 | 100.00% | 30.00 | 0 | 2.5 / 1.5 / 0.5 / 0.3 / 1.0 | S 1/1 |" in md
+    )
     assert "in the order broker_in / queue_wait / inference / publish / broker_out" in md
     assert "| 2 | 2,000 | 0.050 | 1,000 | ceiling |" in md
     assert "- weir x3: did not start" in md
@@ -555,9 +559,19 @@ def test_weir_configurations_run_their_settings_and_the_run_s_bundle(tmp_path: P
     assert e2e.cfg.bundle == "/b/wide" and e2e.settings.engine.bundle == "/b/wide"
     default = Session(CONTENDERS["weir"], opts, "b:1", "y", print)
     assert default.settings.scheduler.anchor is Anchor.INGEST
-    assert default.cfg.weir_env == {"WEIR_SCHEDULER__MAX_HOLD_MS": "1.0"}
+    # A single weir worker serves its ops endpoint on a port of its own (opsprobe).
+    assert default.ops_port is not None
+    assert default.cfg.weir_env == {
+        "WEIR_SCHEDULER__MAX_HOLD_MS": "1.0",
+        "WEIR_HTTP__ENABLED": "true",
+        "WEIR_HTTP__PORT": str(default.ops_port),
+    }
+    assert default.settings.http.enabled and default.settings.http.port == default.ops_port
     peer = Session(CONTENDERS["fixed-window"], opts, "b:1", "z", print, bundle="/b/teacher")
     assert peer.cfg.weir_env == {} and peer.cfg.bundle == "/b/teacher"
+    assert peer.ops_port is None and not peer.settings.http.enabled
+    two = Session(CONTENDERS["weir"], opts, "b:1", "w", print, workers=2)
+    assert two.ops_port is None and not two.settings.http.enabled  # a port each: not done
     assert {"weir", "weir-e2e"} == WEIRS
 
 

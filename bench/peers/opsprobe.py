@@ -1,0 +1,119 @@
+"""What weir's own process went through during a trial, read from its ops endpoint.
+
+A trial's stage breakdown says where an event's time went (``replay.measure``: broker in,
+queue, inference, publish, broker out); it cannot say whether a 100 ms gap in ``broker_in``
+was the broker, the Kafka client, or weir's process not running. weir times that itself:
+every event-loop wake-up that came late (``weir_event_loop_lag_seconds``: something held
+the loop, or the host did not schedule the process) and every garbage collection
+(``weir_gc_pause_seconds``), as cumulative Prometheus histograms on ``/metrics``.
+
+So each single-worker weir session serves its ops endpoint on a port of its own, the
+harness reads ``/metrics`` before and after each trial, and the difference of the bucket
+counts gives the longest hold the trial saw, to the resolution of the buckets
+(``held_at_least_ms``): 0 when every wake-up was on time to the first bucket, None when
+the endpoint could not be read. The two reads cost the service one page each per trial;
+nothing is read while events are measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from prometheus_client.parser import text_string_to_metric_families
+
+LOOP_LAG = "weir_event_loop_lag_seconds"
+GC_PAUSE = "weir_gc_pause_seconds"
+METRICS = (LOOP_LAG, GC_PAUSE)
+
+Buckets = dict[float, float]
+"""Upper bound (s) -> cumulative count, summed over the metric's labels."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the OS's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def parse_buckets(text: str, names: tuple[str, ...] = METRICS) -> dict[str, Buckets]:
+    """Each named histogram's cumulative bucket counts in a Prometheus text page (labels
+    other than ``le`` summed: the GC's generations count as one)."""
+    out: dict[str, Buckets] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in names:
+            continue
+        buckets = out.setdefault(family.name, {})
+        for sample in family.samples:
+            if sample.name != f"{family.name}_bucket":
+                continue
+            le = float(sample.labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + float(sample.value)
+    return out
+
+
+def held_at_least_ms(before: Buckets | None, after: Buckets | None) -> float | None:
+    """The lower edge (ms) of the highest bucket whose count grew between two reads of a
+    cumulative histogram: the longest hold was at least that long (0.0: nothing grew above
+    the first bucket; None: a read is missing)."""
+    if before is None or after is None:
+        return None
+    bounds = sorted(after)
+    worst = 0.0
+    below_prev = below_now = 0.0
+    lower = 0.0
+    for le in bounds:
+        cum_prev, cum_now = before.get(le, 0.0), after[le]
+        grew = (cum_now - below_now) - (cum_prev - below_prev)
+        if grew > 0:
+            worst = lower
+        below_prev, below_now = cum_prev, cum_now
+        lower = le
+    return worst * 1e3
+
+
+async def read_metrics(port: int, *, host: str = "127.0.0.1", timeout_s: float = 2.0) -> str:
+    """``GET /metrics`` from the service's ops endpoint (raises ``OSError`` or
+    ``TimeoutError`` when it cannot be read)."""
+
+    async def get() -> str:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(
+                f"GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
+        if status.split()[1:2] != [b"200"]:
+            raise OSError(f"/metrics on port {port} answered {status.decode(errors='replace')!r}")
+        return body.decode()
+
+    return await asyncio.wait_for(get(), timeout_s)
+
+
+async def sample(port: int | None) -> dict[str, Buckets] | None:
+    """Both histograms now, or None when there is no endpoint or it cannot be read (the
+    trial goes on without them)."""
+    if port is None:
+        return None
+    try:
+        return parse_buckets(await read_metrics(port))
+    except (OSError, TimeoutError, ValueError):
+        return None
+
+
+def holds(
+    before: dict[str, Buckets] | None, after: dict[str, Buckets] | None
+) -> tuple[float | None, float | None]:
+    """(loop held, GC pause) at least this many ms during the trial (``held_at_least_ms``)."""
+    b, a = before or {}, after or {}
+    return (
+        held_at_least_ms(b.get(LOOP_LAG), a.get(LOOP_LAG)) if before and after else None,
+        held_at_least_ms(b.get(GC_PAUSE), a.get(GC_PAUSE)) if before and after else None,
+    )
