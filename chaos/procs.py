@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from service.http import http_get
+
 __all__ = ["ServiceProc", "http_get", "rss_kb", "write_toml"]
 
 
@@ -73,30 +75,6 @@ def _children(pid: int) -> list[int]:
     except OSError:
         pass
     return out
-
-
-async def http_get(port: int, path: str, *, timeout_s: float = 1.0) -> tuple[int, bytes]:
-    """``GET http://127.0.0.1:port/path``: status and body; ``(0, b"")`` when unreachable."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            try:
-                writer.write(
-                    f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-                )
-                await writer.drain()
-                data = await reader.read()
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-    except (OSError, TimeoutError):
-        return 0, b""
-    head, _, body = data.partition(b"\r\n\r\n")
-    try:
-        return int(head.split(b" ", 2)[1]), body
-    except (IndexError, ValueError):
-        return 0, body
 
 
 class ServiceProc:

@@ -254,6 +254,32 @@ def _content_length(head: bytes) -> int | None:
     return None
 
 
+async def http_get(port: int, path: str, *, timeout_s: float = 1.0) -> tuple[int, bytes]:
+    """A client for these endpoints: ``GET http://127.0.0.1:port/path``, its status and
+    body; ``(0, b"")`` when unreachable or past ``timeout_s`` (the chaos suite and the peer
+    benchmark read running workers with it)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(
+                    f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+                )
+                await writer.drain()
+                data = await reader.read()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except (OSError, TimeoutError):
+        return 0, b""
+    head, _, body = data.partition(b"\r\n\r\n")
+    try:
+        return int(head.split(b" ", 2)[1]), body
+    except (IndexError, ValueError):
+        return 0, body
+
+
 LIVE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

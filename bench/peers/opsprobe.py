@@ -17,10 +17,11 @@ nothing is read while events are measured.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from service.http import http_get
 
 LOOP_LAG = "weir_event_loop_lag_seconds"
 GC_PAUSE = "weir_gc_pause_seconds"
@@ -74,37 +75,17 @@ def held_at_least_ms(before: Buckets | None, after: Buckets | None) -> float | N
     return worst * 1e3
 
 
-async def read_metrics(port: int, *, host: str = "127.0.0.1", timeout_s: float = 2.0) -> str:
-    """``GET /metrics`` from the service's ops endpoint (raises ``OSError`` or
-    ``TimeoutError`` when it cannot be read)."""
-
-    async def get() -> str:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(
-                f"GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-            raw = await reader.read()
-        finally:
-            writer.close()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0]
-        if status.split()[1:2] != [b"200"]:
-            raise OSError(f"/metrics on port {port} answered {status.decode(errors='replace')!r}")
-        return body.decode()
-
-    return await asyncio.wait_for(get(), timeout_s)
-
-
-async def sample(port: int | None) -> dict[str, Buckets] | None:
-    """Both histograms now, or None when there is no endpoint or it cannot be read (the
-    trial goes on without them)."""
+async def sample(port: int | None, *, timeout_s: float = 2.0) -> dict[str, Buckets] | None:
+    """Both histograms now, or None when there is no endpoint or it did not answer 200
+    (the trial goes on without them)."""
     if port is None:
         return None
+    code, body = await http_get(port, "/metrics", timeout_s=timeout_s)
+    if code != 200:
+        return None
     try:
-        return parse_buckets(await read_metrics(port))
-    except (OSError, TimeoutError, ValueError):
+        return parse_buckets(body.decode())
+    except ValueError:
         return None
 
 
