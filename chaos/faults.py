@@ -13,7 +13,8 @@ import time
 
 from chaos.context import Clock, Context, Row, drive, http_port
 from chaos.load import committed_offsets, recovery_s
-from chaos.procs import ServiceProc, http_get
+from chaos.procs import ServiceProc
+from service.http import http_get
 
 __all__ = ["broker_restart", "kill_worker", "kill_worker_eos", "restart_commit"]
 

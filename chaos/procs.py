@@ -20,9 +20,7 @@ from typing import Any
 
 import orjson
 
-from service.http import http_get
-
-__all__ = ["ServiceProc", "http_get", "rss_kb", "write_toml"]
+__all__ = ["ServiceProc", "rss_kb", "write_toml"]
 
 
 def write_toml(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:

@@ -12,7 +12,8 @@ import secrets
 import time
 
 from chaos.context import Context, Row, drive, http_port
-from chaos.procs import ServiceProc, http_get
+from chaos.procs import ServiceProc
+from service.http import http_get
 
 __all__ = ["sasl_tls"]
 

@@ -50,7 +50,6 @@ import numpy.typing as npt
 from hdrh.histogram import HdrHistogram
 
 from replay.results import (
-    STAGES,
     SUMMARY_PERCENTILES,
     Completeness,
     LatencySummary,
@@ -358,18 +357,16 @@ class Recorder:
         n = self.n_sent
         actual, ingest, dispatch = self.actual[:n], self.ingest[:n], self.dispatch[:n]
         infer_done, publish, received = self.infer_done[:n], self.publish[:n], self.received[:n]
-        pairs = {
+        pairs = {  # the keys are STAGES, in order
             "broker_in": (ingest, actual),
             "queue_wait": (dispatch, ingest),
             "inference": (infer_done, dispatch),
             "publish": (publish, infer_done),
             "broker_out": (received, publish),
         }
-        out = {}
-        for name in STAGES:
-            late_t, early_t = pairs[name]
-            out[name] = (late_t - early_t, (late_t > 0) & (early_t > 0))
-        return out
+        return {
+            name: (late - early, (late > 0) & (early > 0)) for name, (late, early) in pairs.items()
+        }
 
     def finish(
         self,

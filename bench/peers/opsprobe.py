@@ -61,17 +61,12 @@ def held_at_least_ms(before: Buckets | None, after: Buckets | None) -> float | N
     the first bucket; None: a read is missing)."""
     if before is None or after is None:
         return None
-    bounds = sorted(after)
-    worst = 0.0
-    below_prev = below_now = 0.0
-    lower = 0.0
-    for le in bounds:
-        cum_prev, cum_now = before.get(le, 0.0), after[le]
-        grew = (cum_now - below_now) - (cum_prev - below_prev)
-        if grew > 0:
+    worst = lower = grew_below = 0.0
+    for le in sorted(after):
+        grew = after[le] - before.get(le, 0.0)  # wake-ups at or below ``le`` this trial
+        if grew > grew_below:
             worst = lower
-        below_prev, below_now = cum_prev, cum_now
-        lower = le
+        grew_below, lower = grew, le
     return worst * 1e3
 
 
@@ -95,6 +90,6 @@ def holds(
     """(loop held, GC pause) at least this many ms during the trial (``held_at_least_ms``)."""
     b, a = before or {}, after or {}
     return (
-        held_at_least_ms(b.get(LOOP_LAG), a.get(LOOP_LAG)) if before and after else None,
-        held_at_least_ms(b.get(GC_PAUSE), a.get(GC_PAUSE)) if before and after else None,
+        held_at_least_ms(b.get(LOOP_LAG), a.get(LOOP_LAG)),
+        held_at_least_ms(b.get(GC_PAUSE), a.get(GC_PAUSE)),
     )
