@@ -114,7 +114,7 @@ PEERS_ARGS ?= --budget-ms 50 --mixed-budgets-ms 50,500 --mixed-speed 6
 
 bench-peers: $(VENV)/.bench $(HEAVY)/wide/package.json ## weir (two configurations) vs naive loop, fixed window, Faust, Quix Streams and the echo floor on Apache Kafka
 	$(VENV_PATH) $(BIN)/python -m bench.peers --out build/peers --heavy-bundle $(HEAVY)/wide \
-	  --mixed-bundle $(HEAVY)/wide $(PEERS_ARGS)
+	  --mixed-bundle $(HEAVY)/wide --overload-bundle $(HEAVY)/wide $(PEERS_ARGS)
 
 deploy-check: $(VENV)/.dev ## promtool, hadolint, kubernetes-validate, dashboard and compose checks
 	$(VENV_PATH) $(BIN)/python -m pytest tests/unit/test_deploy.py

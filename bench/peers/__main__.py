@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         "harness's and the broker's CPU grow with the offered rate on a shared host)",
     )
     p.add_argument(
+        "--overload-bundle",
+        default="",
+        help="the model bundle of the overload scenario (default: --bundle's, overloaded at "
+        "multiples of the curve's rates); another bundle is ramped first, interleaved, for "
+        "each contender's capacity with it",
+    )
+    p.add_argument(
         "--mixed-budgets-ms",
         type=_two_budgets,
         default=(5.0, 100.0),
@@ -297,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             overload=args.overload,
             overload_s=args.overload_s,
             overload_base=args.overload_base,
+            overload_bundle=args.overload_bundle,
             mixed_budgets_ms=args.mixed_budgets_ms,
             mixed_speed=args.mixed_speed,
             mixed_s=args.mixed_s,

@@ -266,12 +266,16 @@ class Bench:
             result.summary = summarize(result.runs, rates)
             _save(result, opts.out)
             if "overload" in opts.scenarios and opts.overload:
-                capacity = {label: r.median for label, r in rates.items()}
-                lowest: dict[str, float] = {}
-                for t in steps:
-                    if t.offered_rate:
-                        rate = t.offered_rate
-                        lowest[t.contender] = min(rate, lowest.get(t.contender, rate))
+                if opts.overload_bundle:
+                    # The curve's sessions serve the run's bundle: the overload's are new.
+                    for session in sessions:
+                        session.stop()
+                    sessions = []
+                    cap, sessions = await scenarios.capacity(self, plans, names)
+                    result.scenarios.append(cap)
+                    _save(result, opts.out)
+                    steps = cap.trials
+                capacity, lowest = scenarios.capacities(steps, opts.budget_ms)
                 sc, sessions = await scenarios.overload(self, plans, sessions, capacity, lowest)
                 result.scenarios.append(sc)
                 _save(result, opts.out)

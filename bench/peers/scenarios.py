@@ -14,7 +14,10 @@ the same feed:
   lowest rate it was offered, at least that overload), or with ``overload_base =
   "common"`` x the best peer's for every contender, for ``overload_s`` s; goodput and
   the share of in-deadline ``ok`` decisions, every other input's outcome by status, and
-  lost inputs.
+  lost inputs. With ``overload_bundle`` every model contender serves that bundle instead,
+  and its capacity there is measured first (**capacity**: the same interleaved ramp on
+  fresh sessions), so that the model, where the scheduling policy decides, is the
+  bottleneck rather than the Kafka client and the broker.
 - **mixed**: one service consuming two input topics, the tight one with budget
   ``mixed_budgets_ms[0]`` and the loose one with ``[1]`` (weir's
   ``scheduler.topic_budget_ms``; the peers batch the same whatever the topic), the feed at
@@ -37,7 +40,15 @@ import numpy.typing as npt
 from bench.peers.base import WEIRS, Contender
 from bench.peers.results import ClassFigures, ContenderRun, Scenario, Trial
 from bench.peers.trials import Plans, bisect_rate, ramp_rates, run_trial, tile_plan
-from bench.peers.verdict import ECHO, class_figures, interleaved, mixed_classes, point_of
+from bench.peers.verdict import (
+    ECHO,
+    class_figures,
+    curve_rates,
+    interleaved,
+    mixed_classes,
+    point_of,
+    points_of,
+)
 from replay.errors import ReplayError
 from replay.kafka import KafkaTransport, ensure_topics
 from replay.measure import Recorder
@@ -184,11 +195,53 @@ def _bracket(trials: list[Trial], budget_ms: float) -> tuple[float | None, float
     return (max(passing) if passing else None), hi
 
 
+def capacities(
+    steps: Sequence[Trial], budget_ms: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """What a ramp's ``steps`` say of each contender's capacity: its median max sustainable
+    rate (contenders that sustained none are left out), and the lowest rate it was
+    offered (the bound below which a contender that sustained none lies)."""
+    rates = curve_rates(steps, points_of(steps, budget_ms=budget_ms))
+    capacity = {label: r.median for label, r in rates.items() if r.median is not None}
+    lowest: dict[str, float] = {}
+    for t in steps:
+        if t.offered_rate:
+            lowest[t.contender] = min(t.offered_rate, lowest.get(t.contender, t.offered_rate))
+    return capacity, lowest
+
+
+async def capacity(bench: Bench, plans: Plans, names: list[str]) -> tuple[Scenario, list[Session]]:
+    """The interleaved ramp of every model contender in ``names`` serving
+    ``overload_bundle``, on fresh sessions (module doc); the sessions are returned for the
+    overload that follows (to be stopped by the caller)."""
+    from bench.peers.base import CONTENDERS
+
+    opts = bench.opts
+    sc = Scenario(
+        name="capacity",
+        title=f"Capacity with {opts.overload_bundle}: the interleaved ramp whose max "
+        "sustainable rates the overload factors multiply",
+        params={"bundle": opts.overload_bundle},
+    )
+    sessions: list[Session] = []
+    for name in names:
+        if not CONTENDERS[name].model:
+            continue
+        try:
+            sessions.append(await bench.fresh(CONTENDERS[name], plans, bundle=opts.overload_bundle))
+        except ReplayError as exc:
+            sc.notes.append(f"{name}: {exc}")
+    if sessions:
+        sc.trials, stops, sessions = await ramp(bench, plans, sessions, tag="capacity")
+        sc.params["stopped"] = stops
+    return sc, sessions
+
+
 async def overload(
     bench: Bench,
     plans: Plans,
     sessions: list[Session],
-    capacity: dict[str, float | None],
+    capacity: dict[str, float],
     lowest: dict[str, float] | None = None,
 ) -> tuple[Scenario, list[Session]]:
     """Each contender at ``factor`` x its own capacity, or the best peer's
@@ -208,11 +261,15 @@ async def overload(
     sc = Scenario(
         name="overload",
         title=f"Overload: the bursty feed at {', '.join(f'{f:g}x' for f in opts.overload)} "
-        f"{whose} for {opts.overload_s:g} s",
+        f"{whose}"
+        + (f" with {opts.overload_bundle}" if opts.overload_bundle else "")
+        + f" for {opts.overload_s:g} s",
         params={
             "factors": list(opts.overload),
             "seconds": opts.overload_s,
             "base": opts.overload_base,
+            "bundle": opts.overload_bundle,
+            "capacity": dict(base),
         },
         notes=notes,
     )
@@ -241,7 +298,7 @@ async def overload(
 
 def _overload_base(
     labels: list[str],
-    capacity: dict[str, float | None],
+    capacity: dict[str, float],
     lowest: dict[str, float],
     *,
     common: bool,

@@ -88,6 +88,9 @@ class Options(msgspec.Struct, kw_only=True):
     overload_base: str = "own"
     """``own``: each contender at multiples of its own max sustainable rate; ``common``:
     every contender at multiples of the best peer's, one offered load for all."""
+    overload_bundle: str = ""
+    """The model bundle of the overload scenario (empty: ``bundle``, overloaded at multiples
+    of the curve's rates); another is ramped first for its own capacities."""
     mixed_budgets_ms: tuple[float, float] = (5.0, 100.0)
     """Budgets of the mixed-deadline scenario's tight and loose input topics."""
     mixed_speed: float = 10.0

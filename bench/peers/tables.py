@@ -4,7 +4,7 @@
 p99.9 per offered rate, median [min-max] over the interleaved repeats, the verdict and
 the limit marks: ``H`` harness-limited in n of N repeats, ``B`` past the echo floor's
 failure, i.e. the host or broker was the limit); ``scenario_markdown`` prints the
-overload, mixed-deadline, heavy-model and scale-out scenarios; ``curve_series`` gives
+capacity, overload, mixed-deadline, heavy-model and scale-out scenarios; ``curve_series`` gives
 the plot its lines (``report.write_plot``).
 """
 
@@ -243,25 +243,27 @@ def _heavy(sc: Scenario) -> list[str]:
     return [markdown_table(rows)]
 
 
-def _scale(sc: Scenario, budget_ms: float) -> list[str]:
+def _ramp(sc: Scenario, budget_ms: float) -> list[str]:
+    """A ramp scenario's max sustainable rates: per weir worker count (scale-out), with
+    the rate per worker, or per contender (capacity)."""
+    scale = sc.name == "scale"
     points = points_of(sc.trials, budget_ms=budget_ms)
     stops = dict(sc.params.get("stopped") or {})
-    rows = [
-        ["workers", "max sustainable ev/s", "CPU s/1k at max", "per worker ev/s", "ramp stopped"]
-    ]
+    head = ["workers" if scale else "contender", "max sustainable ev/s", "CPU s/1k at max"]
+    rows = [[*head, *(["per worker ev/s"] if scale else []), "ramp stopped"]]
     for label in dict.fromkeys(t.contender for t in sc.trials):
         ts = [t for t in sc.trials if t.contender == label]
         mine = [p for p in points if p.contender == label]
         rate = rate_spread(ts, mine)
         n = ts[0].workers
         at = next((p for p in mine if rate.median is not None and p.rate == rate.median), None)
-        per = None if rate.median is None else rate.median / n
+        per = "-" if rate.median is None else f"{rate.median / n:,.0f}"
         rows.append(
             [
-                str(n),
+                str(n) if scale else label,
                 cell(rate, "rate"),
                 cell(at.cpu_s_per_1k if at else None, "cpu"),
-                "-" if per is None else f"{per:,.0f}",
+                *([per] if scale else []),
                 stops.get(label, "-"),
             ]
         )
@@ -284,8 +286,8 @@ def scenario_markdown(result: BenchResult) -> list[str]:
             out += _mixed(sc)
         elif sc.name == "heavy":
             out += _heavy(sc)
-        elif sc.name == "scale":
-            out += _scale(sc, budget)
+        elif sc.name in ("scale", "capacity"):
+            out += _ramp(sc, budget)
         out.append("")
         out += [f"- {n}" for n in sc.notes]
         if sc.notes:

@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.peers.harness import Bench
 from bench.peers.session import Options
+from engines.defaults import default_bundle_path
 from replay.synthetic import synthesize_market
 from schemas.decision import Decision
 
@@ -53,7 +54,8 @@ async def _committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
 async def test_tiny_curve_and_scenarios_decide_every_input_once(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """weir and the naive loop through the interleaved curve, overload at 1.5x and 3x,
+    """weir and the naive loop through the interleaved curve, their capacity ramp on the
+    overload bundle (named) and overload at 1.5x and 3x of it,
     the two-topic mixed-deadline service and weir with two workers: every input gets
     exactly one outcome, nothing is lost, weir's decisions keep each key's order, and its
     group committed nothing above what it decided. Each load lasts about a second (1x and
@@ -84,6 +86,8 @@ async def test_tiny_curve_and_scenarios_decide_every_input_once(
         inproc_events=0,
         overload=(1.5, 3.0),
         overload_s=1.0,
+        # Named, so the overload ramps its own capacity first, on fresh sessions.
+        overload_bundle=str(default_bundle_path()),
         mixed_budgets_ms=(500.0, 2000.0),
         mixed_speed=10.0,
         mixed_s=1.0,
@@ -95,7 +99,12 @@ async def test_tiny_curve_and_scenarios_decide_every_input_once(
     result = await bench.run()
     assert {p.contender for p in result.points} == {"weir", "naive"}
     by = {sc.name: sc for sc in result.scenarios}
-    assert set(by) == {"overload", "mixed", "scale"}
+    assert set(by) == {"capacity", "overload", "mixed", "scale"}
+    assert sorted((t.contender, t.load) for t in by["capacity"].trials) == [
+        ("naive", "capacity"),
+        ("weir", "capacity"),
+    ]
+    assert set(by["overload"].params["capacity"]) == {"weir", "naive"}
     loads = sorted((t.contender, t.load) for t in by["overload"].trials)
     assert loads == [
         ("naive", "overload-1.5x"),

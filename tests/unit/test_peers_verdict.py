@@ -437,6 +437,16 @@ def _result() -> BenchResult:
             Scenario(name="overload", title="Overload", trials=over),
             Scenario(name="mixed", title="Mixed deadlines", trials=mixed),
             Scenario(
+                name="capacity",
+                title="Capacity with /b/wide",
+                trials=[
+                    _t("weir", 1000, 1.5, load="capacity"),
+                    _t("weir", 2000, 60.0, load="capacity"),
+                    _t("naive", 1000, 70.0, load="capacity"),
+                ],
+                params={"stopped": {"weir": "slo", "naive": "slo"}},
+            ),
+            Scenario(
                 name="scale",
                 title="Scale-out",
                 trials=scale,
@@ -472,6 +482,8 @@ def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
     )
     assert "in the order broker_in / queue_wait / inference / publish / broker_out" in md
     assert "| 2 | 2,000 | 0.050 | 1,000 | ceiling |" in md
+    assert "| contender | max sustainable ev/s | CPU s/1k at max | ramp stopped |" in md
+    assert "| weir | 1,000 | 0.050 | slo |" in md and "| naive | - | - | slo |" in md
     assert "- weir x3: did not start" in md
     assert (
         "overload_3x_goodput_vs_best_peer: expected >= 3x the best peer's goodput, nothing lost; got 60.00x"
@@ -1016,6 +1028,77 @@ def test_scale_ramps_each_worker_count_and_stops_every_session(
     assert sc.notes == ["weir x3: weir did not answer its warm-up"]
     assert [t.workers for t in sc.trials] == [1, 2]
     assert [s.stopped for s in bench.sessions] == [[True], [True]]
+
+
+def test_capacity_ramps_every_model_contender_on_the_overload_bundle(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each model contender starts on ``overload_bundle`` (the echo, with no model, is
+    left out; one that does not start is a note) and is ramped under the tag
+    ``capacity``; its sessions come back for the overload, and ``capacities`` reads each
+    one's median max sustainable rate and the lowest rate it was offered from the steps."""
+    limits = {"weir": 250.0, "fixed-window": 50.0}
+
+    async def fake_trial(session: Any, plan: Any, pacing: Any, **kw: Any) -> Trial:
+        rate = float(pacing.rate)
+        p99 = 1.0 if rate <= limits[session.label] else 60.0
+        return _t(session.label, rate, p99, load=kw["load"], repeat=kw["repeat"])
+
+    monkeypatch.setattr(scenarios, "run_trial", fake_trial)
+    opts = Options(
+        out=tmp_path,
+        feed=tmp_path / "f",
+        repeats=1,
+        ramp_start=100,
+        ramp_max=800,
+        refine=0,
+        overload_bundle="/b/wide",
+    )
+    bench = _FreshBench(opts, fail="naive")
+    plans = SimpleNamespace(at_rate=lambda rate, seconds: rate)
+    names = ["weir", "naive", "fixed-window", "echo"]
+    sc, sessions = asyncio.run(scenarios.capacity(bench, plans, names))  # type: ignore[arg-type]
+    assert bench.started == [
+        ("weir", {"bundle": "/b/wide"}),
+        ("naive", {"bundle": "/b/wide"}),
+        ("fixed-window", {"bundle": "/b/wide"}),
+    ]
+    assert sc.notes == ["naive: naive did not answer its warm-up"]
+    assert {t.load for t in sc.trials} == {"capacity"} and sc.params["bundle"] == "/b/wide"
+    assert sc.params["stopped"] == {"weir": "slo", "fixed-window": "slo"}
+    assert [s.label for s in sessions] == ["weir", "fixed-window"]
+    capacity, lowest = scenarios.capacities(sc.trials, BUDGET)
+    assert capacity == {"weir": 200.0} and lowest == {"weir": 100.0, "fixed-window": 100.0}
+
+
+def test_overload_on_its_own_bundle_names_it_and_keeps_the_capacities(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With ``overload_bundle`` the title names the model and the scenario keeps the rate
+    each contender's factors multiplied."""
+
+    async def fake_trial(session: Any, plan: Plan, pacing: Any, **kw: Any) -> Trial:
+        return _t(session.label, plan.n / 2.0, load=kw["load"])
+
+    monkeypatch.setattr(scenarios, "run_trial", fake_trial)
+    opts = Options(
+        out=tmp_path,
+        feed=tmp_path / "f",
+        overload_s=2.0,
+        repeats=1,
+        overload=(3.0,),
+        overload_bundle="/b/wide",
+    )
+    plans = SimpleNamespace(base=_plan(50))
+    sessions = [SimpleNamespace(label=n) for n in ("weir", "naive")]
+    sc, _ = asyncio.run(
+        scenarios.overload(_FakeBench(opts), plans, sessions, {"weir": 100.0}, {"naive": 40.0})  # type: ignore[arg-type]
+    )
+    assert sc.title == (
+        "Overload: the bursty feed at 3x each contender's max sustainable rate with /b/wide for 2 s"
+    )
+    assert sc.params["capacity"] == {"weir": 100.0, "naive": 40.0}
+    assert sc.params["bundle"] == "/b/wide"
 
 
 def test_ready_replaces_a_dirty_session_with_the_same_variant(
