@@ -15,7 +15,9 @@ steps:
 
 It falls back to none once the scheduler resumes and the sink has room. With
 ``loose_first=False`` (``[scheduler] pause_loose_first = false``) the first step is skipped:
-every partition pauses at once, whatever its topic's budget.
+every partition pauses at once, whatever its topic's budget. With ``on_overload=False``
+(``[scheduler] pause_on_overload = false``) the first step pauses nothing: consumption goes
+on while the scheduler sheds what it cannot decide in time, and only step 2 pauses.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ class Level(enum.IntEnum):
 class Backpressure:
     """Pauses and resumes a consumer's partitions by ``Level`` (module docstring)."""
 
-    __slots__ = ("_all_at", "level", "pauses")
+    __slots__ = ("_all_at", "_first", "level", "pauses")
 
-    def __init__(self, max_queue: int, *, loose_first: bool = True) -> None:
-        self._all_at = max(1, max_queue // 2) if loose_first else 0
+    def __init__(
+        self, max_queue: int, *, loose_first: bool = True, on_overload: bool = True
+    ) -> None:
+        self._all_at = max(1, max_queue // 2) if loose_first or not on_overload else 0
+        self._first = Level.LOOSE if on_overload else Level.NONE
         self.level = Level.NONE
         self.pauses = 0
         """How many times consumption went from not paused to (partly) paused."""
@@ -52,7 +57,7 @@ class Backpressure:
             return Level.ALL
         if not scheduler.paused:
             return Level.NONE
-        return Level.ALL if scheduler.queued >= self._all_at else Level.LOOSE
+        return Level.ALL if scheduler.queued >= self._all_at else self._first
 
     def update(
         self, consumer: Consumer, scheduler: Scheduler[int], budgets: Budgets, sink_full: bool

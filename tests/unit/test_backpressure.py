@@ -94,3 +94,28 @@ def test_pause_loose_first_off_pauses_every_partition_at_once() -> None:
     bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.ALL and consumer.held == set(parts)
     assert load_settings(env={}).scheduler.pause_loose_first
+
+
+def test_pause_on_overload_off_keeps_consuming_until_half_the_queue_bound() -> None:
+    """``[scheduler] pause_on_overload = false``: the scheduler's overload pauses nothing
+    (it sheds in weir's queue instead); half of ``max_queue`` queued, or a full sink, still
+    pauses every partition, for memory; none again once the scheduler resumes."""
+    parts = [TopicPartition(TIGHT, 0), TopicPartition(LOOSE, 0)]
+    consumer, sched = _Consumer(parts), _Scheduler()
+    budgets = _budgets(tight=30.0, loose=300.0)
+    for loose_first in (True, False):
+        bp = Backpressure(max_queue=1000, loose_first=loose_first, on_overload=False)
+        sched.paused, sched.queued = True, 499
+        bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
+        assert bp.level is Level.NONE and consumer.held == set() and bp.pauses == 0
+        sched.queued = 500
+        bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
+        assert bp.level is Level.ALL and consumer.held == set(parts) and bp.pauses == 1
+        sched.paused, sched.queued = False, 10
+        bp.update(consumer, sched, budgets, sink_full=True)  # type: ignore[arg-type]
+        assert bp.level is Level.ALL
+        bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
+        assert bp.level is Level.NONE and consumer.held == set()
+    assert load_settings(env={}).scheduler.pause_on_overload
+    off = {"WEIR_SCHEDULER__PAUSE_ON_OVERLOAD": "false"}
+    assert not load_settings(env=off).scheduler.pause_on_overload
