@@ -21,7 +21,14 @@ from chaos.procs import ServiceProc
 from chaos.worker import Fault, Plan
 from engines.fake import LatencyModel
 
-__all__ = ["RSS_BOUND_MB", "engine_faults", "overload", "start_worker", "worker_stats"]
+__all__ = [
+    "RSS_BOUND_MB",
+    "engine_faults",
+    "overload",
+    "overload_shed",
+    "start_worker",
+    "worker_stats",
+]
 
 RSS_BOUND_MB = 400.0
 """Stated bound on the worker's resident memory under overload."""
@@ -144,19 +151,35 @@ async def engine_faults(ctx: Context) -> Row:
 async def overload(ctx: Context) -> Row:
     """3x the sustainable rate: bounded memory, admitted events in their SLO, the rest shed
     or expired (never dropped), partitions paused and resumed, lag drained afterwards."""
-    name = "overload"
+    return await _overload(ctx, "overload", pause=True)
+
+
+async def overload_shed(ctx: Context) -> Row:
+    """3x the sustainable rate with ``[scheduler] pause_on_overload = false``: consumption
+    goes on and weir's queue sheds, so the same checks hold except that the partitions
+    stay (almost always) unpaused and the queue stays below its bound."""
+    return await _overload(ctx, "overload_shed", pause=False)
+
+
+async def _overload(ctx: Context, name: str, *, pause: bool) -> Row:
     row = Row(scenario=name)
     began = time.monotonic()
     topics = await ctx.topics(name)
     budget_ms = 150.0
     max_batch = 16
+    max_queue = 2000
     latency = LatencyModel(base_ns=20_000_000, per_row_ns=1_000_000)
     capacity = max_batch / (latency.median_ns(max_batch) / 1e9)
     rate = 3 * capacity
     cfg = ctx.config(
         name,
         topics,
-        scheduler={"budget_ms": budget_ms, "anchor": "kafka", "max_queue": 2000},
+        scheduler={
+            "budget_ms": budget_ms,
+            "anchor": "kafka",
+            "max_queue": max_queue,
+            "pause_on_overload": pause,
+        },
         engine={"max_batch": max_batch},
         kafka={"max_poll_records": 500},
     )
@@ -182,6 +205,8 @@ async def overload(ctx: Context) -> Row:
     delays, missed = timing.delays_ms, timing.published_late
     pauses = max((s["pauses"] for s in stats), default=0)
     paused_at_end = bool(stats and stats[-1]["paused"])
+    paused_share = sum(bool(s["paused"]) for s in stats) / max(1, len(stats))
+    max_queued = max((s["queued"] for s in stats), default=0)
     drain_s = (run.done_wall_ns - run.load_end_wall_ns) / 1e9
     row.recovery_s = round(max(0.0, drain_s), 2)
     ok = row.figures["statuses"].get("ok", 0)
@@ -205,7 +230,8 @@ async def overload(ctx: Context) -> Row:
         ),
         goodput_ok_per_s=round(row.figures["statuses"].get("ok", 0) / seconds),
         pauses=pauses,
-        max_queued=max((s["queued"] for s in stats), default=0),
+        paused_share=round(paused_share, 3),
+        max_queued=max_queued,
         rss_bound_mb=RSS_BOUND_MB,
         sender_max_lag_ms=round(run.sent.max_lag_ms, 1),
         exit_status=status,
@@ -217,7 +243,14 @@ async def overload(ctx: Context) -> Row:
         "ok decisions in deadline (>= 99%)": ok > 0 and missed <= 0.01 * ok,
         "excess shed or expired": row.expired + row.shed > 0,
         "ok past deadline flagged late": timing.unflagged_late == 0,
-        "partitions paused and resumed": pauses > 0 and not paused_at_end,
+        **(
+            {"partitions paused and resumed": pauses > 0 and not paused_at_end}
+            if pause
+            else {
+                "kept consuming (paused < 10 % of the time)": paused_share < 0.1,
+                f"queue below its bound ({max_queue})": max_queued < max_queue,
+            }
+        ),
         "service stayed up": alive,
         "clean exit": status == 0,
     }

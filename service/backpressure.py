@@ -16,8 +16,9 @@ steps:
 It falls back to none once the scheduler resumes and the sink has room. With
 ``loose_first=False`` (``[scheduler] pause_loose_first = false``) the first step is skipped:
 every partition pauses at once, whatever its topic's budget. With ``on_overload=False``
-(``[scheduler] pause_on_overload = false``) the first step pauses nothing: consumption goes
-on while the scheduler sheds what it cannot decide in time, and only step 2 pauses.
+(``[scheduler] pause_on_overload = false``, and ``"auto"`` with deadlines anchored at the
+Kafka or the source time) the first step pauses nothing: consumption goes on while the
+scheduler sheds what it cannot decide in time, and only step 2 pauses.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import enum
 from service.base import Consumer
 from service.scheduler.base import Scheduler
 from service.scheduler.deadline import Budgets
+from service.settings import Anchor, SchedulerSettings
 
 
 class Level(enum.IntEnum):
@@ -50,6 +52,17 @@ class Backpressure:
         self.level = Level.NONE
         self.pauses = 0
         """How many times consumption went from not paused to (partly) paused."""
+
+    @classmethod
+    def for_settings(cls, sc: SchedulerSettings) -> Backpressure:
+        """The backpressure ``sc`` asks for (``"auto"``: pause on overload only with
+        deadlines anchored at ingest)."""
+        on = sc.pause_on_overload
+        return cls(
+            sc.max_queue,
+            loose_first=sc.pause_loose_first,
+            on_overload=sc.anchor is Anchor.INGEST if on == "auto" else on,
+        )
 
     def level_for(self, scheduler: Scheduler[int], sink_full: bool) -> Level:
         """The level the scheduler's state and the sink's call for."""

@@ -182,10 +182,7 @@ class Runtime:
         self.sink: KafkaSink | None = None
         self.pipeline: Pipeline | None = None
         self.rebalances = 0
-        sc = settings.scheduler
-        self._bp = Backpressure(
-            sc.max_queue, loose_first=sc.pause_loose_first, on_overload=sc.pause_on_overload
-        )
+        self._bp = Backpressure.for_settings(settings.scheduler)
         self.ready = False
         self.metrics = Metrics(self, loop_lag_interval_s=settings.gc.loop_lag_interval_ms / 1000)
         """Prometheus registry, stage histograms, lag and live series of this worker."""

@@ -75,7 +75,8 @@ CONTENDERS: dict[str, Contender] = {
             name="weir-e2e",
             title="weir, deadlines from the Kafka timestamp",
             how='weir serve with [scheduler] anchor = "kafka": broker and consumer lag spend '
-            "the budget, and an input already past its deadline is expired without inference",
+            "the budget, an input already past its deadline is expired without inference, "
+            "and overload sheds in weir's queue instead of pausing consumption",
             module=WEIR_MODULE,
             packages=("weir", "aiokafka", "onnxruntime"),
             settings={"WEIR_SCHEDULER__ANCHOR": '"kafka"'},

@@ -10,7 +10,7 @@ scenarios at full size and prints the table.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from chaos.context import Context, Row, make_bundle
 from chaos.faults import broker_restart, kill_worker, kill_worker_eos, restart_commit
 from chaos.network import network
 from chaos.poison import poison
-from chaos.pressure import RSS_BOUND_MB, engine_faults, overload
+from chaos.pressure import RSS_BOUND_MB, engine_faults, overload, overload_shed
 from chaos.scenarios import format_table
 from chaos.security import sasl_tls
 from chaos.supervision import dispatcher_death, slow_produce
@@ -120,13 +120,17 @@ async def test_engine_failures_and_latency_spikes(chaos_ctx: Context) -> None:
     assert row.lost == 0 and row.errors > 0
 
 
-async def test_overload_three_times_capacity(chaos_ctx: Context) -> None:
-    """At 3x capacity memory stays bounded, partitions pause and resume, the excess is expired, nothing is lost."""
-    row = await overload(chaos_ctx)
+@pytest.mark.parametrize("scenario", [overload, overload_shed], ids=["paused", "consuming_on"])
+async def test_overload_three_times_capacity(
+    chaos_ctx: Context, scenario: Callable[[Context], Awaitable[Row]]
+) -> None:
+    """At 3x capacity memory stays bounded, the excess is shed or expired and nothing is lost; partitions pause and resume (the default) or, with ``pause_on_overload = false``, consumption goes on and the queue stays below its bound."""
+    row = await scenario(chaos_ctx)
     _verdict(row, chaos_ctx)
     assert row.lost == 0
     assert row.peak_rss_mb is not None and row.peak_rss_mb < RSS_BOUND_MB
     assert row.expired + row.shed > 0
+    assert row.figures["max_queued"] < 2000
 
 
 async def test_poison_records_are_dead_lettered(chaos_ctx: Context) -> None:

@@ -116,6 +116,22 @@ def test_pause_on_overload_off_keeps_consuming_until_half_the_queue_bound() -> N
         assert bp.level is Level.ALL
         bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
         assert bp.level is Level.NONE and consumer.held == set()
-    assert load_settings(env={}).scheduler.pause_on_overload
-    off = {"WEIR_SCHEDULER__PAUSE_ON_OVERLOAD": "false"}
-    assert not load_settings(env=off).scheduler.pause_on_overload
+
+
+def test_pause_on_overload_auto_pauses_only_with_deadlines_from_ingest() -> None:
+    """``"auto"`` (the default) pauses on overload with ``anchor = "ingest"`` only; with the
+    Kafka or the source time as anchor, or set to false, the scheduler's overload pauses
+    nothing; true pauses whatever the anchor."""
+    sched = _Scheduler()
+    sched.paused, sched.queued = True, 1
+    cases = [
+        ({}, Level.LOOSE),
+        ({"ANCHOR": '"kafka"'}, Level.NONE),
+        ({"ANCHOR": '"source"'}, Level.NONE),
+        ({"PAUSE_ON_OVERLOAD": "false"}, Level.NONE),
+        ({"ANCHOR": '"kafka"', "PAUSE_ON_OVERLOAD": "true"}, Level.LOOSE),
+    ]
+    for env, level in cases:
+        sc = load_settings(env={f"WEIR_SCHEDULER__{k}": v for k, v in env.items()}).scheduler
+        assert Backpressure.for_settings(sc).level_for(sched, sink_full=False) is level, env  # type: ignore[arg-type]
+    assert load_settings(env={}).scheduler.pause_on_overload == "auto"

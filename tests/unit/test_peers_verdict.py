@@ -907,6 +907,11 @@ def test_report_redraw_recomputes_rates_and_checks_from_the_curve(
     assert "## Throughput-latency curve" in printed and "## Overload" in printed
 
 
+def _one_repeat(tmp_path: Path, **options: Any) -> Options:
+    """Options of one repeat, the rest as given."""
+    return Options(out=tmp_path, feed=tmp_path / "f", repeats=1, **options)
+
+
 class _FreshBench(_FakeBench):
     """A fake bench that also starts (fake) sessions, recording each variant asked for."""
 
@@ -1012,14 +1017,7 @@ def test_scale_ramps_each_worker_count_and_stops_every_session(
         return _t(session.label, float(pacing.rate), 1.0, load="scale", workers=session.workers)
 
     monkeypatch.setattr(scenarios, "run_trial", fake_trial)
-    opts = Options(
-        out=tmp_path,
-        feed=tmp_path / "f",
-        repeats=1,
-        ramp_start=100,
-        ramp_max=100,
-        workers=(1, 2, 3),
-    )
+    opts = _one_repeat(tmp_path, ramp_start=100, ramp_max=100, workers=(1, 2, 3))
     bench = _FreshBench(opts, fail="x3")
     plans = SimpleNamespace(at_rate=lambda rate, seconds: rate)
     sc, stops = asyncio.run(scenarios.scale(bench, plans))  # type: ignore[arg-type]
@@ -1045,15 +1043,7 @@ def test_capacity_ramps_every_model_contender_on_the_overload_bundle(
         return _t(session.label, rate, p99, load=kw["load"], repeat=kw["repeat"])
 
     monkeypatch.setattr(scenarios, "run_trial", fake_trial)
-    opts = Options(
-        out=tmp_path,
-        feed=tmp_path / "f",
-        repeats=1,
-        ramp_start=100,
-        ramp_max=800,
-        refine=0,
-        overload_bundle="/b/wide",
-    )
+    opts = _one_repeat(tmp_path, ramp_start=100, ramp_max=800, refine=0, overload_bundle="/b/wide")
     bench = _FreshBench(opts, fail="naive")
     plans = SimpleNamespace(at_rate=lambda rate, seconds: rate)
     names = ["weir", "naive", "fixed-window", "echo"]
@@ -1081,14 +1071,7 @@ def test_overload_on_its_own_bundle_names_it_and_keeps_the_capacities(
         return _t(session.label, plan.n / 2.0, load=kw["load"])
 
     monkeypatch.setattr(scenarios, "run_trial", fake_trial)
-    opts = Options(
-        out=tmp_path,
-        feed=tmp_path / "f",
-        overload_s=2.0,
-        repeats=1,
-        overload=(3.0,),
-        overload_bundle="/b/wide",
-    )
+    opts = _one_repeat(tmp_path, overload_s=2.0, overload=(3.0,), overload_bundle="/b/wide")
     plans = SimpleNamespace(base=_plan(50))
     sessions = [SimpleNamespace(label=n) for n in ("weir", "naive")]
     sc, _ = asyncio.run(
