@@ -17,8 +17,6 @@ nothing is read while events are measured.
 
 from __future__ import annotations
 
-import socket
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.http import http_get
@@ -29,14 +27,6 @@ METRICS = (LOOP_LAG, GC_PAUSE)
 
 Buckets = dict[float, float]
 """Upper bound (s) -> cumulative count, summed over the metric's labels."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now (the OS's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def parse_buckets(text: str, names: tuple[str, ...] = METRICS) -> dict[str, Buckets]:

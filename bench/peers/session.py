@@ -22,7 +22,6 @@ import msgspec
 from bench.peers import procstat
 from bench.peers.base import CONTENDERS, Contender
 from bench.peers.config import PeerConfig, weir_settings
-from bench.peers.opsprobe import free_port
 from replay.errors import ReplayError
 from replay.kafka import KafkaTransport, ensure_topics
 from replay.measure import Recorder
@@ -31,6 +30,7 @@ from replay.plan import Plan
 from replay.results import RunResult
 from replay.runner import Timing, build_result, config_for, replay
 from replay.slo import Slo
+from service.broker._process import free_port
 from service.processes import ChildProcess, log_tail, spawn
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,12 +9,12 @@ import pytest
 from bench.peers.opsprobe import (
     GC_PAUSE,
     LOOP_LAG,
-    free_port,
     held_at_least_ms,
     holds,
     parse_buckets,
     sample,
 )
+from service.broker._process import free_port
 
 
 def _page(lag: list[int], gc0: list[int], gc2: list[int]) -> str:
