@@ -25,7 +25,7 @@ __all__ = [
     "RSS_BOUND_MB",
     "engine_faults",
     "overload",
-    "overload_shed",
+    "overload_paused",
     "start_worker",
     "worker_stats",
 ]
@@ -149,16 +149,17 @@ async def engine_faults(ctx: Context) -> Row:
 
 
 async def overload(ctx: Context) -> Row:
-    """3x the sustainable rate: bounded memory, admitted events in their SLO, the rest shed
-    or expired (never dropped), partitions paused and resumed, lag drained afterwards."""
-    return await _overload(ctx, "overload", pause=True)
+    """3x the sustainable rate, default settings: bounded memory, admitted events in their
+    SLO, the rest shed or expired (never dropped), consumption going on while weir's queue
+    sheds (the partitions stay, almost always, unpaused), the queue below its bound."""
+    return await _overload(ctx, "overload", pause=False)
 
 
-async def overload_shed(ctx: Context) -> Row:
-    """3x the sustainable rate with ``[scheduler] pause_on_overload = false``: consumption
-    goes on and weir's queue sheds, so the same checks hold except that the partitions
-    stay (almost always) unpaused and the queue stays below its bound."""
-    return await _overload(ctx, "overload_shed", pause=False)
+async def overload_paused(ctx: Context) -> Row:
+    """3x the sustainable rate with ``[scheduler] pause_on_overload = true``: the same
+    checks, except that the partitions are paused and resumed, and the lag drained
+    afterwards."""
+    return await _overload(ctx, "overload_paused", pause=True)
 
 
 async def _overload(ctx: Context, name: str, *, pause: bool) -> Row:
@@ -178,7 +179,7 @@ async def _overload(ctx: Context, name: str, *, pause: bool) -> Row:
             "budget_ms": budget_ms,
             "anchor": "kafka",
             "max_queue": max_queue,
-            "pause_on_overload": pause,
+            **({"pause_on_overload": True} if pause else {}),
         },
         engine={"max_batch": max_batch},
         kafka={"max_poll_records": 500},

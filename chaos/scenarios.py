@@ -15,7 +15,7 @@ from chaos.context import Context, Row
 from chaos.faults import broker_restart, kill_worker, kill_worker_eos, restart_commit
 from chaos.network import network
 from chaos.poison import fuzz, poison
-from chaos.pressure import engine_faults, overload, overload_shed
+from chaos.pressure import engine_faults, overload, overload_paused
 from chaos.security import sasl_tls
 from chaos.supervision import dispatcher_death, slow_produce
 
@@ -39,8 +39,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("broker_restart", broker_restart, "broker down 10 s mid-stream"),
         Scenario("network", network, "latency, stall, dropped connections via a proxy"),
         Scenario("engine_faults", engine_faults, "engine raising, then 10x slower"),
-        Scenario("overload", overload, "3x the sustainable rate"),
-        Scenario("overload_shed", overload_shed, "3x, consuming on (pause_on_overload off)"),
+        Scenario("overload", overload, "3x the sustainable rate, consuming on"),
+        Scenario("overload_paused", overload_paused, "3x, pause_on_overload = true"),
         Scenario("fuzz_decoders", fuzz, "100k+ generated bad records through the decoders"),
         Scenario("poison", poison, "bad records of every kind through the service"),
         Scenario("restart_commit", restart_commit, "kill -9 and restart from the commit"),

@@ -15,10 +15,10 @@ steps:
 
 It falls back to none once the scheduler resumes and the sink has room. With
 ``loose_first=False`` (``[scheduler] pause_loose_first = false``) the first step is skipped:
-every partition pauses at once, whatever its topic's budget. With ``on_overload=False``
-(``[scheduler] pause_on_overload = false``, and ``"auto"`` with deadlines anchored at the
-Kafka or the source time) the first step pauses nothing: consumption goes on while the
-scheduler sheds what it cannot decide in time, and only step 2 pauses.
+every partition pauses at once, whatever its topic's budget. Both apply only with
+``on_overload=True`` (``[scheduler] pause_on_overload = true``). By default the first step
+pauses nothing: consumption goes on while the scheduler sheds, in its queue, what it cannot
+decide in time, and only step 2 pauses.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import enum
 from service.base import Consumer
 from service.scheduler.base import Scheduler
 from service.scheduler.deadline import Budgets
-from service.settings import Anchor, SchedulerSettings
+from service.settings import SchedulerSettings
 
 
 class Level(enum.IntEnum):
@@ -44,9 +44,7 @@ class Backpressure:
 
     __slots__ = ("_all_at", "_first", "level", "pauses")
 
-    def __init__(
-        self, max_queue: int, *, loose_first: bool = True, on_overload: bool = True
-    ) -> None:
+    def __init__(self, max_queue: int, *, on_overload: bool, loose_first: bool = True) -> None:
         self._all_at = max(1, max_queue // 2) if loose_first or not on_overload else 0
         self._first = Level.LOOSE if on_overload else Level.NONE
         self.level = Level.NONE
@@ -55,14 +53,8 @@ class Backpressure:
 
     @classmethod
     def for_settings(cls, sc: SchedulerSettings) -> Backpressure:
-        """The backpressure ``sc`` asks for (``"auto"``: pause on overload only with
-        deadlines anchored at ingest)."""
-        on = sc.pause_on_overload
-        return cls(
-            sc.max_queue,
-            loose_first=sc.pause_loose_first,
-            on_overload=sc.anchor is Anchor.INGEST if on == "auto" else on,
-        )
+        """The backpressure ``sc`` asks for."""
+        return cls(sc.max_queue, loose_first=sc.pause_loose_first, on_overload=sc.pause_on_overload)
 
     def level_for(self, scheduler: Scheduler[int], sink_full: bool) -> Level:
         """The level the scheduler's state and the sink's call for."""

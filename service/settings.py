@@ -258,20 +258,22 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     has run for the engine's largest-batch p99, the dispatcher gets a turn, so a large
     fetch does not hold back batches of what is queued."""
     pause_loose_first: bool = True
-    """Backpressure pauses the partitions of the topics with a looser budget than the
-    tightest first, and every partition only past half of ``max_queue`` (or with the sink
-    full); false: every partition at once (``service.backpressure``)."""
-    pause_on_overload: bool | Literal["auto"] = "auto"
-    """Whether the scheduler's overload pauses partitions (above). False: consumption goes
-    on and the scheduler's overload rule sheds, in weir's queue, what it cannot decide in
-    time; every partition pauses only past half of ``max_queue`` or with the sink full,
-    for memory. ``"auto"`` (default): pause only with ``anchor = "ingest"``, where the
-    broker's wait is outside the deadline; with the Kafka or the source time as anchor,
-    the events a pause holds age in the broker, where no deadline orders them, and arrive
-    expired (``python -m bench.peers --overload-base common``, 2-core host, the wide
-    student, 12,001 events/s offered, 3 repeats side by side: with deadlines from the
-    Kafka timestamp, 4,989 [4,207-5,489] decisions per second in time without the pause
-    against 1,930 [1,620-2,046] with it)."""
+    """With ``pause_on_overload = true``: backpressure pauses the partitions of the topics
+    with a looser budget than the tightest first, and every partition only past half of
+    ``max_queue`` (or with the sink full); false: every partition at once
+    (``service.backpressure``)."""
+    pause_on_overload: bool = False
+    """Whether the scheduler's overload pauses partitions (above). False (default):
+    consumption goes on and the scheduler's overload rule sheds, in weir's queue, what it
+    cannot decide in time; every partition pauses only past half of ``max_queue`` or with
+    the sink full, for memory. True: the waiting events are held in the broker, where no
+    deadline orders them; with the Kafka or source time as anchor they age there and
+    arrive expired, and with the ingest anchor they are decided ``ok`` by weir's clock
+    long after they were sent. Measured side by side (``python -m bench.peers
+    --overload-base common``, 2-core host, the wide student, 12,001 events/s offered, 3
+    repeats): decisions per second in time from the send, 2,825 [2,459-3,211] without
+    the pause against 1,608 [1,157-1,621] with it (ingest anchor), and 4,989
+    [4,207-5,489] against 1,930 [1,620-2,046] (Kafka-timestamp anchor)."""
     turns_after_batch: Positive | Literal["auto"] = "auto"
     """Event-loop turns the dispatcher gives after each batch before the next one: each
     step of a decision's way to the broker (the sink hands its batch to the producer, the

@@ -67,7 +67,8 @@ CONTENDERS: dict[str, Contender] = {
         Contender(
             name="weir",
             title="weir (deadline scheduler)",
-            how="weir serve, default settings: getmany, EDF deadline batching, aiokafka",
+            how="weir serve, default settings: getmany, EDF deadline batching, overload shed "
+            "in weir's queue, aiokafka",
             module=WEIR_MODULE,
             packages=("weir", "aiokafka", "onnxruntime"),
         ),
@@ -75,8 +76,7 @@ CONTENDERS: dict[str, Contender] = {
             name="weir-e2e",
             title="weir, deadlines from the Kafka timestamp",
             how='weir serve with [scheduler] anchor = "kafka": broker and consumer lag spend '
-            "the budget, an input already past its deadline is expired without inference, "
-            "and overload sheds in weir's queue instead of pausing consumption",
+            "the budget, and an input already past its deadline is expired without inference",
             module=WEIR_MODULE,
             packages=("weir", "aiokafka", "onnxruntime"),
             settings={"WEIR_SCHEDULER__ANCHOR": '"kafka"'},

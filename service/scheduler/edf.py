@@ -41,9 +41,9 @@ longer than the guard during the wait; where stalls approach the budget, ``max_h
 with expiry and backpressure) decides more events in time: see ``bench/scheduler.py``.
 
 Overload: when the predicted queueing delay (``queued * p99(max) / max``) exceeds the
-budget, or the queue passes ``pause_fraction`` of its bound, ``paused`` turns on (the
-source pauses its partitions, and rule 4 applies) and ``on_backpressure(True)`` is called;
-it turns off below ``resume_fraction`` of that level. At ``max_queued`` new events are shed.
+budget, or the queue passes ``pause_fraction`` of its bound, ``paused`` turns on (rule 4
+applies; ``service.backpressure`` decides which partitions, if any, pause) and
+``on_backpressure(True)`` is called; it turns off below ``resume_fraction`` of that level. At ``max_queued`` new events are shed.
 
 Costs: ``submit`` O(log keys) with one tuple pushed (plus a walk back through its key's
 queue when it is more urgent than events before it); ``poll`` O(batch * log keys); no

@@ -20,7 +20,7 @@ from chaos.context import Context, Row, make_bundle
 from chaos.faults import broker_restart, kill_worker, kill_worker_eos, restart_commit
 from chaos.network import network
 from chaos.poison import poison
-from chaos.pressure import RSS_BOUND_MB, engine_faults, overload, overload_shed
+from chaos.pressure import RSS_BOUND_MB, engine_faults, overload, overload_paused
 from chaos.scenarios import format_table
 from chaos.security import sasl_tls
 from chaos.supervision import dispatcher_death, slow_produce
@@ -120,11 +120,11 @@ async def test_engine_failures_and_latency_spikes(chaos_ctx: Context) -> None:
     assert row.lost == 0 and row.errors > 0
 
 
-@pytest.mark.parametrize("scenario", [overload, overload_shed], ids=["paused", "consuming_on"])
+@pytest.mark.parametrize("scenario", [overload, overload_paused], ids=["consuming_on", "paused"])
 async def test_overload_three_times_capacity(
     chaos_ctx: Context, scenario: Callable[[Context], Awaitable[Row]]
 ) -> None:
-    """At 3x capacity memory stays bounded, the excess is shed or expired and nothing is lost; partitions pause and resume (the default) or, with ``pause_on_overload = false``, consumption goes on and the queue stays below its bound."""
+    """At 3x capacity memory stays bounded, the excess is shed or expired and nothing is lost; consumption goes on and the queue stays below its bound (the default) or, with ``pause_on_overload = true``, partitions pause and resume."""
     row = await scenario(chaos_ctx)
     _verdict(row, chaos_ctx)
     assert row.lost == 0

@@ -50,7 +50,7 @@ def test_the_loose_topic_pauses_first_and_everything_past_half_the_queue_bound()
     loose = [TopicPartition(LOOSE, p) for p in (0, 1)]
     consumer, sched = _Consumer(tight + loose), _Scheduler()
     budgets = _budgets(tight=30.0, loose=300.0)
-    bp = Backpressure(max_queue=1000)
+    bp = Backpressure(max_queue=1000, on_overload=True)
     bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.NONE and consumer.held == set() and bp.pauses == 0
     sched.paused, sched.queued = True, 300
@@ -77,7 +77,7 @@ def test_with_one_budget_for_every_topic_all_partitions_pause() -> None:
     parts = [TopicPartition(TIGHT, 0), TopicPartition(LOOSE, 0)]
     consumer, sched = _Consumer(parts), _Scheduler()
     budgets = _budgets(tight=50.0, loose=50.0)
-    bp = Backpressure(max_queue=1000)
+    bp = Backpressure(max_queue=1000, on_overload=True)
     sched.paused = True
     bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.LOOSE and consumer.held == set(parts)
@@ -89,7 +89,7 @@ def test_pause_loose_first_off_pauses_every_partition_at_once() -> None:
     parts = [TopicPartition(TIGHT, 0), TopicPartition(LOOSE, 0)]
     consumer, sched = _Consumer(parts), _Scheduler()
     budgets = _budgets(tight=30.0, loose=300.0)
-    bp = Backpressure(max_queue=1000, loose_first=False)
+    bp = Backpressure(max_queue=1000, on_overload=True, loose_first=False)
     sched.paused = True
     bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
     assert bp.level is Level.ALL and consumer.held == set(parts)
@@ -118,20 +118,21 @@ def test_pause_on_overload_off_keeps_consuming_until_half_the_queue_bound() -> N
         assert bp.level is Level.NONE and consumer.held == set()
 
 
-def test_pause_on_overload_auto_pauses_only_with_deadlines_from_ingest() -> None:
-    """``"auto"`` (the default) pauses on overload with ``anchor = "ingest"`` only; with the
-    Kafka or the source time as anchor, or set to false, the scheduler's overload pauses
-    nothing; true pauses whatever the anchor."""
+def test_pause_on_overload_is_off_by_default_whatever_the_anchor() -> None:
+    """By default the scheduler's overload pauses nothing, with every anchor (it sheds in
+    weir's queue); ``pause_on_overload = true`` pauses (the loose topics first) with every
+    anchor."""
     sched = _Scheduler()
     sched.paused, sched.queued = True, 1
     cases = [
-        ({}, Level.LOOSE),
+        ({}, Level.NONE),
         ({"ANCHOR": '"kafka"'}, Level.NONE),
         ({"ANCHOR": '"source"'}, Level.NONE),
-        ({"PAUSE_ON_OVERLOAD": "false"}, Level.NONE),
+        ({"PAUSE_ON_OVERLOAD": "true"}, Level.LOOSE),
         ({"ANCHOR": '"kafka"', "PAUSE_ON_OVERLOAD": "true"}, Level.LOOSE),
+        ({"PAUSE_ON_OVERLOAD": "true", "PAUSE_LOOSE_FIRST": "false"}, Level.ALL),
     ]
     for env, level in cases:
         sc = load_settings(env={f"WEIR_SCHEDULER__{k}": v for k, v in env.items()}).scheduler
         assert Backpressure.for_settings(sc).level_for(sched, sink_full=False) is level, env  # type: ignore[arg-type]
-    assert load_settings(env={}).scheduler.pause_on_overload == "auto"
+    assert load_settings(env={}).scheduler.pause_on_overload is False
