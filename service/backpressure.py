@@ -13,12 +13,12 @@ steps:
 2. the queue holds half of ``scheduler.max_queue`` or more, or the sink is full: every
    assigned partition is paused (memory stays bounded whatever the mix).
 
-It falls back to none once the scheduler resumes and the sink has room. With
-``loose_first=False`` (``[scheduler] pause_loose_first = false``) the first step is skipped:
-every partition pauses at once, whatever its topic's budget. Both apply only with
-``on_overload=True`` (``[scheduler] pause_on_overload = true``). By default the first step
-pauses nothing: consumption goes on while the scheduler sheds, in its queue, what it cannot
-decide in time, and only step 2 pauses.
+It falls back to none once the scheduler resumes and the sink has room. Step 1 applies
+only with ``on_overload=True`` (``[scheduler] pause_on_overload = true``). By default the
+scheduler's overload pauses nothing: consumption goes on while the scheduler sheds, in its
+queue, what it cannot decide in time, and only step 2 pauses. With the pause on and
+``loose_first=False`` (``[scheduler] pause_loose_first = false``), step 1 pauses every
+partition at once, whatever its topic's budget.
 """
 
 from __future__ import annotations
