@@ -13,17 +13,26 @@ steps:
 2. the queue holds half of ``scheduler.max_queue`` or more, or the sink is full: every
    assigned partition is paused (memory stays bounded whatever the mix).
 
-It falls back to none once the scheduler resumes and the sink has room. Step 1 applies
-only with ``on_overload=True`` (``[scheduler] pause_on_overload = true``). By default the
-scheduler's overload pauses nothing: consumption goes on while the scheduler sheds, in its
-queue, what it cannot decide in time, and only step 2 pauses. With the pause on and
-``loose_first=False`` (``[scheduler] pause_loose_first = false``), step 1 pauses every
-partition at once, whatever its topic's budget.
+It falls back to none once the scheduler resumes and the sink has room. What step 1 does is
+``on_overload`` (``[scheduler] pause_on_overload``):
+
+- ``"loose"`` (the default): only the looser topics' partitions pause; with one budget for
+  every assigned topic nothing does. The tightest topics keep flowing and the scheduler
+  sheds, in its queue, what it cannot decide in time;
+- ``True``: as listed, every partition when all share one budget; with ``loose_first=False``
+  (``[scheduler] pause_loose_first = false``) every partition at once, whatever its topic's
+  budget;
+- ``False``: nothing.
+
+Only step 2 pauses the tightest topics by default: events held in the broker wait where no
+deadline orders them, age there, and with an ingest anchor are decided ``ok`` by weir's
+clock long after they were sent.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 from service.base import Consumer
 from service.scheduler.base import Scheduler
@@ -42,11 +51,15 @@ class Level(enum.IntEnum):
 class Backpressure:
     """Pauses and resumes a consumer's partitions by ``Level`` (module docstring)."""
 
-    __slots__ = ("_all_at", "_first", "level", "pauses")
+    __slots__ = ("_all_at", "_first", "_only_loose", "level", "pauses")
 
-    def __init__(self, max_queue: int, *, on_overload: bool, loose_first: bool = True) -> None:
-        self._all_at = max(1, max_queue // 2) if loose_first or not on_overload else 0
-        self._first = Level.LOOSE if on_overload else Level.NONE
+    def __init__(
+        self, max_queue: int, *, on_overload: bool | Literal["loose"], loose_first: bool = True
+    ) -> None:
+        self._only_loose = on_overload == "loose"
+        full = on_overload is True and not loose_first
+        self._all_at = 0 if full else max(1, max_queue // 2)
+        self._first = Level.NONE if on_overload is False else Level.LOOSE
         self.level = Level.NONE
         self.pauses = 0
         """How many times consumption went from not paused to (partly) paused."""
@@ -80,7 +93,15 @@ class Backpressure:
         else:
             budget = {tp.topic: budgets.policy(tp.topic).budget_ns for tp in parts}
             tightest = min(budget.values(), default=0)
-            hold = [tp for tp in parts if budget[tp.topic] > tightest] or parts
+            hold = [tp for tp in parts if budget[tp.topic] > tightest]
+            if not hold:
+                # Every assigned topic is the tightest.
+                if self._only_loose:
+                    level = Level.NONE
+                    if level == self.level:
+                        return
+                else:
+                    hold = parts
         held = set(hold)
         go = [tp for tp in parts if tp not in held]
         if hold:

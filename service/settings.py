@@ -262,18 +262,20 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     with a looser budget than the tightest first, and every partition only past half of
     ``max_queue`` (or with the sink full); false: every partition at once
     (``service.backpressure``)."""
-    pause_on_overload: bool = False
-    """Whether the scheduler's overload pauses partitions (above). False (default):
-    consumption goes on and the scheduler's overload rule sheds, in weir's queue, what it
-    cannot decide in time; every partition pauses only past half of ``max_queue`` or with
-    the sink full, for memory. True: the waiting events are held in the broker, where no
-    deadline orders them; with the Kafka or source time as anchor they age there and
-    arrive expired, and with the ingest anchor they are decided ``ok`` by weir's clock
-    long after they were sent. Measured side by side (``python -m bench.peers
-    --overload-base common``, 2-core host, the wide student, 12,001 events/s offered, 3
-    repeats): decisions per second in time from the send, 2,825 [2,459-3,211] without
-    the pause against 1,608 [1,157-1,621] with it (ingest anchor), and 4,989
-    [4,207-5,489] against 1,930 [1,620-2,046] (Kafka-timestamp anchor)."""
+    pause_on_overload: bool | Literal["loose"] = "loose"
+    """Which partitions the scheduler's overload pauses (above). ``"loose"`` (default): only
+    the topics' whose budget is looser than the tightest assigned topic's (none with one
+    budget for all); the tightest keep flowing and the scheduler's overload rule sheds, in
+    weir's queue, what it cannot decide in time. False: none. True: the loose topics'
+    first, and every partition when all share one budget. Every partition still pauses
+    past half of ``max_queue`` or with the sink full, for memory. Events a pause holds wait
+    in the broker, where no deadline orders them: with the Kafka or source time as anchor
+    they age there and arrive expired, and with the ingest anchor they are decided ``ok``
+    by weir's clock long after they were sent. Measured side by side (``python -m
+    bench.peers --overload-base common``, 2-core host, the wide student, 12,001 events/s
+    offered on one topic, 3 repeats): decisions per second in time from the send, 2,825
+    [2,459-3,211] without the pause against 1,608 [1,157-1,621] with it (ingest anchor),
+    and 4,989 [4,207-5,489] against 1,930 [1,620-2,046] (Kafka-timestamp anchor)."""
     turns_after_batch: Positive | Literal["auto"] = "auto"
     """Event-loop turns the dispatcher gives after each batch before the next one: each
     step of a decision's way to the broker (the sink hands its batch to the producer, the

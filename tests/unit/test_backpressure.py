@@ -118,21 +118,56 @@ def test_pause_on_overload_off_keeps_consuming_until_half_the_queue_bound() -> N
         assert bp.level is Level.NONE and consumer.held == set()
 
 
-def test_pause_on_overload_is_off_by_default_whatever_the_anchor() -> None:
-    """By default the scheduler's overload pauses nothing, with every anchor (it sheds in
-    weir's queue); ``pause_on_overload = true`` pauses (the loose topics first) with every
-    anchor."""
+def test_by_default_overload_pauses_only_looser_topics_whatever_the_anchor() -> None:
+    """By default (``"loose"``) the scheduler's overload pauses the looser topics' partitions
+    only, with every anchor: with one budget for every topic nothing pauses (weir's queue
+    sheds) until half of ``max_queue``; ``true`` pauses the loose topics first and all of
+    one budget; ``false`` nothing."""
     sched = _Scheduler()
     sched.paused, sched.queued = True, 1
     cases = [
-        ({}, Level.NONE),
-        ({"ANCHOR": '"kafka"'}, Level.NONE),
-        ({"ANCHOR": '"source"'}, Level.NONE),
+        ({}, Level.LOOSE),
+        ({"ANCHOR": '"kafka"'}, Level.LOOSE),
+        ({"ANCHOR": '"source"'}, Level.LOOSE),
+        ({"PAUSE_ON_OVERLOAD": "false"}, Level.NONE),
         ({"PAUSE_ON_OVERLOAD": "true"}, Level.LOOSE),
-        ({"ANCHOR": '"kafka"', "PAUSE_ON_OVERLOAD": "true"}, Level.LOOSE),
         ({"PAUSE_ON_OVERLOAD": "true", "PAUSE_LOOSE_FIRST": "false"}, Level.ALL),
     ]
     for env, level in cases:
         sc = load_settings(env={f"WEIR_SCHEDULER__{k}": v for k, v in env.items()}).scheduler
         assert Backpressure.for_settings(sc).level_for(sched, sink_full=False) is level, env  # type: ignore[arg-type]
-    assert load_settings(env={}).scheduler.pause_on_overload is False
+    assert load_settings(env={}).scheduler.pause_on_overload == "loose"
+    # One budget for every topic: "loose" pauses nothing, true pauses all.
+    parts = [TopicPartition(TIGHT, 0), TopicPartition(TIGHT, 1)]
+    one = _budgets(tight=30.0)
+    for mode, held in (("loose", set()), (True, set(parts))):
+        consumer = _Consumer(parts)
+        bp = Backpressure(max_queue=1000, on_overload=mode)  # type: ignore[arg-type]
+        bp.update(consumer, sched, one, sink_full=False)  # type: ignore[arg-type]
+        assert consumer.held == held and bp.pauses == (0 if mode == "loose" else 1), mode
+        assert bp.level is (Level.NONE if mode == "loose" else Level.LOOSE)
+        sched.queued = 500
+        bp.update(consumer, sched, one, sink_full=False)  # type: ignore[arg-type]
+        assert bp.level is Level.ALL and consumer.held == set(parts) and bp.pauses == 1
+        sched.queued = 1
+
+
+def test_loose_mode_pauses_the_looser_topic_and_never_the_tightest_before_half() -> None:
+    """``"loose"`` with a 30 and a 300 ms topic: overload pauses the 300 ms topic only; at
+    half of ``max_queue`` everything; back to the loose topic, then none."""
+    tight, loose = TopicPartition(TIGHT, 0), TopicPartition(LOOSE, 0)
+    consumer, sched = _Consumer([tight, loose]), _Scheduler()
+    budgets = _budgets(tight=30.0, loose=300.0)
+    bp = Backpressure(max_queue=1000, on_overload="loose")
+    sched.paused, sched.queued = True, 10
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.LOOSE and consumer.held == {loose} and bp.pauses == 1
+    sched.queued = 500
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.ALL and consumer.held == {tight, loose}
+    sched.queued = 10
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.LOOSE and consumer.held == {loose}
+    sched.paused = False
+    bp.update(consumer, sched, budgets, sink_full=False)  # type: ignore[arg-type]
+    assert bp.level is Level.NONE and consumer.held == set() and bp.pauses == 1
