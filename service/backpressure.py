@@ -94,14 +94,12 @@ class Backpressure:
             budget = {tp.topic: budgets.policy(tp.topic).budget_ns for tp in parts}
             tightest = min(budget.values(), default=0)
             hold = [tp for tp in parts if budget[tp.topic] > tightest]
+            if not hold and not self._only_loose:
+                hold = parts  # one budget for every assigned topic: ``True`` pauses all
             if not hold:
-                # Every assigned topic is the tightest.
-                if self._only_loose:
-                    level = Level.NONE
-                    if level == self.level:
-                        return
-                else:
-                    hold = parts
+                level = Level.NONE  # ``"loose"``: every assigned topic is the tightest
+                if level == self.level:
+                    return
         held = set(hold)
         go = [tp for tp in parts if tp not in held]
         if hold:

@@ -264,8 +264,8 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     (``service.backpressure``)."""
     pause_on_overload: bool | Literal["loose"] = "loose"
     """Which partitions the scheduler's overload pauses (above). ``"loose"`` (default): only
-    the topics' whose budget is looser than the tightest assigned topic's (none with one
-    budget for all); the tightest keep flowing and the scheduler's overload rule sheds, in
+    those of topics whose budget is looser than the tightest assigned topic's (none with
+    one budget for all); the tightest keep flowing and the scheduler's overload rule sheds, in
     weir's queue, what it cannot decide in time. False: none. True: the loose topics'
     first, and every partition when all share one budget. Every partition still pauses
     past half of ``max_queue`` or with the sink full, for memory. Events a pause holds wait

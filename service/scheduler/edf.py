@@ -43,7 +43,8 @@ with expiry and backpressure) decides more events in time: see ``bench/scheduler
 Overload: when the predicted queueing delay (``queued * p99(max) / max``) exceeds the
 budget, or the queue passes ``pause_fraction`` of its bound, ``paused`` turns on (rule 4
 applies; ``service.backpressure`` decides which partitions, if any, pause) and
-``on_backpressure(True)`` is called; it turns off below ``resume_fraction`` of that level. At ``max_queued`` new events are shed.
+``on_backpressure(True)`` is called; it turns off below ``resume_fraction`` of that level.
+At ``max_queued`` new events are shed.
 
 Costs: ``submit`` O(log keys) with one tuple pushed (plus a walk back through its key's
 queue when it is more urgent than events before it); ``poll`` O(batch * log keys); no
