@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -54,10 +54,20 @@ def _to_ns(raw: object, unit_ns: int) -> int | None:
     return None
 
 
-class WireDecoder:
-    """weir's own wire types (``schemas.events.Event``) in JSON or MessagePack."""
+RAW_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What ``WireDecoder.raw`` raises for a value that does not decode (unworded)."""
 
-    __slots__ = ("_codec", "_raw")
+
+class WireDecoder:
+    """weir's own wire types (``schemas.events.Event``) in JSON or MessagePack.
+
+    ``raw`` is the msgspec decoder's bound ``decode``: for a value that decodes, the same
+    event as ``decode`` (whose key and source time are the event's ``key`` and
+    ``source_ts_ns``), with no wrapper call and no tuple; for one that does not, one of
+    ``RAW_ERRORS``, unworded: the caller then calls ``decode``, which words it.
+    """
+
+    __slots__ = ("_codec", "_raw", "raw")
 
     def __init__(self, encoding: Encoding | str = Encoding.JSON) -> None:
         self._codec = event_codec(encoding)
@@ -66,6 +76,7 @@ class WireDecoder:
             if self._codec.encoding is Encoding.JSON
             else msgspec.msgpack.Decoder(Event)
         )
+        self.raw: Callable[[bytes], Event] = self._raw.decode
 
     def decode(
         self,
@@ -79,7 +90,7 @@ class WireDecoder:
         """Decode one wire event (see ``schemas.base.EventDecoder``)."""
         try:
             event = self._raw.decode(value)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        except RAW_ERRORS:
             # The codec words the failure (and raises it): only failures pay for that.
             event = self._codec.decode(value, topic=topic, partition=partition, offset=offset)
         return (event, event.key, event.source_ts_ns)

@@ -31,6 +31,7 @@ class Counters:
 
     def __init__(self) -> None:
         self.events_in = 0
+        """Records handed to the pipeline (``Pipeline.ingest`` counts each call's at once)."""
         self.decisions: dict[Status, int] = dict.fromkeys(Status, 0)
         self.dead: dict[str, int] = {}
         self.batches = 0

@@ -26,10 +26,19 @@ class OffsetError(ServiceError):
     """An offset was tracked out of order or acknowledged without being tracked."""
 
 
-class _Partition:
-    __slots__ = ("acked", "committed", "inflight", "last")
+class PartitionOffsets:
+    """One partition's in-flight offsets (``OffsetTracker.partition``).
 
-    def __init__(self) -> None:
+    ``last`` is the highest offset tracked and ``inflight`` the offsets tracked and not
+    yet acknowledged, in order: a caller holding this object may track ``offset`` itself
+    with ``inflight.append(offset)`` and ``last = offset`` when ``offset > last`` (the
+    pipeline does, once per record), else it calls ``track``, which refuses it.
+    """
+
+    __slots__ = ("acked", "committed", "inflight", "last", "tp")
+
+    def __init__(self, tp: Hashable) -> None:
+        self.tp = tp
         self.inflight: deque[int] = deque()
         self.acked: set[int] = set()
         self.last = -1
@@ -38,6 +47,15 @@ class _Partition:
     def committable(self) -> int:
         return self.inflight[0] if self.inflight else self.last + 1
 
+    def track(self, offset: int) -> None:
+        """Record that ``offset`` entered the service (``OffsetTracker.track``)."""
+        if offset <= self.last:
+            raise OffsetError(
+                f"offset {offset} of {self.tp} tracked after {self.last}: offsets must increase"
+            )
+        self.inflight.append(offset)
+        self.last = offset
+
 
 class OffsetTracker(Generic[TP]):
     """Per-partition in-flight offsets and the commit point they allow."""
@@ -45,19 +63,19 @@ class OffsetTracker(Generic[TP]):
     __slots__ = ("_parts",)
 
     def __init__(self) -> None:
-        self._parts: dict[TP, _Partition] = {}
+        self._parts: dict[TP, PartitionOffsets] = {}
+
+    def partition(self, tp: TP) -> PartitionOffsets:
+        """``tp``'s offsets, made on first use. The object stays ``tp``'s until ``forget``
+        or ``reset`` replaces it: hold it only while neither can run (no ``await``)."""
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = PartitionOffsets(tp)
+        return part
 
     def track(self, tp: TP, offset: int) -> None:
         """Record that ``offset`` of ``tp`` entered the service."""
-        part = self._parts.get(tp)
-        if part is None:
-            part = self._parts[tp] = _Partition()
-        if offset <= part.last:
-            raise OffsetError(
-                f"offset {offset} of {tp} tracked after {part.last}: offsets must increase"
-            )
-        part.inflight.append(offset)
-        part.last = offset
+        self.partition(tp).track(offset)
 
     def ack(self, tp: TP, offset: int) -> None:
         """Record that the decision for ``offset`` of ``tp`` is durably published (an
@@ -118,7 +136,7 @@ class OffsetTracker(Generic[TP]):
 
     def reset(self, tp: TP, next_offset: int) -> None:
         """Start ``tp`` afresh at ``next_offset`` (after an assign or a seek)."""
-        part = self._parts[tp] = _Partition()
+        part = self._parts[tp] = PartitionOffsets(tp)
         part.last = next_offset - 1
         part.committed = next_offset
 

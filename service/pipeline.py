@@ -39,23 +39,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from engines.base import Engine
 from engines.errors import EngineError
-from engines.features import Features
+from engines.features import Features, FeatureState
 from engines.head import Head
 from engines.version import ModelVersion
 from schemas.base import EventDecoder
 from schemas.decision import Status
+from schemas.decoders import RAW_ERRORS, WireDecoder
 from schemas.errors import DecodeError, SchemaError
 from service.base import Record, Sink
 from service.counters import Counters
 from service.dispatcher import Dispatcher
 from service.errors import ServiceError
 from service.inbound import build_decoder
-from service.offsets import OffsetTracker
+from service.offsets import OffsetTracker, PartitionOffsets
 from service.publisher import Publisher
 from service.scheduler.base import Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
@@ -279,7 +280,7 @@ class Pipeline:
 
     # -- ingest ------------------------------------------------------------------------------
 
-    async def ingest(self, records: Iterable[Record]) -> None:
+    async def ingest(self, records: Sequence[Record]) -> None:
         """Decode, update state and queue each record; publish immediate outcomes.
 
         Every ``scheduler.ingest_chunk`` records the ingest time is read again, and once
@@ -287,7 +288,13 @@ class Pipeline:
         dispatcher is woken and given a turn (``asyncio.sleep(0)``): a large fetch does not
         hold back what is queued, and a slow engine run inline (which blocks the loop for
         a whole batch at each turn) does not slow ingest down to a chunk per batch.
+
+        Per record, what a run of records shares is looked up once: the partition's
+        offsets (``OffsetTracker.partition``), the topic's deadline policy, and the state of
+        the key seen last (``StateStore.update`` only for another key). Each is looked up
+        again after every ``await``, where a rebalance may replace it.
         """
+        self.counters.events_in += len(records)
         now = self._clock()
         chunk = self._chunk
         # The time is read again before record chunk + 1 (then every chunk records), so a
@@ -299,16 +306,25 @@ class Pipeline:
         turn_at = now + turn
         w2m = self.w2m.offset_ns
         decode = self._decoder.decode
+        # weir's wire types: msgspec's own decoder, and ``decode`` only for a failure.
+        raw = self._decoder.raw if isinstance(self._decoder, WireDecoder) else None
         store = self.state
         sched = self.scheduler
         tracker = self.tracker
-        counters = self.counters
-        kinds = counters.kinds
+        kinds = self.counters.kinds
         slots = self.slots
         free = slots.free
         slab = slots.slab
         targets = slots.targets
         head_states = slots.head_state
+        col_topic = slots.topic
+        col_part = slots.partition
+        col_off = slots.offset
+        col_key = slots.key
+        col_kafka = slots.kafka_ts
+        col_source = slots.source_ts
+        col_ingest = slots.ingest
+        col_deadline = slots.deadline
         # A classes head reads neither (``install`` keeps the kind for the pipeline's life).
         keyed = self.dispatcher.head.uses_targets
         fill = slots.fill
@@ -322,6 +338,13 @@ class Pipeline:
         policy = self.budgets.default
         own_class = False
         shared: Deadline | None = None
+        # The partition tracked last, and the key updated last with its states.
+        tp_topic: str | None = None
+        tp_part = -1
+        offsets: PartitionOffsets | None = None
+        last_key: str | None = None
+        last_state: FeatureState | None = None
+        last_head: object = None
         for rec in records:
             left -= 1
             if not left:
@@ -332,13 +355,21 @@ class Pipeline:
                     await asyncio.sleep(0)
                     now = self._clock()
                     turn_at = now + turn
+                    offsets = last_state = None
                 wall_now = now - w2m
                 dl_topic = None
             topic = rec.topic
             part = rec.partition
             off = rec.offset
-            tracker.track((topic, part), off)
-            counters.events_in += 1
+            if offsets is None or part != tp_part or topic != tp_topic:
+                tp_topic = topic
+                tp_part = part
+                offsets = tracker.partition((topic, part))
+            if off > offsets.last:
+                offsets.inflight.append(off)
+                offsets.last = off
+            else:
+                offsets.track(off)  # refused: offsets of a partition must increase
             value = rec.value
             ts_ms = rec.timestamp
             kafka_ns = ts_ms * 1_000_000 if ts_ms >= 0 else None
@@ -350,18 +381,39 @@ class Pipeline:
                     else f"record of {len(value)} bytes exceeds max_event_bytes={max_bytes}"
                 )
                 await self._dead_letter(rec, reason, detail, kafka_ns)
+                offsets = last_state = None
                 continue
             headers = rec.headers
             try:
-                event, key, source_ns = decode(
-                    value, headers, topic=topic, partition=part, offset=off
-                )
-                state = store.update(event, kafka_ns if kafka_ns is not None else wall_now, key)
+                if raw is None:
+                    event, key, source_ns = decode(
+                        value, headers, topic=topic, partition=part, offset=off
+                    )
+                else:
+                    try:
+                        event = raw(value)
+                        key = event.key
+                        source_ns = event.source_ts_ns
+                    except RAW_ERRORS:
+                        event, key, source_ns = decode(  # words the failure and raises it
+                            value, headers, topic=topic, partition=part, offset=off
+                        )
+                arrival = kafka_ns if kafka_ns is not None else wall_now
+                if key == last_key and last_state is not None:
+                    state = last_state
+                    state.update(event, arrival)
+                else:
+                    state = store.update(event, arrival, key)
+                    last_key = key
+                    last_state = state
+                    last_head = store.last_head_state
             except DecodeError as exc:
                 await self._dead_letter(rec, exc.code, str(exc), kafka_ns)
+                offsets = last_state = None
                 continue
             except SchemaError as exc:
                 await self._dead_letter(rec, "wrong_task", str(exc), kafka_ns)
+                offsets = last_state = None
                 continue
             tk = (topic, type(event))
             kinds[tk] = kinds.get(tk, 0) + 1
@@ -372,12 +424,13 @@ class Pipeline:
                 if traced is not None:
                     carry.put(scratch, traced)
                 await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
+                offsets = last_state = None
                 continue
             slot = free.pop()
             state.write_input(slab[slot])
             if keyed:
                 targets[slot] = state.target()
-                head_states[slot] = store.last_head_state
+                head_states[slot] = last_head
             if topic != dl_topic:
                 dl_topic = topic
                 policy = self.budgets.policy(topic)
@@ -395,7 +448,15 @@ class Pipeline:
                         now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
                     )
                 )
-            fill(slot, topic, part, off, key, kafka_ns, source_ns, now, deadline.mono_ns)
+            # ``slots.fill``, inlined: the slot's coordinates and stamps.
+            col_topic[slot] = topic
+            col_part[slot] = part
+            col_off[slot] = off
+            col_key[slot] = key
+            col_kafka[slot] = kafka_ns
+            col_source[slot] = source_ns
+            col_ingest[slot] = now
+            col_deadline[slot] = deadline.mono_ns
             if traced is not None:
                 carry.put(slot, traced)
             item = Item(slot, (topic, key) if own_class else key, deadline)
@@ -405,8 +466,10 @@ class Pipeline:
                 # profile that expires everything at submit would never see a recovery.
                 self.dispatcher.probe((item,), now)
                 await self._publish(slot, Status.EXPIRED)
+                offsets = last_state = None
             elif outcome is not None:
                 await self._publish(slot, Status.SHED)
+                offsets = last_state = None
         self._wake.set()
 
     def warm(self, records: Iterable[Record]) -> None:

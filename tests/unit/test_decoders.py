@@ -8,7 +8,14 @@ import msgspec
 import pytest
 
 from schemas.codec import event_codec
-from schemas.decoders import FieldMap, FieldMapDecoder, StructDecoder, WireDecoder, load_struct
+from schemas.decoders import (
+    RAW_ERRORS,
+    FieldMap,
+    FieldMapDecoder,
+    StructDecoder,
+    WireDecoder,
+    load_struct,
+)
 from schemas.errors import DecodeError, SchemaError
 from schemas.events import Quote, SensorReading
 
@@ -44,6 +51,24 @@ def test_wire_decoder_gives_the_event_its_key_and_time() -> None:
     q = Quote(symbol="ETH", bid_px=1.0, bid_qty=1.0, ask_px=2.0, ask_qty=1.0, source_ts_ns=5)
     got = WireDecoder("msgpack").decode(event_codec("msgpack").encode(q), [])
     assert got == (q, "ETH", 5)
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_wire_decoder_raw_gives_the_same_event_and_leaves_the_wording_to_decode(
+    encoding: str,
+) -> None:
+    """``raw`` (the pipeline's fast path) decodes a good value to the event ``decode``
+    gives; a bad one raises one of ``RAW_ERRORS``, unworded, for ``decode`` to word."""
+    q = Quote(symbol="ETH", bid_px=1.0, bid_qty=1.0, ask_px=2.0, ask_qty=1.0, source_ts_ns=5)
+    dec = WireDecoder(encoding)
+    value = event_codec(encoding).encode(q)
+    event = dec.raw(value)
+    assert (event, event.key, event.source_ts_ns) == dec.decode(value, [])
+    for bad in (b"\xff{", value[:-3]):
+        with pytest.raises(RAW_ERRORS):
+            dec.raw(bad)
+        with pytest.raises(DecodeError, match=r"decode failed: .* topic=t partition=2 offset=9"):
+            dec.decode(bad, [], **WHERE)
 
 
 def test_wire_decoder_error_names_the_field_and_coordinates() -> None:

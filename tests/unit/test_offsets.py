@@ -119,3 +119,30 @@ def test_ack_held_skips_a_forgotten_partition_and_acks_a_held_one() -> None:
     t.track("q", 4)
     with pytest.raises(OffsetError, match=r"offset 7 of q acknowledged but never tracked"):
         t.ack_held("q", 7)
+
+
+def test_partition_object_tracks_like_the_tracker_until_replaced() -> None:
+    """``partition`` gives one object per partition: tracking through it (``track``, or the
+    pipeline's own append when the offset is above ``last``) is tracking in the tracker;
+    ``reset`` and ``forget`` replace it, and the old one then changes nothing held."""
+    t: OffsetTracker[str] = OffsetTracker()
+    p = t.partition("p")
+    assert t.partition("p") is p and p.tp == "p" and p.last == -1
+    p.track(3)
+    assert p.last < 4  # the pipeline's fast path
+    p.inflight.append(4)
+    p.last = 4
+    assert t.pending("p") == 2 and t.committable("p") == 3
+    with pytest.raises(OffsetError, match=r"offset 4 of p tracked after 4: offsets must increase"):
+        p.track(4)
+    t.ack("p", 3)
+    t.ack("p", 4)
+    assert t.committable("p") == 5
+    t.reset("p", 50)
+    fresh = t.partition("p")
+    assert fresh is not p and fresh.last == 49 and t.committable("p") == 50
+    p.track(5)  # the replaced object: nothing held moves
+    assert t.committable("p") == 50 and t.pending("p") == 0
+    t.forget("p")
+    assert not t.holds("p")
+    assert t.partition("p") is not fresh and t.holds("p")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from service.errors import PublishError
 from service.kafka import KafkaSink
 from service.memory import MemoryRecord, MemorySink
 from service.memory_kafka import MemoryKafka, MemoryProducer
+from service.offsets import OffsetError
 from service.pipeline import Pipeline
 from service.probe import PROBE_INTERVAL_NS, PROBE_REFRESH
 from service.registry import RegistryClient, RegistryError
@@ -353,7 +355,7 @@ async def test_large_ingest_lets_the_dispatcher_run_between_chunks(make_pipeline
 
     def seen(msg: Any) -> None:
         if codec.decode(msg.value).status is Status.OK:
-            seen_at.append(pipe.counters.events_in)
+            seen_at.append(pipe.tracker.partition((TOPIC, 0)).last + 1)  # records ingested
 
     sink._on_message = seen
     pipe.start()
@@ -387,6 +389,60 @@ async def test_a_fetch_of_one_ingest_chunk_is_queued_whole_before_the_dispatcher
     ok = [d for d in sink_decisions(sink) if d.status is Status.OK]
     assert [d.offset for d in ok] == list(range(WINDOW - 1, WINDOW + 3))
     assert [d.batch_size for d in ok] == [4, 4, 4, 4]
+
+
+async def test_an_offset_not_above_the_last_tracked_is_refused(make_pipeline: Any) -> None:
+    """Ingest tracks each partition's offsets through the tracker's object for it; a record
+    whose offset is not above the last tracked of its partition stops ingest with an
+    ``OffsetError`` naming both, and the other partition's run before it still counts."""
+    pipe, sink, _ = make_pipeline()
+    pipe.start()
+    await pipe.ingest([_quote_record(i) for i in range(3)])
+    with pytest.raises(OffsetError, match=re.escape(f"offset 2 of ('{TOPIC}', 0) tracked after 2")):
+        await pipe.ingest([_quote_record(0, partition=1), _quote_record(2)])
+    assert await pipe.drain(5.0)
+    await pipe.close()
+    assert pipe.tracker.committable((TOPIC, 0)) == 3
+    assert pipe.tracker.committable((TOPIC, 1)) == 1
+    assert [(d.partition, d.offset) for d in sink_decisions(sink)] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 0),
+    ]
+
+
+async def test_a_key_evicted_by_another_is_not_updated_through_ingest_s_last_key(
+    make_pipeline: Any,
+) -> None:
+    """Ingest updates the key it saw last without asking the store again; with one key
+    kept, another key evicts it, so the key coming back starts over and warms up again."""
+    pipe, sink, _ = make_pipeline(settings=_settings(state={"max_keys": 1}))
+    keys = ["A"] * (WINDOW + 1) + ["B"] + ["A"] * 2
+    await run_pipeline(pipe, [_quote_record(i, key=k) for i, k in enumerate(keys)], chunk=100)
+    got = [(d.key, d.status) for d in sorted(sink_decisions(sink), key=lambda d: d.offset)]
+    w, ok = Status.WARMING, Status.OK
+    assert got == [("A", w)] * (WINDOW - 1) + [("A", ok)] * 2 + [("B", w)] + [("A", w)] * 2
+    assert pipe.state.evictions == 2
+
+
+async def test_key_states_cleared_while_ingest_waits_are_not_reused(make_pipeline: Any) -> None:
+    """Key states cleared while ingest waits on a send (as a rebalance that took every
+    partition clears them) are not reused by the rest of that ingest call: the key's
+    later events in the same call warm up again from the first."""
+    cleared: list[int] = []
+
+    def clear_once(msg: Any) -> None:
+        d = decision_codec().decode(msg.value)
+        if d.offset == WINDOW - 2 and not cleared:
+            cleared.append(d.offset)
+            pipe.state.clear()
+
+    pipe, sink, _ = make_pipeline(sink=MemorySink(on_message=clear_once))
+    await run_pipeline(pipe, [_quote_record(i) for i in range(2 * WINDOW)], chunk=100)
+    assert cleared == [WINDOW - 2]
+    statuses = [d.status for d in sink_decisions(sink)]
+    assert statuses == [Status.WARMING] * (2 * WINDOW - 2) + [Status.OK] * 2
 
 
 async def test_ack_of_a_revoked_partition_is_dropped(make_pipeline: Any) -> None:
