@@ -146,7 +146,6 @@ class Publisher:
         version = self.model_version
         headers = self._headers[Status.OK]
         carry = self._trace
-        deadlines = slots.deadline
         keys = slots.key
         topics = slots.topic
         partitions = slots.partition
@@ -158,15 +157,16 @@ class Publisher:
         counters = self._counters
         # Counted once for the batch, before any send (a send may suspend).
         counters.decisions[Status.OK] += n
+        ok = Status.OK
         for i, item in enumerate(items):
             slot = item.payload
-            deadline = deadlines[slot]
+            deadline = item.deadline.mono_ns  # a queued event's: never None
             key = keys[slot]
             topic = topics[slot]
             part = partitions[slot]
             off = offsets[slot]
             now = clock()
-            late = item.late or (deadline is not None and now > deadline)
+            late = item.late or now > deadline
             if late:
                 counters.late += 1
             decision = Decision(
@@ -175,12 +175,11 @@ class Publisher:
                 offset=off,
                 key=key,
                 model_version=version,
-                status=Status.OK,
+                status=ok,
                 label=names[label_rows[i]],
                 scores=score_rows[i],
                 late=late,
                 batch_size=n,
-                error=None,
                 stamps=Stamps(
                     source_ts_ns=source_ts[slot],
                     kafka_ts_ns=kafka_ts[slot],
@@ -188,7 +187,7 @@ class Publisher:
                     dispatch_wall_ns=dispatch_wall,
                     infer_done_wall_ns=done_wall,
                     publish_wall_ns=now + m2w,
-                    deadline_wall_ns=None if deadline is None else deadline + m2w,
+                    deadline_wall_ns=deadline + m2w,
                 ),
                 anomaly=None if details is None else details[i],
             )
