@@ -67,16 +67,15 @@ class WireDecoder:
     ``RAW_ERRORS``, unworded: the caller then calls ``decode``, which words it.
     """
 
-    __slots__ = ("_codec", "_raw", "raw")
+    __slots__ = ("_codec", "raw")
 
     def __init__(self, encoding: Encoding | str = Encoding.JSON) -> None:
         self._codec = event_codec(encoding)
-        self._raw = (
+        self.raw: Callable[[bytes], Event] = (
             msgspec.json.Decoder(Event)
             if self._codec.encoding is Encoding.JSON
             else msgspec.msgpack.Decoder(Event)
-        )
-        self.raw: Callable[[bytes], Event] = self._raw.decode
+        ).decode
 
     def decode(
         self,
@@ -89,7 +88,7 @@ class WireDecoder:
     ) -> Inbound:
         """Decode one wire event (see ``schemas.base.EventDecoder``)."""
         try:
-            event = self._raw.decode(value)
+            event = self.raw(value)
         except RAW_ERRORS:
             # The codec words the failure (and raises it): only failures pay for that.
             event = self._codec.decode(value, topic=topic, partition=partition, offset=offset)

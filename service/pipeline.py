@@ -116,6 +116,9 @@ class Pipeline:
         )
         self._decoder = decoder if decoder is not None else build_decoder(settings)
         """Record bytes to event, key and source time (``[schema]``; ``schemas.base``)."""
+        self._raw = self._decoder.raw if isinstance(self._decoder, WireDecoder) else None
+        """For weir's wire types, msgspec's own decoder (``WireDecoder.raw``): ingest calls
+        ``decode`` only to word a failure."""
         self._max_bytes = settings.kafka.max_event_bytes
         self.slots = SlotTable(settings.scheduler.max_queue + engine.max_batch, spec.n_features)
         """Each queued event's window, target, coordinates and stamps (``service.slots``)."""
@@ -306,8 +309,7 @@ class Pipeline:
         turn_at = now + turn
         w2m = self.w2m.offset_ns
         decode = self._decoder.decode
-        # weir's wire types: msgspec's own decoder, and ``decode`` only for a failure.
-        raw = self._decoder.raw if isinstance(self._decoder, WireDecoder) else None
+        raw = self._raw
         store = self.state
         sched = self.scheduler
         tracker = self.tracker
