@@ -13,6 +13,8 @@ Call contract (every implementation: ``EdfScheduler`` and the baselines):
 - ``submit(item, now_ns)`` returns ``None`` when the item is queued, or an immediate
   ``Outcome``: ``SHED`` (queue at its bound) or ``EXPIRED`` (too late even alone, and no
   earlier event of its key is queued or in flight). The caller publishes that outcome at once.
+- ``submit_all(items, now_ns)`` queues a run of items at once where ``submit`` would queue
+  each (True), or queues none (False: the caller then ``submit``s them one by one).
 - ``poll(now_ns)`` returns
   * a ``Batch``: publish ``batch.expired`` as ``expired`` and ``batch.shed`` as ``shed``
     (no inference; ``shed``: given up under overload so that more events meet their
@@ -79,7 +81,7 @@ class Item(Generic[P]):
         self.enqueued_ns = 0
         self.late = False
         self._eff = deadline.mono_ns
-        self._live = False
+        self._live = True  # until taken from the queue
 
     def __repr__(self) -> str:
         return (
@@ -147,6 +149,11 @@ class Scheduler(Protocol[P]):
 
     def submit(self, item: Item[P], now_ns: int) -> Outcome | None:
         """Queue ``item``; ``None``, or the immediate outcome (``SHED`` or ``EXPIRED``)."""
+        ...
+
+    def submit_all(self, items: Sequence[Item[P]], now_ns: int) -> bool:
+        """Queue every one of ``items`` (in order) when ``submit`` would queue each of them:
+        True; else queue none and return False (the caller ``submit``s them one by one)."""
         ...
 
     def poll(self, now_ns: int) -> Batch[P] | int | None:

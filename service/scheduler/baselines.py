@@ -13,6 +13,7 @@ at ``max_queued`` like weir does, and never ask for backpressure:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Generic
 
 from engines.profile import LatencyProfile
@@ -66,6 +67,21 @@ class _FifoScheduler(Generic[P]):
         item.late = False
         self._q.append(item)
         return None
+
+    def submit_all(self, items: Sequence[Item[P]], now_ns: int) -> bool:
+        """Queue all of ``items`` at the tail when all fit below the bound; else none."""
+        q = self._q
+        if len(q) + len(items) > self._max:
+            return False
+        seq = self._seq
+        for item in items:
+            item.seq = seq
+            seq += 1
+            item.enqueued_ns = now_ns
+            item.late = False
+        self._seq = seq
+        q.extend(items)
+        return True
 
     def poll(self, now_ns: int) -> Batch[P] | int | None:
         """The batch to dispatch now, the time to poll again, or ``None``."""

@@ -5,6 +5,15 @@ earliest deadline of the head and everything queued behind it in its key (an eve
 before any later event of its key, so it inherits their urgency). An event becomes eligible
 when the one before it in its key is dispatched; it may join that same batch, after it.
 
+The lane: while no queued event's deadline is below an earlier one's (one budget anchored at
+ingest, the usual case), every event's effective deadline is its own and EDF order is
+arrival order, so the queue is one FIFO (``_lane``) and batches are taken from its front:
+the same batches the per-key queues would give (tested side by side), without a deque,
+heap entry or dict entry per event. The first event with a deadline before the lane's last
+moves the lane into the per-key queues (once, O(queued)), as does overload's rule 4 (which
+reads each key's queue) and a hopeless event behind a queued one (whether its key is
+queued decides its outcome); the queue goes back to the lane once it is empty.
+
 Rule, at ``poll(now)`` with the engine idle and ``d0`` the earliest effective deadline:
 
 1. Expiry: a head whose own deadline is before ``now + p99(1)`` cannot be met even alone;
@@ -46,9 +55,10 @@ applies; ``service.backpressure`` decides which partitions, if any, pause) and
 ``on_backpressure(True)`` is called; it turns off below ``resume_fraction`` of that level.
 At ``max_queued`` new events are shed.
 
-Costs: ``submit`` O(log keys) with one tuple pushed (plus a walk back through its key's
-queue when it is more urgent than events before it); ``poll`` O(batch * log keys); no
-allocation per event beyond that, no clock reads, no logging.
+Costs: in the lane, ``submit`` O(1) and ``submit_all`` (a run of events at once) O(run)
+with no allocation per event; per key, ``submit`` O(log keys) with one tuple pushed (plus a
+walk back through its key's queue when it is more urgent than events before it). ``poll``
+O(batch) in the lane, O(batch * log keys) per key; no clock reads, no logging.
 """
 
 from __future__ import annotations
@@ -71,6 +81,8 @@ TAIL_SAMPLES = 256
 """Publish tails kept for ``tail_ns``."""
 TAIL_REFRESH = 16
 """Batches between recomputations of ``tail_ns``."""
+_LOWEST = -(1 << 63)
+"""Below every deadline: the lane's last deadline while the lane is empty."""
 
 
 class EdfScheduler(Generic[P]):
@@ -86,7 +98,10 @@ class EdfScheduler(Generic[P]):
         "_heap",
         "_hold",
         "_inflight",
+        "_keyed",
         "_keys",
+        "_lane",
+        "_lane_last",
         "_late_cur",
         "_late_prev",
         "_late_since",
@@ -97,6 +112,7 @@ class EdfScheduler(Generic[P]):
         "_maxb",
         "_n",
         "_on_bp",
+        "_p1",
         "_pause_cap",
         "_paused",
         "_profile",
@@ -153,6 +169,13 @@ class EdfScheduler(Generic[P]):
         self._resume = resume_fraction
         self._on_bp = on_backpressure
         self._paused = False
+        self._p1 = 0
+        """The smallest bucket's p99 at ``_lim_version`` (the submit-time expiry margin)."""
+        self._lane: deque[Item[P]] = deque()
+        self._lane_last = _LOWEST
+        """The deadline of the lane's last event (``_LOWEST`` when the lane is empty)."""
+        self._keyed = False
+        """Whether the queue is in ``_keys`` and ``_heap`` (else in ``_lane``)."""
         self._keys: dict[Hashable, deque[Item[P]]] = {}
         self._heap: list[_Entry[P]] = []
         self._n = 0
@@ -187,14 +210,41 @@ class EdfScheduler(Generic[P]):
         "Idle" means nothing of its key queued and no batch in flight (which might hold an
         earlier event of the key); otherwise a hopeless event queues and expires at a poll.
         """
+        dl = item.deadline.mono_ns
+        if self._profile.version != self._lim_version:
+            self._limit()
+        n = self._n
+        if not self._keyed:
+            if dl >= self._lane_last:
+                if self._inflight is None and self._expire and dl < now_ns + self._p1:
+                    if not n:
+                        return Outcome.EXPIRED
+                    self._to_keyed()  # whether its key is queued is in the keyed queue
+                    return self._submit_keyed(item, dl, now_ns)
+                if n >= self._max:
+                    return Outcome.SHED
+                item.enqueued_ns = now_ns  # its ``seq`` is given if it moves to the heap
+                self._n = n = n + 1
+                self._lane.append(item)
+                self._lane_last = dl
+                if self._paused or n > self._lim:
+                    self._pressure()
+                return None
+            self._to_keyed()  # a deadline before the lane's last: EDF needs the heap
+        elif not n:
+            self._to_lane()
+            return self.submit(item, now_ns)
+        return self._submit_keyed(item, dl, now_ns)
+
+    def _submit_keyed(self, item: Item[P], dl: int, now_ns: int) -> Outcome | None:
+        """``submit`` into the per-key queues and the heap of key heads."""
         key = item.key
         q = self._keys.get(key)
-        dl = item.deadline.mono_ns
         if (
             q is None
             and self._expire
             and self._inflight is None  # else an earlier event of the key may be in flight
-            and dl < now_ns + self._profile.p99_ns(self._b1)
+            and dl < now_ns + self._p1
         ):
             return Outcome.EXPIRED
         n = self._n
@@ -203,8 +253,7 @@ class EdfScheduler(Generic[P]):
         seq = self._seq
         self._seq = seq + 1
         item.seq = seq
-        item.enqueued_ns = now_ns
-        item._live = True  # ``late`` and ``_eff`` are as ``Item`` made them (each is queued once)
+        item.enqueued_ns = now_ns  # ``late``, ``_eff``, ``_live``: as ``Item`` made them
         self._n = n = n + 1
         if q is None:
             self._keys[key] = deque((item,))
@@ -224,38 +273,58 @@ class EdfScheduler(Generic[P]):
                     if len(heap) > 2 * len(self._keys) + 64:
                         self._compact()  # only an inherited deadline leaves a stale entry
             q.append(item)
-        limit = self._lim if self._profile.version == self._lim_version else self._limit()
-        if self._paused or n > limit:
+        if self._paused or n > self._lim:
             self._pressure()
         return None
 
+    def submit_all(self, items: Sequence[Item[P]], now_ns: int) -> bool:
+        """Queue all of ``items``, as ``submit`` one at a time would, when that queues each
+        of them: into the lane, when their deadlines do not decrease (from the lane's
+        last), the first is not hopeless (or a batch is in flight) and all fit below the
+        bound. Otherwise queue none and return False."""
+        n = self._n + len(items)
+        if self._keyed or n > self._max or not items:
+            return False
+        last = self._lane_last
+        for it in items:
+            dl = it._eff
+            if dl < last:
+                return False
+            last = dl
+            it.enqueued_ns = now_ns
+        if self._profile.version != self._lim_version:
+            self._limit()
+        if self._inflight is None and self._expire and items[0]._eff < now_ns + self._p1:
+            return False
+        self._lane.extend(items)
+        self._lane_last = last
+        self._n = n
+        if self._paused or n > self._lim:
+            self._pressure()
+        return True
+
     def poll(self, now_ns: int) -> Batch[P] | int | None:
         """The batch to dispatch now, the time to poll again, or ``None`` (idle or busy)."""
-        if self._inflight is not None or not self._heap:
+        if self._inflight is not None or not (self._heap if self._keyed else self._lane):
             return None
         prof = self._profile
-        heap = self._heap
         hopeless = now_ns + prof.p99_ns(self._b1)
         expire = self._expire
         maxb = self._maxb
         expired: list[Item[P]] = []
         items: list[Item[P]] = []
         # 1. Heads that cannot make it even alone.
-        while heap:
-            eff, _, it = heap[0]
-            if not it._live or it._eff != eff:
-                heappop(heap)
-                continue
-            if it.deadline.mono_ns >= hopeless or (not expire and len(items) >= maxb):
+        while True:
+            it = self._head()
+            if it is None or it.deadline.mono_ns >= hopeless or (not expire and len(items) >= maxb):
                 break
-            heappop(heap)
-            self._take(it)
+            self._pop_head(it)
             if expire:
                 expired.append(it)
             else:
                 it.late = True
                 items.append(it)
-        top = self._top()
+        top = self._head()
         if top is None:
             if items:
                 return self._dispatch(items, expired, now_ns)
@@ -285,6 +354,8 @@ class EdfScheduler(Generic[P]):
         # events in time per second of engine time than the bucket they force (or than
         # running alone a head that even the smallest bucket's margin would miss).
         if self._paused and not items and self._n > b:
+            if not self._keyed:
+                self._to_keyed()  # the count reads each key's queue
             c, threshold = self._goodput_bucket(b, now_ns)
             if c:
                 return self._dispatch_shedding(c, threshold, expired, now_ns)
@@ -292,12 +363,16 @@ class EdfScheduler(Generic[P]):
         # not hopeless when b > 0 (d0 >= now + p99(1)); when b == 0 only the top goes, and
         # step 1 left the top because its own deadline is not hopeless.
         target = max(b, len(items), 1)
-        while len(items) < target:
-            nxt = self._top()
-            if nxt is None:
-                break
-            heappop(heap)
-            self._take_run(nxt, items, target)
+        if self._keyed:
+            heap = self._heap
+            while len(items) < target:
+                nxt = self._top()
+                if nxt is None:
+                    break
+                heappop(heap)
+                self._take_run(nxt, items, target)
+        else:
+            self._take_lane(items, target)
         return self._dispatch(items, expired, now_ns)
 
     def note_wake(self, lateness_ns: int, now_ns: int) -> None:
@@ -432,6 +507,67 @@ class EdfScheduler(Generic[P]):
             (items if nxt.deadline.mono_ns >= threshold else shed).append(nxt)
         return self._dispatch(items, expired, now_ns, shed)
 
+    def _head(self) -> Item[P] | None:
+        """The most urgent queued event (the lane's first, or the heap's top)."""
+        if self._keyed:
+            return self._top()
+        lane = self._lane
+        return lane[0] if lane else None
+
+    def _pop_head(self, it: Item[P]) -> None:
+        """Remove ``_head()``, which is ``it``."""
+        if self._keyed:
+            heappop(self._heap)
+            self._take(it)
+            return
+        lane = self._lane
+        lane.popleft()
+        self._n -= 1
+        if not lane:
+            self._lane_last = _LOWEST
+
+    def _take_lane(self, items: list[Item[P]], target: int) -> None:
+        """Take the lane's first events into ``items`` until it holds ``target``."""
+        lane = self._lane
+        k = target - len(items)
+        if k >= len(lane):
+            k = len(lane)
+            items.extend(lane)
+            lane.clear()
+            self._lane_last = _LOWEST
+        else:
+            popleft = lane.popleft
+            items.extend([popleft() for _ in range(k)])
+        self._n -= k
+
+    def _to_keyed(self) -> None:
+        """Move the lane's events into the per-key queues and the heap of key heads. In the
+        lane each deadline is at least the one before it, so each event's effective
+        deadline is its own and ``(deadline, seq)`` order is the lane's."""
+        keys = self._keys
+        heap = self._heap
+        seq = self._seq
+        for it in self._lane:
+            it.seq = seq
+            seq += 1
+            q = keys.get(it.key)
+            if q is None:
+                keys[it.key] = deque((it,))
+                heap.append((it._eff, it.seq, it))
+            else:
+                q.append(it)
+        heapify(heap)
+        self._seq = seq
+        self._lane.clear()
+        self._lane_last = _LOWEST
+        self._keyed = True
+
+    def _to_lane(self) -> None:
+        """Back to the lane once the keyed queue is empty (stale heap entries dropped)."""
+        self._heap.clear()
+        self._keys.clear()
+        self._keyed = False
+
     def _top(self) -> Item[P] | None:
         heap = self._heap
         while heap:
@@ -505,7 +641,8 @@ class EdfScheduler(Generic[P]):
     def _limit(self) -> int:
         """The queue length past which the scheduler pauses: ``pause_fraction`` of the
         bound, or what the budget allows at the largest bucket's p99 if less (cached per
-        profile version, so ``submit`` pays one comparison)."""
+        profile version with the smallest bucket's p99, so ``submit`` pays one
+        comparison)."""
         prof = self._profile
         version = prof.version
         if version != self._lim_version:
@@ -514,6 +651,7 @@ class EdfScheduler(Generic[P]):
                 per_batch = max(1, prof.p99_ns(self._maxb))
                 limit = min(limit, self._budget * self._maxb // per_batch)
             self._lim = limit
+            self._p1 = prof.p99_ns(self._b1)
             self._lim_version = version
         return self._lim
 

@@ -76,3 +76,16 @@ def test_baselines_shed_at_the_bound_and_never_pause() -> None:
     fill(s, 2)
     assert s.submit(Item(9, 0, Deadline(1)), 0) is Outcome.SHED
     assert s.queued == 2 and not s.paused
+
+
+def test_submit_all_queues_a_run_at_the_tail_or_none_past_the_bound() -> None:
+    """A run that fits is queued after what is queued, in order; one past the bound is
+    refused whole (its items are then submitted, and shed, one by one)."""
+    s: GreedyScheduler[int] = GreedyScheduler(make_profile(), max_queued=5)
+    fill(s, 2)
+    assert s.submit_all([Item(p, p, Deadline(10**12)) for p in (2, 3)], 7)
+    assert not s.submit_all([Item(p, p, Deadline(10**12)) for p in (4, 5)], 7)
+    assert s.queued == 4
+    b = s.poll(7)
+    assert isinstance(b, Batch) and [i.payload for i in b.items] == [0, 1, 2, 3]
+    assert [i.seq for i in b.items] == [0, 1, 2, 3]

@@ -332,3 +332,104 @@ def test_backpressure_follows_an_adopted_profile() -> None:
     prof.adopt(slower)  # p99(16) = 1 ms: 10_000 * 16 // 1_000 = 160 queued
     s.submit(item(300, 300, 10**12), 0)
     assert s.paused
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 300), st.integers(0, 400), st.booleans()),
+        min_size=1,
+        max_size=60,
+    ),
+    st.sampled_from([ExpiryPolicy.PUBLISH, ExpiryPolicy.INFER_LATE]),
+)
+def test_the_lane_makes_the_batches_the_keyed_queue_makes(
+    events: list[tuple[int, int, int, bool]], expiry: ExpiryPolicy
+) -> None:
+    """With deadlines that never decrease (one budget, ingest order) the lane hands out the
+    same batches, expiries and wake times as the per-key queues and heap it stands for."""
+    lane = make_edf(expiry=expiry, max_queued=30)
+    keyed = make_edf(expiry=expiry, max_queued=30)
+    now = deadline = 0
+    for p, (key, gap_us, step_us, poll) in enumerate(events):
+        now += gap_us * US
+        deadline = max(deadline, now + step_us * US)
+        a, b = item(p, key, deadline), item(p, key, deadline)
+        assert lane.submit(a, now) == keyed.submit(b, now)
+        keyed._to_keyed()  # the lane's events, moved as a deadline before the last would
+        if poll:
+            got, want = lane.poll(now), keyed.poll(now)
+            if isinstance(want, Batch):
+                assert isinstance(got, Batch)
+                for attr in ("items", "expired", "shed"):
+                    assert [i.payload for i in getattr(got, attr)] == [
+                        i.payload for i in getattr(want, attr)
+                    ]
+                assert [i.late for i in got.items] == [i.late for i in want.items]
+                assert got.bucket == want.bucket
+                if want.items:
+                    lane.complete(got, 1_000)
+                    keyed.complete(want, 1_000)
+            else:
+                assert got == want
+        assert lane.queued == keyed.queued and lane.paused == keyed.paused
+
+
+def test_a_deadline_before_the_lane_s_last_keeps_edf_and_key_order() -> None:
+    """An event more urgent than the lane's last moves the queue to per-key EDF: it goes
+    first, and its key's earlier event inherits its deadline; once empty, the lane again."""
+    s = make_edf(max_hold_ns=0)
+    for p, (key, dl) in enumerate([("a", 5_000), ("b", 6_000), ("c", 7_000), ("c", 8_000)]):
+        assert s.submit(item(p, key, dl * US), 0) is None
+    assert s.submit(item(4, "d", 1_000 * US), 0) is None
+    assert s.submit(item(5, "b", 2_000 * US), 0) is None
+    batch = s.poll(0)
+    assert isinstance(batch, Batch)
+    assert [i.payload for i in batch.items] == [4, 1, 5, 0, 2, 3]
+    s.complete(batch, 1_000)
+    for p in (6, 7):
+        assert s.submit(item(p, "a", 9_000 * US), 0) is None
+    batch = s.poll(0)
+    assert isinstance(batch, Batch) and [i.payload for i in batch.items] == [6, 7]
+
+
+def test_a_hopeless_event_behind_the_lane_expires_at_submit_only_if_its_key_is_idle() -> None:
+    """With events queued, a hopeless event of a key with nothing queued is expired at once;
+    one of a queued key waits (its key's order) and expires at the poll."""
+    s = make_edf()
+    assert s.submit(item(0, "a", 10_000 * US), 0) is None
+    assert s.submit(item(1, "b", 10_050 * US), 0) is None
+    assert s.submit(item(2, "c", 10_100 * US), 9_950 * US) is Outcome.EXPIRED
+    assert s.submit(item(3, "a", 10_100 * US), 9_950 * US) is None
+    assert s.queued == 3
+    batch = s.poll(9_950 * US)
+    assert isinstance(batch, Batch)
+    assert [i.payload for i in batch.expired] == [0, 1, 3]
+
+
+def test_submit_all_queues_every_item_or_none() -> None:
+    """``submit_all`` queues a run whose deadlines do not decrease, all below the bound, and
+    refuses (queuing nothing) a decreasing run, one past the bound, a hopeless first
+    event with nothing in flight, or any run once the queue is per key."""
+    s = make_edf(max_queued=6, max_hold_ns=0)
+    run = [item(p, p % 2, 5_000 * US + p * US) for p in range(4)]
+    assert s.submit_all(run, 10) and s.queued == 4
+    assert all(i.enqueued_ns == 10 for i in run)
+    assert not s.submit_all([item(4, "x", 6_000 * US), item(5, "y", 5_500 * US)], 10)
+    assert not s.submit_all([item(4, "x", 6_000 * US)] * 3, 10)
+    assert not s.submit_all([item(4, "x", 100 * US)], 0)
+    assert not s.submit_all([], 0)
+    assert s.queued == 4
+    assert s.submit(item(4, "x", 4_000 * US), 0) is None  # before the lane's last: per key
+    assert not s.submit_all([item(5, "y", 9_000 * US)], 0)
+    batch = s.poll(0)
+    assert isinstance(batch, Batch)
+    assert [i.payload for i in batch.items] == [4, 0, 1, 2, 3]
+
+
+def test_submit_all_pauses_past_the_backpressure_level() -> None:
+    """A run that takes the queue past the pause level turns backpressure on."""
+    calls: list[bool] = []
+    s = make_edf(max_queued=8, pause_fraction=0.5, on_backpressure=calls.append)
+    assert s.submit_all([item(p, p, 10**12) for p in range(5)], 0)
+    assert s.paused and calls == [True]
