@@ -47,6 +47,26 @@ class PartitionOffsets:
     def committable(self) -> int:
         return self.inflight[0] if self.inflight else self.last + 1
 
+    def ack(self, offset: int) -> None:
+        """Record that the decision for ``offset`` is durably published (``OffsetTracker.ack``,
+        here for a caller holding the object: an acknowledgement made after ``forget`` or
+        ``reset`` replaced it changes nothing the tracker holds)."""
+        inflight = self.inflight
+        if inflight and inflight[0] == offset and not self.acked:
+            inflight.popleft()  # in order (the usual case), nothing acknowledged early waits
+            return
+        if offset > self.last:
+            raise OffsetError(f"offset {offset} of {self.tp} acknowledged but never tracked")
+        if offset < self.committed:
+            return  # sent before a reset (a rewind or a new assignment): nothing waits
+        if inflight and inflight[0] == offset:
+            inflight.popleft()
+            acked = self.acked
+            while inflight and inflight[0] in acked:
+                acked.discard(inflight.popleft())
+        else:
+            self.acked.add(offset)
+
     def track(self, offset: int) -> None:
         """Record that ``offset`` entered the service (``OffsetTracker.track``)."""
         if offset <= self.last:
@@ -89,19 +109,7 @@ class OffsetTracker(Generic[TP]):
         part = self._parts.get(tp)
         if part is None:
             return False
-        if offset > part.last:
-            raise OffsetError(f"offset {offset} of {tp} acknowledged but never tracked")
-        if offset < part.committed:
-            return True  # sent before a reset (a rewind or a new assignment): nothing waits
-        inflight = part.inflight
-        if inflight and inflight[0] == offset:
-            inflight.popleft()
-            acked = part.acked
-            if acked:  # in order (the usual case), nothing acknowledged early waits
-                while inflight and inflight[0] in acked:
-                    acked.discard(inflight.popleft())
-        else:
-            part.acked.add(offset)
+        part.ack(offset)
         return True
 
     def pending(self, tp: TP | None = None) -> int:

@@ -296,6 +296,12 @@ class Pipeline:
         offsets (``OffsetTracker.partition``), the topic's deadline policy, and the state of
         the key seen last (``StateStore.update`` only for another key). Each is looked up
         again after every ``await``, where a rebalance may replace it.
+
+        The queued events go to the scheduler a run at a time (``Scheduler.submit_all``;
+        one by one where it refuses the run, each immediate ``expired`` or ``shed``
+        published then): the run is handed over before the ingest time is read again,
+        before any other outcome is published and before an offset is refused, so the
+        scheduler sees every event in ingest order before anything after it goes out.
         """
         self.counters.events_in += len(records)
         now = self._clock()
@@ -311,7 +317,6 @@ class Pipeline:
         decode = self._decoder.decode
         raw = self._raw
         store = self.state
-        sched = self.scheduler
         tracker = self.tracker
         kinds = self.counters.kinds
         slots = self.slots
@@ -327,6 +332,7 @@ class Pipeline:
         col_source = slots.source_ts
         col_ingest = slots.ingest
         col_deadline = slots.deadline
+        col_tracked = slots.tracked
         # A classes head reads neither (``install`` keeps the kind for the pipeline's life).
         keyed = self.dispatcher.head.uses_targets
         fill = slots.fill
@@ -347,10 +353,16 @@ class Pipeline:
         last_key: str | None = None
         last_state: FeatureState | None = None
         last_head: object = None
+        # Events made ready for the scheduler since the last ``submit_all`` (all at ``now``):
+        # handed over before the ingest time is read again and before every ``await``, so
+        # the scheduler sees them in ingest order before anything else is published.
+        run: list[Item[int]] = []
         for rec in records:
             left -= 1
             if not left:
                 left = chunk
+                if run and await self._submit(run, now):
+                    offsets = last_state = None
                 now = self._clock()
                 if now >= turn_at:
                     self._wake.set()
@@ -371,7 +383,12 @@ class Pipeline:
                 offsets.inflight.append(off)
                 offsets.last = off
             else:
-                offsets.track(off)  # refused: offsets of a partition must increase
+                if run and await self._submit(run, now):  # queued before ingest may raise
+                    offsets = tracker.partition((topic, part))
+                    last_state = None
+                # Refused (offsets of a partition must increase), unless the partition was
+                # reset while the run's outcomes went out.
+                offsets.track(off)
             value = rec.value
             ts_ms = rec.timestamp
             kafka_ns = ts_ms * 1_000_000 if ts_ms >= 0 else None
@@ -382,7 +399,9 @@ class Pipeline:
                     if value is None
                     else f"record of {len(value)} bytes exceeds max_event_bytes={max_bytes}"
                 )
-                await self._dead_letter(rec, reason, detail, kafka_ns)
+                if run:
+                    await self._submit(run, now)
+                await self._dead_letter(rec, reason, detail, kafka_ns, offsets)
                 offsets = last_state = None
                 continue
             headers = rec.headers
@@ -410,11 +429,15 @@ class Pipeline:
                     last_state = state
                     last_head = store.last_head_state
             except DecodeError as exc:
-                await self._dead_letter(rec, exc.code, str(exc), kafka_ns)
+                if run:
+                    await self._submit(run, now)
+                await self._dead_letter(rec, exc.code, str(exc), kafka_ns, offsets)
                 offsets = last_state = None
                 continue
             except SchemaError as exc:
-                await self._dead_letter(rec, "wrong_task", str(exc), kafka_ns)
+                if run:
+                    await self._submit(run, now)
+                await self._dead_letter(rec, "wrong_task", str(exc), kafka_ns, offsets)
                 offsets = last_state = None
                 continue
             tk = (topic, type(event))
@@ -422,9 +445,11 @@ class Pipeline:
             traced = carry.read(headers) if headers else None
             if not state.ready or not free:
                 # Decided now (no window yet, or no slot left): from the scratch slot.
-                fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None)
+                fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None, offsets)
                 if traced is not None:
                     carry.put(scratch, traced)
+                if run:
+                    await self._submit(run, now)
                 await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
                 offsets = last_state = None
                 continue
@@ -459,20 +484,36 @@ class Pipeline:
             col_source[slot] = source_ns
             col_ingest[slot] = now
             col_deadline[slot] = deadline.mono_ns
+            col_tracked[slot] = offsets
             if traced is not None:
                 carry.put(slot, traced)
-            item = Item(slot, (topic, key) if own_class else key, deadline)
+            run.append(Item(slot, (topic, key) if own_class else key, deadline))
+        if run:
+            await self._submit(run, now)
+        self._wake.set()
+
+    async def _submit(self, run: list[Item[int]], now: int) -> bool:
+        """Queue ``run`` (ingested at ``now``) and empty it: all at once when the scheduler
+        takes all (``submit_all``), else one by one, publishing each immediate outcome.
+        True when anything was published (an ``await`` ran)."""
+        sched = self.scheduler
+        if sched.submit_all(run, now):
+            run.clear()
+            return False
+        published = False
+        for item in run:
             outcome = sched.submit(item, now)
             if outcome is Outcome.EXPIRED:
                 # Hopeless on arrival: it never reaches a poll, so probe from here too, or a
                 # profile that expires everything at submit would never see a recovery.
                 self.dispatcher.probe((item,), now)
-                await self._publish(slot, Status.EXPIRED)
-                offsets = last_state = None
+                await self._publish(item.payload, Status.EXPIRED)
+                published = True
             elif outcome is not None:
-                await self._publish(slot, Status.SHED)
-                offsets = last_state = None
-        self._wake.set()
+                await self._publish(item.payload, Status.SHED)
+                published = True
+        run.clear()
+        return published
 
     def warm(self, records: Iterable[Record]) -> None:
         """Fold already-decided records into the key windows only (after a seek back)."""

@@ -8,8 +8,10 @@ batch's decisions in row order (``ok`` from the engine's output judged by the mo
 name the model version and the status, one shared list per status (sinks never change
 headers: ``service.base.Sink``); a traced decision gets a copy with its trace headers
 (``service.tracing``). ``on_ack`` is the sink's acknowledgement callback: a produce error
-becomes ``failed`` (the pipeline stops on it), a success acks the offset in the tracker,
-whose commit point never passes an unacknowledged outcome.
+becomes ``failed`` (the pipeline stops on it), a success acks the offset in the partition
+offsets it was tracked in (the slot's ``tracked``, the token sent with the message), whose
+commit point never passes an unacknowledged outcome; where the partition was revoked or
+reset meanwhile, those offsets are no longer the tracker's and the ack changes nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
 from service.base import Record, Sink
 from service.counters import Counters
 from service.errors import PublishError
-from service.offsets import OffsetTracker
+from service.offsets import OffsetTracker, PartitionOffsets
 from service.scheduler.base import Item
 from service.scheduler.deadline import WallToMono
 from service.settings import Settings
@@ -153,6 +155,7 @@ class Publisher:
         source_ts = slots.source_ts
         kafka_ts = slots.kafka_ts
         ingest = slots.ingest
+        tracked = slots.tracked
         free = slots.free  # a batch's slots are never the scratch: ``release`` inlined
         counters = self._counters
         # Counted once for the batch, before any send (a send may suspend).
@@ -196,7 +199,9 @@ class Publisher:
                 traced = carry.take(slot)
                 if traced is not None:
                     sent = [*headers, *traced]
-            await send(out_topic, key.encode(), encode(decision), sent, (topic, part, off), on_ack)
+            await send(
+                out_topic, key.encode(), encode(decision), sent, (tracked[slot], off), on_ack
+            )
             head_state[slot] = None
             free.append(slot)
         if obs is not None:
@@ -263,14 +268,20 @@ class Publisher:
             key.encode(),
             self._encode(decision),
             headers,
-            (topic, part, off),
+            (slots.tracked[slot], off),
             self.on_ack,
         )
         slots.release(slot)
 
     async def dead_letter(
-        self, rec: Record, reason: str, detail: str, kafka_ns: int | None
+        self,
+        rec: Record,
+        reason: str,
+        detail: str,
+        kafka_ns: int | None,
+        tracked: PartitionOffsets,
     ) -> None:
+        """Publish ``rec`` (tracked in ``tracked``) to the dead-letter topic."""
         counters = self._counters
         counters.dead[reason] = counters.dead.get(reason, 0) + 1
         counters.kinds[(rec.topic, None)] = counters.kinds.get((rec.topic, None), 0) + 1
@@ -295,15 +306,18 @@ class Publisher:
             rec.key,
             self._dead_codec.encode(dead),
             headers,
-            (rec.topic, rec.partition, rec.offset),
+            (tracked, rec.offset),
             self.on_ack,
         )
 
     def on_ack(self, token: Any, error: BaseException | None) -> None:
-        topic, part, off = token
+        """The sink's answer for one message; ``token``: the partition offsets its input was
+        tracked in and its offset."""
+        tracked, off = token
         if error is not None:
             self._counters.produce_errors += 1
             if self.failed is None:
+                topic, part = tracked.tp
                 failed = PublishError(
                     f"publishing decisions failed: {type(error).__name__}: {error} - "
                     f"topic={topic} partition={part} offset={off}"
@@ -311,6 +325,7 @@ class Publisher:
                 failed.__cause__ = error
                 self.failed = failed
             return
-        # Not held: revoked while the decision was in flight; the new owner reads on from
-        # the commit made at the revoke, which stayed below this offset.
-        self._tracker.ack_held((topic, part), off)
+        # Where the partition was revoked (or reset) while the decision was in flight,
+        # ``tracked`` is no longer the tracker's and this changes nothing: the new owner
+        # reads on from the commit made at the revoke, which stayed below this offset.
+        tracked.ack(off)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from service.offsets import PartitionOffsets
+
 __all__ = ["SlotTable"]
 
 
@@ -39,6 +41,7 @@ class SlotTable:
         "source_ts",
         "targets",
         "topic",
+        "tracked",
     )
 
     def __init__(self, capacity: int, n_features: int) -> None:
@@ -64,6 +67,9 @@ class SlotTable:
         """Ingest time, monotonic ns."""
         self.deadline: list[int | None] = [None] * rows
         """Deadline, monotonic ns (None: decided at ingest, never queued)."""
+        self.tracked: list[PartitionOffsets | None] = [None] * rows
+        """The partition offsets the event's offset was tracked in
+        (``OffsetTracker.partition``): its decision's acknowledgement goes there."""
 
     @property
     def capacity(self) -> int:
@@ -81,6 +87,7 @@ class SlotTable:
         source_ts: int | None,
         ingest: int,
         deadline: int | None,
+        tracked: PartitionOffsets | None,
     ) -> None:
         """Write an event's coordinates and stamps into ``slot``."""
         self.topic[slot] = topic
@@ -91,6 +98,7 @@ class SlotTable:
         self.source_ts[slot] = source_ts
         self.ingest[slot] = ingest
         self.deadline[slot] = deadline
+        self.tracked[slot] = tracked
 
     def release(self, slot: int) -> None:
         """``slot``'s decision is out: it may take another event (the scratch never)."""

@@ -146,3 +146,24 @@ def test_partition_object_tracks_like_the_tracker_until_replaced() -> None:
     t.forget("p")
     assert not t.holds("p")
     assert t.partition("p") is not fresh and t.holds("p")
+
+
+def test_acks_through_the_partition_object_count_until_it_is_replaced() -> None:
+    """``PartitionOffsets.ack`` acknowledges like the tracker's ``ack``, in any order; once a
+    ``reset`` replaced the object, an ack through the old one changes nothing held."""
+    t: OffsetTracker[str] = OffsetTracker()
+    p = t.partition("p")
+    for off in range(4):
+        p.track(off)
+    p.ack(1)
+    assert t.committable("p") == 0
+    p.ack(0)
+    assert t.committable("p") == 2
+    with pytest.raises(OffsetError, match=r"offset 9 of p acknowledged but never tracked"):
+        p.ack(9)
+    t.reset("p", 2)  # a rewind: 2 and 3 are read again
+    p.ack(3)
+    assert t.committable("p") == 2 and t.pending("p") == 0
+    t.track("p", 2)
+    p.ack(2)  # the old decision of 2, not the one now in flight
+    assert t.committable("p") == 2 and t.pending("p") == 1

@@ -279,6 +279,10 @@ class _ScriptedScheduler:
     def submit(self, item: Any, now_ns: int) -> None:
         self.items.append(item)
 
+    def submit_all(self, items: Any, now_ns: int) -> bool:
+        self.items.extend(items)
+        return True
+
     def poll(self, now_ns: int) -> Any:
         from service.scheduler import Batch
 
@@ -461,6 +465,52 @@ async def test_ack_of_a_revoked_partition_is_dropped(make_pipeline: Any) -> None
     assert forgotten == [1] and pipe.failed is None
     assert len(sink_decisions(sink)) == 6
     assert pipe.tracker.committable((TOPIC, 0)) == 5
+
+
+async def test_ack_after_its_partition_was_reset_changes_nothing_held(make_pipeline: Any) -> None:
+    """A decision acknowledged after its partition was reset (a rewind while it was in
+    flight) acknowledges where its offset was tracked, not in the partition's new state,
+    which counts only the offsets tracked in it since (3 and 5 here)."""
+    reset: list[int] = []
+
+    def rewind_first(msg: Any) -> None:
+        d = decision_codec().decode(msg.value)
+        if d.partition == 1 and not reset:
+            reset.append(d.offset)
+            pipe.tracker.reset((TOPIC, 1), 0)  # offsets 0.. of partition 1 are read again
+
+    pipe, sink, _ = make_pipeline(sink=MemorySink(on_message=rewind_first))
+    await run_pipeline(pipe, [_quote_record(i, partition=i % 2) for i in range(6)], chunk=7)
+    assert reset == [1] and pipe.failed is None
+    assert len(sink_decisions(sink)) == 6
+    assert pipe.tracker.committable((TOPIC, 1)) == 6 and pipe.tracker.pending((TOPIC, 1)) == 0
+    assert pipe.tracker.committable((TOPIC, 0)) == 5
+
+
+async def test_events_ingested_before_an_immediate_outcome_are_queued_before_it_goes_out(
+    make_pipeline: Any,
+) -> None:
+    """Ingest hands the scheduler its events a run at a time: before a dead letter (or any
+    other outcome decided at ingest) is published, the events before it are queued, and
+    every event still gets one decision in key order."""
+    queued_at_dead: list[int] = []
+
+    def seen(msg: Any) -> None:
+        if msg.topic == "weir.dlq":
+            queued_at_dead.append(pipe.queued)
+
+    pipe, sink, _ = make_pipeline(sink=MemorySink(on_message=seen))
+    records = [_quote_record(i) for i in range(WINDOW + 2)]
+    records.append(MemoryRecord(TOPIC, 0, WINDOW + 2, b"{not json"))
+    records += [_quote_record(i) for i in range(WINDOW + 3, WINDOW + 5)]
+    await pipe.ingest(records)  # one call, the dispatcher not started: nothing decided yet
+    assert queued_at_dead == [3] and pipe.queued == 5
+    pipe.start()
+    assert await pipe.drain(5.0)
+    await pipe.close()
+    decided = sink_decisions(sink)
+    assert [d.offset for d in decided if d.status == "ok"] == [3, 4, 5, 7, 8]
+    assert sorted(d.offset for d in decided) == [0, 1, 2, 3, 4, 5, 7, 8]
 
 
 async def test_drain_waits_for_a_batch_whose_publishing_waits_for_room(

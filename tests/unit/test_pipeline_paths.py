@@ -112,7 +112,8 @@ class _HoldingSink:
         n = int(len(self.held) * share)
         now, self.held = self.held[:n], self.held[n:]
         for token, on_ack in now:
-            self.acked.add(token)
+            tracked, offset = token  # the publisher's: the partition's offsets and the offset
+            self.acked.add((*tracked.tp, offset))
             on_ack(token, None)
 
     async def flush(self) -> None:

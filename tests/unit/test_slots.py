@@ -18,7 +18,7 @@ def test_slots_are_taken_and_given_back_up_to_the_capacity() -> None:
 def test_fill_writes_every_column_of_one_slot() -> None:
     """``fill`` sets the slot's coordinates and stamps and leaves the other slots alone."""
     table = SlotTable(2, n_features=1)
-    table.fill(1, "t", 3, 1200, "BTC", 5, None, 7, 9)
+    table.fill(1, "t", 3, 1200, "BTC", 5, None, 7, 9, None)
     row = [
         getattr(table, c)[1]
         for c in ("topic", "partition", "offset", "key", "kafka_ts", "source_ts", "ingest")
