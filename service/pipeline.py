@@ -357,139 +357,159 @@ class Pipeline:
         # handed over before the ingest time is read again and before every ``await``, so
         # the scheduler sees them in ingest order before anything else is published.
         run: list[Item[int]] = []
-        for rec in records:
-            left -= 1
-            if not left:
-                left = chunk
-                if run and await self._submit(run, now):
-                    offsets = last_state = None
-                now = self._clock()
-                if now >= turn_at:
-                    self._wake.set()
-                    await asyncio.sleep(0)
+        # Events of one topic and type in a row, counted into ``counters.kinds`` at once.
+        kind_topic = ""
+        kind_type: type | None = None
+        kind_n = 0
+        try:
+            for rec in records:
+                left -= 1
+                if not left:
+                    left = chunk
+                    if run and await self._submit(run, now):
+                        offsets = last_state = None
                     now = self._clock()
-                    turn_at = now + turn
-                    offsets = last_state = None
-                wall_now = now - w2m
-                dl_topic = None
-            topic = rec.topic
-            part = rec.partition
-            off = rec.offset
-            if offsets is None or part != tp_part or topic != tp_topic:
-                tp_topic = topic
-                tp_part = part
-                offsets = tracker.partition((topic, part))
-            if off > offsets.last:
-                offsets.inflight.append(off)
-                offsets.last = off
-            else:
-                if run and await self._submit(run, now):  # queued before ingest may raise
+                    if now >= turn_at:
+                        self._wake.set()
+                        await asyncio.sleep(0)
+                        now = self._clock()
+                        turn_at = now + turn
+                        offsets = last_state = None
+                    wall_now = now - w2m
+                    dl_topic = None
+                topic = rec.topic
+                part = rec.partition
+                off = rec.offset
+                if offsets is None or part != tp_part or topic != tp_topic:
+                    tp_topic = topic
+                    tp_part = part
                     offsets = tracker.partition((topic, part))
-                    last_state = None
-                # Refused (offsets of a partition must increase), unless the partition was
-                # reset while the run's outcomes went out.
-                offsets.track(off)
-            value = rec.value
-            ts_ms = rec.timestamp
-            kafka_ns = ts_ms * 1_000_000 if ts_ms >= 0 else None
-            if value is None or len(value) > max_bytes:
-                reason = "empty" if value is None else "oversized"
-                detail = (
-                    "record has no value"
-                    if value is None
-                    else f"record of {len(value)} bytes exceeds max_event_bytes={max_bytes}"
-                )
-                if run:
-                    await self._submit(run, now)
-                await self._dead_letter(rec, reason, detail, kafka_ns, offsets)
-                offsets = last_state = None
-                continue
-            headers = rec.headers
-            try:
-                if raw is None:
-                    event, key, source_ns = decode(
-                        value, headers, topic=topic, partition=part, offset=off
-                    )
+                if off > offsets.last:
+                    offsets.inflight.append(off)
+                    offsets.last = off
                 else:
-                    try:
-                        event = raw(value)
-                        key = event.key
-                        source_ns = event.source_ts_ns
-                    except RAW_ERRORS:
-                        event, key, source_ns = decode(  # words the failure and raises it
+                    if run and await self._submit(run, now):  # queued before ingest may raise
+                        offsets = tracker.partition((topic, part))
+                        last_state = None
+                    # Refused (offsets of a partition must increase), unless the partition was
+                    # reset while the run's outcomes went out.
+                    offsets.track(off)
+                value = rec.value
+                ts_ms = rec.timestamp
+                kafka_ns = ts_ms * 1_000_000 if ts_ms >= 0 else None
+                if value is None or len(value) > max_bytes:
+                    reason = "empty" if value is None else "oversized"
+                    detail = (
+                        "record has no value"
+                        if value is None
+                        else f"record of {len(value)} bytes exceeds max_event_bytes={max_bytes}"
+                    )
+                    if run:
+                        await self._submit(run, now)
+                    await self._dead_letter(rec, reason, detail, kafka_ns, offsets)
+                    offsets = last_state = None
+                    continue
+                headers = rec.headers
+                try:
+                    if raw is None:
+                        event, key, source_ns = decode(
                             value, headers, topic=topic, partition=part, offset=off
                         )
-                arrival = kafka_ns if kafka_ns is not None else wall_now
-                if key == last_key and last_state is not None:
-                    state = last_state
-                    state.update(event, arrival)
+                    else:
+                        try:
+                            event = raw(value)
+                            key = event.key
+                            source_ns = event.source_ts_ns
+                        except RAW_ERRORS:
+                            event, key, source_ns = decode(  # words the failure and raises it
+                                value, headers, topic=topic, partition=part, offset=off
+                            )
+                    arrival = kafka_ns if kafka_ns is not None else wall_now
+                    if key == last_key and last_state is not None:
+                        state = last_state
+                        state.update(event, arrival)
+                    else:
+                        state = store.update(event, arrival, key)
+                        last_key = key
+                        last_state = state
+                        last_head = store.last_head_state
+                except DecodeError as exc:
+                    if run:
+                        await self._submit(run, now)
+                    await self._dead_letter(rec, exc.code, str(exc), kafka_ns, offsets)
+                    offsets = last_state = None
+                    continue
+                except SchemaError as exc:
+                    if run:
+                        await self._submit(run, now)
+                    await self._dead_letter(rec, "wrong_task", str(exc), kafka_ns, offsets)
+                    offsets = last_state = None
+                    continue
+                kind = type(event)
+                if kind is kind_type and topic == kind_topic:
+                    kind_n += 1
                 else:
-                    state = store.update(event, arrival, key)
-                    last_key = key
-                    last_state = state
-                    last_head = store.last_head_state
-            except DecodeError as exc:
-                if run:
-                    await self._submit(run, now)
-                await self._dead_letter(rec, exc.code, str(exc), kafka_ns, offsets)
-                offsets = last_state = None
-                continue
-            except SchemaError as exc:
-                if run:
-                    await self._submit(run, now)
-                await self._dead_letter(rec, "wrong_task", str(exc), kafka_ns, offsets)
-                offsets = last_state = None
-                continue
-            tk = (topic, type(event))
-            kinds[tk] = kinds.get(tk, 0) + 1
-            traced = carry.read(headers) if headers else None
-            if not state.ready or not free:
-                # Decided now (no window yet, or no slot left): from the scratch slot.
-                fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None, offsets)
-                if traced is not None:
-                    carry.put(scratch, traced)
-                if run:
-                    await self._submit(run, now)
-                await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
-                offsets = last_state = None
-                continue
-            slot = free.pop()
-            state.write_input(slab[slot])
-            if keyed:
-                targets[slot] = state.target()
-                head_states[slot] = last_head
-            if topic != dl_topic:
-                dl_topic = topic
-                policy = self.budgets.policy(topic)
-                # A topic with a budget of its own keeps each key's order among its own
-                # events only, so the same key's events of a looser topic cannot hold its
-                # events back (Kafka orders nothing across topics either).
-                own_class = self.budgets.own(topic)
-                shared = (
-                    Deadline(now + policy.budget_ns) if policy.anchor is Anchor.INGEST else None
-                )
-            deadline = shared
-            if deadline is None:
-                deadline = Deadline(
-                    policy.deadline_ns(
-                        now, kafka_wall_ns=kafka_ns, source_wall_ns=source_ns, wall_to_mono_ns=w2m
+                    if kind_n:
+                        tk = (kind_topic, kind_type)
+                        kinds[tk] = kinds.get(tk, 0) + kind_n
+                    kind_topic = topic
+                    kind_type = kind
+                    kind_n = 1
+                traced = carry.read(headers) if headers else None
+                if not state.ready or not free:
+                    # Decided now (no window yet, or no slot left): from the scratch slot.
+                    fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None, offsets)
+                    if traced is not None:
+                        carry.put(scratch, traced)
+                    if run:
+                        await self._submit(run, now)
+                    await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
+                    offsets = last_state = None
+                    continue
+                slot = free.pop()
+                state.write_input(slab[slot])
+                if keyed:
+                    targets[slot] = state.target()
+                    head_states[slot] = last_head
+                if topic != dl_topic:
+                    dl_topic = topic
+                    policy = self.budgets.policy(topic)
+                    # A topic with a budget of its own keeps each key's order among its own
+                    # events only, so the same key's events of a looser topic cannot hold its
+                    # events back (Kafka orders nothing across topics either).
+                    own_class = self.budgets.own(topic)
+                    shared = (
+                        Deadline(now + policy.budget_ns) if policy.anchor is Anchor.INGEST else None
                     )
-                )
-            # ``slots.fill``, inlined: the slot's coordinates and stamps.
-            col_topic[slot] = topic
-            col_part[slot] = part
-            col_off[slot] = off
-            col_key[slot] = key
-            col_kafka[slot] = kafka_ns
-            col_source[slot] = source_ns
-            col_ingest[slot] = now
-            col_deadline[slot] = deadline.mono_ns
-            col_tracked[slot] = offsets
-            if traced is not None:
-                carry.put(slot, traced)
-            run.append(Item(slot, (topic, key) if own_class else key, deadline))
-        if run:
-            await self._submit(run, now)
+                deadline = shared
+                if deadline is None:
+                    deadline = Deadline(
+                        policy.deadline_ns(
+                            now,
+                            kafka_wall_ns=kafka_ns,
+                            source_wall_ns=source_ns,
+                            wall_to_mono_ns=w2m,
+                        )
+                    )
+                # ``slots.fill``, inlined: the slot's coordinates and stamps.
+                col_topic[slot] = topic
+                col_part[slot] = part
+                col_off[slot] = off
+                col_key[slot] = key
+                col_kafka[slot] = kafka_ns
+                col_source[slot] = source_ns
+                col_ingest[slot] = now
+                col_deadline[slot] = deadline.mono_ns
+                col_tracked[slot] = offsets
+                if traced is not None:
+                    carry.put(slot, traced)
+                run.append(Item(slot, (topic, key) if own_class else key, deadline))
+            if run:
+                await self._submit(run, now)
+        finally:
+            if kind_n:
+                tk = (kind_topic, kind_type)
+                kinds[tk] = kinds.get(tk, 0) + kind_n
         self._wake.set()
 
     async def _submit(self, run: list[Item[int]], now: int) -> bool:

@@ -18,7 +18,7 @@ from schemas.codec import dead_letter_codec, decision_codec, event_codec
 from schemas.confluent import ConfluentDecoder, MemorySchemas, frame
 from schemas.decision import Status
 from schemas.decoders import FieldMap, StructDecoder
-from schemas.events import SensorReading
+from schemas.events import Quote, SensorReading, Trade
 from schemas.features import FeatureSpec, Task
 from service.errors import PublishError
 from service.kafka import KafkaSink
@@ -511,6 +511,32 @@ async def test_events_ingested_before_an_immediate_outcome_are_queued_before_it_
     decided = sink_decisions(sink)
     assert [d.offset for d in decided if d.status == "ok"] == [3, 4, 5, 7, 8]
     assert sorted(d.offset for d in decided) == [0, 1, 2, 3, 4, 5, 7, 8]
+
+
+async def test_events_are_counted_by_topic_and_kind_across_runs_and_calls(
+    make_pipeline: Any,
+) -> None:
+    """``counters.kinds`` counts every decoded event by topic and kind, however kinds and
+    topics alternate within and across ingest calls; undecodable records count as None."""
+    pipe, _, _ = make_pipeline()
+    enc = event_codec().encode
+    trade = enc(Trade(symbol="K", trade_id=1, price=1.0, qty=1.0, buyer_is_maker=False))
+    quote = enc(Quote(symbol="K", bid_px=1.0, bid_qty=1.0, ask_px=2.0, ask_qty=1.0))
+    values = [quote, quote, trade, quote, trade, trade, b"{not json", quote]
+    topics = [TOPIC, TOPIC, TOPIC, "other", "other", TOPIC, TOPIC, TOPIC]
+    records = [
+        MemoryRecord(t, 0 if t == TOPIC else 1, i, v)
+        for i, (t, v) in enumerate(zip(topics, values, strict=True))
+    ]
+    await pipe.ingest(records[:4])
+    await pipe.ingest(records[4:])
+    assert pipe.counters.kinds == {
+        (TOPIC, Quote): 3,
+        (TOPIC, Trade): 2,
+        ("other", Quote): 1,
+        ("other", Trade): 1,
+        (TOPIC, None): 1,
+    }
 
 
 async def test_drain_waits_for_a_batch_whose_publishing_waits_for_room(
