@@ -267,8 +267,7 @@ class Dispatcher:
         """Copy the items' feature rows into ``bucket``'s input buffer; return their slots."""
         n = len(items)
         idx = self._idx[:n]
-        for i, item in enumerate(items):
-            idx[i] = item.payload
+        idx[:] = [item.payload for item in items]
         np.take(self.slots.slab, idx, axis=0, out=self.engine.input_buffer(bucket)[:n])
         return idx
 

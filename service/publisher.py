@@ -314,18 +314,22 @@ class Publisher:
         """The sink's answer for one message; ``token``: the partition offsets its input was
         tracked in and its offset."""
         tracked, off = token
-        if error is not None:
-            self._counters.produce_errors += 1
-            if self.failed is None:
-                topic, part = tracked.tp
-                failed = PublishError(
-                    f"publishing decisions failed: {type(error).__name__}: {error} - "
-                    f"topic={topic} partition={part} offset={off}"
-                )
-                failed.__cause__ = error
-                self.failed = failed
+        if error is None:
+            # Where the partition was revoked (or reset) while the decision was in flight,
+            # ``tracked`` is no longer the tracker's and this changes nothing: the new owner
+            # reads on from the commit made at the revoke, which stayed below this offset.
+            inflight = tracked.inflight
+            if inflight and inflight[0] == off and not tracked.acked:
+                inflight.popleft()  # ``PartitionOffsets.ack``'s usual case, inlined
+            else:
+                tracked.ack(off)
             return
-        # Where the partition was revoked (or reset) while the decision was in flight,
-        # ``tracked`` is no longer the tracker's and this changes nothing: the new owner
-        # reads on from the commit made at the revoke, which stayed below this offset.
-        tracked.ack(off)
+        self._counters.produce_errors += 1
+        if self.failed is None:
+            topic, part = tracked.tp
+            failed = PublishError(
+                f"publishing decisions failed: {type(error).__name__}: {error} - "
+                f"topic={topic} partition={part} offset={off}"
+            )
+            failed.__cause__ = error
+            self.failed = failed
