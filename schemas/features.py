@@ -174,9 +174,15 @@ class KeyState:
         start = self._pos
         out.reshape(self.window, self.row_width)[:] = self._ring[start : start + self.window]
 
-    def write_input(self, out: np.ndarray) -> None:
-        """The model input (``engines.features.FeatureState``): ``write_window``."""
-        self.write_window(out)
+    write_input = write_window
+    """The model input (``engines.features.FeatureState``): the window, by the class's own
+    ``write_window`` itself (``__init_subclass__`` names a subclass's one so), not a call
+    that makes another call."""
+
+    def __init_subclass__(cls, **kw: object) -> None:
+        super().__init_subclass__(**kw)
+        if "write_window" in cls.__dict__ and "write_input" not in cls.__dict__:
+            cls.write_input = cls.write_window
 
     def target(self) -> float:
         """What the model forecasts for the last event: 0.0 (a classifier's features)."""

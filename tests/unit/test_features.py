@@ -192,3 +192,32 @@ def test_wrong_event_for_task_named() -> None:
         FeatureSpec(task=Task.TRADING).new_state().update(
             SensorReading(sensor_id="s", value=1.0), 0
         )
+
+
+def test_write_input_is_each_state_class_s_own_write_window() -> None:
+    """The model input is the window as each class writes it: a sensor state's masks the
+    current z and dz like its ``write_window``, and a subclass overriding ``write_window``
+    gets its own as ``write_input`` too."""
+    spec = FeatureSpec(task=Task.SENSOR, window=4)
+    s = SensorState(spec)
+    for v in (1.0, 2.0, 4.0, 8.0, 3.0):
+        s.update(SensorReading(sensor_id="s", value=v), 0)
+    a = np.empty(spec.n_features, dtype=np.float32)
+    b = np.empty(spec.n_features, dtype=np.float32)
+    s.write_input(a)
+    s.write_window(b)
+    assert (a == b).all() and (a[-3:-1] == 0.0).all()
+
+    class Doubled(TradingState):
+        def write_window(self, out: np.ndarray) -> None:
+            super().write_window(out)
+            out *= 2.0
+
+    t = Doubled(FeatureSpec(task=Task.TRADING, window=2))
+    t.update(_quote(100.0), 1)
+    t.update(_quote(101.0), 2)
+    c = np.empty(t.spec.n_features, dtype=np.float32)
+    d = np.empty(t.spec.n_features, dtype=np.float32)
+    t.write_input(c)
+    t.write_window(d)
+    assert (c == d).all() and c.any()
