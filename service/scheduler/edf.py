@@ -210,7 +210,7 @@ class EdfScheduler(Generic[P]):
         "Idle" means nothing of its key queued and no batch in flight (which might hold an
         earlier event of the key); otherwise a hopeless event queues and expires at a poll.
         """
-        dl = item.deadline.mono_ns
+        item._eff = dl = item.deadline.mono_ns
         if self._profile.version != self._lim_version:
             self._limit()
         n = self._n
@@ -253,7 +253,7 @@ class EdfScheduler(Generic[P]):
         seq = self._seq
         self._seq = seq + 1
         item.seq = seq
-        item.enqueued_ns = now_ns  # ``late``, ``_eff``, ``_live``: as ``Item`` made them
+        item.enqueued_ns = now_ns  # ``late`` and ``_live``: as ``Item`` made them
         self._n = n = n + 1
         if q is None:
             self._keys[key] = deque((item,))
@@ -287,7 +287,7 @@ class EdfScheduler(Generic[P]):
             return False
         last = self._lane_last
         for it in items:
-            dl = it._eff
+            it._eff = dl = it.deadline.mono_ns
             if dl < last:
                 return False
             last = dl
