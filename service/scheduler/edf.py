@@ -279,11 +279,15 @@ class EdfScheduler(Generic[P]):
 
     def submit_all(self, items: Sequence[Item[P]], now_ns: int) -> bool:
         """Queue all of ``items``, as ``submit`` one at a time would, when that queues each
-        of them: into the lane, when their deadlines do not decrease (from the lane's
-        last), the first is not hopeless (or a batch is in flight) and all fit below the
-        bound. Otherwise queue none and return False."""
+        of them: into the lane (nothing may be queued per key), when their deadlines do
+        not decrease (from the lane's last), the first is not hopeless (or a batch is in
+        flight) and all fit below the bound. Otherwise queue none and return False."""
+        if self._keyed:
+            if self._n:
+                return False
+            self._to_lane()
         n = self._n + len(items)
-        if self._keyed or n > self._max or not items:
+        if n > self._max or not items:
             return False
         last = self._lane_last
         for it in items:

@@ -410,7 +410,7 @@ def test_a_hopeless_event_behind_the_lane_expires_at_submit_only_if_its_key_is_i
 def test_submit_all_queues_every_item_or_none() -> None:
     """``submit_all`` queues a run whose deadlines do not decrease, all below the bound, and
     refuses (queuing nothing) a decreasing run, one past the bound, a hopeless first
-    event with nothing in flight, or any run once the queue is per key."""
+    event with nothing in flight, or any run while events are queued per key."""
     s = make_edf(max_queued=6, max_hold_ns=0)
     run = [item(p, p % 2, 5_000 * US + p * US) for p in range(4)]
     assert s.submit_all(run, 10) and s.queued == 4
@@ -425,6 +425,8 @@ def test_submit_all_queues_every_item_or_none() -> None:
     batch = s.poll(0)
     assert isinstance(batch, Batch)
     assert [i.payload for i in batch.items] == [4, 0, 1, 2, 3]
+    s.complete(batch, 1_000)
+    assert s.submit_all([item(5, "y", 9_000 * US)], 0)  # the queue emptied: the lane again
 
 
 def test_submit_all_pauses_past_the_backpressure_level() -> None:
