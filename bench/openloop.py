@@ -98,7 +98,8 @@ class StampSink:
         self, topic: str, key: Any, value: bytes, headers: Any, token: Any, on_ack: Any
     ) -> None:
         if self.topic is None or topic == self.topic:
-            self.done[token[2]] = time.monotonic_ns()
+            _, offset = token  # the publisher's: the partition's offsets and the offset
+            self.done[offset] = time.monotonic_ns()
             self.count += 1
         else:
             self.others += 1

@@ -439,7 +439,7 @@ class OutcomeSink:
     async def send(
         self, topic: str, key: Any, value: bytes, headers: Any, token: Any, on_ack: Any
     ) -> None:
-        j = token[2]
+        _, j = token  # the publisher's: the partition's offsets and the offset
         self.decided[j] = time.monotonic_ns()
         self.outcome[j] = STATUS_CODES.get(dict(headers)[STATUS_HEADER], OTHER)
         on_ack(token, None)

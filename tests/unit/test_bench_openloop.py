@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from bench.openloop import StampSink, bench_settings, feed_open_loop
+from bench.scheduler import OutcomeSink
 from service.memory import MemoryRecord
+from service.offsets import OffsetTracker
+from tests.pipeline_io import quote_record
 
 
 class _Pipe:
@@ -55,15 +60,16 @@ async def test_stamp_sink_stamps_its_topic_and_counts_the_rest() -> None:
     def on_ack(token: object, error: object) -> None:
         acked.append(token)
 
-    await sink.send("decisions", b"k", b"v", [], ("t", 0, 1), on_ack)
-    await sink.send("shadow", b"k", b"v", [], ("t", 0, 2), on_ack)
+    part = OffsetTracker[tuple[str, int]]().partition(("t", 0))
+    await sink.send("decisions", b"k", b"v", [], (part, 1), on_ack)
+    await sink.send("shadow", b"k", b"v", [], (part, 2), on_ack)
     assert sink.count == 1
     assert sink.others == 1
     assert sink.done[1] > 0
     assert sink.done[2] == 0
-    assert acked == [("t", 0, 1), ("t", 0, 2)]
+    assert acked == [(part, 1), (part, 2)]
     every = StampSink(1)
-    await every.send("any", b"k", b"v", [], ("t", 0, 0), on_ack)
+    await every.send("any", b"k", b"v", [], (part, 0), on_ack)
     assert (every.count, every.others) == (1, 0)
 
 
@@ -72,3 +78,19 @@ def test_bench_settings_set_budget_and_queue() -> None:
     settings = bench_settings(budget_ms=2.5, max_queue=123)
     assert settings.scheduler.budget_ms == 2.5
     assert settings.scheduler.max_queue == 123
+
+
+async def test_the_stamping_sinks_take_a_real_pipeline_s_decisions(make_pipeline: Any) -> None:
+    """Behind a pipeline, ``StampSink`` and ``bench.scheduler.OutcomeSink`` stamp every
+    decision by its input's offset and acknowledge it, so the commit point moves past all."""
+    n = 6
+    records = [quote_record(i, key="K") for i in range(n)]
+    for sink in (StampSink(n), OutcomeSink(n, asyncio.get_running_loop())):
+        pipe, _, _ = make_pipeline(sink=sink)
+        pipe.start()
+        await pipe.ingest(records)
+        assert await pipe.drain(5.0)
+        await pipe.close()
+        stamped = sink.done if isinstance(sink, StampSink) else sink.decided
+        assert (stamped > 0).all()
+        assert pipe.tracker.committable(("weir.events", 0)) == n
