@@ -456,6 +456,11 @@ class Pipeline:
                     kind_type = kind
                     kind_n = 1
                 traced = carry.read(headers) if headers else None
+                if state.ready and not free and run and await self._submit(run, now):
+                    # Outcomes decided at submit freed their slots. An ``await`` ran: the
+                    # partition and the key are looked up again for the next record.
+                    tp_part = -1
+                    last_state = None
                 if not state.ready or not free:
                     # Decided now (no window yet, or no slot left): from the scratch slot.
                     fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None, offsets)
@@ -507,6 +512,8 @@ class Pipeline:
             if run:
                 await self._submit(run, now)
         finally:
+            if run:  # an error or a cancellation came before the run was handed over
+                self._queue_left(run, now)
             if kind_n:
                 tk = (kind_topic, kind_type)
                 kinds[tk] = kinds.get(tk, 0) + kind_n
@@ -521,19 +528,37 @@ class Pipeline:
             run.clear()
             return False
         published = False
-        for item in run:
-            outcome = sched.submit(item, now)
-            if outcome is Outcome.EXPIRED:
-                # Hopeless on arrival: it never reaches a poll, so probe from here too, or a
-                # profile that expires everything at submit would never see a recovery.
-                self.dispatcher.probe((item,), now)
-                await self._publish(item.payload, Status.EXPIRED)
-                published = True
-            elif outcome is not None:
-                await self._publish(item.payload, Status.SHED)
-                published = True
-        run.clear()
+        done = 0
+        try:
+            for item in run:
+                done += 1
+                outcome = sched.submit(item, now)
+                if outcome is Outcome.EXPIRED:
+                    # Hopeless on arrival: it never reaches a poll, so probe from here too,
+                    # or a profile that expires everything at submit would never see a
+                    # recovery.
+                    self.dispatcher.probe((item,), now)
+                    await self._publish(item.payload, Status.EXPIRED)
+                    published = True
+                elif outcome is not None:
+                    await self._publish(item.payload, Status.SHED)
+                    published = True
+        finally:
+            del run[:done]  # what was submitted, also where a publish was interrupted
         return published
+
+    def _queue_left(self, run: list[Item[int]], now: int) -> None:
+        """Queue what an interrupted ingest left in ``run``, without an ``await``: queued,
+        each is decided like any other (the drain at a stop included). One the scheduler
+        refuses gets no outcome now: its slot is freed and its offset stays in flight, so
+        the commit point stays below it and it is read again after a restart."""
+        sched = self.scheduler
+        if not sched.submit_all(run, now):
+            for item in run:
+                if sched.submit(item, now) is not None:
+                    self.trace.take(item.payload)
+                    self.slots.release(item.payload)
+        run.clear()
 
     def warm(self, records: Iterable[Record]) -> None:
         """Fold already-decided records into the key windows only (after a seek back)."""

@@ -700,3 +700,60 @@ async def test_probes_run_while_every_event_expires_at_submit(make_engine: Any) 
     assert pipe.counters.decisions[Status.EXPIRED] == PROBE_REFRESH
     assert pipe.scheduler.queued == 1
     await pipe.close()
+
+
+async def test_a_run_expiring_at_submit_frees_its_slots_before_a_record_is_shed(
+    make_engine: Any,
+) -> None:
+    """With no slot free, ingest first hands its run to the scheduler: the run's events that
+    expire at submit free their slots, so the records after them are decided on their own
+    merits (expired here too), not shed for want of a slot."""
+    engine = make_engine(max_batch=2)
+    pipe = Pipeline(
+        settings=_settings(scheduler={"budget_ms": 40.0, "max_queue": 2}),
+        engine=engine,
+        head=Head("trading", ["SELL", "HOLD", "BUY"]),
+        spec=FeatureSpec(task=Task.TRADING, window=WINDOW),
+        sink=MemorySink(),
+        model_version="t",
+        clock=lambda: 0,
+    )
+    assert pipe.slots.capacity == 4
+    profile = pipe.scheduler.profile
+    for _ in range(profile.refresh_every):
+        profile.observe(1, 60_000_000)  # every event now expires on arrival
+    await pipe.ingest([_quote_record(i) for i in range(WINDOW - 1 + 10)])
+    assert pipe.counters.decisions[Status.EXPIRED] == 10
+    assert pipe.counters.decisions[Status.SHED] == 0
+    assert len(pipe.slots.free) == 4
+    await pipe.close()
+
+
+class _FailingDecoder:
+    """weir's JSON decoding, except that one offset's record raises an error that is not the
+    record's fault (as an unreachable registry's does)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.inner = event_codec()
+
+    def decode(self, value: bytes, headers: Any, **where: Any) -> Any:
+        if where.get("offset") == self.at:
+            raise RuntimeError("the decoder's backend is down")
+        event = self.inner.decode(value)
+        return event, event.key, event.source_ts_ns
+
+
+async def test_an_error_mid_ingest_still_queues_the_events_before_it(make_pipeline: Any) -> None:
+    """An error out of ingest (here the decoder's) leaves none of the events before it
+    unqueued: they are decided (by the drain at a stop, say) and committed past; the
+    failing record and those after it are neither decided nor committed."""
+    pipe, sink, _ = make_pipeline(decoder=_FailingDecoder(at=WINDOW + 3))
+    pipe.start()
+    with pytest.raises(RuntimeError, match="the decoder's backend is down"):
+        await pipe.ingest([_quote_record(i) for i in range(WINDOW + 6)])
+    assert await pipe.drain(5.0)
+    await pipe.close()
+    assert [d.offset for d in sink_decisions(sink)] == list(range(WINDOW + 3))
+    assert pipe.tracker.committable((TOPIC, 0)) == WINDOW + 3
+    assert len(pipe.slots.free) == pipe.slots.capacity
