@@ -253,7 +253,8 @@ class EdfScheduler(Generic[P]):
         seq = self._seq
         self._seq = seq + 1
         item.seq = seq
-        item.enqueued_ns = now_ns  # ``late`` and ``_live``: as ``Item`` made them
+        item.enqueued_ns = now_ns  # ``late``: as ``Item`` made it
+        item._live = True
         self._n = n = n + 1
         if q is None:
             self._keys[key] = deque((item,))

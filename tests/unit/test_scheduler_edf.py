@@ -342,14 +342,17 @@ def test_backpressure_follows_an_adopted_profile() -> None:
         max_size=60,
     ),
     st.sampled_from([ExpiryPolicy.PUBLISH, ExpiryPolicy.INFER_LATE]),
+    st.sampled_from([None, 0, 50 * US]),
 )
 def test_the_lane_makes_the_batches_the_keyed_queue_makes(
-    events: list[tuple[int, int, int, bool]], expiry: ExpiryPolicy
+    events: list[tuple[int, int, int, bool]], expiry: ExpiryPolicy, hold: int | None
 ) -> None:
     """With deadlines that never decrease (one budget, ingest order) the lane hands out the
-    same batches, expiries and wake times as the per-key queues and heap it stands for."""
-    lane = make_edf(expiry=expiry, max_queued=30)
-    keyed = make_edf(expiry=expiry, max_queued=30)
+    same batches, expiries and wake times as the per-key queues and heap it stands for,
+    with or without a hold cap, up to the backpressure level."""
+    kw = {"expiry": expiry, "max_queued": 30, "max_hold_ns": hold, "budget_ns": 3_000 * US}
+    lane = make_edf(**kw)
+    keyed = make_edf(**kw)
     now = deadline = 0
     for p, (key, gap_us, step_us, poll) in enumerate(events):
         now += gap_us * US
@@ -359,19 +362,11 @@ def test_the_lane_makes_the_batches_the_keyed_queue_makes(
         keyed._to_keyed()  # the lane's events, moved as a deadline before the last would
         if poll:
             got, want = lane.poll(now), keyed.poll(now)
-            if isinstance(want, Batch):
-                assert isinstance(got, Batch)
-                for attr in ("items", "expired", "shed"):
-                    assert [i.payload for i in getattr(got, attr)] == [
-                        i.payload for i in getattr(want, attr)
-                    ]
-                assert [i.late for i in got.items] == [i.late for i in want.items]
-                assert got.bucket == want.bucket
-                if want.items:
-                    lane.complete(got, 1_000)
-                    keyed.complete(want, 1_000)
-            else:
-                assert got == want
+            _same_poll(got, want)
+            if isinstance(got, Batch) and got.items:
+                assert isinstance(want, Batch)
+                lane.complete(got, 1_000)
+                keyed.complete(want, 1_000)
         assert lane.queued == keyed.queued and lane.paused == keyed.paused
 
 
@@ -435,3 +430,65 @@ def test_submit_all_pauses_past_the_backpressure_level() -> None:
     s = make_edf(max_queued=8, pause_fraction=0.5, on_backpressure=calls.append)
     assert s.submit_all([item(p, p, 10**12) for p in range(5)], 0)
     assert s.paused and calls == [True]
+
+
+def _same_poll(got: object, want: object) -> None:
+    """Two polls' answers are alike: the same wake time, or the same batch by payload."""
+    if isinstance(want, Batch):
+        assert isinstance(got, Batch)
+        for attr in ("items", "expired", "shed"):
+            assert [i.payload for i in getattr(got, attr)] == [
+                i.payload for i in getattr(want, attr)
+            ]
+        assert [i.late for i in got.items] == [i.late for i in want.items]
+        assert got.bucket == want.bucket
+    else:
+        assert got == want
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.tuples(st.integers(0, 3), st.sampled_from([100, 400, 2_000])), max_size=8),
+            st.integers(0, 500),
+            st.booleans(),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    st.integers(1, 30),
+    st.sampled_from([ExpiryPolicy.PUBLISH, ExpiryPolicy.INFER_LATE]),
+)
+def test_submit_all_decides_as_submitting_one_by_one(
+    runs: list[tuple[list[tuple[int, int]], int, bool, bool]],
+    max_queued: int,
+    expiry: ExpiryPolicy,
+) -> None:
+    """A run handed over with ``submit_all`` (and ``submit`` one by one where it is refused,
+    as the pipeline does) leaves the scheduler as submitting each would: the same
+    immediate outcomes, batches, expiries, wake times and backpressure."""
+    a = make_edf(expiry=expiry, max_queued=max_queued, pause_fraction=0.5, budget_ns=2_000 * US)
+    b = make_edf(expiry=expiry, max_queued=max_queued, pause_fraction=0.5, budget_ns=2_000 * US)
+    now = p = 0
+    for run, gap_us, ordered, poll in runs:
+        now += gap_us * US
+        spec = sorted(run, key=lambda kb: kb[1]) if ordered else run
+        mine = [item(p + i, k, now + budget * US) for i, (k, budget) in enumerate(spec)]
+        theirs = [item(p + i, k, now + budget * US) for i, (k, budget) in enumerate(spec)]
+        p += len(spec)
+        if a.submit_all(mine, now):
+            got: list[Outcome | None] = [None] * len(mine)
+        else:
+            got = [a.submit(it, now) for it in mine]
+        assert got == [b.submit(it, now) for it in theirs]
+        assert (a.queued, a.paused) == (b.queued, b.paused)
+        if poll:
+            x, y = a.poll(now), b.poll(now)
+            _same_poll(x, y)
+            if isinstance(x, Batch) and x.items:
+                assert isinstance(y, Batch)
+                a.complete(x, 1_000)
+                b.complete(y, 1_000)
+            assert (a.queued, a.paused) == (b.queued, b.paused)
