@@ -181,7 +181,12 @@ class KeyState:
 
     def __init_subclass__(cls, **kw: object) -> None:
         super().__init_subclass__(**kw)
-        if "write_window" in cls.__dict__ and "write_input" not in cls.__dict__:
+        if "write_input" in cls.__dict__:
+            return
+        # The class that gives ``cls`` its ``write_input``: where that is its own
+        # ``write_window`` (this alias), ``cls`` gets its own ``write_window`` instead.
+        giver = next(c for c in cls.__mro__[1:] if "write_input" in c.__dict__)
+        if giver.__dict__["write_input"] is getattr(giver, "write_window", None):
             cls.write_input = cls.write_window
 
     def target(self) -> float:

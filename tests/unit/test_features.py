@@ -221,3 +221,30 @@ def test_write_input_is_each_state_class_s_own_write_window() -> None:
     t.write_input(c)
     t.write_window(d)
     assert (c == d).all() and c.any()
+
+
+def test_write_input_of_its_own_is_kept_and_a_mixin_s_write_window_is_found() -> None:
+    """A class whose parent has a ``write_input`` of its own keeps it when it overrides
+    ``write_window``; a ``write_window`` from a mixin is the class's ``write_input``."""
+
+    class OwnInput(TradingState):
+        def write_input(self, out: np.ndarray) -> None:
+            out[:] = 7.0
+
+    class Child(OwnInput):
+        def write_window(self, out: np.ndarray) -> None:
+            out[:] = 1.0
+
+    class Ones:
+        def write_window(self, out: np.ndarray) -> None:
+            out[:] = 1.0
+
+    class Mixed(Ones, TradingState):
+        pass
+
+    spec = FeatureSpec(task=Task.TRADING, window=2)
+    out = np.zeros(spec.n_features, dtype=np.float32)
+    Child(spec).write_input(out)
+    assert (out == 7.0).all()
+    Mixed(spec).write_input(out)
+    assert (out == 1.0).all()
