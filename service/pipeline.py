@@ -456,7 +456,7 @@ class Pipeline:
                     kind_type = kind
                     kind_n = 1
                 traced = carry.read(headers) if headers else None
-                if state.ready and not free and run and await self._submit(run, now):
+                if not free and run and state.ready and await self._submit(run, now):
                     # Outcomes decided at submit freed their slots. An ``await`` ran: the
                     # partition and the key are looked up again for the next record.
                     tp_part = -1
