@@ -361,12 +361,7 @@ def test_the_lane_makes_the_batches_the_keyed_queue_makes(
         assert lane.submit(a, now) == keyed.submit(b, now)
         keyed._to_keyed()  # the lane's events, moved as a deadline before the last would
         if poll:
-            got, want = lane.poll(now), keyed.poll(now)
-            _same_poll(got, want)
-            if isinstance(got, Batch) and got.items:
-                assert isinstance(want, Batch)
-                lane.complete(got, 1_000)
-                keyed.complete(want, 1_000)
+            _poll_both(lane, keyed, now)
         assert lane.queued == keyed.queued and lane.paused == keyed.paused
 
 
@@ -432,18 +427,21 @@ def test_submit_all_pauses_past_the_backpressure_level() -> None:
     assert s.paused and calls == [True]
 
 
-def _same_poll(got: object, want: object) -> None:
-    """Two polls' answers are alike: the same wake time, or the same batch by payload."""
-    if isinstance(want, Batch):
-        assert isinstance(got, Batch)
-        for attr in ("items", "expired", "shed"):
-            assert [i.payload for i in getattr(got, attr)] == [
-                i.payload for i in getattr(want, attr)
-            ]
-        assert [i.late for i in got.items] == [i.late for i in want.items]
-        assert got.bucket == want.bucket
-    else:
+def _poll_both(a: EdfScheduler[int], b: EdfScheduler[int], now: int) -> None:
+    """Poll both at ``now``: the same wake time, or the same batch by payload (then both
+    complete it)."""
+    got, want = a.poll(now), b.poll(now)
+    if not isinstance(want, Batch):
         assert got == want
+        return
+    assert isinstance(got, Batch)
+    for attr in ("items", "expired", "shed"):
+        assert [i.payload for i in getattr(got, attr)] == [i.payload for i in getattr(want, attr)]
+    assert [i.late for i in got.items] == [i.late for i in want.items]
+    assert got.bucket == want.bucket
+    if got.items:
+        a.complete(got, 1_000)
+        b.complete(want, 1_000)
 
 
 @settings(max_examples=150, deadline=None)
@@ -485,10 +483,5 @@ def test_submit_all_decides_as_submitting_one_by_one(
         assert got == [b.submit(it, now) for it in theirs]
         assert (a.queued, a.paused) == (b.queued, b.paused)
         if poll:
-            x, y = a.poll(now), b.poll(now)
-            _same_poll(x, y)
-            if isinstance(x, Batch) and x.items:
-                assert isinstance(y, Batch)
-                a.complete(x, 1_000)
-                b.complete(y, 1_000)
+            _poll_both(a, b, now)
             assert (a.queued, a.paused) == (b.queued, b.paused)
