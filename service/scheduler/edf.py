@@ -33,18 +33,17 @@ Rule, at ``poll(now)`` with the engine idle and ``d0`` the earliest effective de
    backlog the most urgent heads are the oldest events, so EDF would run small batches,
    throughput would fall under the load and more events would age: a collapse. While
    paused, the bucket is instead the one that decides the most events in time per second
-   of engine time (``c`` events meeting ``now + p99.9(c) + guard + tail`` over ``p99(c)``),
-   and every bucket is planned at p99.9 plus the guard and the tail, because least slack
+   of engine time (``c`` events meeting ``now + p99.9(c) + guard + tail`` over ``p99(c)``;
+   ``service.scheduler.overload``), and every bucket is planned at p99.9 plus the guard and the tail, because least slack
    first serves the events at the edge of their deadlines, where a p99 plan would see
    about 1 % of them late. The more urgent heads that bucket would miss are
    decided ``shed`` (``batch.shed``): held, they would block their keys until they
    expired, and their keys' younger events with them; shed, each key's next event can
    join this very batch.
 
-The guard is measured, like the profile: the dispatch loop reports how late each timer wake was
-(``note_wake``) and the guard is the largest lateness seen in the current and the previous
-``guard_window_ns`` (10 s), never below ``guard_ns``. A loaded host (late wakes) makes weir
-wait less; a quiet one lets it wait longer. Waiting still bets that the loop is not stalled
+The guard and the tail are measured, like the profile (``service.scheduler.margins``): the
+largest timer lateness (``note_wake``) in the current and the previous ``guard_window_ns``
+(10 s), never below ``guard_ns``, and the largest recent publish tail. Waiting still bets that the loop is not stalled
 longer than the guard during the wait; where stalls approach the budget, ``max_hold_ns=0``
 (dispatch as soon as the engine is free, still EDF, bucket capped by the earliest deadline,
 with expiry and backpressure) decides more events in time: see ``bench/scheduler.py``.
@@ -68,19 +67,15 @@ from collections.abc import Callable, Hashable, Sequence
 from heapq import heapify, heappop, heappush
 from typing import Generic
 
-import numpy as np
-
 from engines.profile import LatencyProfile
 from service.errors import ConfigError
 from service.scheduler.base import Batch, Item, Outcome, P, SchedulerError
+from service.scheduler.margins import PublishTail, WakeGuard
+from service.scheduler.overload import goodput_bucket
 from service.settings import ExpiryPolicy
 
 _Entry = tuple[int, int, Item[P]]
 
-TAIL_SAMPLES = 256
-"""Publish tails kept for ``tail_ns``."""
-TAIL_REFRESH = 16
-"""Batches between recomputations of ``tail_ns``."""
 _LOWEST = -(1 << 63)
 """Below every deadline: the lane's last deadline while the lane is empty."""
 
@@ -94,7 +89,6 @@ class EdfScheduler(Generic[P]):
         "_budget",
         "_expire",
         "_guard",
-        "_guard_floor",
         "_heap",
         "_hold",
         "_inflight",
@@ -102,10 +96,6 @@ class EdfScheduler(Generic[P]):
         "_keys",
         "_lane",
         "_lane_last",
-        "_late_cur",
-        "_late_prev",
-        "_late_since",
-        "_late_window",
         "_lim",
         "_lim_version",
         "_max",
@@ -119,8 +109,6 @@ class EdfScheduler(Generic[P]):
         "_resume",
         "_seq",
         "_tail",
-        "_tail_count",
-        "_tails",
     )
 
     def __init__(
@@ -151,15 +139,8 @@ class EdfScheduler(Generic[P]):
         self._asc = profile.buckets
         self._max = max_queued
         self._expire = expiry is ExpiryPolicy.PUBLISH
-        self._guard = guard_ns
-        self._guard_floor = guard_ns
-        self._late_window = max(1, guard_window_ns)
-        self._late_cur = 0
-        self._late_prev = 0
-        self._tails = np.zeros(TAIL_SAMPLES, dtype=np.int64)
-        self._tail_count = 0
-        self._tail = 0
-        self._late_since: int | None = None
+        self._guard = WakeGuard(guard_ns, guard_window_ns)
+        self._tail = PublishTail()
         self._hold = max_hold_ns
         self._budget = budget_ns
         self._pause_cap = max(1, int(max_queued * pause_fraction))
@@ -339,15 +320,14 @@ class EdfScheduler(Generic[P]):
         if self._paused:
             # Overload puts the served events at the edge of their deadlines (rule 4), so
             # plan at p99.9 plus the guard there.
-            b = self._fit(d0 - now_ns - self._guard - self._tail, prof.p999_ns)
+            b = self._fit(d0 - now_ns - self._guard.ns - self._tail.ns, prof.p999_ns)
         else:
-            b = self._fit(d0 - now_ns - self._tail)
+            b = self._fit(d0 - now_ns - self._tail.ns)
         # 2./3. Wait for more events while that is safe.
         if not items and b and self._n < b:
             bn = prof.bucket_for(self._n)
-            if self._late_since is not None and now_ns - self._late_since >= self._late_window:
-                self._rotate(now_ns)
-            latest = d0 - prof.p999_ns(bn) - self._guard - self._tail
+            self._guard.age(now_ns)
+            latest = d0 - prof.p999_ns(bn) - self._guard.ns - self._tail.ns
             if self._hold is not None:
                 latest = min(latest, top.enqueued_ns + self._hold)
             if now_ns < latest:
@@ -361,7 +341,10 @@ class EdfScheduler(Generic[P]):
         if self._paused and not items and self._n > b:
             if not self._keyed:
                 self._to_keyed()  # the count reads each key's queue
-            c, threshold = self._goodput_bucket(b, now_ns)
+            margin = self._guard.ns + self._tail.ns
+            c, threshold = goodput_bucket(
+                self._keys.values(), self._profile, b, self._n, margin, now_ns
+            )
             if c:
                 return self._dispatch_shedding(c, threshold, expired, now_ns)
         # Every event taken below has an effective deadline >= d0, so its own deadline is
@@ -382,33 +365,22 @@ class EdfScheduler(Generic[P]):
 
     def note_wake(self, lateness_ns: int, now_ns: int) -> None:
         """A timer asked for by ``poll`` fired ``lateness_ns`` late, at ``now_ns``."""
-        self._window(now_ns)
-        if lateness_ns > self._late_cur:
-            self._late_cur = lateness_ns
-            if lateness_ns > self._guard:
-                self._guard = lateness_ns
+        self._guard.note(lateness_ns, now_ns)
 
     def note_publish(self, tail_ns: int, now_ns: int) -> None:
         """A batch's decisions were all handed to the sink ``tail_ns`` after its engine
         call ended (with the expired and shed ones of its keys before them)."""
-        n = self._tail_count
-        self._tails[n % TAIL_SAMPLES] = tail_ns
-        self._tail_count = n + 1
-        if tail_ns > self._tail:
-            self._tail = tail_ns  # a longer tail counts at once
-        elif n % TAIL_REFRESH == 0:
-            self._tail = int(self._tails[: min(n + 1, TAIL_SAMPLES)].max())
+        self._tail.note(tail_ns)
 
     @property
     def tail_ns(self) -> int:
-        """The largest of the last ``TAIL_SAMPLES`` publish tails (ns): a longer one counts
-        at once; a stall ages out, checked every ``TAIL_REFRESH`` batches."""
-        return self._tail
+        """The largest recent publish tail (ns; ``margins.PublishTail``)."""
+        return self._tail.ns
 
     @property
     def guard_ns(self) -> int:
-        """The current guard for timer wake-up error (ns)."""
-        return self._guard
+        """The current guard for timer wake-up error (ns; ``margins.WakeGuard``)."""
+        return self._guard.ns
 
     def complete(self, batch: Batch[P], latency_ns: int) -> None:
         """End the in-flight batch and feed its latency to the profile."""
@@ -422,21 +394,6 @@ class EdfScheduler(Generic[P]):
             self._profile.observe(batch.bucket, latency_ns)
 
     # -- internals ------------------------------------------------------------------------
-
-    def _window(self, now_ns: int) -> None:
-        if self._late_since is None:
-            self._late_since = now_ns
-        elif now_ns - self._late_since >= self._late_window:
-            self._rotate(now_ns)
-
-    def _rotate(self, now_ns: int) -> None:
-        """Start a new lateness window; keep the last one only if it just ended."""
-        assert self._late_since is not None
-        recent = now_ns - self._late_since < 2 * self._late_window
-        self._late_prev = self._late_cur if recent else 0
-        self._late_cur = 0
-        self._late_since = now_ns
-        self._guard = max(self._guard_floor, self._late_prev)
 
     def _fit(self, slack_ns: int, quantile: Callable[[int], int] | None = None) -> int:
         """The largest bucket whose p99, and every smaller bucket's, fits in ``slack_ns``.
@@ -453,52 +410,12 @@ class EdfScheduler(Generic[P]):
             fit = b
         return fit
 
-    def _goodput_bucket(self, b: int, now_ns: int) -> tuple[int, int]:
-        """Under overload, a bucket larger than ``b`` (the one EDF would run; 0 when even
-        the smallest misses the top's deadline with the overload margin) that decides more
-        events in time per second of engine time than ``b``, with the deadline threshold
-        its events must meet; ``(0, 0)`` when ``b`` is the best. A bucket is chosen only
-        when at least one queued event meets its threshold.
-
-        Bucket ``c`` can decide the queued events whose own deadline is at least
-        ``now + p99.9(c) + guard`` (shedding the more urgent ones before them in their
-        keys), up to ``c``. Each key's queue is read youngest first and the count stops
-        once the largest bucket is full, so this is O(max batch) in the usual backlog of
-        fresh events behind old ones, O(queued) at worst, once per batch, only while
-        paused."""
-        prof = self._profile
-        p99 = prof.p99_ns
-        guard = self._guard + self._tail
-        cands = [c for c in self._asc if c > b]
-        if not cands:
-            return 0, 0
-        thresholds = [now_ns + prof.p999_ns(c) + guard for c in cands]
-        counts = [0] * len(cands)
-        lowest = min(thresholds)
-        for q in self._keys.values():
-            for it in reversed(q):
-                dl = it.deadline.mono_ns
-                if dl < lowest:
-                    break  # older events of a key have earlier deadlines, as a rule
-                for j, t in enumerate(thresholds):
-                    if dl >= t:
-                        counts[j] += 1
-            if all(m >= c for m, c in zip(counts, cands, strict=True)):
-                break
-        best = threshold = 0
-        best_rate = min(b, self._n) / p99(b) if b else 0.0
-        for c, met, t in zip(cands, counts, thresholds, strict=True):
-            rate = min(c, met) / p99(c)
-            if rate > best_rate:
-                best, best_rate, threshold = c, rate, t
-        return best, threshold
-
     def _dispatch_shedding(
         self, bucket: int, threshold: int, expired: Sequence[Item[P]], now_ns: int
     ) -> Batch[P]:
         """Dispatch up to ``bucket`` events in EDF order whose own deadline is at least
         ``threshold``; a more urgent head is shed (its key's next event becomes a head, so
-        per-key order holds). ``_goodput_bucket`` chose the bucket because some queued
+        per-key order holds). ``goodput_bucket`` chose the bucket because some queued
         event meets the threshold, and shedding reaches it: the batch is never empty."""
         heap = self._heap
         items: list[Item[P]] = []
