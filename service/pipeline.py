@@ -134,7 +134,6 @@ class Pipeline:
             slots=self.slots,
             trace=self.trace,
             counters=self.counters,
-            tracker=self.tracker,
             w2m=self.w2m,
             model_version=model_version,
             clock=clock,

@@ -1,5 +1,5 @@
 """Publishing: every decision and dead letter is built from its slot, handed to the sink,
-and its slot freed; acknowledgements reach the offset tracker.
+and its slot freed; acknowledgements reach the partition offsets each input was tracked in.
 
 ``Publisher`` is the pipeline's outbound half (``service.pipeline``): ``batch`` publishes a
 batch's decisions in row order (``ok`` from the engine's output judged by the model's
@@ -29,7 +29,7 @@ from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
 from service.base import Record, Sink
 from service.counters import Counters
 from service.errors import PublishError
-from service.offsets import OffsetTracker, PartitionOffsets
+from service.offsets import PartitionOffsets
 from service.scheduler.base import Item
 from service.scheduler.deadline import WallToMono
 from service.settings import Settings
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MODEL_HEADER", "STATUS_HEADER", "Publisher"]
 
-TP = tuple[str, int]
 Clock = Callable[[], int]
 
 MODEL_HEADER = "weir-model"
@@ -68,7 +67,6 @@ class Publisher:
         slots: SlotTable,
         trace: TraceCarry,
         counters: Counters,
-        tracker: OffsetTracker[TP],
         w2m: WallToMono,
         model_version: str,
         clock: Clock = time.monotonic_ns,
@@ -80,7 +78,6 @@ class Publisher:
         self._slots = slots
         self._trace = trace
         self._counters = counters
-        self._tracker = tracker
         self._w2m = w2m
         self._clock = clock
         self._wall = wall
