@@ -87,6 +87,16 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
     return vals
 
 
+def _factor(text: str) -> float:
+    try:
+        val = float(text)
+    except ValueError:
+        val = -1.0
+    if not val >= 0:
+        raise argparse.ArgumentTypeError(f"wants a number >= 0, got {text!r}")
+    return val
+
+
 def _two_budgets(text: str) -> tuple[float, float]:
     vals = _floats(text, "--mixed-budgets-ms")
     if len(vals) != 2 or vals[0] >= vals[1]:
@@ -219,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-s", type=float, default=60.0, help="mixed scenario seconds")
     p.add_argument("--tight-share", type=float, default=0.5, help="share of tight-topic events")
     p.add_argument(
+        "--mixed-overload",
+        type=_factor,
+        default=1.5,
+        help="the mixed scenario again at this x each contender's max sustainable rate with "
+        "the mixed bundle (measured by the overload scenario with --overload-bundle equal "
+        "to --mixed-bundle); 0: not run",
+    )
+    p.add_argument(
         "--mixed-bundle",
         default="",
         help="the model bundle of the mixed-deadline scenario (default: --bundle's)",
@@ -309,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             mixed_speed=args.mixed_speed,
             mixed_s=args.mixed_s,
             tight_share=args.tight_share,
+            mixed_overload=args.mixed_overload,
             bundle=args.bundle,
             heavy_bundle=args.heavy_bundle,
             mixed_bundle=args.mixed_bundle,

@@ -252,6 +252,7 @@ class Bench:
 
         opts = self.opts
         sessions: list[Session] = []
+        mixed_rates: dict[str, float] | None = None
         try:
             for name in names:
                 try:
@@ -279,12 +280,23 @@ class Bench:
                 sc, sessions = await scenarios.overload(self, plans, sessions, capacity, lowest)
                 result.scenarios.append(sc)
                 _save(result, opts.out)
+                mixed_rates = scenarios.mixed_overload_rates(opts, sc, capacity, lowest)
         finally:
             for session in sessions:
                 session.stop()
         if "mixed" in opts.scenarios:
             result.scenarios.append(await scenarios.mixed(self, plans, names))
             _save(result, opts.out)
+            if opts.mixed_overload and mixed_rates is not None:
+                sc = await scenarios.mixed(self, plans, names, mixed_rates)
+                result.scenarios.append(sc)
+                _save(result, opts.out)
+            elif opts.mixed_overload:
+                result.notes.append(
+                    "mixed-overload scenario not run: it needs the overload scenario's "
+                    "capacities measured with the mixed bundle (--overload-bundle equal to "
+                    "--mixed-bundle)"
+                )
         if "heavy" in opts.scenarios and opts.heavy_bundle:
             result.scenarios.append(await scenarios.heavy(self, plans, names))
             _save(result, opts.out)

@@ -23,6 +23,10 @@ the same feed:
   ``scheduler.topic_budget_ms``; the peers batch the same whatever the topic), the feed at
   ``mixed_speed`` split between them (``tight_share``), every contender serving
   ``mixed_bundle`` (default: the run's bundle); attainment per class.
+- **mixed-overload**: the same service at ``mixed_overload`` x each contender's max
+  sustainable rate with that bundle (the capacity the overload measured), the bursty feed
+  tiled and sped up as in the overload: where the tight class's events queue behind the
+  loose class's unless the scheduler puts them first.
 - **heavy**: the 10x replay with a costlier model bundle (``heavy_bundle``).
 - **scale**: weir with ``N`` worker processes in one consumer group on ``N`` partitions,
   the same interleaved ramp for each ``N`` in ``workers``.
@@ -334,30 +338,61 @@ def _overload_base(
     return base, None, notes
 
 
-async def mixed(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
-    """Two input topics with different budgets on one service per contender (module doc)."""
+def mixed_overload_rates(
+    opts: Options, overload: Scenario, capacity: dict[str, float], lowest: dict[str, float]
+) -> dict[str, float] | None:
+    """The rates ``mixed_overload`` multiplies: each model contender's own capacity as the
+    overload took it (``_overload_base``), when the overload's model is the mixed
+    scenario's; else None (capacity with another model says nothing of this one's)."""
+    if (opts.overload_bundle or opts.bundle) != (opts.mixed_bundle or opts.bundle):
+        return None
+    base, _, _ = _overload_base(list(overload.params["capacity"]), capacity, lowest, common=False)
+    return base
+
+
+async def mixed(
+    bench: Bench,
+    plans: Plans,
+    names: list[str],
+    rates: dict[str, float] | None = None,
+) -> Scenario:
+    """Two input topics with different budgets on one service per contender (module doc):
+    the feed at ``mixed_speed``, or with ``rates`` (**mixed-overload**) tiled and sped up
+    to ``mixed_overload`` x each contender's rate in it (its max sustainable rate with the
+    mixed bundle; a contender without one is left out, noted)."""
     from bench.peers.base import CONTENDERS
 
     opts = bench.opts
     budgets = opts.mixed_budgets_ms
+    over = rates is not None
+    model = f", model {opts.mixed_bundle}" if opts.mixed_bundle else ""
+    share = f"{100 * opts.tight_share:g} % of events on the tight topic"
+    topics_of = f"{budgets[0]:g} ms and {budgets[1]:g} ms input topics on one service"
     sc = Scenario(
-        name="mixed",
-        title=f"Mixed deadlines: {budgets[0]:g} ms and {budgets[1]:g} ms input topics on one "
-        f"service, the feed at {opts.mixed_speed:g}x for {opts.mixed_s:g} s, "
-        f"{100 * opts.tight_share:g} % of events on the tight topic"
-        + (f", model {opts.mixed_bundle}" if opts.mixed_bundle else ""),
+        name="mixed-overload" if over else "mixed",
+        title=(
+            f"Mixed deadlines under overload: {topics_of}, the bursty feed at "
+            f"{opts.mixed_overload:g}x each contender's max sustainable rate for "
+            f"{opts.mixed_s:g} s, {share}{model}"
+            if over
+            else f"Mixed deadlines: {topics_of}, the feed at {opts.mixed_speed:g}x for "
+            f"{opts.mixed_s:g} s, {share}{model}"
+        ),
         params={
             "budgets_ms": list(budgets),
-            "speed": opts.mixed_speed,
+            "speed": None if over else opts.mixed_speed,
+            "factor": opts.mixed_overload if over else None,
+            "capacity": dict(rates) if rates is not None else None,
             "seconds": opts.mixed_s,
             "bundle": opts.mixed_bundle,
         },
     )
+    if rates is not None:
+        left = [n for n in names if n not in rates]
+        sc.notes += [f"{n}: no max sustainable rate measured, not overloaded" for n in left]
+        names = [n for n in names if n in rates]
     assert bench.feed is not None
-    plan = load_plan(bench.feed, seconds=opts.mixed_s * opts.mixed_speed)
-    classes = mixed_classes(plan.n, opts.tight_share)
-    # Class 1 (tight) -> the first topic, class 0 (loose) -> the second.
-    order = np.where(classes == 1, 0, 1).astype(np.int8)
+    steady = None if over else load_plan(bench.feed, seconds=opts.mixed_s * opts.mixed_speed)
     held: dict[str, Session] = {}
     for repeat, name in interleaved(names, opts.repeats):
         try:
@@ -369,14 +404,24 @@ async def mixed(bench: Bench, plans: Plans, names: list[str]) -> Scenario:
         except ReplayError as exc:
             sc.notes.append(f"{name}: {exc}")
             continue
+        if rates is None:
+            assert steady is not None
+            plan, pacing, load = steady, Pacing(speed=opts.mixed_speed), "mixed"
+        else:
+            rate = opts.mixed_overload * rates[name]
+            plan = tile_plan(plans.base, max(1, round(rate * opts.mixed_s)))
+            pacing = Pacing(speed=max(plan.span_s, 1e-9) / opts.mixed_s)
+            load = f"mixed-{opts.mixed_overload:g}x"
+        # Class 1 (tight) -> the first topic, class 0 (loose) -> the second.
+        order = np.where(mixed_classes(plan.n, opts.tight_share) == 1, 0, 1).astype(np.int8)
         topics = session.cfg.input_topics
         t = await run_trial(
             session,
             plan,
-            Pacing(speed=opts.mixed_speed),
-            load="mixed",
+            pacing,
+            load=load,
             repeat=repeat,
-            name=f"mixed-r{repeat}-{name}",
+            name=f"{sc.name}-r{repeat}-{name}",
             transport=ClassedTransport(session.settings.kafka, topics=topics, classes=order),
             classes=functools.partial(
                 class_figures_of, classes=order, topics=topics, budgets_ms=budgets

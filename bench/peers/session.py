@@ -99,6 +99,9 @@ class Options(msgspec.Struct, kw_only=True):
     """... for this long."""
     tight_share: float = 0.5
     """Share of the mixed feed's events sent to the tight topic."""
+    mixed_overload: float = 1.5
+    """The mixed-overload scenario offers this x each contender's max sustainable rate
+    with the mixed bundle (0: not run)."""
     mixed_bundle: str = ""
     """The model bundle of the mixed-deadline scenario (empty: ``bundle``): the scheduling
     policy matters only where the model is a real share of the tight budget."""

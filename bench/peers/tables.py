@@ -191,6 +191,7 @@ def _mixed(sc: Scenario) -> list[str]:
     rows = [
         [
             "contender",
+            "offered ev/s",
             "tight attainment",
             "tight p99 ms",
             "loose attainment",
@@ -206,6 +207,7 @@ def _mixed(sc: Scenario) -> list[str]:
         rows.append(
             [
                 name,
+                cell(f["offered"], "int"),
                 cell(f["tight_attainment"], "pct"),
                 cell(f["tight_p99_ms"], "ms"),
                 cell(f["loose_attainment"], "pct"),
@@ -282,7 +284,7 @@ def scenario_markdown(result: BenchResult) -> list[str]:
         out += [f"## {sc.title}", ""]
         if sc.name == "overload":
             out += _overload(sc)
-        elif sc.name == "mixed":
+        elif sc.name in ("mixed", "mixed-overload"):
             out += _mixed(sc)
         elif sc.name == "heavy":
             out += _heavy(sc)

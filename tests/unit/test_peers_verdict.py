@@ -266,8 +266,40 @@ def test_scenario_checks_state_each_target_met_or_not() -> None:
     assert over.detail == "weir 7,000/s vs naive 2,000/s; weir lost 0"
     mixed = checks["mixed_tight_class_attainment"]
     assert mixed.passed and mixed.detail == "weir 99.50 %; naive 95.00 %"
+    assert "mixed_overload_tight_class_attainment" not in checks  # no figures, not judged
     normal = checks["normal_load_p99_vs_best_peer"]
     assert not normal.passed and normal.detail == "weir 3.00 ms vs naive 2.50 ms"
+
+
+def test_mixed_overload_is_judged_apart_from_the_mixed_speed() -> None:
+    """The same rule on the mixed-overload figures, judged on its own: met there while
+    not met at the mixed scenario's speed (a peer also made it)."""
+    checks = {
+        c.name: c
+        for c in scenario_checks(
+            overload_goodput={},
+            overload_lost={},
+            tight_attainment={"weir": 1.0, "fixed-window": 1.0, "echo": 1.0},
+            tight_overload={"weir": 0.995, "fixed-window": 0.2, "naive": 0.01},
+            p99_normal={},
+        )
+    }
+    assert not checks["mixed_tight_class_attainment"].passed
+    over = checks["mixed_overload_tight_class_attainment"]
+    assert over.passed and over.actual == pytest.approx(0.995)
+    assert over.detail == "weir 99.50 %; fixed-window 20.00 %; naive 1.00 %"
+    assert over.expected == "weir >= 99 % while every peer falls below"
+    checks = {
+        c.name: c
+        for c in scenario_checks(
+            overload_goodput={},
+            overload_lost={},
+            tight_attainment={},
+            tight_overload={"weir": 0.98, "fixed-window": 0.2},
+            p99_normal={},
+        )
+    }
+    assert not checks["mixed_overload_tight_class_attainment"].passed
 
 
 def test_scenario_checks_name_offered_rates_a_late_sender_and_a_short_floor() -> None:
@@ -476,9 +508,12 @@ def test_report_prints_curves_with_limit_marks_and_the_scenarios() -> None:
     assert (
         "| naive | overload-3x | 3,000 | 67 | 2.22% | 900 | 90,000 / 0 / 0 / 0 | 0 | L 1/1 |" in md
     )
-    assert "| naive | 60.00% | 4.00 | 99.00% | 30.00 | 0 | 2.5 / 1.5 / 0.5 / 0.3 / 1.0 |  |" in md
     assert (
-        "| weir | 99.50% | 4.00 | 100.00% | 30.00 | 0 | 2.5 / 1.5 / 0.5 / 0.3 / 1.0 | S 1/1 |" in md
+        "| naive | - | 60.00% | 4.00 | 99.00% | 30.00 | 0 | 2.5 / 1.5 / 0.5 / 0.3 / 1.0 |  |" in md
+    )
+    assert (
+        "| weir | - | 99.50% | 4.00 | 100.00% | 30.00 | 0 | 2.5 / 1.5 / 0.5 / 0.3 / 1.0 | S 1/1 |"
+        in md
     )
     assert "in the order broker_in / queue_wait / inference / publish / broker_out" in md
     assert "| 2 | 2,000 | 0.050 | 1,000 | ceiling |" in md
@@ -673,8 +708,9 @@ def test_cli_parses_and_refuses_scenario_options() -> None:
     )
     assert args.scenarios == ("overload", "mixed") and args.overload == (1.5, 3.0)
     assert args.workers == (1, 2) and args.mixed_budgets_ms == (5.0, 100.0)
-    assert args.mixed_bundle == "build/heavy/wide"
+    assert args.mixed_bundle == "build/heavy/wide" and args.mixed_overload == 1.5
     assert build_parser().parse_args(["--scenarios", ""]).scenarios == ()
+    assert build_parser().parse_args(["--mixed-overload", "0"]).mixed_overload == 0.0
     from bench.peers import __main__ as cli
 
     with pytest.raises(argparse.ArgumentTypeError, match=r"TIGHT < LOOSE, got '100,5'"):
@@ -685,6 +721,10 @@ def test_cli_parses_and_refuses_scenario_options() -> None:
         cli._workers("0")
     with pytest.raises(argparse.ArgumentTypeError, match=r"^unknown scenario\(s\) chaos; known: "):
         cli._scenarios("chaos")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^wants a number >= 0, got '-1'$"):
+        cli._factor("-1")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^wants a number >= 0, got 'x'$"):
+        cli._factor("x")
 
 
 # -- the runners, with the trials faked ----------------------------------------------------
@@ -1003,6 +1043,81 @@ def test_mixed_runs_every_contender_on_the_mixed_bundle_with_both_budgets(
     ]
     assert loads == [("weir", "mixed"), ("fixed-window", "mixed")]
     assert sc.title.endswith(", model /b/wide") and sc.params["bundle"] == "/b/wide"
+
+
+def test_mixed_overload_offers_each_contender_its_own_capacity_times_the_factor(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With rates, the mixed service gets ``mixed_overload`` x each contender's rate for
+    ``mixed_s`` on the tiled feed (weir 100/s -> 300 events over 2 s, fixed 40/s -> 120),
+    every event classed (tight share 0.5) through the classed transport; a contender with
+    no rate is left out with a note; trials and the scenario are named for it."""
+    seen: list[tuple[str, int, float, str, str, int]] = []
+
+    async def fake_trial(session: Any, plan: Plan, pacing: Any, **kw: Any) -> Trial:
+        topics, classes = kw["transport"]
+        seen.append(
+            (session.label, plan.n, plan.span_s / pacing.speed, kw["load"], kw["name"], classes)
+        )
+        assert topics == ("t", "l")
+        return _t(session.label, None, 10.0, load=kw["load"])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scenarios, "run_trial", fake_trial)
+    monkeypatch.setattr(
+        scenarios,
+        "ClassedTransport",
+        lambda kafka, topics, classes: (topics, int((classes == 0).sum())),
+    )
+    opts = Options(
+        out=tmp_path,
+        feed=tmp_path / "f",
+        repeats=1,
+        mixed_s=2.0,
+        mixed_overload=1.5,
+        mixed_budgets_ms=(50.0, 500.0),
+    )
+    bench = _FreshBench(opts)
+    real_fresh = bench.fresh
+
+    async def fresh(contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
+        session = await real_fresh(contender, plans, run, **variant)
+        session.cfg = SimpleNamespace(input_topics=("t", "l"))
+        session.settings = SimpleNamespace(kafka=None)
+        return session
+
+    bench.fresh = fresh  # type: ignore[method-assign]
+    plans = SimpleNamespace(base=_plan(50))
+    rates = {"weir": 100.0, "fixed-window": 40.0}
+    sc = asyncio.run(scenarios.mixed(bench, plans, ["weir", "fixed-window", "naive"], rates))  # type: ignore[arg-type]
+    assert [(n, k, load, name, tight) for n, k, _, load, name, tight in seen] == [
+        ("weir", 300, "mixed-1.5x", "mixed-overload-r1-weir", 150),
+        ("fixed-window", 120, "mixed-1.5x", "mixed-overload-r1-fixed-window", 60),
+    ]
+    assert all(s == pytest.approx(2.0) for _, _, s, _, _, _ in seen)
+    assert sc.name == "mixed-overload" and sc.params["capacity"] == rates
+    assert sc.title.startswith("Mixed deadlines under overload: 50 ms and 500 ms")
+    assert "1.5x each contender's max sustainable rate for 2 s" in sc.title
+    assert sc.notes == ["naive: no max sustainable rate measured, not overloaded"]
+    assert [s.label for s in bench.sessions] == ["weir", "fixed-window"]
+    assert all(s.stopped == [True] for s in bench.sessions)
+
+
+def test_mixed_overload_rates_need_the_mixed_bundles_capacity(tmp_path: Path) -> None:
+    """The overload's capacities carry over only when its model is the mixed scenario's;
+    a contender that sustained no rate gets the lowest it was offered."""
+    over = Scenario(name="overload", title="", params={"capacity": {"weir": 1.0, "naive": 1.0}})
+    capacity, lowest = {"weir": 4000.0}, {"weir": 1000.0, "naive": 1000.0}
+    same = Options(out=tmp_path, feed=None, overload_bundle="/w", mixed_bundle="/w")
+    assert scenarios.mixed_overload_rates(same, over, capacity, lowest) == {
+        "weir": 4000.0,
+        "naive": 1000.0,
+    }
+    both_default = Options(out=tmp_path, feed=None)
+    assert scenarios.mixed_overload_rates(both_default, over, capacity, lowest) is not None
+    other = Options(out=tmp_path, feed=None, overload_bundle="/w", mixed_bundle="/teacher")
+    assert scenarios.mixed_overload_rates(other, over, capacity, lowest) is None
+    run_bundle = Options(out=tmp_path, feed=None, bundle="/w", mixed_bundle="/w")
+    assert scenarios.mixed_overload_rates(run_bundle, over, capacity, lowest) is not None
 
 
 def test_scale_ramps_each_worker_count_and_stops_every_session(
