@@ -204,3 +204,13 @@ class Budgets:
     def smallest_budget_ns(self) -> int:
         """The tightest budget of any topic (what backpressure should be sized for)."""
         return min([self.default.budget_ns, *(p.budget_ns for p in self._by_topic.values())])
+
+    @property
+    def ranked(self) -> bool:
+        """Whether some topic's budget is looser than another's (deadline classes)."""
+        budgets = {self.default.budget_ns, *(p.budget_ns for p in self._by_topic.values())}
+        return len(budgets) > 1
+
+    def rank(self, topic: str) -> int:
+        """``topic``'s deadline class: 0 with the tightest budget, 1 with a looser one."""
+        return 0 if self.policy(topic).budget_ns <= self.smallest_budget_ns else 1

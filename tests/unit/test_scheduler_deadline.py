@@ -81,3 +81,6 @@ def test_budgets_come_from_settings_per_topic() -> None:
     )
     assert b.policy("other").budget_ns == 5_000_000
     assert b.smallest_budget_ns == 1_000_000
+    assert b.ranked and (b.rank("fast"), b.rank("other")) == (0, 1)
+    one = Budgets.from_settings(SchedulerSettings(budget_ms=5.0, topic_budget_ms={"a": 5.0}))
+    assert not one.ranked and (one.rank("a"), one.rank("other")) == (0, 0)

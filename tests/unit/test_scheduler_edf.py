@@ -485,3 +485,85 @@ def test_submit_all_decides_as_submitting_one_by_one(
         if poll:
             _poll_both(a, b, now)
             assert (a.queued, a.paused) == (b.queued, b.paused)
+
+
+# -- rule 5: deadline classes in overload ----------------------------------------------------
+
+
+def _classes(ranked: bool, *, loose_dl: int = 5_000 * US) -> EdfScheduler[int]:
+    """Paused past 10 queued: ten loose events (rank 1, keys l0..l9, payloads 0..9) due at
+    ``loose_dl``, then ten tight ones (rank 0, keys t0..t4 twice, payloads 10..19) due later,
+    at 8 ms; the deadlines never decrease, so they arrive in the lane."""
+    s = make_edf(max_queued=40, pause_fraction=0.25, ranked=ranked)
+    for p in range(10):
+        assert s.submit(Item(p, f"l{p}", Deadline(loose_dl), 1), 0) is None
+    for p in range(10, 20):
+        assert s.submit(Item(p, f"t{p % 5}", Deadline(8_000 * US), 0), 0) is None
+    assert s.paused
+    return s
+
+
+def test_in_overload_a_ranked_scheduler_serves_the_tightest_class_first() -> None:
+    """Paused, the tight class goes first (each key's events in order) though the loose
+    class's deadlines are earlier; unranked, EDF takes the loose class first."""
+    ranked = _classes(True).poll(0)
+    assert isinstance(ranked, Batch) and ranked.bucket == 16 and not ranked.expired
+    assert [i.payload for i in ranked.items] == [*range(10, 20), *range(6)]
+    plain = _classes(False).poll(0)
+    assert isinstance(plain, Batch)
+    assert [i.payload for i in plain.items] == list(range(16))
+
+
+def test_a_ranked_scheduler_orders_by_deadline_again_once_resumed() -> None:
+    """After the batch the queue is below the resume level: a tight event due later than
+    the loose ones left waits behind them again (plain EDF)."""
+    s = _classes(True)
+    first = s.poll(0)
+    assert isinstance(first, Batch)
+    s.complete(first, 100 * US)
+    assert not s.paused and s.queued == 4
+    assert s.submit(Item(20, "t9", Deadline(7_000 * US), 0), 0) is None
+    assert s.submit_all([Item(21, "t8", Deadline(9_000 * US), 0)], 0) is False  # keyed queue
+    assert s.submit(Item(21, "t8", Deadline(9_000 * US), 0), 0) is None
+    nxt = s.poll(4_700 * US)
+    assert isinstance(nxt, Batch)
+    assert [i.payload for i in nxt.items] == [6, 7, 8, 9, 20, 21]
+
+
+def test_a_loose_event_that_cannot_make_it_is_expired_in_a_ranked_batch() -> None:
+    """The batch is planned for the tight head; the loose events taken after it that
+    cannot make it even alone (due 300 us, polled at 200 us) are expired, not inferred."""
+    s = _classes(True, loose_dl=300 * US)
+    batch = s.poll(200 * US)
+    assert isinstance(batch, Batch)
+    assert [i.payload for i in batch.items] == list(range(10, 20))
+    assert [i.payload for i in batch.expired] == list(range(10))
+    assert s.queued == 0
+
+
+def test_a_ranked_batch_of_only_hopeless_events_expires_them() -> None:
+    """Paused, four loose events due at 300 us behind a tight head due at 8 ms: at the
+    tight head's latest safe start they are hopeless, and go expired beside it."""
+    s = make_edf(max_queued=8, pause_fraction=0.5, ranked=True)
+    for p in range(4):
+        assert s.submit(Item(p, f"l{p}", Deadline(300 * US), 1), 0) is None
+    assert s.submit(Item(9, "t", Deadline(8_000 * US), 0), 0) is None
+    assert s.paused
+    assert s.poll(200 * US) == 8_000 * US - 360 * US  # p99.9(8): the tight head plans
+    first = s.poll(7_700 * US)
+    assert isinstance(first, Batch)
+    assert [i.payload for i in first.items] == [9]
+    assert [i.payload for i in first.expired] == [0, 1, 2, 3]
+
+
+def test_a_ranked_scheduler_keeps_the_keyed_queue_while_paused() -> None:
+    """While paused, a run is refused (the lane orders by deadline alone) and single
+    submits go to the per-key queues: the tight event goes first."""
+    s = make_edf(max_queued=8, pause_fraction=0.5, ranked=True)
+    for p in range(5):
+        s.submit(Item(p, p, Deadline(8_000 * US), 1), 0)
+    assert s.paused
+    assert s.submit_all([Item(9, "x", Deadline(9_000 * US), 0)], 0) is False
+    assert s.submit(Item(9, "x", Deadline(9_000 * US), 0), 0) is None
+    batch = s.poll(8_700 * US)
+    assert isinstance(batch, Batch) and batch.items[0].payload == 9
