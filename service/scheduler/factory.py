@@ -28,7 +28,7 @@ def build_scheduler(
                 max_queued=settings.max_queue,
                 expiry=settings.expiry,
                 budget_ns=budget_ns,
-                ranked=budgets.ranked,
+                ranked=budgets.ranked and settings.class_priority,
                 max_hold_ns=None
                 if settings.hold_until_safe_start
                 else int(settings.max_hold_ms * 1e6),

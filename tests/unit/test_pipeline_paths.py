@@ -77,7 +77,8 @@ async def test_each_topic_keeps_its_budget_within_one_chunk(make_pipeline: Any) 
 
 async def test_each_event_is_queued_with_its_topics_deadline_class(make_pipeline: Any) -> None:
     """The tightest topic's events get rank 0, a looser topic's (or the default's) 1, and
-    the scheduler the settings build is ranked; with one budget for all it is not."""
+    the scheduler the settings build is ranked; with one budget for all, or with
+    ``class_priority = false``, it is not."""
     settings = _settings(budget_ms=5_000, topic_budget_ms__t_a=4_000, topic_budget_ms__t_b=9_000)
     seen: list[tuple[str, int]] = []
     slots: list[SlotTable] = []
@@ -107,6 +108,9 @@ async def test_each_event_is_queued_with_its_topics_deadline_class(make_pipeline
     assert isinstance(built, EdfScheduler) and built._ranked
     plain = build_scheduler(_settings(budget_ms=5_000).scheduler, pipe.scheduler.profile)
     assert isinstance(plain, EdfScheduler) and not plain._ranked
+    off = _settings(budget_ms=5_000, topic_budget_ms__t_a=4_000, class_priority=False)
+    unranked = build_scheduler(off.scheduler, pipe.scheduler.profile)
+    assert isinstance(unranked, EdfScheduler) and not unranked._ranked
 
 
 async def test_a_kafka_anchor_gives_each_record_its_own_deadline(make_pipeline: Any) -> None:
