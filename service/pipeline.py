@@ -344,7 +344,6 @@ class Pipeline:
         dl_topic: str | None = None
         policy = self.budgets.default
         own_class = False
-        rank = 0
         shared: Deadline | None = None
         # The partition tracked last, and the key updated last with its states.
         tp_topic: str | None = None
@@ -483,7 +482,6 @@ class Pipeline:
                     # events only, so the same key's events of a looser topic cannot hold its
                     # events back (Kafka orders nothing across topics either).
                     own_class = self.budgets.own(topic)
-                    rank = self.budgets.rank(topic)
                     shared = (
                         Deadline(now + policy.budget_ns) if policy.anchor is Anchor.INGEST else None
                     )
@@ -509,7 +507,7 @@ class Pipeline:
                 col_tracked[slot] = offsets
                 if traced is not None:
                     carry.put(slot, traced)
-                run.append(Item(slot, (topic, key) if own_class else key, deadline, rank))
+                run.append(Item(slot, (topic, key) if own_class else key, deadline))
             if run:
                 await self._submit(run, now)
         finally:

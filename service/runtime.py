@@ -2,9 +2,7 @@
 
 One consumer (a member of the group), one producer, one pipeline, on one event loop:
 
-- fetch with ``getmany`` and hand each partition's records to the pipeline in order, the
-  partitions of the tightest-budget topics first (``Budgets.tightest_first``, with
-  ``[scheduler] class_priority``);
+- fetch with ``getmany`` and hand each partition's records to the pipeline in order;
 - pause the loose topics' partitions while the scheduler signals backpressure, every
   partition past half its queue bound or while the sink holds its most in-flight
   decisions (``max_inflight_decisions``/``_bytes``), resume after (``service.backpressure``);
@@ -439,7 +437,6 @@ class Runtime:
         background = s.delivery.commit_in_background and not self.eos
         stop = self._stop
         client_check = self._client_check
-        order = pipe.budgets.tightest_first if s.scheduler.class_priority else dict.items
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=50, max_records=max_records)
             ended = client_check()
@@ -448,7 +445,7 @@ class Runtime:
                     f"the Kafka client stopped working ({ended}); stopping this worker "
                     "so that it restarts from the last commit"
                 )
-            for tp, records in order(batches):
+            for tp, records in batches.items():
                 self.metrics.lag.seen(tp, records)
                 until = self._rebuild_until.get(tp)
                 if until is not None:

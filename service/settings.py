@@ -241,13 +241,6 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     """Budgets of topics that differ from ``budget_ms``. Such a topic is a class of its
     own: its decisions keep each key's order among themselves, but never wait behind the
     same key's events of another topic (Kafka orders nothing across topics either)."""
-    class_priority: bool = True
-    """With topics of different budgets (deadline classes): each fetch's tightest-budget
-    partitions are ingested first, and while the scheduler is overloaded the tightest
-    class's events go before a looser class's (each class in deadline order), so the
-    looser class absorbs the overload. False: fetch order, and plain EDF across classes,
-    where a looser class's backlog, coming due, is served just as fresh tight events
-    arrive."""
     anchor: Anchor = Anchor.INGEST
     skew_allowance_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     expiry: ExpiryPolicy = ExpiryPolicy.PUBLISH

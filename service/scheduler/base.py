@@ -68,7 +68,7 @@ class Outcome(enum.StrEnum):
 
 
 class Item(msgspec.Struct, Generic[P], gc=False, eq=False):
-    """One event waiting for a decision: payload handle, key, deadline, deadline class.
+    """One event waiting for a decision: payload handle, key, deadline.
 
     ``seq``, ``enqueued_ns`` and ``late`` are set by the scheduler; the rest is internal
     (``_eff``: the effective deadline, set at submit; ``_live``: not yet taken). One is
@@ -79,9 +79,6 @@ class Item(msgspec.Struct, Generic[P], gc=False, eq=False):
     payload: P
     key: Hashable
     deadline: Deadline
-    rank: int = 0
-    """The event's deadline class: 0 for the tightest budget's, 1 for a looser one's
-    (``Budgets.rank``). Only a ranked scheduler in overload reads it (``EdfScheduler``)."""
     seq: int = -1
     enqueued_ns: int = 0
     late: bool = False

@@ -13,8 +13,7 @@ timestamp (``None`` or negative, as Kafka sends -1) falls back to the ingest tim
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -173,15 +172,6 @@ class DeadlinePolicy(msgspec.Struct, frozen=True, kw_only=True):
         )
 
 
-class _OfTopic(Protocol):
-    @property
-    def topic(self) -> str: ...
-
-
-_K = TypeVar("_K", bound=_OfTopic)
-_V = TypeVar("_V")
-
-
 class Budgets:
     """Deadline policies per topic, with a default; built once from settings."""
 
@@ -214,22 +204,3 @@ class Budgets:
     def smallest_budget_ns(self) -> int:
         """The tightest budget of any topic (what backpressure should be sized for)."""
         return min([self.default.budget_ns, *(p.budget_ns for p in self._by_topic.values())])
-
-    @property
-    def ranked(self) -> bool:
-        """Whether some topic's budget is looser than another's (deadline classes)."""
-        budgets = {self.default.budget_ns, *(p.budget_ns for p in self._by_topic.values())}
-        return len(budgets) > 1
-
-    def rank(self, topic: str) -> int:
-        """``topic``'s deadline class: 0 with the tightest budget, 1 with a looser one."""
-        return 0 if self.policy(topic).budget_ns <= self.smallest_budget_ns else 1
-
-    def tightest_first(self, fetched: Mapping[_K, _V]) -> Iterable[tuple[_K, _V]]:
-        """A fetch's partitions (``TopicPartition`` -> records) in the order to ingest
-        them: the tightest class's first, otherwise as fetched. One fetch can hold
-        thousands of a loose topic's records; ingested first, they held the tight topic's
-        behind them for as long as their ingest and the batches between took."""
-        if len(fetched) < 2 or not self.ranked:
-            return fetched.items()
-        return sorted(fetched.items(), key=lambda kv: self.rank(kv[0].topic))

@@ -40,15 +40,6 @@ Rule, at ``poll(now)`` with the engine idle and ``d0`` the earliest effective de
    decided ``shed`` (``batch.shed``): held, they would block their keys until they
    expired, and their keys' younger events with them; shed, each key's next event can
    join this very batch.
-5. Deadline classes in overload (``ranked``: topics with different budgets, each event's
-   class in ``Item.rank``): while paused, the tightest class's events go before a looser
-   class's, each class in EDF order among its own (per-key order holds: a key's events
-   are of one class). Under overload EDF serves the loose class's backlog as its
-   deadlines come due, just when fresh tight events arrive, and the tight class misses
-   instead: measured with 50 and 500 ms topics at 1.5x capacity (``python -m bench.peers``,
-   the mixed-overload scenario), the tight class met its budget for 85.5 % of its events
-   under plain EDF. A looser event taken into a batch planned for a tight head that
-   cannot make it even alone is expired there.
 
 The guard and the tail are measured, like the profile (``service.scheduler.margins``): the
 largest timer lateness (``note_wake``) in the current and the previous ``guard_window_ns``
@@ -86,8 +77,6 @@ from service.settings import ExpiryPolicy
 _Entry = tuple[int, int, Item[P]]
 
 _LOWEST = -(1 << 63)
-_RANK_NS = 1 << 62
-"""Rule 5's demotion of a looser class: later than any deadline of a monotonic clock."""
 """Below every deadline: the lane's last deadline while the lane is empty."""
 
 
@@ -98,7 +87,6 @@ class EdfScheduler(Generic[P]):
         "_asc",
         "_b1",
         "_budget",
-        "_demote",
         "_expire",
         "_guard",
         "_heap",
@@ -118,7 +106,6 @@ class EdfScheduler(Generic[P]):
         "_pause_cap",
         "_paused",
         "_profile",
-        "_ranked",
         "_resume",
         "_seq",
         "_tail",
@@ -137,7 +124,6 @@ class EdfScheduler(Generic[P]):
         pause_fraction: float = 0.75,
         resume_fraction: float = 0.5,
         on_backpressure: Callable[[bool], None] | None = None,
-        ranked: bool = False,
     ) -> None:
         if max_queued < 1:
             raise ConfigError(f"max_queued must be >= 1, got {max_queued}")
@@ -164,10 +150,6 @@ class EdfScheduler(Generic[P]):
         self._resume = resume_fraction
         self._on_bp = on_backpressure
         self._paused = False
-        self._ranked = ranked
-        self._demote = 0
-        """What a looser class's (``Item.rank``) events add to their heap order: 0, or
-        ``_RANK_NS`` while a ranked scheduler is paused (rule 5)."""
         self._p1 = 0
         """The smallest bucket's p99 at ``_lim_version`` (the submit-time expiry margin)."""
         self._lane: deque[Item[P]] = deque()
@@ -230,7 +212,7 @@ class EdfScheduler(Generic[P]):
                     self._pressure()
                 return None
             self._to_keyed()  # a deadline before the lane's last: EDF needs the heap
-        elif not n and not self._demote:
+        elif not n:
             self._to_lane()
             return self.submit(item, now_ns)
         return self._submit_keyed(item, dl, now_ns)
@@ -257,7 +239,7 @@ class EdfScheduler(Generic[P]):
         self._n = n = n + 1
         if q is None:
             self._keys[key] = deque((item,))
-            heappush(self._heap, (dl + item.rank * self._demote, seq, item))
+            heappush(self._heap, (dl, seq, item))
         else:
             if dl < q[-1]._eff:
                 # Suffix minimum: earlier events of the key inherit this deadline.
@@ -269,7 +251,7 @@ class EdfScheduler(Generic[P]):
                     prev._eff = dl
                 if head._eff != before:
                     heap = self._heap
-                    heappush(heap, (head._eff + head.rank * self._demote, head.seq, head))
+                    heappush(heap, (head._eff, head.seq, head))
                     if len(heap) > 2 * len(self._keys) + 64:
                         self._compact()  # only an inherited deadline leaves a stale entry
             q.append(item)
@@ -283,7 +265,7 @@ class EdfScheduler(Generic[P]):
         not decrease (from the lane's last), the first is not hopeless (or a batch is in
         flight) and all fit below the bound. Otherwise queue none and return False."""
         if self._keyed:
-            if self._n or self._demote:
+            if self._n:
                 return False
             self._to_lane()
         n = self._n + len(items)
@@ -369,12 +351,7 @@ class EdfScheduler(Generic[P]):
         # not hopeless when b > 0 (d0 >= now + p99(1)); when b == 0 only the top goes, and
         # step 1 left the top because its own deadline is not hopeless.
         target = max(b, len(items), 1)
-        if self._demote:
-            self._take_ranked(items, expired, target, hopeless)
-            if not items:  # every event taken was hopeless
-                self._pressure()
-                return Batch(items, expired, 0, now_ns)
-        elif self._keyed:
+        if self._keyed:
             heap = self._heap
             while len(items) < target:
                 nxt = self._top()
@@ -492,14 +469,13 @@ class EdfScheduler(Generic[P]):
         keys = self._keys
         heap = self._heap
         seq = self._seq
-        demote = self._demote
         for it in self._lane:
             it.seq = seq
             seq += 1
             q = keys.get(it.key)
             if q is None:
                 keys[it.key] = deque((it,))
-                heap.append((it._eff + it.rank * demote, it.seq, it))
+                heap.append((it._eff, it.seq, it))
             else:
                 q.append(it)
         heapify(heap)
@@ -516,10 +492,9 @@ class EdfScheduler(Generic[P]):
 
     def _top(self) -> Item[P] | None:
         heap = self._heap
-        demote = self._demote
         while heap:
-            order, _, it = heap[0]
-            if it._live and it._eff + it.rank * demote == order:
+            eff, _, it = heap[0]
+            if it._live and it._eff == eff:
                 return it
             heappop(heap)
         return None
@@ -532,7 +507,7 @@ class EdfScheduler(Generic[P]):
         self._n -= 1
         if q:
             nxt = q[0]
-            heappush(self._heap, (nxt._eff + nxt.rank * self._demote, nxt.seq, nxt))
+            heappush(self._heap, (nxt._eff, nxt.seq, nxt))
         else:
             del self._keys[it.key]
 
@@ -541,8 +516,7 @@ class EdfScheduler(Generic[P]):
         ``items`` holds fewer than ``target``, each next event of its key that comes before
         every other head (in ``(effective deadline, seq)`` order, the heap's): the same
         events in the same order as ``_take`` one at a time, without a heap push and pop
-        per event. A stale heap top only ends the run early (the heap then decides). Not
-        while demoted (``_take_ranked``): the heap order here is the effective deadline's."""
+        per event. A stale heap top only ends the run early (the heap then decides)."""
         key = it.key
         q = self._keys[key]
         heap = self._heap
@@ -582,10 +556,7 @@ class EdfScheduler(Generic[P]):
 
     def _compact(self) -> None:
         """Drop stale heap entries (left by deadline inheritance); keeps memory bounded."""
-        demote = self._demote
-        heap: list[_Entry[P]] = [
-            (q[0]._eff + q[0].rank * demote, q[0].seq, q[0]) for q in self._keys.values()
-        ]
+        heap: list[_Entry[P]] = [(q[0]._eff, q[0].seq, q[0]) for q in self._keys.values()]
         heapify(heap)
         self._heap = heap
 
@@ -612,42 +583,9 @@ class EdfScheduler(Generic[P]):
         if not self._paused:
             if self._n > limit:
                 self._paused = True
-                if self._ranked:
-                    self._rank_order(_RANK_NS)
                 if self._on_bp is not None:
                     self._on_bp(True)
         elif self._n <= limit * self._resume:
             self._paused = False
-            if self._ranked:
-                self._rank_order(0)
             if self._on_bp is not None:
                 self._on_bp(False)
-
-    def _rank_order(self, demote: int) -> None:
-        """Order the heap with a looser class's events ``demote`` later (rule 5); the
-        queue moves to the heap first (the lane orders by deadline alone)."""
-        self._demote = demote
-        if self._keyed:
-            self._compact()
-        else:
-            self._to_keyed()
-
-    def _take_ranked(
-        self, items: list[Item[P]], expired: list[Item[P]], target: int, hopeless: int
-    ) -> None:
-        """Rule 5's take: heads in heap order (the tightest class first) until ``items``
-        holds ``target``. A looser class's event can be more urgent than the top the bucket
-        was planned for, so one that cannot make it even alone is expired here (policy
-        ``publish``), as rule 1 would at the head."""
-        heap = self._heap
-        expire = self._expire
-        while len(items) < target:
-            nxt = self._top()
-            if nxt is None:
-                break
-            heappop(heap)
-            self._take(nxt)
-            if expire and nxt.deadline.mono_ns < hopeless:
-                expired.append(nxt)
-            else:
-                items.append(nxt)

@@ -19,8 +19,7 @@ def build_scheduler(
     on_backpressure: Callable[[bool], None] | None = None,
 ) -> Scheduler[int]:
     """The scheduler ``settings.policy`` names, bounded by ``settings.max_queue``."""
-    budgets = Budgets.from_settings(settings)
-    budget_ns = budgets.smallest_budget_ns
+    budget_ns = Budgets.from_settings(settings).smallest_budget_ns
     match settings.policy:
         case BatchPolicy.DEADLINE:
             return EdfScheduler(
@@ -28,7 +27,6 @@ def build_scheduler(
                 max_queued=settings.max_queue,
                 expiry=settings.expiry,
                 budget_ns=budget_ns,
-                ranked=budgets.ranked and settings.class_priority,
                 max_hold_ns=None
                 if settings.hold_until_safe_start
                 else int(settings.max_hold_ms * 1e6),

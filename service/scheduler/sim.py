@@ -93,10 +93,8 @@ def simulate(
     wake_late_ns: int | Callable[[], int] = 0,
     inline: bool = True,
     record_order: bool = False,
-    ranks: Sequence[int] | None = None,
 ) -> SimResult:
-    """Run ``arrivals_ns`` through ``scheduler``; deadlines are given or arrival + budget;
-    ``ranks``: each event's deadline class (``Item.rank``; default 0)."""
+    """Run ``arrivals_ns`` through ``scheduler``; deadlines are given or arrival + budget."""
     arr = np.asarray(arrivals_ns, dtype=np.int64)
     n = int(arr.size)
     if deadlines_ns is not None:
@@ -108,7 +106,6 @@ def simulate(
     arr_l: list[int] = arr.tolist()
     dl_l: list[int] = dls.tolist()
     key_l: list[Hashable] = list(range(n)) if keys is None else list(keys)
-    rank_l: list[int] = [0] * n if ranks is None else list(ranks)
     decided = [0] * n
     outcome = [UNDECIDED] * n
     late = [False] * n
@@ -157,7 +154,7 @@ def simulate(
             scheduler.note_wake(now - asked, now)
             asked = inf
         while i < n and arr_l[i] <= now:
-            it = Item(i, key_l[i], Deadline(dl_l[i]), rank_l[i])
+            it = Item(i, key_l[i], Deadline(dl_l[i]))
             out = submit(it, now)
             if out is not None:
                 decide(it, _CODE[out], now)

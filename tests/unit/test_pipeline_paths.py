@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -19,10 +18,7 @@ from service.base import AckCallback
 from service.memory import MemoryRecord, MemorySink, SentMessage
 from service.pipeline import Pipeline
 from service.publisher import MODEL_HEADER, STATUS_HEADER
-from service.scheduler import EdfScheduler, Item, Outcome
-from service.scheduler.factory import build_scheduler
 from service.settings import Settings, load_settings
-from service.slots import SlotTable
 
 WINDOW = 4  # the window of the conftest fixtures
 MS = 1_000_000
@@ -73,44 +69,6 @@ async def test_each_topic_keeps_its_budget_within_one_chunk(make_pipeline: Any) 
         s = d.stamps
         assert s.deadline_wall_ns is not None and s.ingest_wall_ns is not None
         assert s.deadline_wall_ns - s.ingest_wall_ns == budgets[d.topic]
-
-
-async def test_each_event_is_queued_with_its_topics_deadline_class(make_pipeline: Any) -> None:
-    """The tightest topic's events get rank 0, a looser topic's (or the default's) 1, and
-    the scheduler the settings build is ranked; with one budget for all, or with
-    ``class_priority = false``, it is not."""
-    settings = _settings(budget_ms=5_000, topic_budget_ms__t_a=4_000, topic_budget_ms__t_b=9_000)
-    seen: list[tuple[str, int]] = []
-    slots: list[SlotTable] = []
-
-    class Spy(EdfScheduler[int]):
-        def submit_all(self, items: Sequence[Item[int]], now_ns: int) -> bool:
-            if super().submit_all(items, now_ns):
-                seen.extend((slots[0].topic[it.payload], it.rank) for it in items)
-                return True
-            return False
-
-        def submit(self, item: Item[int], now_ns: int) -> Outcome | None:
-            seen.append((slots[0].topic[item.payload], item.rank))
-            return super().submit(item, now_ns)
-
-    pipe, _, _ = make_pipeline(
-        settings=settings,
-        scheduler=lambda engine: Spy(engine.profile, max_hold_ns=0, ranked=True),
-    )
-    slots.append(pipe.slots)
-    topics = ["t_a", "t_b", "t_c"]
-    records = [_record(topics[i % 3], 0, i // 3, f"K{i % 3}", 1) for i in range(30)]
-    await _run(pipe, records, chunk=30)
-    assert len(seen) == 30 - 3 * (WINDOW - 1)
-    assert set(seen) == {("t_a", 0), ("t_b", 1), ("t_c", 1)}
-    built = build_scheduler(settings.scheduler, pipe.scheduler.profile)
-    assert isinstance(built, EdfScheduler) and built._ranked
-    plain = build_scheduler(_settings(budget_ms=5_000).scheduler, pipe.scheduler.profile)
-    assert isinstance(plain, EdfScheduler) and not plain._ranked
-    off = _settings(budget_ms=5_000, topic_budget_ms__t_a=4_000, class_priority=False)
-    unranked = build_scheduler(off.scheduler, pipe.scheduler.profile)
-    assert isinstance(unranked, EdfScheduler) and not unranked._ranked
 
 
 async def test_a_kafka_anchor_gives_each_record_its_own_deadline(make_pipeline: Any) -> None:

@@ -288,41 +288,6 @@ async def test_sink_bound_pauses_consumption_and_loses_nothing(make_runtime: Any
     assert sorted(d.offset for d in _decisions(kafka)) == sorted(list(range(20)) * 2)
 
 
-@pytest.mark.parametrize("priority", [True, False])
-async def test_the_tightest_topics_records_of_a_fetch_are_ingested_first(
-    make_runtime: Any, monkeypatch: pytest.MonkeyPatch, priority: bool
-) -> None:
-    """One fetch holds both topics' records, the loose topic's first: the tight topic
-    (a budget of its own, below the default) goes to the pipeline first, or in the
-    fetch's order with ``class_priority = false``; every input is decided once."""
-    seen: list[str] = []
-    ingest = runtime_mod.Pipeline.ingest
-
-    async def spy(self: Any, records: Any) -> None:
-        seen.append(records[0].topic)
-        await ingest(self, records)
-
-    monkeypatch.setattr(runtime_mod.Pipeline, "ingest", spy)
-    rt, kafka, _ = make_runtime(
-        kafka={"input_topics": [IN, "tight"]},
-        scheduler={"topic_budget_ms": "{ tight = 100.0 }", "class_priority": priority},
-    )
-    kafka.create_topic("tight", 1)
-    _feed(kafka, 10)
-    codec = event_codec()
-    for i in range(10):
-        q = Quote(symbol="ETH", bid_px=10.0 + i, bid_qty=1.0, ask_px=10.5 + i, ask_qty=2.0)
-        kafka.append("tight", 0, codec.encode(q), key=b"ETH")
-    task = _start(rt)
-    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 20)
-    rt.stop()
-    assert await task == 0
-    assert seen[:2] == (["tight", IN] if priority else [IN, "tight"])
-    assert sorted((d.topic, d.offset) for d in _decisions(kafka)) == sorted(
-        [(t, i) for t in (IN, "tight") for i in range(10)]
-    )
-
-
 async def test_revoke_drains_commits_and_the_reassignment_resumes_there(
     make_runtime: Any,
 ) -> None:

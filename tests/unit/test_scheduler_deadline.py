@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from aiokafka.structs import TopicPartition
 
 from service.errors import ConfigError
 from service.scheduler import Budgets, Deadline, DeadlinePolicy, WallToMono
@@ -82,26 +81,3 @@ def test_budgets_come_from_settings_per_topic() -> None:
     )
     assert b.policy("other").budget_ns == 5_000_000
     assert b.smallest_budget_ns == 1_000_000
-    assert b.ranked and (b.rank("fast"), b.rank("other")) == (0, 1)
-    one = Budgets.from_settings(SchedulerSettings(budget_ms=5.0, topic_budget_ms={"a": 5.0}))
-    assert not one.ranked and (one.rank("a"), one.rank("other")) == (0, 0)
-
-
-def test_a_fetch_is_ingested_tightest_class_first() -> None:
-    """With deadline classes the tightest topic's partitions come first, each class in the
-    fetch's own order; with one class (or one partition) the fetch's order is kept."""
-    ranked = Budgets.from_settings(
-        SchedulerSettings(budget_ms=500.0, topic_budget_ms={"tight": 50.0})
-    )
-    fetched = {
-        TopicPartition("loose", 1): [1],
-        TopicPartition("tight", 0): [2],
-        TopicPartition("loose", 0): [3],
-        TopicPartition("tight", 1): [4],
-    }
-    assert [v for _, v in ranked.tightest_first(fetched)] == [[2], [4], [1], [3]]
-    one = Budgets.from_settings(SchedulerSettings(budget_ms=50.0))
-    assert [v for _, v in one.tightest_first(fetched)] == [[1], [2], [3], [4]]
-    assert list(ranked.tightest_first({TopicPartition("loose", 0): [5]})) == [
-        (TopicPartition("loose", 0), [5])
-    ]
