@@ -25,8 +25,8 @@ the same feed:
   ``mixed_bundle`` (default: the run's bundle); attainment per class.
 - **mixed-overload**: the same service at ``mixed_overload`` x each contender's max
   sustainable rate with that bundle (the capacity the overload measured), the bursty feed
-  tiled and sped up as in the overload: where the tight class's events queue behind the
-  loose class's unless the scheduler puts them first.
+  tiled and sped up as in the overload: at the mixed scenario's speed nobody is
+  overloaded and every batcher keeps both classes in time; here something must give.
 - **heavy**: the 10x replay with a costlier model bundle (``heavy_bundle``).
 - **scale**: weir with ``N`` worker processes in one consumer group on ``N`` partitions,
   the same interleaved ramp for each ``N`` in ``workers``.
