@@ -976,6 +976,16 @@ class _FreshBench(_FakeBench):
         return session
 
 
+class _MixedBench(_FreshBench):
+    """A ``_FreshBench`` whose sessions consume two input topics, ``t`` and ``l``."""
+
+    async def fresh(self, contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
+        session = await super().fresh(contender, plans, run, **variant)
+        session.cfg = SimpleNamespace(input_topics=("t", "l"))
+        session.settings = SimpleNamespace(kafka=None)
+        return session
+
+
 def test_heavy_runs_the_10x_replay_with_the_bundle_and_skips_the_echo(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -1026,16 +1036,7 @@ def test_mixed_runs_every_contender_on_the_mixed_bundle_with_both_budgets(
         mixed_speed=6.0,
         mixed_bundle="/b/wide",
     )
-    bench = _FreshBench(opts)
-    real_fresh = bench.fresh
-
-    async def fresh(contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
-        session = await real_fresh(contender, plans, run, **variant)
-        session.cfg = SimpleNamespace(input_topics=("t", "l"))
-        session.settings = SimpleNamespace(kafka=None)
-        return session
-
-    bench.fresh = fresh  # type: ignore[method-assign]
+    bench = _MixedBench(opts)
     sc = asyncio.run(scenarios.mixed(bench, SimpleNamespace(), ["weir", "fixed-window"]))  # type: ignore[arg-type]
     assert bench.started == [
         ("weir", {"budgets_ms": (30.0, 300.0), "bundle": "/b/wide"}),
@@ -1076,16 +1077,7 @@ def test_mixed_overload_offers_each_contender_its_own_capacity_times_the_factor(
         mixed_overload=1.5,
         mixed_budgets_ms=(50.0, 500.0),
     )
-    bench = _FreshBench(opts)
-    real_fresh = bench.fresh
-
-    async def fresh(contender: Any, plans: Any, run: Any = None, **variant: Any) -> Any:
-        session = await real_fresh(contender, plans, run, **variant)
-        session.cfg = SimpleNamespace(input_topics=("t", "l"))
-        session.settings = SimpleNamespace(kafka=None)
-        return session
-
-    bench.fresh = fresh  # type: ignore[method-assign]
+    bench = _MixedBench(opts)
     plans = SimpleNamespace(base=_plan(50))
     rates = {"weir": 100.0, "fixed-window": 40.0}
     sc = asyncio.run(scenarios.mixed(bench, plans, ["weir", "fixed-window", "naive"], rates))  # type: ignore[arg-type]
