@@ -440,8 +440,8 @@ def _loose(t: Trial) -> ClassFigures | None:
 
 
 def mixed_figures(trials: Iterable[Trial]) -> dict[str, dict[str, Spread]]:
-    """Contender -> offered rate, tight / loose class attainment and p99, lost, and the tight class's
-    p99 per stage (``tight_<stage>_p99_ms``), over the repeats."""
+    """Contender -> offered rate, tight / loose class attainment and p99, lost, and the
+    tight class's p99 per stage (``tight_<stage>_p99_ms``), over the repeats."""
     out: dict[str, dict[str, Spread]] = {}
     for (name, _), ts in _groups(trials).items():
         tight = [_tight(t) for t in ts]

@@ -34,19 +34,20 @@ Rule, at ``poll(now)`` with the engine idle and ``d0`` the earliest effective de
    throughput would fall under the load and more events would age: a collapse. While
    paused, the bucket is instead the one that decides the most events in time per second
    of engine time (``c`` events meeting ``now + p99.9(c) + guard + tail`` over ``p99(c)``;
-   ``service.scheduler.overload``), and every bucket is planned at p99.9 plus the guard and the tail, because least slack
-   first serves the events at the edge of their deadlines, where a p99 plan would see
-   about 1 % of them late. The more urgent heads that bucket would miss are
-   decided ``shed`` (``batch.shed``): held, they would block their keys until they
-   expired, and their keys' younger events with them; shed, each key's next event can
-   join this very batch.
+   ``service.scheduler.overload``), and every bucket is planned at p99.9 plus the guard
+   and the tail, because least slack first serves the events at the edge of their
+   deadlines, where a p99 plan would see about 1 % of them late. The more urgent heads
+   that bucket would miss are decided ``shed`` (``batch.shed``): held, they would block
+   their keys until they expired, and their keys' younger events with them; shed, each
+   key's next event can join this very batch.
 
 The guard and the tail are measured, like the profile (``service.scheduler.margins``): the
 largest timer lateness (``note_wake``) in the current and the previous ``guard_window_ns``
-(10 s), never below ``guard_ns``, and the largest recent publish tail. Waiting still bets that the loop is not stalled
-longer than the guard during the wait; where stalls approach the budget, ``max_hold_ns=0``
-(dispatch as soon as the engine is free, still EDF, bucket capped by the earliest deadline,
-with expiry and backpressure) decides more events in time: see ``bench/scheduler.py``.
+(10 s), never below ``guard_ns``, and the largest recent publish tail. Waiting still bets
+that the loop is not stalled longer than the guard during the wait; where stalls approach
+the budget, ``max_hold_ns=0`` (dispatch as soon as the engine is free, still EDF, bucket
+capped by the earliest deadline, with expiry and backpressure) decides more events in
+time: see ``bench/scheduler.py``.
 
 Overload: when the predicted queueing delay (``queued * p99(max) / max``) exceeds the
 budget, or the queue passes ``pause_fraction`` of its bound, ``paused`` turns on (rule 4
