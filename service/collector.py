@@ -21,6 +21,10 @@ Exported metrics (all prefixed ``weir_``; see :data:`METRIC_NAMES`)::
     shadow_batches_total{result}        counter  shadow batches "run", "dropped" (behind),
                                                  "failed" (service.shadow)
     rebalances_total                    counter
+    superseded_records_total            counter  records left undecided because their
+                                                 partition was revoked (or rewound) while
+                                                 their fetch was ingested: another member
+                                                 (or the next fetch) decides them
     task_deaths_total{task}             counter  background tasks that died (each stops
                                                  the worker)
     commits_total                       counter
@@ -105,6 +109,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "weir_ready",
     "weir_rebalances",
     "weir_shadow_batches",
+    "weir_superseded_records",
     "weir_task_deaths",
     "weir_trace_context_malformed",
 )
@@ -224,6 +229,10 @@ class WeirCollector(Collector):
             labels=["result"],
         )
         produce_errors = CounterMetricFamily("weir_produce_errors", "Produce requests that failed.")
+        superseded = CounterMetricFamily(
+            "weir_superseded_records",
+            "Records left undecided: their partition was revoked or rewound mid-fetch.",
+        )
         malformed = CounterMetricFamily(
             "weir_trace_context_malformed",
             "Input records whose traceparent header was malformed (not forwarded).",
@@ -239,6 +248,7 @@ class WeirCollector(Collector):
             engine_errors.add_metric([], c.engine_errors)
             produce_errors.add_metric([], c.produce_errors)
             malformed.add_metric([], c.trace_malformed)
+            superseded.add_metric([], c.superseded)
             for result, n in c.model_loads.items():
                 loads.add_metric([result], n)
             for result, n in c.shadow.items():
@@ -251,7 +261,7 @@ class WeirCollector(Collector):
         for outcome, n in misses(v).items():
             missed.add_metric([outcome], n)
         yield from (events, decisions, dead, missed, engine_errors, produce_errors)
-        yield from (loads, shadow, malformed)
+        yield from (loads, shadow, malformed, superseded)
         yield CounterMetricFamily("weir_rebalances", "Partition revocations.", value=v.rebalances)
         yield CounterMetricFamily("weir_commits", "Successful commits.", value=v.commits)
         yield _task_deaths(v)

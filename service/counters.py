@@ -26,12 +26,16 @@ class Counters:
         "probes",
         "produce_errors",
         "shadow",
+        "superseded",
         "trace_malformed",
     )
 
     def __init__(self) -> None:
         self.events_in = 0
         """Records handed to the pipeline (``Pipeline.ingest`` counts each call's at once)."""
+        self.superseded = 0
+        """Records of ``events_in`` left undecided because their partition was revoked or
+        rewound while their fetch was ingested (``Pipeline.ingest``)."""
         self.decisions: dict[Status, int] = dict.fromkeys(Status, 0)
         self.dead: dict[str, int] = {}
         self.batches = 0

@@ -345,6 +345,17 @@ class MemoryConsumer:
         """On the next ``getmany``: revoke every partition, then assign them again."""
         self._assigned = False
 
+    async def hand_on(self, partitions: list[TopicPartition]) -> None:
+        """Revoke ``partitions`` now, as aiokafka's coordinator task does while the fetch
+        loop is busy with records it fetched: the listener's ``on_partitions_revoked``, then
+        they leave this consumer's assignment (the group gave them to another member)."""
+        if self._listener is not None:
+            await self._listener.on_partitions_revoked(list(partitions))
+        for tp in partitions:
+            self._positions.pop(tp, None)
+            self._paused.discard(tp)
+        self._kafka.changed()
+
     async def _assign(self) -> None:
         if self._positions and self._listener is not None:
             await self._listener.on_partitions_revoked(list(self._positions))

@@ -80,16 +80,28 @@ class PartitionOffsets:
 class OffsetTracker(Generic[TP]):
     """Per-partition in-flight offsets and the commit point they allow."""
 
-    __slots__ = ("_parts",)
+    __slots__ = ("_gone", "_parts")
 
     def __init__(self) -> None:
         self._parts: dict[TP, PartitionOffsets] = {}
+        self._gone: set[TP] = set()
+        """Partitions forgotten (revoked) and not reset since: no longer this worker's."""
 
     def partition(self, tp: TP) -> PartitionOffsets:
         """``tp``'s offsets, made on first use. The object stays ``tp``'s until ``forget``
         or ``reset`` replaces it: hold it only while neither can run (no ``await``)."""
         part = self._parts.get(tp)
         if part is None:
+            part = self._parts[tp] = PartitionOffsets(tp)
+        return part
+
+    def owned(self, tp: TP) -> PartitionOffsets | None:
+        """``partition``, or None where ``tp`` was forgotten (revoked) and not reset since:
+        its records, fetched before the revoke, are the new owner's to decide."""
+        part = self._parts.get(tp)
+        if part is None:
+            if tp in self._gone:
+                return None
             part = self._parts[tp] = PartitionOffsets(tp)
         return part
 
@@ -139,11 +151,14 @@ class OffsetTracker(Generic[TP]):
                 part.committed = off
 
     def forget(self, tp: TP) -> None:
-        """Drop all state of ``tp`` (after it was revoked and its last commit made)."""
+        """Drop all state of ``tp`` (after it was revoked and its last commit made); until
+        a ``reset``, ``owned`` refuses it."""
         self._parts.pop(tp, None)
+        self._gone.add(tp)
 
     def reset(self, tp: TP, next_offset: int) -> None:
         """Start ``tp`` afresh at ``next_offset`` (after an assign or a seek)."""
+        self._gone.discard(tp)
         part = self._parts[tp] = PartitionOffsets(tp)
         part.last = next_offset - 1
         part.committed = next_offset

@@ -282,8 +282,21 @@ class Pipeline:
 
     # -- ingest ------------------------------------------------------------------------------
 
-    async def ingest(self, records: Sequence[Record]) -> None:
+    async def ingest(
+        self,
+        records: Sequence[Record],
+        fetched: dict[tuple[str, int], PartitionOffsets | None] | None = None,
+    ) -> None:
         """Decode, update state and queue each record; publish immediate outcomes.
+
+        ``fetched`` holds each partition's offsets as they were when its records were
+        fetched (``OffsetTracker.owned``, read with no ``await`` since the fetch; the fetch
+        loop passes one per fetch); without it, a partition's offsets when this call first
+        looks it up. A record whose partition's offsets are no longer those is left
+        undecided (``counters.superseded``): the partition was revoked, and its new owner
+        decides it, or rewound (``reset`` after a seek), and it is fetched again. Deciding it
+        would publish a second decision for one input (in exactly-once mode, inside the next
+        transaction, beside the new owner's).
 
         Every ``scheduler.ingest_chunk`` records the ingest time is read again, and once
         ingest has run for as long as the engine's largest batch takes (its p99) the
@@ -292,7 +305,7 @@ class Pipeline:
         a whole batch at each turn) does not slow ingest down to a chunk per batch.
 
         Per record, what a run of records shares is looked up once: the partition's
-        offsets (``OffsetTracker.partition``), the topic's deadline policy, and the state of
+        offsets (``OffsetTracker.owned``), the topic's deadline policy, and the state of
         the key seen last (``StateStore.update`` only for another key). Each is looked up
         again after every ``await``, where a rebalance may replace it.
 
@@ -303,6 +316,8 @@ class Pipeline:
         scheduler sees every event in ingest order before anything after it goes out.
         """
         self.counters.events_in += len(records)
+        if fetched is None:
+            fetched = {}
         now = self._clock()
         chunk = self._chunk
         # The time is read again before record chunk + 1 (then every chunk records), so a
@@ -316,7 +331,6 @@ class Pipeline:
         decode = self._decoder.decode
         raw = self._raw
         store = self.state
-        tracker = self.tracker
         kinds = self.counters.kinds
         slots = self.slots
         free = slots.free
@@ -382,17 +396,19 @@ class Pipeline:
                 if offsets is None or part != tp_part or topic != tp_topic:
                     tp_topic = topic
                     tp_part = part
-                    offsets = tracker.partition((topic, part))
+                    offsets = self._still(fetched, topic, part)
+                    if offsets is None:
+                        continue
                 if off > offsets.last:
                     offsets.inflight.append(off)
                     offsets.last = off
                 else:
                     if run and await self._submit(run, now):  # queued before ingest may raise
-                        offsets = tracker.partition((topic, part))
                         last_state = None
-                    # Refused (offsets of a partition must increase), unless the partition was
-                    # reset while the run's outcomes went out.
-                    offsets.track(off)
+                        offsets = self._still(fetched, topic, part)
+                        if offsets is None:
+                            continue
+                    offsets.track(off)  # refused: offsets of a partition must increase
                 value = rec.value
                 ts_ms = rec.timestamp
                 kafka_ns = ts_ms * 1_000_000 if ts_ms >= 0 else None
@@ -457,9 +473,12 @@ class Pipeline:
                 traced = carry.read(headers) if headers else None
                 if not free and run and state.ready and await self._submit(run, now):
                     # Outcomes decided at submit freed their slots. An ``await`` ran: the
-                    # partition and the key are looked up again for the next record.
+                    # partition and the key are looked up again for the next record, and
+                    # this one is left undecided where its partition's offsets changed.
                     tp_part = -1
                     last_state = None
+                    if self._still(fetched, topic, part) is not offsets:
+                        continue
                 if not state.ready or not free:
                     # Decided now (no window yet, or no slot left): from the scratch slot.
                     fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None, offsets)
@@ -517,6 +536,18 @@ class Pipeline:
                 tk = (kind_topic, kind_type)
                 kinds[tk] = kinds.get(tk, 0) + kind_n
         self._wake.set()
+
+    def _still(
+        self, fetched: dict[tuple[str, int], PartitionOffsets | None], topic: str, part: int
+    ) -> PartitionOffsets | None:
+        """The partition's offsets if they are still those of the fetch (``ingest``), else
+        None, the record counted ``superseded``."""
+        tp = (topic, part)
+        now = self.tracker.owned(tp)
+        if now is not None and fetched.setdefault(tp, now) is now:
+            return now
+        self.counters.superseded += 1
+        return None
 
     async def _submit(self, run: list[Item[int]], now: int) -> bool:
         """Queue ``run`` (ingested at ``now``) and empty it: all at once when the scheduler

@@ -13,7 +13,8 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
   stops until the pipeline is idle, then the consumed offsets join the transaction
   (``send_offsets_to_transaction``) and it commits. A failed transaction is aborted, the
   assigned partitions are rewound to their committed offsets and the key windows cleared;
-- on revoke: drain within ``revoke_timeout_ms``, commit, forget the partitions; on
+- on revoke: drain within ``revoke_timeout_ms``, commit, forget the partitions (the
+  fetch being ingested meanwhile leaves their records undecided: ``Pipeline.ingest``); on
   assign: start tracking at the consumer's position; with ``warmup = "seek"`` seek back
   ``seek_back`` records and fold them into the key windows without deciding them;
 - topics (``service.topics``): checked before subscribing (created with ``[topics] create``,
@@ -437,6 +438,7 @@ class Runtime:
         background = s.delivery.commit_in_background and not self.eos
         stop = self._stop
         client_check = self._client_check
+        owned = pipe.tracker.owned
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=50, max_records=max_records)
             ended = client_check()
@@ -445,13 +447,16 @@ class Runtime:
                     f"the Kafka client stopped working ({ended}); stopping this worker "
                     "so that it restarts from the last commit"
                 )
+            # Each partition's offsets as fetched: a revoke or a rewind while an earlier
+            # partition's records are ingested leaves the rest of its records undecided.
+            fetched = {(tp.topic, tp.partition): owned((tp.topic, tp.partition)) for tp in batches}
             for tp, records in batches.items():
                 self.metrics.lag.seen(tp, records)
                 until = self._rebuild_until.get(tp)
                 if until is not None:
                     records = self._rebuild(tp, records, until)
                 if records:
-                    await pipe.ingest(records)
+                    await pipe.ingest(records, fetched)
             if pipe.failed is not None:
                 raise pipe.failed
             self._backpressure()

@@ -56,6 +56,7 @@ EXPECTED_TYPES = {
     "weir_shadow_batches": ("counter", {"result"}),
     "weir_task_deaths": ("counter", {"task"}),
     "weir_trace_context_malformed": ("counter", set()),
+    "weir_superseded_records": ("counter", set()),
 }
 
 

@@ -64,6 +64,20 @@ def test_reset_and_forget() -> None:
     assert t.committable("p") is None
 
 
+def test_owned_refuses_a_forgotten_partition_until_it_is_reset() -> None:
+    """``owned`` makes a partition's offsets on first use, like ``partition``, but not for
+    one forgotten (revoked) since: its records are another member's until a reset (an
+    assignment) makes it this one's again."""
+    t: OffsetTracker[str] = OffsetTracker()
+    first = t.owned("p")
+    assert first is not None and first is t.owned("p") is t.partition("p")
+    t.forget("p")
+    assert t.owned("p") is None and not t.holds("p")
+    t.reset("p", 7)
+    again = t.owned("p")
+    assert again is not None and again is not first and again.last == 6
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     gaps=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=60),

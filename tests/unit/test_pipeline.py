@@ -451,7 +451,8 @@ async def test_key_states_cleared_while_ingest_waits_are_not_reused(make_pipelin
 
 async def test_ack_of_a_revoked_partition_is_dropped(make_pipeline: Any) -> None:
     """A decision acknowledged after its partition was revoked (forgotten by the tracker)
-    is dropped without error, and the other partitions' acks still count."""
+    is dropped without error, the other partitions' acks still count, and the revoked
+    partition's later records are left to its new owner."""
     forgotten: list[int] = []
 
     def revoke_first(msg: Any) -> None:
@@ -463,14 +464,57 @@ async def test_ack_of_a_revoked_partition_is_dropped(make_pipeline: Any) -> None
     pipe, sink, _ = make_pipeline(sink=MemorySink(on_message=revoke_first))
     await run_pipeline(pipe, [_quote_record(i, partition=i % 2) for i in range(6)], chunk=7)
     assert forgotten == [1] and pipe.failed is None
-    assert len(sink_decisions(sink)) == 6
+    assert [(d.partition, d.offset) for d in sink_decisions(sink)] == [
+        (0, 0),
+        (1, 1),
+        (0, 2),
+        (0, 4),
+    ]
+    assert pipe.counters.superseded == 2
     assert pipe.tracker.committable((TOPIC, 0)) == 5
+
+
+@pytest.mark.parametrize("change", ["revoked", "rewound"])
+async def test_records_after_their_partition_changed_mid_ingest_are_left_undecided(
+    make_pipeline: Any, change: str
+) -> None:
+    """A revoke (``forget``) or a rewind (``reset`` to offset 5, after a seek) lands while
+    ingest awaits a dead letter's publish: the fetch's later records of that partition get
+    no decision and are counted ``superseded`` (the new owner, or the fetch from the
+    rewound position, decides them), and the earlier ones, and another partition's, are
+    decided once."""
+
+    def changed(msg: Any) -> None:
+        if msg.topic == "weir.dlq":
+            if change == "revoked":
+                pipe.tracker.forget((TOPIC, 1))
+            else:
+                pipe.tracker.reset((TOPIC, 1), 5)
+
+    pipe, sink, _ = make_pipeline(sink=MemorySink(on_message=changed))
+    records = [_quote_record(i, partition=1) for i in range(10)]
+    records[5] = MemoryRecord(TOPIC, 1, 5, b"{not json")
+    records += [_quote_record(i, partition=0) for i in range(3)]
+    await run_pipeline(pipe, records, chunk=len(records))
+    got = sink_decisions(sink)
+    assert sorted((d.partition, d.offset) for d in got) == [
+        *((0, i) for i in range(3)),
+        *((1, i) for i in range(5)),
+    ]
+    assert len(sink.on("weir.dlq")) == 1
+    assert pipe.counters.superseded == 4
+    assert pipe.tracker.committable((TOPIC, 0)) == 3
+    if change == "revoked":
+        assert not pipe.tracker.holds((TOPIC, 1))
+    else:
+        assert pipe.tracker.committable((TOPIC, 1)) == 5
 
 
 async def test_ack_after_its_partition_was_reset_changes_nothing_held(make_pipeline: Any) -> None:
     """A decision acknowledged after its partition was reset (a rewind while it was in
-    flight) acknowledges where its offset was tracked, not in the partition's new state,
-    which counts only the offsets tracked in it since (3 and 5 here)."""
+    flight) acknowledges where its offset was tracked, not in the partition's new state:
+    the fetch's later records of the partition are left undecided (3 and 5 here), and the
+    new state counts only what the fetch from the rewound position tracks (1, 3 and 5)."""
     reset: list[int] = []
 
     def rewind_first(msg: Any) -> None:
@@ -480,9 +524,15 @@ async def test_ack_after_its_partition_was_reset_changes_nothing_held(make_pipel
             pipe.tracker.reset((TOPIC, 1), 0)  # offsets 0.. of partition 1 are read again
 
     pipe, sink, _ = make_pipeline(sink=MemorySink(on_message=rewind_first))
-    await run_pipeline(pipe, [_quote_record(i, partition=i % 2) for i in range(6)], chunk=7)
+    fetches = [_quote_record(i, partition=i % 2) for i in range(6)]
+    fetches += [_quote_record(i, partition=1) for i in (1, 3, 5)]  # read again from 0
+    await run_pipeline(pipe, fetches, chunk=6)
     assert reset == [1] and pipe.failed is None
-    assert len(sink_decisions(sink)) == 6
+    assert [(d.partition, d.offset) for d in sink_decisions(sink)] == [
+        *((0, 0), (1, 1), (0, 2), (0, 4)),
+        *((1, 1), (1, 3), (1, 5)),
+    ]
+    assert pipe.counters.superseded == 2
     assert pipe.tracker.committable((TOPIC, 1)) == 6 and pipe.tracker.pending((TOPIC, 1)) == 0
     assert pipe.tracker.committable((TOPIC, 0)) == 5
 

@@ -308,6 +308,48 @@ async def test_revoke_drains_commits_and_the_reassignment_resumes_there(
     assert sorted(d.offset for d in _decisions(kafka)) == sorted([*range(7), *range(7)])
 
 
+@pytest.mark.parametrize("mode", ["exactly_once", "at_least_once"])
+async def test_records_of_a_partition_revoked_during_the_fetch_are_left_to_its_new_owner(
+    make_runtime: Any, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A revoke lands (from aiokafka's coordinator task) while the fetch loop ingests the
+    first partition of a fetch that also holds the second's records: the second's records
+    get no decision and its offset is not committed, so the partition's new owner, which
+    starts at its committed offset, decides each of them once. Deciding them here put a
+    second decision for each into the next transaction (the chaos suite's duplicates after
+    ``kill -9`` in exactly-once mode)."""
+    rt, kafka, clock = make_runtime(
+        partitions=2, delivery={"mode": mode, "flush_interval_ms": 20, "commit_interval_ms": 20}
+    )
+    _feed(kafka, 20, partitions=2)
+    real = runtime_mod.Pipeline.ingest
+    handed: list[TopicPartition] = []
+
+    async def revoked_meanwhile(self: Any, records: Any, fetched: Any = None) -> None:
+        if not handed:
+            other = TopicPartition(IN, 1 - records[0].partition)
+            handed.append(other)
+            assert rt.consumer is not None
+            await rt.consumer.hand_on([other])  # type: ignore[attr-defined]
+        await real(self, records, fetched)
+
+    monkeypatch.setattr(runtime_mod.Pipeline, "ingest", revoked_meanwhile)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(handed) == 1)
+    kept = 1 - handed[0].partition
+    async with asyncio.timeout(10):
+        while _committed(kafka, 2)[kept] != 10:  # commits come on the clock
+            clock.advance(20 * MS)
+            await asyncio.sleep(0.005)
+    rt.stop()
+    assert await task == 0
+    assert _committed(kafka, 2)[kept] == 10 and _committed(kafka, 2)[handed[0].partition] is None
+    got = _decisions(kafka)
+    assert sorted(d.offset for d in got) == list(range(10))
+    assert {d.partition for d in got} == {kept}
+    assert rt.pipeline is not None and rt.pipeline.counters.superseded == 10
+
+
 async def test_dispatcher_death_stops_the_runtime_with_its_cause(make_runtime: Any) -> None:
     """An engine raising something other than ``EngineError`` kills the dispatcher: the
     runtime stops, commits nothing, raises the death (the process exits non-zero), and
