@@ -12,7 +12,10 @@
 - exactly-once: ``now`` drains the pipeline, adds the consumed offsets to the transaction
   (``send_offsets_to_transaction``) and commits it; a failed transaction is aborted, every
   assigned partition rewound to its committed offset and the key windows cleared, so the
-  aborted decisions are made again.
+  aborted decisions are made again. Where the pipeline did not drain in time, the
+  transaction is aborted and the worker stops (``failed``, raised by ``check``): what the
+  pipeline still held would be decided into the next transaction, beside the decisions
+  made again from the rewound offsets; a restart resumes from the last commit instead.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ class Committer:
         """Successful commits (offsets or transactions)."""
         self._committing: asyncio.Task[None] | None = None
         """The periodic commit in flight beside the fetch loop (``commit_in_background``)."""
+        self.failed: ServiceError | None = None
+        """Set when an exactly-once commit found the pipeline undrained: nothing more is
+        committed, and ``check`` raises it (the worker stops)."""
         self._lock = asyncio.Lock()
         """One ``now`` at a time: aiokafka calls the revoke listener from its coordinator
         task, which can land while the fetch loop's own commit is in flight, and a second
@@ -79,7 +85,10 @@ class Committer:
         )
 
     def check(self) -> None:
-        """Raise what the finished background commit raised (a failure stops the worker)."""
+        """Raise ``failed``, or what the finished background commit raised (a failure
+        stops the worker)."""
+        if self.failed is not None:
+            raise self.failed
         committing = self._committing
         if committing is not None and committing.done():
             self._committing = None
@@ -89,6 +98,8 @@ class Committer:
         """Commit now, after the background commit and any other ``now`` in flight have
         finished."""
         async with self._lock:
+            if self.failed is not None:
+                return  # the transaction was aborted; the restart resumes from the last commit
             pending, self._committing = self._committing, None
             if pending is not None:
                 await asyncio.wait([pending])
@@ -133,19 +144,20 @@ class Committer:
         producer = self._producer
         # Every decision of a consumed record must be in the transaction that commits its
         # offset: stop and let the pipeline finish what it holds (bounded by the budget).
-        drained = await pipe.drain(self._settings.shutdown.drain_timeout_ms / 1000)
+        timeout_ms = self._settings.shutdown.drain_timeout_ms
+        if not await pipe.drain(timeout_ms / 1000):
+            await self._give_up(timeout_ms)
+            return
         moved = pipe.tracker.to_commit()
         offsets = {TopicPartition(t, p): off for (t, p), off in moved.items()}
         t0 = self._clock()
         try:
-            if not drained:
-                raise ServiceError("pipeline did not drain before the transaction commit")
             if self._fail_hook is not None:
                 self._fail_hook("commit_transaction")
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self._settings.kafka.group_id)
             await producer.commit_transaction()
-        except (KafkaError, ServiceError) as exc:
+        except (KafkaError, ServiceError) as exc:  # ServiceError: an injected failure
             log.warning("transaction_aborted", error=str(exc))
             await self._abort()
             return
@@ -153,6 +165,22 @@ class Committer:
         self.commits += 1
         self._metrics.observe_commit(self._clock() - t0)
         await producer.begin_transaction()
+
+    async def _give_up(self, timeout_ms: int) -> None:
+        """The pipeline did not drain: abort the transaction and stop the worker."""
+        pipe = self._pipeline
+        self.failed = ServiceError(
+            f"the pipeline did not drain within drain_timeout_ms={timeout_ms} before the "
+            f"transaction commit ({pipe.queued} events queued, {pipe.tracker.pending()} "
+            "decisions unacknowledged); stopping this worker so that it restarts from the last "
+            "commit, as what it holds, decided after an abort, would be committed beside the "
+            "decisions made again"
+        )
+        log.error("transaction_undrained", error=str(self.failed))
+        try:
+            await self._producer.abort_transaction()
+        except KafkaError as exc:  # the restart's producer fences and aborts it anyway
+            log.warning("transaction_abort_failed", error=str(exc))
 
     async def _abort(self) -> None:
         consumer = self._consumer

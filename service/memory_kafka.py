@@ -203,7 +203,9 @@ class MemoryProducer:
         self.max_unanswered = 0
         self.aborts = 0
         self.commits = 0
-        self._held: list[tuple[asyncio.Future[Any], list[MemoryRecord]]] = []
+        self._held: list[
+            tuple[asyncio.Future[Any], list[MemoryRecord], list[MemoryRecord] | None]
+        ] = []
         self._txn: list[MemoryRecord] | None = None
         self._txn_offsets: dict[TopicPartition, int] = {}
         self._txn_group = ""
@@ -239,22 +241,25 @@ class MemoryProducer:
         self.unanswered += len(records)
         self.max_unanswered = max(self.max_unanswered, self.unanswered)
         if self.hold:
-            self._held.append((fut, records))
+            self._held.append((fut, records, self._txn))
         else:
-            self._land(fut, records)
+            self._land(fut, records, self._txn)
         self._kafka.changed()
         return fut
 
     def release(self) -> None:
-        """Answer every held batch, in order, and stop holding."""
+        """Answer every held batch, in order, and stop holding (a batch sent in a
+        transaction lands in it: where that one was aborted, nowhere visible)."""
         self.hold = False
         held, self._held = self._held, []
-        for fut, records in held:
-            self._land(fut, records)
+        for fut, records, txn in held:
+            self._land(fut, records, txn)
 
-    def _land(self, fut: asyncio.Future[Any], records: list[MemoryRecord]) -> None:
-        if self._txn is not None:
-            self._txn.extend(records)
+    def _land(
+        self, fut: asyncio.Future[Any], records: list[MemoryRecord], txn: list[MemoryRecord] | None
+    ) -> None:
+        if txn is not None:
+            txn.extend(records)
         else:
             for r in records:
                 self._kafka.append(r.topic, r.partition, r.value, key=r.key, headers=r.headers)

@@ -13,6 +13,8 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
   stops until the pipeline is idle, then the consumed offsets join the transaction
   (``send_offsets_to_transaction``) and it commits. A failed transaction is aborted, the
   assigned partitions are rewound to their committed offsets and the key windows cleared;
+  a pipeline that does not drain within ``drain_timeout_ms`` aborts it and stops the
+  worker, which restarts from the last commit (``service.commits``);
 - on revoke: drain within ``revoke_timeout_ms``, commit, forget the partitions (the
   fetch being ingested meanwhile leaves their records undecided: ``Pipeline.ingest``); on
   assign: start tracking at the consumer's position; with ``warmup = "seek"`` seek back
@@ -466,6 +468,7 @@ class Runtime:
                     committer.soon()
                 else:
                     await committer.now()
+                    committer.check()
                 next_commit = clock() + commit_every
         if pipe.failed is not None:
             raise pipe.failed
@@ -545,12 +548,15 @@ class Runtime:
             if pipe is not None:
                 # After a failure nothing more is committed: the restart resumes from the
                 # last commit (a dead dispatcher leaves nothing that could drain).
-                if pipe.failed is None and not await pipe.drain(
+                failed = pipe.failed is not None or (
+                    self.committer is not None and self.committer.failed is not None
+                )
+                if not failed and not await pipe.drain(
                     self.settings.shutdown.drain_timeout_ms / 1000
                 ):
                     log.warning("drain_timeout", queued=pipe.queued)
                     status = 1
-                if pipe.failed is None and self.committer is not None:
+                if not failed and self.committer is not None:
                     await self.committer.now()
                 else:
                     status = 1

@@ -218,6 +218,42 @@ async def test_failed_transaction_is_aborted_rewound_and_decided_again(make_runt
     assert {d.status for d in got[1:]} == {Status.OK}
 
 
+@pytest.mark.parametrize("when", ["flush", "revoke"])
+async def test_an_undrained_pipeline_aborts_the_transaction_and_stops_the_worker(
+    make_runtime: Any, when: str
+) -> None:
+    """Exactly-once: where the pipeline does not drain within ``drain_timeout_ms`` before a
+    transaction commit (here the broker holds every acknowledgement), at the periodic
+    flush or at a revoke, the transaction is aborted and the worker stops with an error
+    naming the limit: nothing is visible or committed, and what the worker held is not
+    decided into a later transaction (a restart resumes from the last commit)."""
+    rt, kafka, clock = make_runtime(
+        delivery={"mode": "exactly_once", "flush_interval_ms": 20},
+        shutdown={"drain_timeout_ms": 50, "revoke_timeout_ms": 50},
+    )
+    _feed(kafka, 1)  # the first decision (warming) lands before the broker holds the rest
+    task = _start(rt)
+    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction)
+    producer = kafka.producers[0]
+    producer.hold = True
+    _feed(kafka, 5)
+    await kafka.wait_until(lambda: producer.unanswered == 5)
+    if when == "flush":
+        clock.advance(20 * MS)
+    else:
+        assert rt.consumer is not None
+        await rt.consumer.hand_on([TopicPartition(IN, 0)])  # type: ignore[attr-defined]
+        _feed(kafka, 1)  # wakes the fetch loop, which then stops
+    with pytest.raises(ServiceError) as info:
+        await asyncio.wait_for(task, 10)  # it used to abort, rewind and serve on
+    assert "did not drain within drain_timeout_ms=50" in str(info.value)
+    assert "restarts from the last commit" in str(info.value)
+    assert producer.aborts == 1 and producer.commits == 0
+    assert rt.committer is not None and rt.committer.failed is info.value
+    producer.release()
+    assert kafka.records(OUT) == [] and _committed(kafka, 1) == [None]
+
+
 async def test_a_commit_asked_for_during_a_transaction_commit_waits_for_it(
     make_runtime: Any,
 ) -> None:
