@@ -146,7 +146,7 @@ class Committer:
         # offset: stop and let the pipeline finish what it holds (bounded by the budget).
         timeout_ms = self._settings.shutdown.drain_timeout_ms
         if not await pipe.drain(timeout_ms / 1000):
-            await self._give_up(timeout_ms)
+            await self._give_up("drain_timeout_ms", timeout_ms)
             return
         moved = pipe.tracker.to_commit()
         offsets = {TopicPartition(t, p): off for (t, p), off in moved.items()}
@@ -166,12 +166,31 @@ class Committer:
         self._metrics.observe_commit(self._clock() - t0)
         await producer.begin_transaction()
 
-    async def _give_up(self, timeout_ms: int) -> None:
+    async def discard(self, drained: bool) -> None:
+        """The group gave this worker's partitions to another member without a revoke
+        (``service.kafka.membership_lost``): commit nothing for them. Exactly-once aborts
+        the open transaction (decisions for inputs the new owner decides again) and begins
+        another, or, where the pipeline did not drain (``drained`` False: what it holds
+        would be decided into that one), stops the worker as ``now`` does; at-least-once
+        has nothing to undo (its decisions may repeat)."""
+        async with self._lock:
+            pending, self._committing = self._committing, None
+            if pending is not None:
+                await asyncio.wait([pending])  # refused by the group: logged, not raised
+            if not self._eos or self.failed is not None:
+                return
+            if not drained:
+                await self._give_up("revoke_timeout_ms", self._settings.shutdown.revoke_timeout_ms)
+                return
+            await self._producer.abort_transaction()
+            await self._producer.begin_transaction()
+
+    async def _give_up(self, setting: str, timeout_ms: int) -> None:
         """The pipeline did not drain: abort the transaction and stop the worker."""
         pipe = self._pipeline
         self.failed = ServiceError(
-            f"the pipeline did not drain within drain_timeout_ms={timeout_ms} before the "
-            f"transaction commit ({pipe.queued} events queued, {pipe.tracker.pending()} "
+            f"the pipeline did not drain within {setting}={timeout_ms} before the "
+            f"transaction ended ({pipe.queued} events queued, {pipe.tracker.pending()} "
             "decisions unacknowledged); stopping this worker so that it restarts from the last "
             "commit, as what it holds, decided after an abort, would be committed beside the "
             "decisions made again"

@@ -111,6 +111,24 @@ def admin_kwargs(k: KafkaSettings) -> dict[str, Any]:
     }
 
 
+LOST_GENERATION = -1
+"""The generation aiokafka's group coordinator resets to (``reset_generation``) when the
+group no longer knows this member."""
+
+
+def membership_lost(consumer: object) -> bool:
+    """Whether the group no longer knows ``consumer`` as a member (a heartbeat, join or
+    commit answered ``UNKNOWN_MEMBER_ID`` or ``ILLEGAL_GENERATION``: its session expired
+    while the worker stalled, say). aiokafka resets its generation then, before it rejoins
+    and calls ``on_partitions_revoked``: the partitions it revokes may already be another
+    member's, which reads on from their last commit, so nothing may be committed for them.
+    aiokafka has no ``on_partitions_lost`` (Java's), and its ``TxnOffsetCommit`` carries no
+    generation (KIP-447), so the broker would take a transaction's offsets from this
+    member; this check is what keeps them out."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    return getattr(coordinator, "generation", None) == LOST_GENERATION
+
+
 def make_consumer(k: KafkaSettings, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer from settings (not started, not subscribed)."""
     guard_closed_writes()

@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from service.kafka import LOST_GENERATION
 from service.memory import MemoryRecord
 from service.settings import KafkaSettings
 
@@ -335,6 +337,8 @@ class MemoryConsumer:
         self.ended: str | None = None
         """Set by a test: a background task of the real client ended (``MemoryKafka.watch``)."""
         self.started = False
+        self._coordinator = SimpleNamespace(generation=1)
+        """aiokafka's group coordinator, as far as ``membership_lost`` reads it."""
 
     async def start(self) -> None:
         self.started = True
@@ -349,6 +353,16 @@ class MemoryConsumer:
     def rebalance(self) -> None:
         """On the next ``getmany``: revoke every partition, then assign them again."""
         self._assigned = False
+
+    async def lose(self, partitions: list[TopicPartition]) -> None:
+        """``hand_on``, as when the group no longer knows this member (its session expired):
+        aiokafka resets its coordinator's generation (``service.kafka.membership_lost``)
+        before it calls the listener, and a later join gives it a new generation."""
+        self._coordinator.generation = LOST_GENERATION
+        try:
+            await self.hand_on(partitions)
+        finally:
+            self._coordinator.generation = 1
 
     async def hand_on(self, partitions: list[TopicPartition]) -> None:
         """Revoke ``partitions`` now, as aiokafka's coordinator task does while the fetch

@@ -77,7 +77,7 @@ from service.commits import Committer
 from service.errors import BrokerError, ModelRefused, ServiceError
 from service.http import OpsServer
 from service.inbound import build_decoder
-from service.kafka import KafkaClients, KafkaSink
+from service.kafka import KafkaClients, KafkaSink, membership_lost
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.models import ModelControl
@@ -500,11 +500,16 @@ class Runtime:
         pipe = self.pipeline
         if pipe is None or not revoked:
             return
+        lost = membership_lost(self.consumer)
         drained = await pipe.drain(self.settings.shutdown.revoke_timeout_ms / 1000)
         if not drained:
             log.warning("revoke_drain_timeout", queued=pipe.queued)
         if self.committer is not None:
-            await self.committer.now(set(revoked))
+            if lost:  # another member may read them on already: nothing is committed
+                log.warning("partitions_lost", count=len(revoked))
+                await self.committer.discard(drained)
+            else:
+                await self.committer.now(set(revoked))
         for tp in revoked:
             pipe.tracker.forget((tp.topic, tp.partition))
             self._assigned.discard(tp)

@@ -254,6 +254,75 @@ async def test_an_undrained_pipeline_aborts_the_transaction_and_stops_the_worker
     assert kafka.records(OUT) == [] and _committed(kafka, 1) == [None]
 
 
+async def test_partitions_lost_with_the_membership_commit_nothing_and_abort_the_transaction(
+    make_runtime: Any,
+) -> None:
+    """Exactly-once: a revoke that comes after the group forgot this member (aiokafka has
+    reset its generation: the partitions may already be another member's, which starts at
+    their last commit) commits nothing: the open transaction is aborted, so no decision of
+    it is visible and no offset committed. The worker serves on: assigned again, it decides
+    every input once."""
+    rt, kafka, clock = make_runtime(delivery={"mode": "exactly_once", "flush_interval_ms": 20})
+    _feed(kafka, 5)
+    task = _start(rt)
+    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == 5)
+    producer = kafka.producers[0]
+    assert rt.consumer is not None
+    await rt.consumer.lose([TopicPartition(IN, 0)])  # type: ignore[attr-defined]
+    assert producer.aborts == 1 and producer.commits == 0
+    assert kafka.records(OUT) == [] and _committed(kafka, 1) == [None]
+    rt.consumer.rebalance()  # type: ignore[attr-defined]
+    async with asyncio.timeout(10):
+        while _committed(kafka, 1) != [5]:
+            clock.advance(20 * MS)
+            await asyncio.sleep(0.005)
+    rt.stop()
+    assert await task == 0
+    assert [d.offset for d in _decisions(kafka)] == list(range(5))
+    assert rt.rebalances == 1
+
+
+async def test_partitions_lost_at_least_once_commit_nothing(make_runtime: Any) -> None:
+    """At-least-once: a revoke after the group forgot this member commits nothing (the
+    group would refuse it; the new owner reads on from the last commit)."""
+    rt, kafka, _ = make_runtime()
+    _feed(kafka, 5)
+    task = _start(rt)
+    await kafka.wait_until(lambda: len(kafka.records(OUT)) == 5)
+    assert rt.consumer is not None
+    await rt.consumer.lose([TopicPartition(IN, 0)])  # type: ignore[attr-defined]
+    rt.stop()
+    assert await task == 0
+    assert _committed(kafka, 1) == [None]
+
+
+async def test_partitions_lost_with_an_undrained_pipeline_stop_the_worker(
+    make_runtime: Any,
+) -> None:
+    """Exactly-once: partitions lost while the broker holds the acknowledgements (the
+    pipeline does not drain within ``revoke_timeout_ms``): the transaction is aborted and
+    the worker stops, naming the limit, rather than decide what it holds into the next."""
+    rt, kafka, _ = make_runtime(
+        delivery={"mode": "exactly_once", "flush_interval_ms": 20},
+        shutdown={"revoke_timeout_ms": 50},
+    )
+    _feed(kafka, 1)
+    task = _start(rt)
+    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction)
+    producer = kafka.producers[0]
+    producer.hold = True
+    _feed(kafka, 3)
+    await kafka.wait_until(lambda: producer.unanswered == 3)
+    assert rt.consumer is not None
+    await rt.consumer.lose([TopicPartition(IN, 0)])  # type: ignore[attr-defined]
+    _feed(kafka, 1)  # wakes the fetch loop, which then stops
+    with pytest.raises(ServiceError, match="did not drain within revoke_timeout_ms=50"):
+        await asyncio.wait_for(task, 10)
+    assert producer.aborts == 1 and producer.commits == 0
+    producer.release()
+    assert kafka.records(OUT) == [] and _committed(kafka, 1) == [None]
+
+
 async def test_a_commit_asked_for_during_a_transaction_commit_waits_for_it(
     make_runtime: Any,
 ) -> None:
