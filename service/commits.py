@@ -28,6 +28,7 @@ from aiokafka.structs import TopicPartition
 
 from service.base import Consumer, Producer
 from service.errors import ServiceError
+from service.kafka import membership_lost
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.pipeline import Pipeline
@@ -154,10 +155,12 @@ class Committer:
         try:
             if self._fail_hook is not None:
                 self._fail_hook("commit_transaction")
+            self._still_member()
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self._settings.kafka.group_id)
+            self._still_member()  # the group may have answered a heartbeat meanwhile
             await producer.commit_transaction()
-        except (KafkaError, ServiceError) as exc:  # ServiceError: an injected failure
+        except (KafkaError, ServiceError) as exc:  # ServiceError: not a member, or injected
             log.warning("transaction_aborted", error=str(exc))
             await self._abort()
             return
@@ -165,6 +168,14 @@ class Committer:
         self.commits += 1
         self._metrics.observe_commit(self._clock() - t0)
         await producer.begin_transaction()
+
+    def _still_member(self) -> None:
+        """Raise (the transaction is then aborted) where the group no longer knows this
+        member: the broker would take the transaction's offsets all the same (aiokafka's
+        ``TxnOffsetCommit`` carries no generation), beside those of the partitions' new
+        owner."""
+        if membership_lost(self._consumer):
+            raise ServiceError("the group no longer knows this member: nothing is committed")
 
     async def discard(self, drained: bool) -> None:
         """The group gave this worker's partitions to another member without a revoke

@@ -436,6 +436,15 @@ class Runtime:
             s.delivery.flush_interval_ms if self.eos else s.delivery.commit_interval_ms
         ) * 1_000_000
         next_commit = clock() + commit_every
+        # Exactly-once: a loop held for long enough that the group may have expired this
+        # member's session (no heartbeat could go out: a stopped process, a stalled host)
+        # commits no transaction until aiokafka's heartbeat has had time to find out (a lost
+        # membership then shows as a revoke, whose transaction is aborted): the broker would
+        # take a zombie transaction's offsets (no generation in aiokafka's TxnOffsetCommit).
+        stall_ns = (s.kafka.session_timeout_ms - s.kafka.heartbeat_interval_ms) * 1_000_000
+        hold_ns = 2 * s.kafka.heartbeat_interval_ms * 1_000_000
+        held_until = 0
+        mark = clock()
         max_records = s.kafka.max_poll_records
         background = s.delivery.commit_in_background and not self.eos
         stop = self._stop
@@ -463,7 +472,12 @@ class Runtime:
                 raise pipe.failed
             self._backpressure()
             committer.check()  # a commit that raised (not a logged KafkaError) stops us
-            if clock() >= next_commit:
+            now = clock()
+            if self.eos and now - mark > stall_ns:  # since the last turn, the commit included
+                held_until = now + hold_ns
+                log.warning("loop_stalled", ms=(now - mark) // 1_000_000, commit_held=True)
+            mark = now
+            if now >= next_commit and now >= held_until:
                 if background:
                     committer.soon()
                 else:

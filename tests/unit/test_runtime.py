@@ -282,6 +282,60 @@ async def test_partitions_lost_with_the_membership_commit_nothing_and_abort_the_
     assert rt.rebalances == 1
 
 
+async def test_a_transaction_is_not_committed_once_the_group_forgot_this_member(
+    make_runtime: Any,
+) -> None:
+    """Exactly-once: where the group no longer knows this member when a transaction is
+    about to commit (aiokafka reset its generation; the revoke has not come yet), the
+    transaction is aborted and the partitions rewound instead; once a member again, the
+    worker decides every input once more and commits."""
+    rt, kafka, clock = make_runtime(delivery={"mode": "exactly_once", "flush_interval_ms": 20})
+    _feed(kafka, 5)
+    task = _start(rt)
+    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == 5)
+    producer = kafka.producers[0]
+    assert rt.consumer is not None
+    membership = rt.consumer._coordinator  # type: ignore[attr-defined]
+    membership.generation = -1
+    clock.advance(20 * MS)
+    await kafka.wait_until(lambda: producer.aborts == 1)
+    assert producer.commits == 0 and kafka.records(OUT) == []
+    membership.generation = 2
+    async with asyncio.timeout(10):
+        while _committed(kafka, 1) != [5]:
+            clock.advance(20 * MS)
+            await asyncio.sleep(0.005)
+    rt.stop()
+    assert await task == 0
+    assert [d.offset for d in _decisions(kafka)] == list(range(5))
+
+
+async def test_a_stalled_loop_holds_the_next_transaction_commit(make_runtime: Any) -> None:
+    """Exactly-once: after the loop went longer than ``session_timeout_ms`` less
+    ``heartbeat_interval_ms`` between turns (the group may have expired the session), no
+    transaction commits for two heartbeat intervals, though the flush interval passed;
+    then the commit goes out."""
+    rt, kafka, clock = make_runtime(
+        delivery={"mode": "exactly_once", "flush_interval_ms": 20},
+        kafka={"session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000},
+    )
+    _feed(kafka, 5)
+    task = _start(rt)
+    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == 5)
+    producer = kafka.producers[0]
+    commits = producer.commits
+    clock.advance(7_001 * MS)  # one turn of the loop took this long
+    await asyncio.sleep(0.2)  # the loop turns (in real time) and holds the commit
+    clock.advance(5_900 * MS)
+    await asyncio.sleep(0.2)
+    assert producer.commits == commits and _committed(kafka, 1) == [None]
+    clock.advance(200 * MS)  # two heartbeat intervals after the stall
+    await kafka.wait_until(lambda: _committed(kafka, 1) == [5])
+    rt.stop()
+    assert await task == 0
+    assert [d.offset for d in _decisions(kafka)] == list(range(5))
+
+
 async def test_partitions_lost_at_least_once_commit_nothing(make_runtime: Any) -> None:
     """At-least-once: a revoke after the group forgot this member commits nothing (the
     group would refuse it; the new owner reads on from the last commit)."""
