@@ -16,7 +16,13 @@ from chaos.load import committed_offsets, recovery_s
 from chaos.procs import ServiceProc
 from service.http import http_get
 
-__all__ = ["broker_restart", "kill_worker", "kill_worker_eos", "restart_commit"]
+__all__ = [
+    "broker_restart",
+    "kill_worker",
+    "kill_worker_eos",
+    "restart_commit",
+    "stall_worker_eos",
+]
 
 _BASE_RATE = 60.0
 """Events per second of the recorded feed the kill scenario replays at 10x."""
@@ -100,6 +106,83 @@ async def kill_worker(ctx: Context, *, eos: bool = False) -> Row:
 async def kill_worker_eos(ctx: Context) -> Row:
     """``kill_worker`` in exactly-once mode: exactly one committed decision per input."""
     return await kill_worker(ctx, eos=True)
+
+
+async def stall_worker_eos(ctx: Context) -> Row:
+    """SIGSTOP one of three exactly-once workers past its session timeout, then SIGCONT it.
+
+    The group expires the stopped member and gives its partitions to the other two, which
+    read on from the last commit. The stopped worker wakes with a transaction open over
+    inputs that are now theirs: it must commit none of it (aiokafka's ``TxnOffsetCommit``
+    carries no generation, so the broker would take it), then rejoin and serve on.
+    """
+    name = "stall_worker_eos"
+    row = Row(scenario=name)
+    began = time.monotonic()
+    topics = await ctx.topics(name, partitions=6)
+    session_ms = 6000  # ``Context.config``'s
+    cfg = ctx.config(name, topics, delivery={"mode": "exactly_once", "flush_interval_ms": 100})
+    svc = ctx.service(name, ["serve", "--config", str(cfg), "--workers", "3"])
+    await svc.start()
+    rate = 10 * _BASE_RATE
+    stall_s = session_ms / 1000 + 4.0
+    before_s = 3.0
+    seconds = before_s + stall_s + ctx.scale(6.0, 15.0)
+    marks: dict[str, int] = {}
+    try:
+        await svc.wait_event("serving", count=3, timeout_s=90)
+        await _ready(svc, assigned=3)
+
+        async def timeline(clock: Clock) -> None:
+            await asyncio.sleep(before_s)
+            victim = svc.worker_pids()[1]
+            marks["pid"] = victim
+            marks["stopped"] = time.time_ns()
+            os.kill(victim, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(stall_s)
+            finally:
+                os.kill(victim, signal.SIGCONT)
+                marks["resumed"] = time.time_ns()
+
+        run = await drive(
+            ctx,
+            topics,
+            rate=rate,
+            seconds=seconds,
+            timeline=timeline,
+            committed_only=True,
+            complete_timeout_s=90,
+            settle_s=2.0,
+        )
+    finally:
+        status = await svc.terminate(40)
+    row.apply(run.ledger.tally())
+    _rss(row, svc)
+    stopped = marks["stopped"]
+    row.recovery_s = round(recovery_s(run.ledger, stopped), 2)
+    reassigned = [ts for ts, _ in svc.events("partitions_assigned") if ts > stopped]
+    lost = [ts for ts, _ in svc.events("partitions_lost") if ts > stopped]
+    held = [ts for ts, _ in svc.events("loop_stalled") if ts > stopped]
+    row.figures.update(
+        rate=rate,
+        seconds=seconds,
+        stall_s=stall_s,
+        stopped_pid=marks["pid"],
+        reassigned_s=round((reassigned[0] - stopped) / 1e9, 2) if reassigned else None,
+        partitions_lost=len(lost),
+        commits_held=len(held),
+        restarted=len(svc.worker_pids()) - 3,
+        exit_status=status,
+    )
+    row.checks = {
+        "lost == 0": row.lost == 0 and run.complete,
+        "duplicated == 0 (read_committed)": row.duplicated == 0,
+        "partitions reassigned": bool(reassigned),
+        "clean exit": status == 0,
+    }
+    row.duration_s = round(time.monotonic() - began, 1)
+    return row.judge()
 
 
 async def broker_restart(ctx: Context) -> Row:

@@ -12,7 +12,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from chaos.context import Context, Row
-from chaos.faults import broker_restart, kill_worker, kill_worker_eos, restart_commit
+from chaos.faults import (
+    broker_restart,
+    kill_worker,
+    kill_worker_eos,
+    restart_commit,
+    stall_worker_eos,
+)
 from chaos.network import network
 from chaos.poison import fuzz, poison
 from chaos.pressure import engine_faults, overload, overload_paused
@@ -36,6 +42,11 @@ SCENARIOS: dict[str, Scenario] = {
     for s in (
         Scenario("kill_worker", kill_worker, "kill -9 one of 3 workers mid-replay (ALO)"),
         Scenario("kill_worker_eos", kill_worker_eos, "kill -9 one of 3 workers (exactly-once)"),
+        Scenario(
+            "stall_worker_eos",
+            stall_worker_eos,
+            "SIGSTOP one of 3 exactly-once workers past its session, then SIGCONT",
+        ),
         Scenario("broker_restart", broker_restart, "broker down 10 s mid-stream"),
         Scenario("network", network, "latency, stall, dropped connections via a proxy"),
         Scenario("engine_faults", engine_faults, "engine raising, then 10x slower"),

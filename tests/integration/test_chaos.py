@@ -17,7 +17,13 @@ import pytest
 
 from chaos.broker import ChaosKafka, ScramUser
 from chaos.context import Context, Row, make_bundle
-from chaos.faults import broker_restart, kill_worker, kill_worker_eos, restart_commit
+from chaos.faults import (
+    broker_restart,
+    kill_worker,
+    kill_worker_eos,
+    restart_commit,
+    stall_worker_eos,
+)
 from chaos.network import network
 from chaos.poison import poison
 from chaos.pressure import RSS_BOUND_MB, engine_faults, overload, overload_paused
@@ -93,6 +99,14 @@ async def test_kill_one_of_three_workers(chaos_ctx: Context) -> None:
 async def test_kill_one_of_three_workers_exactly_once(chaos_ctx: Context) -> None:
     """In exactly-once mode a killed worker leaves exactly one committed decision per input."""
     row = await kill_worker_eos(chaos_ctx)
+    _verdict(row, chaos_ctx)
+    assert row.lost == 0 and row.duplicated == 0
+
+
+@pytest.mark.slow
+async def test_stall_one_of_three_workers_past_its_session_exactly_once(chaos_ctx: Context) -> None:
+    """An exactly-once worker stopped (SIGSTOP) past its session timeout and resumed commits nothing of the transaction it held (the group gave its partitions away meanwhile): exactly one committed decision per input."""
+    row = await stall_worker_eos(chaos_ctx)
     _verdict(row, chaos_ctx)
     assert row.lost == 0 and row.duplicated == 0
 
