@@ -10,8 +10,10 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
 
-from chaos.context import Clock, Context, Row, drive, http_port
+from chaos.context import Clock, Context, Row, Run, Timeline, Topics, drive, http_port
 from chaos.load import committed_offsets, recovery_s
 from chaos.procs import ServiceProc
 from service.http import http_get
@@ -37,6 +39,53 @@ def _rss(row: Row, svc: ServiceProc) -> None:
     row.peak_rss_mb = round(svc.peak_rss_kb / 1024, 1) if svc.peak_rss_kb else None
 
 
+async def _three_workers(
+    ctx: Context,
+    name: str,
+    topics: Topics,
+    cfg: Path,
+    *,
+    seconds: float,
+    fault: Callable[[ServiceProc], Timeline],
+    committed_only: bool,
+) -> tuple[Run, int | None, ServiceProc]:
+    """``weir serve --workers 3`` on ``cfg``, once every worker holds partitions driven at
+    10x the base rate for ``seconds`` with ``fault(service)`` on the timeline, then
+    stopped: the run, the exit status and the service."""
+    svc = ctx.service(name, ["serve", "--config", str(cfg), "--workers", "3"])
+    await svc.start()
+    try:
+        await svc.wait_event("serving", count=3, timeout_s=90)
+        await _ready(svc, assigned=3)
+        run = await drive(
+            ctx,
+            topics,
+            rate=10 * _BASE_RATE,
+            seconds=seconds,
+            timeline=fault(svc),
+            committed_only=committed_only,
+            complete_timeout_s=90,
+            settle_s=2.0,
+        )
+    finally:
+        status = await svc.terminate(40)
+    return run, status, svc
+
+
+def _tally(row: Row, run: Run, svc: ServiceProc, fault_ns: int) -> list[int]:
+    """Fill ``row`` from the run (outcomes, peak RSS, recovery after the fault at
+    ``fault_ns``); when partitions were assigned after the fault."""
+    row.apply(run.ledger.tally())
+    _rss(row, svc)
+    row.recovery_s = round(recovery_s(run.ledger, fault_ns), 2)
+    return _after(svc, "partitions_assigned", fault_ns)
+
+
+def _after(svc: ServiceProc, event: str, since_ns: int) -> list[int]:
+    """When the service logged ``event`` after ``since_ns`` (wall ns)."""
+    return [ts for ts, _ in svc.events(event) if ts > since_ns]
+
+
 async def kill_worker(ctx: Context, *, eos: bool = False) -> Row:
     """kill -9 one of three workers (``weir serve --workers 3``) mid-replay at 10x."""
     name = "kill_worker_eos" if eos else "kill_worker"
@@ -47,43 +96,27 @@ async def kill_worker(ctx: Context, *, eos: bool = False) -> Row:
     if eos:
         delivery = {"mode": "exactly_once", "flush_interval_ms": 100}
     cfg = ctx.config(name, topics, delivery=delivery)
-    svc = ctx.service(name, ["serve", "--config", str(cfg), "--workers", "3"])
-    await svc.start()
-    rate = 10 * _BASE_RATE
     seconds = ctx.scale(10.0, 30.0)
     killed: dict[str, int] = {}
-    try:
-        await svc.wait_event("serving", count=3, timeout_s=90)
-        await _ready(svc, assigned=3)
 
+    def fault(svc: ServiceProc) -> Timeline:
         async def timeline(clock: Clock) -> None:
             await asyncio.sleep(0.4 * seconds)
-            pids = svc.worker_pids()
-            victim = pids[1]
+            victim = svc.worker_pids()[1]
             killed["wall_ns"] = time.time_ns()
             killed["pid"] = victim
             os.kill(victim, signal.SIGKILL)
 
-        run = await drive(
-            ctx,
-            topics,
-            rate=rate,
-            seconds=seconds,
-            timeline=timeline,
-            committed_only=eos,
-            complete_timeout_s=90,
-            settle_s=2.0,
-        )
-    finally:
-        status = await svc.terminate(40)
-    row.apply(run.ledger.tally())
-    _rss(row, svc)
+        return timeline
+
+    run, status, svc = await _three_workers(
+        ctx, name, topics, cfg, seconds=seconds, fault=fault, committed_only=eos
+    )
     kill_ns = killed["wall_ns"]
-    row.recovery_s = round(recovery_s(run.ledger, kill_ns), 2)
-    reassigned = [ts for ts, _ in svc.events("partitions_assigned") if ts > kill_ns]
+    reassigned = _tally(row, run, svc, kill_ns)
     died = svc.events("worker_died")
     row.figures.update(
-        rate=rate,
+        rate=10 * _BASE_RATE,
         seconds=seconds,
         killed_pid=killed["pid"],
         reassigned_s=round((reassigned[0] - kill_ns) / 1e9, 2) if reassigned else None,
@@ -122,17 +155,12 @@ async def stall_worker_eos(ctx: Context) -> Row:
     topics = await ctx.topics(name, partitions=6)
     session_ms = 6000  # ``Context.config``'s
     cfg = ctx.config(name, topics, delivery={"mode": "exactly_once", "flush_interval_ms": 100})
-    svc = ctx.service(name, ["serve", "--config", str(cfg), "--workers", "3"])
-    await svc.start()
-    rate = 10 * _BASE_RATE
     stall_s = session_ms / 1000 + 4.0
     before_s = 3.0
     seconds = before_s + stall_s + ctx.scale(6.0, 15.0)
     marks: dict[str, int] = {}
-    try:
-        await svc.wait_event("serving", count=3, timeout_s=90)
-        await _ready(svc, assigned=3)
 
+    def fault(svc: ServiceProc) -> Timeline:
         async def timeline(clock: Clock) -> None:
             await asyncio.sleep(before_s)
             victim = svc.worker_pids()[1]
@@ -143,35 +171,22 @@ async def stall_worker_eos(ctx: Context) -> Row:
                 await asyncio.sleep(stall_s)
             finally:
                 os.kill(victim, signal.SIGCONT)
-                marks["resumed"] = time.time_ns()
 
-        run = await drive(
-            ctx,
-            topics,
-            rate=rate,
-            seconds=seconds,
-            timeline=timeline,
-            committed_only=True,
-            complete_timeout_s=90,
-            settle_s=2.0,
-        )
-    finally:
-        status = await svc.terminate(40)
-    row.apply(run.ledger.tally())
-    _rss(row, svc)
+        return timeline
+
+    run, status, svc = await _three_workers(
+        ctx, name, topics, cfg, seconds=seconds, fault=fault, committed_only=True
+    )
     stopped = marks["stopped"]
-    row.recovery_s = round(recovery_s(run.ledger, stopped), 2)
-    reassigned = [ts for ts, _ in svc.events("partitions_assigned") if ts > stopped]
-    lost = [ts for ts, _ in svc.events("partitions_lost") if ts > stopped]
-    held = [ts for ts, _ in svc.events("loop_stalled") if ts > stopped]
+    reassigned = _tally(row, run, svc, stopped)
     row.figures.update(
-        rate=rate,
+        rate=10 * _BASE_RATE,
         seconds=seconds,
         stall_s=stall_s,
         stopped_pid=marks["pid"],
         reassigned_s=round((reassigned[0] - stopped) / 1e9, 2) if reassigned else None,
-        partitions_lost=len(lost),
-        commits_held=len(held),
+        partitions_lost=len(_after(svc, "partitions_lost", stopped)),
+        commits_held=len(_after(svc, "loop_stalled", stopped)),
         restarted=len(svc.worker_pids()) - 3,
         exit_status=status,
     )

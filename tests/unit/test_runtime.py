@@ -111,6 +111,41 @@ def _committed(kafka: MemoryKafka, partitions: int) -> list[int | None]:
     return [kafka.committed(GROUP, IN, p) for p in range(partitions)]
 
 
+async def _in_transaction(
+    make_runtime: Any, n: int, **sections: Any
+) -> tuple[Runtime, MemoryKafka, FakeClock, asyncio.Task[int], Any]:
+    """An exactly-once runtime (flush every 20 ms of its clock) started on ``n`` inputs,
+    once their decisions are in its open transaction: runtime, Kafka, clock, task and
+    producer."""
+    rt, kafka, clock = make_runtime(
+        delivery={"mode": "exactly_once", "flush_interval_ms": 20}, **sections
+    )
+    _feed(kafka, n)
+    task = _start(rt)
+    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == n)
+    return rt, kafka, clock, task, kafka.producers[0]
+
+
+async def _held(
+    make_runtime: Any, n: int, **sections: Any
+) -> tuple[Runtime, MemoryKafka, FakeClock, asyncio.Task[int], Any]:
+    """``_in_transaction`` on one input, then ``n`` more whose acknowledgements the broker
+    holds (the pipeline cannot drain): runtime, Kafka, clock, task and producer."""
+    rt, kafka, clock, task, producer = await _in_transaction(make_runtime, 1, **sections)
+    producer.hold = True
+    _feed(kafka, n)
+    await kafka.wait_until(lambda: producer.unanswered == n)
+    return rt, kafka, clock, task, producer
+
+
+async def _commit_until(clock: FakeClock, done: Callable[[], bool]) -> None:
+    """Move the clock a flush interval at a time (commits come on it) until ``done()``."""
+    async with asyncio.timeout(10):
+        while not done():
+            clock.advance(20 * MS)
+            await asyncio.sleep(0.005)
+
+
 @pytest.mark.parametrize("background", [True, False])
 async def test_commits_what_is_acknowledged_when_the_clock_says(
     make_runtime: Any, background: bool
@@ -227,17 +262,9 @@ async def test_an_undrained_pipeline_aborts_the_transaction_and_stops_the_worker
     flush or at a revoke, the transaction is aborted and the worker stops with an error
     naming the limit: nothing is visible or committed, and what the worker held is not
     decided into a later transaction (a restart resumes from the last commit)."""
-    rt, kafka, clock = make_runtime(
-        delivery={"mode": "exactly_once", "flush_interval_ms": 20},
-        shutdown={"drain_timeout_ms": 50, "revoke_timeout_ms": 50},
+    rt, kafka, clock, task, producer = await _held(
+        make_runtime, 5, shutdown={"drain_timeout_ms": 50, "revoke_timeout_ms": 50}
     )
-    _feed(kafka, 1)  # the first decision (warming) lands before the broker holds the rest
-    task = _start(rt)
-    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction)
-    producer = kafka.producers[0]
-    producer.hold = True
-    _feed(kafka, 5)
-    await kafka.wait_until(lambda: producer.unanswered == 5)
     if when == "flush":
         clock.advance(20 * MS)
     else:
@@ -262,20 +289,13 @@ async def test_partitions_lost_with_the_membership_commit_nothing_and_abort_the_
     their last commit) commits nothing: the open transaction is aborted, so no decision of
     it is visible and no offset committed. The worker serves on: assigned again, it decides
     every input once."""
-    rt, kafka, clock = make_runtime(delivery={"mode": "exactly_once", "flush_interval_ms": 20})
-    _feed(kafka, 5)
-    task = _start(rt)
-    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == 5)
-    producer = kafka.producers[0]
+    rt, kafka, clock, task, producer = await _in_transaction(make_runtime, 5)
     assert rt.consumer is not None
     await rt.consumer.lose([TopicPartition(IN, 0)])  # type: ignore[attr-defined]
     assert producer.aborts == 1 and producer.commits == 0
     assert kafka.records(OUT) == [] and _committed(kafka, 1) == [None]
     rt.consumer.rebalance()  # type: ignore[attr-defined]
-    async with asyncio.timeout(10):
-        while _committed(kafka, 1) != [5]:
-            clock.advance(20 * MS)
-            await asyncio.sleep(0.005)
+    await _commit_until(clock, lambda: _committed(kafka, 1) == [5])
     rt.stop()
     assert await task == 0
     assert [d.offset for d in _decisions(kafka)] == list(range(5))
@@ -289,11 +309,7 @@ async def test_a_transaction_is_not_committed_once_the_group_forgot_this_member(
     about to commit (aiokafka reset its generation; the revoke has not come yet), the
     transaction is aborted and the partitions rewound instead; once a member again, the
     worker decides every input once more and commits."""
-    rt, kafka, clock = make_runtime(delivery={"mode": "exactly_once", "flush_interval_ms": 20})
-    _feed(kafka, 5)
-    task = _start(rt)
-    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == 5)
-    producer = kafka.producers[0]
+    rt, kafka, clock, task, producer = await _in_transaction(make_runtime, 5)
     assert rt.consumer is not None
     membership = rt.consumer._coordinator  # type: ignore[attr-defined]
     membership.generation = -1
@@ -301,10 +317,7 @@ async def test_a_transaction_is_not_committed_once_the_group_forgot_this_member(
     await kafka.wait_until(lambda: producer.aborts == 1)
     assert producer.commits == 0 and kafka.records(OUT) == []
     membership.generation = 2
-    async with asyncio.timeout(10):
-        while _committed(kafka, 1) != [5]:
-            clock.advance(20 * MS)
-            await asyncio.sleep(0.005)
+    await _commit_until(clock, lambda: _committed(kafka, 1) == [5])
     rt.stop()
     assert await task == 0
     assert [d.offset for d in _decisions(kafka)] == list(range(5))
@@ -315,14 +328,9 @@ async def test_a_stalled_loop_holds_the_next_transaction_commit(make_runtime: An
     ``heartbeat_interval_ms`` between turns (the group may have expired the session), no
     transaction commits for two heartbeat intervals, though the flush interval passed;
     then the commit goes out."""
-    rt, kafka, clock = make_runtime(
-        delivery={"mode": "exactly_once", "flush_interval_ms": 20},
-        kafka={"session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000},
+    rt, kafka, clock, task, producer = await _in_transaction(
+        make_runtime, 5, kafka={"session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000}
     )
-    _feed(kafka, 5)
-    task = _start(rt)
-    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == 5)
-    producer = kafka.producers[0]
     commits = producer.commits
     clock.advance(7_001 * MS)  # one turn of the loop took this long
     await asyncio.sleep(0.2)  # the loop turns (in real time) and holds the commit
@@ -356,17 +364,7 @@ async def test_partitions_lost_with_an_undrained_pipeline_stop_the_worker(
     """Exactly-once: partitions lost while the broker holds the acknowledgements (the
     pipeline does not drain within ``revoke_timeout_ms``): the transaction is aborted and
     the worker stops, naming the limit, rather than decide what it holds into the next."""
-    rt, kafka, _ = make_runtime(
-        delivery={"mode": "exactly_once", "flush_interval_ms": 20},
-        shutdown={"revoke_timeout_ms": 50},
-    )
-    _feed(kafka, 1)
-    task = _start(rt)
-    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction)
-    producer = kafka.producers[0]
-    producer.hold = True
-    _feed(kafka, 3)
-    await kafka.wait_until(lambda: producer.unanswered == 3)
+    rt, kafka, _, task, producer = await _held(make_runtime, 3, shutdown={"revoke_timeout_ms": 50})
     assert rt.consumer is not None
     await rt.consumer.lose([TopicPartition(IN, 0)])  # type: ignore[attr-defined]
     _feed(kafka, 1)  # wakes the fetch loop, which then stops
@@ -383,11 +381,7 @@ async def test_a_commit_asked_for_during_a_transaction_commit_waits_for_it(
     """Exactly-once: a commit asked for while the loop's transaction is committing (a
     revoke, which aiokafka runs from its coordinator task) waits for that commit instead of
     starting a second ``commit_transaction`` beside it."""
-    rt, kafka, clock = make_runtime(delivery={"mode": "exactly_once", "flush_interval_ms": 20})
-    _feed(kafka, 5)
-    task = _start(rt)
-    await kafka.wait_until(lambda: bool(kafka.producers) and kafka.producers[0].in_transaction == 5)
-    producer = kafka.producers[0]
+    rt, kafka, clock, task, producer = await _in_transaction(make_runtime, 5)
     gate = asyncio.Event()
     producer.commit_gate = gate
     clock.advance(20 * MS)
@@ -496,10 +490,7 @@ async def test_records_of_a_partition_revoked_during_the_fetch_are_left_to_its_n
     task = _start(rt)
     await kafka.wait_until(lambda: len(handed) == 1)
     kept = 1 - handed[0].partition
-    async with asyncio.timeout(10):
-        while _committed(kafka, 2)[kept] != 10:  # commits come on the clock
-            clock.advance(20 * MS)
-            await asyncio.sleep(0.005)
+    await _commit_until(clock, lambda: _committed(kafka, 2)[kept] == 10)
     rt.stop()
     assert await task == 0
     assert _committed(kafka, 2)[kept] == 10 and _committed(kafka, 2)[handed[0].partition] is None
