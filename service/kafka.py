@@ -111,6 +111,17 @@ def admin_kwargs(k: KafkaSettings) -> dict[str, Any]:
     }
 
 
+def transactional_id(k: KafkaSettings, prefix: str, worker_index: int, host: str) -> str:
+    """The exactly-once producer's transactional id: one per worker of one group member,
+    the same when that worker restarts, so the restarted producer fences its predecessor
+    and aborts the transaction it left open (Kafka's zombie fencing), and never another
+    process's, which it would fence while it serves (every pod of a Deployment runs worker
+    0). The member is ``group_instance_id`` (static membership) where set, else ``host``
+    (the host name: two ``weir serve`` of one group on one host need instance ids)."""
+    member = k.group_instance_id or host
+    return f"{prefix}-{k.group_id}-{member}-{worker_index}"
+
+
 LOST_GENERATION = -1
 """The generation aiokafka's group coordinator resets to (``reset_generation``) when the
 group no longer knows this member."""

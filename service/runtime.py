@@ -50,6 +50,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -77,7 +78,7 @@ from service.commits import Committer
 from service.errors import BrokerError, ModelRefused, ServiceError
 from service.http import OpsServer
 from service.inbound import build_decoder
-from service.kafka import KafkaClients, KafkaSink, membership_lost
+from service.kafka import KafkaClients, KafkaSink, membership_lost, transactional_id
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.models import ModelControl
@@ -236,7 +237,9 @@ class Runtime:
         k = s.kafka
         tid = None
         if self.eos:
-            tid = f"{s.delivery.transactional_id_prefix}-{k.group_id}-{self.worker_index}"
+            tid = transactional_id(
+                k, s.delivery.transactional_id_prefix, self.worker_index, socket.gethostname()
+            )
         self.producer = self._clients.producer(k, transactional_id=tid)
         iso = "read_committed" if self.eos else "read_uncommitted"
         if k.group_instance_id:

@@ -1,15 +1,18 @@
-"""``service.kafka.membership_lost`` against aiokafka's group coordinator: what it reads is
-what aiokafka sets when the group forgets a member."""
+"""Group membership in exactly-once mode: ``service.kafka.membership_lost`` against
+aiokafka's group coordinator (what it reads is what aiokafka sets when the group forgets a
+member), and ``transactional_id`` (one per worker of one member)."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 
-from service.kafka import membership_lost
+from service.kafka import membership_lost, transactional_id
+from service.settings import KafkaSettings
 
 
 def test_aiokafka_resetting_its_generation_is_a_lost_membership() -> None:
@@ -34,3 +37,34 @@ async def test_a_consumer_without_a_group_has_no_membership_to_lose() -> None:
     finally:
         await consumer.stop()
     assert not membership_lost(object())
+
+
+def _kafka(**kw: Any) -> KafkaSettings:
+    base = {
+        "bootstrap_servers": "b:9092",
+        "input_topics": ["in"],
+        "decision_topic": "out",
+        "dlq_topic": "dlq",
+        "group_id": "g",
+    }
+    return msgspec.convert({**base, **kw}, KafkaSettings)
+
+
+def test_transactional_ids_are_one_per_worker_of_one_member() -> None:
+    """A worker restarted on its host keeps its id (it fences the transaction its
+    predecessor left open); the same worker index on another host, or of another static
+    member, gets another (two pods of a Deployment both run worker 0 and must not fence
+    each other); the group instance id, where set, names the member instead of the host."""
+    k = _kafka()
+    assert transactional_id(k, "weir", 0, "pod-a") == transactional_id(k, "weir", 0, "pod-a")
+    ids = {
+        transactional_id(k, "weir", 0, "pod-a"),
+        transactional_id(k, "weir", 0, "pod-b"),
+        transactional_id(k, "weir", 1, "pod-a"),
+    }
+    assert len(ids) == 3
+    static = _kafka(group_instance_id="weir-3")
+    assert transactional_id(static, "weir", 0, "pod-a") == transactional_id(
+        static, "weir", 0, "pod-b"
+    )
+    assert transactional_id(static, "tx", 2, "pod-a") == "tx-g-weir-3-2"
