@@ -97,6 +97,7 @@ def producer_kwargs(k: KafkaSettings, *, transactional_id: str | None = None) ->
     }
     if transactional_id is not None:
         kw["transactional_id"] = transactional_id
+        kw["transaction_timeout_ms"] = k.transaction_timeout_ms
     return kw
 
 

@@ -160,6 +160,20 @@ class KafkaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     ssl_password: Secret | None = None
+    transaction_timeout_ms: Positive = 10_000
+    """Exactly-once: how long the broker lets a transaction stay open before it aborts it
+    (aiokafka's default is 60,000). A worker killed mid-transaction on a host it does not
+    come back to leaves one open that nothing fences, and until it ends, readers with
+    ``read_committed`` see nothing past it on those partitions: this bounds that wait.
+    weir's own transactions last a flush interval and a drain."""
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms = {self.heartbeat_interval_ms} must be below "
+                f"session_timeout_ms = {self.session_timeout_ms}: the group expires a member "
+                "that sends no heartbeat within its session"
+            )
 
 
 class SchemaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -147,3 +147,29 @@ def test_producer_batch_size_reaches_the_producer_and_is_bounded_by_the_request(
         "[kafka] max_batch_bytes = 70000 exceeds max_request_bytes = 65536: "
         "a full batch could never be sent"
     )
+
+
+def test_transaction_timeout_reaches_a_transactional_producer_only() -> None:
+    """``[kafka] transaction_timeout_ms`` (10 s by default, not aiokafka's 60 s) is given
+    to a transactional producer and to no other."""
+    from service.kafka import producer_kwargs
+
+    s = load_settings(env={"WEIR_KAFKA__TRANSACTION_TIMEOUT_MS": "7000"})
+    assert producer_kwargs(s.kafka, transactional_id="t")["transaction_timeout_ms"] == 7000
+    assert "transaction_timeout_ms" not in producer_kwargs(s.kafka)
+    kw = producer_kwargs(Settings().kafka, transactional_id="t")
+    assert kw["transaction_timeout_ms"] == 10_000
+
+
+def test_a_heartbeat_interval_not_below_the_session_is_refused() -> None:
+    """A heartbeat interval at or above the session timeout is refused, naming both (the
+    group would expire the member between two heartbeats)."""
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            env={
+                "WEIR_KAFKA__SESSION_TIMEOUT_MS": "6000",
+                "WEIR_KAFKA__HEARTBEAT_INTERVAL_MS": "6000",
+            }
+        )
+    assert "heartbeat_interval_ms = 6000 must be below session_timeout_ms = 6000" in str(err.value)
+    assert load_settings(env={"WEIR_KAFKA__HEARTBEAT_INTERVAL_MS": "9999"}).kafka.session_timeout_ms
