@@ -543,9 +543,9 @@ class Pipeline:
         """The partition's offsets if they are still those of the fetch (``ingest``), else
         None, the record counted ``superseded``."""
         tp = (topic, part)
-        now = self.tracker.owned(tp)
-        if now is not None and fetched.setdefault(tp, now) is now:
-            return now
+        current = self.tracker.owned(tp)
+        if current is not None and fetched.setdefault(tp, current) is current:
+            return current
         self.counters.superseded += 1
         return None
 

@@ -14,7 +14,9 @@ One consumer (a member of the group), one producer, one pipeline, on one event l
   (``send_offsets_to_transaction``) and it commits. A failed transaction is aborted, the
   assigned partitions are rewound to their committed offsets and the key windows cleared;
   a pipeline that does not drain within ``drain_timeout_ms`` aborts it and stops the
-  worker, which restarts from the last commit (``service.commits``);
+  worker, which restarts from the last commit (``service.commits``). A member the group
+  has forgotten commits nothing (``service.kafka.membership_lost``): its revoke aborts the
+  transaction, and after a loop stalled past the session's margin commits wait;
 - on revoke: drain within ``revoke_timeout_ms``, commit, forget the partitions (the
   fetch being ingested meanwhile leaves their records undecided: ``Pipeline.ingest``); on
   assign: start tracking at the consumer's position; with ``warmup = "seek"`` seek back
