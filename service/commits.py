@@ -42,6 +42,49 @@ FailHook = Callable[[str], None]
 Clock = Callable[[], int]
 
 
+class StallWatch:
+    """Whether the event loop stopped turning for longer than ``limit_ns`` (the process was
+    stopped, the host stalled): a timer re-armed every ``interval_s`` notes each gap
+    between its turns past the limit. ``since(t)`` is race-free after a stall: either the
+    timer has turned since (and noted it) or it has not (and the gap is still open).
+
+    Exactly-once uses it with ``session_timeout_ms - heartbeat_interval_ms``: past that no
+    heartbeat could go out, the group may have expired this member, and aiokafka's
+    ``TxnOffsetCommit`` carries no generation, so the broker would take the transaction's
+    offsets from a zombie."""
+
+    def __init__(self, clock: Clock, limit_ns: int, interval_s: float = 0.1) -> None:
+        self._clock = clock
+        self.limit_ns = limit_ns
+        self._interval_s = interval_s
+        self._last = clock()
+        self.stalled_at = -1
+        """When the timer last saw a gap past the limit (clock ns; -1: never)."""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Arm the timer on the running loop."""
+        self._last = self._clock()
+        self._timer = asyncio.get_running_loop().call_later(self._interval_s, self._tick)
+
+    def stop(self) -> None:
+        """Disarm the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def since(self, t: int) -> bool:
+        """A stall seen after ``t`` (clock ns), or one under way now."""
+        return self.stalled_at > t or self._clock() - self._last > self.limit_ns
+
+    def _tick(self) -> None:
+        now = self._clock()
+        if now - self._last > self.limit_ns:
+            self.stalled_at = now
+        self._last = now
+        self._timer = asyncio.get_running_loop().call_later(self._interval_s, self._tick)
+
+
 class Committer:
     """Commits a worker's progress (see the module docstring)."""
 
@@ -71,6 +114,9 @@ class Committer:
         self.failed: ServiceError | None = None
         """Set when an exactly-once commit found the pipeline undrained: nothing more is
         committed, and ``check`` raises it (the worker stops)."""
+        k = settings.kafka
+        self.stall = StallWatch(clock, (k.session_timeout_ms - k.heartbeat_interval_ms) * 1_000_000)
+        """Exactly-once: loop stalls that may have cost this member its session."""
         self._lock = asyncio.Lock()
         """One ``now`` at a time: aiokafka calls the revoke listener from its coordinator
         task, which can land while the fetch loop's own commit is in flight, and a second
@@ -145,6 +191,7 @@ class Committer:
         producer = self._producer
         # Every decision of a consumed record must be in the transaction that commits its
         # offset: stop and let the pipeline finish what it holds (bounded by the budget).
+        began = self._clock()
         timeout_ms = self._settings.shutdown.drain_timeout_ms
         if not await pipe.drain(timeout_ms / 1000):
             await self._give_up("drain_timeout_ms", timeout_ms)
@@ -159,6 +206,7 @@ class Committer:
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self._settings.kafka.group_id)
             self._still_member()  # the group may have answered a heartbeat meanwhile
+            self._not_stalled(began)
             await producer.commit_transaction()
         except (KafkaError, ServiceError) as exc:  # ServiceError: not a member, or injected
             log.warning("transaction_aborted", error=str(exc))
@@ -176,6 +224,18 @@ class Committer:
         owner."""
         if membership_lost(self._consumer):
             raise ServiceError("the group no longer knows this member: nothing is committed")
+
+    def _not_stalled(self, began: int) -> None:
+        """Raise (the transaction is then aborted) where the loop stalled since the commit
+        began (``StallWatch``): the group may have expired this member before its heartbeat
+        could tell, and a commit sent now could be a zombie's. What is left is a stall
+        after this check, before the commit request is out."""
+        if self.stall.since(began):
+            raise ServiceError(
+                "the event loop stalled while the transaction was being committed, past "
+                "session_timeout_ms - heartbeat_interval_ms: the group may have expired this "
+                "member meanwhile, so nothing is committed"
+            )
 
     async def discard(self, drained: bool) -> None:
         """The group gave this worker's partitions to another member without a revoke

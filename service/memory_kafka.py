@@ -195,6 +195,8 @@ class MemoryProducer:
         """Raised, once, by the next ``commit_transaction``."""
         self.commit_gate: asyncio.Event | None = None
         """When set to an Event, each ``commit_transaction`` waits for it first."""
+        self.on_send_offsets: Callable[[], None] | None = None
+        """Called by each ``send_offsets_to_transaction`` (a test's stall in its round trip)."""
         self.committing = False
         """A ``commit_transaction`` is in flight (a second one raises, as aiokafka's does)."""
         self.ended: str | None = None
@@ -281,6 +283,8 @@ class MemoryProducer:
     async def send_offsets_to_transaction(
         self, offsets: dict[TopicPartition, int], group_id: str
     ) -> None:
+        if self.on_send_offsets is not None:
+            self.on_send_offsets()
         self._txn_offsets = dict(offsets)
         self._txn_group = group_id
 

@@ -370,6 +370,7 @@ class Runtime:
         )
         self._start_models(self.pipeline)
         if self.eos:
+            self.committer.stall.start()
             await self.producer.begin_transaction()
         log.info(
             "serving",
@@ -441,15 +442,15 @@ class Runtime:
             s.delivery.flush_interval_ms if self.eos else s.delivery.commit_interval_ms
         ) * 1_000_000
         next_commit = clock() + commit_every
-        # Exactly-once: a loop held for long enough that the group may have expired this
-        # member's session (no heartbeat could go out: a stopped process, a stalled host)
-        # commits no transaction until aiokafka's heartbeat has had time to find out (a lost
-        # membership then shows as a revoke, whose transaction is aborted): the broker would
-        # take a zombie transaction's offsets (no generation in aiokafka's TxnOffsetCommit).
-        stall_ns = (s.kafka.session_timeout_ms - s.kafka.heartbeat_interval_ms) * 1_000_000
+        # Exactly-once: after the loop stalled for long enough that the group may have
+        # expired this member's session (no heartbeat could go out: a stopped process, a
+        # stalled host), no transaction commits until aiokafka's heartbeat has had time to
+        # find out (a lost membership then shows as a revoke, whose transaction is aborted):
+        # the broker would take a zombie transaction's offsets (``StallWatch``).
+        stall = committer.stall
         hold_ns = 2 * s.kafka.heartbeat_interval_ms * 1_000_000
         held_until = 0
-        mark = clock()
+        checked = clock()
         max_records = s.kafka.max_poll_records
         background = s.delivery.commit_in_background and not self.eos
         stop = self._stop
@@ -478,10 +479,10 @@ class Runtime:
             self._backpressure()
             committer.check()  # a commit that raised (not a logged KafkaError) stops us
             now = clock()
-            if self.eos and now - mark > stall_ns:  # since the last turn, the commit included
+            if self.eos and stall.since(checked):
                 held_until = now + hold_ns
-                log.warning("loop_stalled", ms=(now - mark) // 1_000_000, commit_held=True)
-            mark = now
+                log.warning("loop_stalled", commit_held_ms=hold_ns // 1_000_000)
+            checked = now
             if now >= next_commit and now >= held_until:
                 if background:
                     committer.soon()
@@ -589,6 +590,7 @@ class Runtime:
                 await self.models.aclose()
         finally:
             if self.committer is not None:
+                self.committer.stall.stop()
                 await self.committer.settle()
             if self.sink is not None:
                 await self.sink.close()

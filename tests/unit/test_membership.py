@@ -1,9 +1,11 @@
 """Group membership in exactly-once mode: ``service.kafka.membership_lost`` against
 aiokafka's group coordinator (what it reads is what aiokafka sets when the group forgets a
-member), and ``transactional_id`` (one per worker of one member)."""
+member), ``transactional_id`` (one per worker of one member), and ``StallWatch`` (a
+stall that may have cost the member its session)."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,6 +13,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.group_coordinator import GroupCoordinator
 
+from service.commits import StallWatch
 from service.kafka import membership_lost, transactional_id
 from service.settings import KafkaSettings
 
@@ -68,3 +71,24 @@ def test_transactional_ids_are_one_per_worker_of_one_member() -> None:
         static, "weir", 0, "pod-b"
     )
     assert transactional_id(static, "tx", 2, "pod-a") == "tx-g-weir-3-2"
+
+
+async def test_a_stall_is_seen_whether_or_not_the_watch_turned_since() -> None:
+    """``StallWatch.since``: a gap past the limit under way is a stall before the timer
+    turns again; once it has turned, the stall it noted is seen by any ``since`` from
+    before it, not by one from after it; shorter gaps are not stalls."""
+    now = [0]
+    watch = StallWatch(lambda: now[0], limit_ns=1_000, interval_s=0.001)
+    watch.start()
+    try:
+        now[0] = 999
+        assert not watch.since(0)
+        await asyncio.sleep(0.01)  # the timer turns: a 999 ns gap is no stall
+        assert watch.stalled_at == -1
+        now[0] = 3_000
+        assert watch.since(2_999)  # under way: the timer has not turned since
+        await asyncio.sleep(0.01)
+        assert watch.stalled_at == 3_000
+        assert watch.since(2_999) and not watch.since(3_000)
+    finally:
+        watch.stop()

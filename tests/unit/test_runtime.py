@@ -323,6 +323,28 @@ async def test_a_transaction_is_not_committed_once_the_group_forgot_this_member(
     assert [d.offset for d in _decisions(kafka)] == list(range(5))
 
 
+async def test_a_stall_inside_a_transaction_commit_aborts_it(make_runtime: Any) -> None:
+    """Exactly-once: the loop stalls past ``session_timeout_ms - heartbeat_interval_ms``
+    while a transaction's offsets are on their way (the process stopped in the round trip):
+    the transaction is aborted, not committed (the group may have given the partitions
+    away meanwhile), and after the hold every input is decided once more and committed."""
+    rt, kafka, clock, task, producer = await _in_transaction(make_runtime, 5)
+    stalls = [7_001 * MS]
+
+    def stall() -> None:
+        if stalls:
+            clock.advance(stalls.pop())
+
+    producer.on_send_offsets = stall
+    clock.advance(20 * MS)
+    await kafka.wait_until(lambda: producer.aborts == 1)
+    assert producer.commits == 0 and kafka.records(OUT) == []
+    await _commit_until(clock, lambda: _committed(kafka, 1) == [5])
+    rt.stop()
+    assert await task == 0
+    assert [d.offset for d in _decisions(kafka)] == list(range(5))
+
+
 async def test_a_stalled_loop_holds_the_next_transaction_commit(make_runtime: Any) -> None:
     """Exactly-once: after the loop went longer than ``session_timeout_ms`` less
     ``heartbeat_interval_ms`` between turns (the group may have expired the session), no
