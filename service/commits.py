@@ -117,6 +117,9 @@ class Committer:
         k = settings.kafka
         self.stall = StallWatch(clock, (k.session_timeout_ms - k.heartbeat_interval_ms) * 1_000_000)
         """Exactly-once: loop stalls that may have cost this member its session."""
+        self.hold_ns = 2 * k.heartbeat_interval_ms * 1_000_000
+        """After a stall, how long commits wait for the heartbeat to tell whether the
+        membership survived (two heartbeat intervals)."""
         self._lock = asyncio.Lock()
         """One ``now`` at a time: aiokafka calls the revoke listener from its coordinator
         task, which can land while the fetch loop's own commit is in flight, and a second
@@ -236,6 +239,22 @@ class Committer:
                 "session_timeout_ms - heartbeat_interval_ms: the group may have expired this "
                 "member meanwhile, so nothing is committed"
             )
+
+    def stalled_recently(self) -> bool:
+        """Exactly-once: the loop stalled (``StallWatch``) within the last ``hold_ns``, so
+        the membership is not known to have survived."""
+        return self._eos and self.stall.since(self._clock() - self.hold_ns)
+
+    async def abandon(self) -> None:
+        """Abort the open transaction (at a stop, where committing it is not known to be
+        safe); the restart decides its inputs again."""
+        if not self._eos:
+            return
+        async with self._lock:
+            try:
+                await self._producer.abort_transaction()
+            except KafkaError as exc:  # the restart's producer fences and aborts it anyway
+                log.warning("transaction_abort_failed", error=str(exc))
 
     async def discard(self, drained: bool) -> None:
         """The group gave this worker's partitions to another member without a revoke

@@ -448,7 +448,7 @@ class Runtime:
         # find out (a lost membership then shows as a revoke, whose transaction is aborted):
         # the broker would take a zombie transaction's offsets (``StallWatch``).
         stall = committer.stall
-        hold_ns = 2 * s.kafka.heartbeat_interval_ms * 1_000_000
+        hold_ns = committer.hold_ns
         held_until = 0
         checked = clock()
         max_records = s.kafka.max_poll_records
@@ -582,7 +582,13 @@ class Runtime:
                     log.warning("drain_timeout", queued=pipe.queued)
                     status = 1
                 if not failed and self.committer is not None:
-                    await self.committer.now()
+                    if self.committer.stalled_recently():
+                        # A stop right after a stall (a liveness probe that failed
+                        # through it, say): the group may have given the partitions away.
+                        log.warning("final_commit_skipped", reason="loop_stalled")
+                        await self.committer.abandon()
+                    else:
+                        await self.committer.now()
                 else:
                     status = 1
                 await pipe.close()

@@ -345,6 +345,19 @@ async def test_a_stall_inside_a_transaction_commit_aborts_it(make_runtime: Any) 
     assert [d.offset for d in _decisions(kafka)] == list(range(5))
 
 
+async def test_a_stop_right_after_a_stall_commits_nothing(make_runtime: Any) -> None:
+    """Exactly-once: a stop within the hold after a loop stall (before the heartbeat could
+    tell whether the membership survived) aborts the open transaction instead of
+    committing it; the restart decides those inputs again."""
+    rt, kafka, clock, task, producer = await _in_transaction(make_runtime, 5)
+    clock.advance(7_001 * MS)
+    await asyncio.sleep(0.2)  # the stall watch's timer turns and notes it
+    rt.stop()
+    assert await task == 0
+    assert producer.commits == 0 and producer.aborts == 1
+    assert kafka.records(OUT) == [] and _committed(kafka, 1) == [None]
+
+
 async def test_a_stalled_loop_holds_the_next_transaction_commit(make_runtime: Any) -> None:
     """Exactly-once: after the loop went longer than ``session_timeout_ms`` less
     ``heartbeat_interval_ms`` between turns (the group may have expired the session), no
