@@ -117,9 +117,11 @@ class Committer:
         k = settings.kafka
         self.stall = StallWatch(clock, (k.session_timeout_ms - k.heartbeat_interval_ms) * 1_000_000)
         """Exactly-once: loop stalls that may have cost this member its session."""
-        self.hold_ns = 2 * k.heartbeat_interval_ms * 1_000_000
+        self._hold_ns = 2 * k.heartbeat_interval_ms * 1_000_000
         """After a stall, how long commits wait for the heartbeat to tell whether the
         membership survived (two heartbeat intervals)."""
+        self._held_until = 0
+        self._checked = clock()
         self._lock = asyncio.Lock()
         """One ``now`` at a time: aiokafka calls the revoke listener from its coordinator
         task, which can land while the fetch loop's own commit is in flight, and a second
@@ -240,10 +242,23 @@ class Committer:
                 "member meanwhile, so nothing is committed"
             )
 
+    def held(self, now: int) -> bool:
+        """Exactly-once, asked at every turn of the fetch loop: whether the periodic commit
+        waits, as it does for two heartbeat intervals after a loop stall past the session's margin
+        (``StallWatch``): no heartbeat could go out, and a lost membership shows as a
+        revoke, whose transaction is aborted, only once the heartbeat has been answered."""
+        if not self._eos:
+            return False
+        if self.stall.since(self._checked):
+            self._held_until = now + self._hold_ns
+            log.warning("loop_stalled", commit_held_ms=self._hold_ns // 1_000_000)
+        self._checked = now
+        return now < self._held_until
+
     def stalled_recently(self) -> bool:
-        """Exactly-once: the loop stalled (``StallWatch``) within the last ``hold_ns``, so
+        """Exactly-once: the loop stalled (``StallWatch``) within the last two heartbeat intervals, so
         the membership is not known to have survived."""
-        return self._eos and self.stall.since(self._clock() - self.hold_ns)
+        return self._eos and self.stall.since(self._clock() - self._hold_ns)
 
     async def abandon(self) -> None:
         """Abort the open transaction (at a stop, where committing it is not known to be
@@ -251,10 +266,7 @@ class Committer:
         if not self._eos:
             return
         async with self._lock:
-            try:
-                await self._producer.abort_transaction()
-            except KafkaError as exc:  # the restart's producer fences and aborts it anyway
-                log.warning("transaction_abort_failed", error=str(exc))
+            await self._abort_quietly()
 
     async def discard(self, drained: bool) -> None:
         """The group gave this worker's partitions to another member without a revoke
@@ -286,6 +298,10 @@ class Committer:
             "decisions made again"
         )
         log.error("transaction_undrained", error=str(self.failed))
+        await self._abort_quietly()
+
+    async def _abort_quietly(self) -> None:
+        """Abort the open transaction on the way out, logging a failure to."""
         try:
             await self._producer.abort_transaction()
         except KafkaError as exc:  # the restart's producer fences and aborts it anyway

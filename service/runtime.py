@@ -442,15 +442,6 @@ class Runtime:
             s.delivery.flush_interval_ms if self.eos else s.delivery.commit_interval_ms
         ) * 1_000_000
         next_commit = clock() + commit_every
-        # Exactly-once: after the loop stalled for long enough that the group may have
-        # expired this member's session (no heartbeat could go out: a stopped process, a
-        # stalled host), no transaction commits until aiokafka's heartbeat has had time to
-        # find out (a lost membership then shows as a revoke, whose transaction is aborted):
-        # the broker would take a zombie transaction's offsets (``StallWatch``).
-        stall = committer.stall
-        hold_ns = committer.hold_ns
-        held_until = 0
-        checked = clock()
         max_records = s.kafka.max_poll_records
         background = s.delivery.commit_in_background and not self.eos
         stop = self._stop
@@ -479,11 +470,8 @@ class Runtime:
             self._backpressure()
             committer.check()  # a commit that raised (not a logged KafkaError) stops us
             now = clock()
-            if self.eos and stall.since(checked):
-                held_until = now + hold_ns
-                log.warning("loop_stalled", commit_held_ms=hold_ns // 1_000_000)
-            checked = now
-            if now >= next_commit and now >= held_until:
+            held = committer.held(now)  # exactly-once, after a loop stall (every turn)
+            if now >= next_commit and not held:
                 if background:
                     committer.soon()
                 else:
