@@ -49,11 +49,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,10 +59,7 @@ from typing import Any
 import msgspec
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import (
-    AuthenticationFailedError,
-    AuthenticationMethodNotSupported,
     KafkaError,
-    SaslAuthenticationFailed,
 )
 from aiokafka.structs import TopicPartition
 
@@ -77,7 +72,8 @@ from engines.version import ModelVersion
 from service.backpressure import Backpressure
 from service.base import Clients, Consumer, Producer
 from service.commits import Committer
-from service.errors import BrokerError, ModelRefused, ServiceError
+from service.connect import start_clients
+from service.errors import ModelRefused, ServiceError
 from service.http import OpsServer
 from service.inbound import build_decoder
 from service.kafka import KafkaClients, KafkaSink, membership_lost, transactional_id
@@ -86,7 +82,7 @@ from service.metrics import Metrics
 from service.models import ModelControl
 from service.pauses import GcPolicy
 from service.pipeline import Pipeline
-from service.settings import DeliveryMode, KafkaSettings, Settings, WarmupMode
+from service.settings import DeliveryMode, Settings, WarmupMode
 from service.tasks import TaskDied, TaskSupervisor
 from service.topics import check_topics, watch_inputs
 from service.tracing import load_batch_tracer
@@ -97,34 +93,8 @@ FailHook = Callable[[str], None]
 Clock = Callable[[], int]
 
 
-_REFUSALS: tuple[type[BaseException], ...] = (
-    SaslAuthenticationFailed,
-    AuthenticationFailedError,
-    AuthenticationMethodNotSupported,
-    ssl.SSLCertVerificationError,
-)
-
-
 def _no_failure() -> str | None:
     return None
-
-
-class _RefusalWatch(logging.Handler):
-    """Keeps the last credential or certificate refusal aiokafka logged while bootstrapping.
-
-    aiokafka logs why a bootstrap connection failed and then raises a bare "Unable to
-    bootstrap"; a refusal is not worth retrying, and its reason is what the operator needs.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.refusal: BaseException | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) else ()
-        for arg in args:
-            if isinstance(arg, _REFUSALS):
-                self.refusal = arg
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -242,23 +212,20 @@ class Runtime:
             tid = transactional_id(
                 k, s.delivery.transactional_id_prefix, self.worker_index, socket.gethostname()
             )
-        self.producer = self._clients.producer(k, transactional_id=tid)
         iso = "read_committed" if self.eos else "read_uncommitted"
         if k.group_instance_id:
             # Static membership: each worker is its own member, or they fence each other.
             k = msgspec.structs.replace(
                 k, group_instance_id=f"{k.group_instance_id}-{self.worker_index}"
             )
-        self.consumer = self._clients.consumer(k, isolation_level=iso)
-        deadline = time.monotonic() + s.delivery.startup_timeout_ms / 1000
-        delay = 0.2
-        watch = _RefusalWatch()
-        client_log = logging.getLogger("aiokafka")
-        client_log.addHandler(watch)
-        try:
-            await self._connect(k, tid, iso, deadline, delay, watch)
-        finally:
-            client_log.removeHandler(watch)
+        self.producer, self.consumer = await start_clients(
+            self._clients,
+            k,
+            transactional_id=tid,
+            isolation_level=iso,
+            startup_timeout_ms=s.delivery.startup_timeout_ms,
+            stop=self._stop,
+        )
         assert self.consumer is not None
         await self._check_topics()
         self.consumer.subscribe(topics=list(k.input_topics), listener=_Listener(self))
@@ -279,49 +246,6 @@ class Runtime:
                     with contextlib.suppress(KafkaError):
                         await client.stop()
             raise
-
-    async def _connect(
-        self,
-        k: KafkaSettings,
-        tid: str | None,
-        iso: str,
-        deadline: float,
-        delay: float,
-        watch: _RefusalWatch,
-    ) -> None:
-        s = self.settings
-        assert self.producer is not None and self.consumer is not None
-        while True:
-            try:
-                await self.producer.start()
-                await self.consumer.start()
-                break
-            except KafkaError as exc:
-                with contextlib.suppress(KafkaError):
-                    await self.consumer.stop()
-                with contextlib.suppress(KafkaError):
-                    await self.producer.stop()
-                if watch.refusal is not None:
-                    raise BrokerError(
-                        f"Kafka at {k.bootstrap_servers} refused the connection "
-                        f"({k.security_protocol}, {k.sasl_mechanism or 'no SASL'}): "
-                        f"{watch.refusal}"
-                    ) from watch.refusal
-                if time.monotonic() + delay > deadline:
-                    raise BrokerError(
-                        f"cannot reach Kafka at {k.bootstrap_servers} within "
-                        f"{s.delivery.startup_timeout_ms} ms: {exc}"
-                    ) from exc
-                log.warning("kafka_unreachable_retrying", error=str(exc), retry_in_s=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                if self._stop.is_set():
-                    raise BrokerError(
-                        f"stopped before Kafka at {k.bootstrap_servers} was reachable: {exc}"
-                    ) from exc
-                delay = min(delay * 2, 5.0)
-                self.producer = self._clients.producer(k, transactional_id=tid)
-                self.consumer = self._clients.consumer(k, isolation_level=iso)
 
     async def run(self, *, install_signals: bool = True) -> int:
         """Serve until stopped; returns the exit status (0 after a clean drain)."""
