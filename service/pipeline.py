@@ -73,6 +73,8 @@ if TYPE_CHECKING:
 
 TP = tuple[str, int]
 Clock = Callable[[], int]
+Fetched = dict[TP, PartitionOffsets | None]
+"""Each fetched partition's offsets as of its fetch (``Pipeline.ingest``)."""
 
 
 class Pipeline:
@@ -282,21 +284,14 @@ class Pipeline:
 
     # -- ingest ------------------------------------------------------------------------------
 
-    async def ingest(
-        self,
-        records: Sequence[Record],
-        fetched: dict[tuple[str, int], PartitionOffsets | None] | None = None,
-    ) -> None:
+    async def ingest(self, records: Sequence[Record], fetched: Fetched | None = None) -> None:
         """Decode, update state and queue each record; publish immediate outcomes.
 
-        ``fetched`` holds each partition's offsets as they were when its records were
-        fetched (``OffsetTracker.owned``, read with no ``await`` since the fetch; the fetch
-        loop passes one per fetch); without it, a partition's offsets when this call first
-        looks it up. A record whose partition's offsets are no longer those is left
-        undecided (``counters.superseded``): the partition was revoked, and its new owner
-        decides it, or rewound (``reset`` after a seek), and it is fetched again. Deciding it
-        would publish a second decision for one input (in exactly-once mode, inside the next
-        transaction, beside the new owner's).
+        ``fetched``: each partition's ``OffsetTracker.owned`` as of its fetch (the fetch loop
+        passes one per fetch; default: as this call first looks it up). A record whose
+        partition's offsets changed since (revoked: its new owner decides it; rewound: it is
+        fetched again) is left undecided, counted ``superseded``: deciding it would publish a
+        second decision for one input (in exactly-once mode, beside the new owner's).
 
         Every ``scheduler.ingest_chunk`` records the ingest time is read again, and once
         ingest has run for as long as the engine's largest batch takes (its p99) the
@@ -316,8 +311,7 @@ class Pipeline:
         scheduler sees every event in ingest order before anything after it goes out.
         """
         self.counters.events_in += len(records)
-        if fetched is None:
-            fetched = {}
+        fetched = {} if fetched is None else fetched
         now = self._clock()
         chunk = self._chunk
         # The time is read again before record chunk + 1 (then every chunk records), so a
@@ -537,9 +531,7 @@ class Pipeline:
                 kinds[tk] = kinds.get(tk, 0) + kind_n
         self._wake.set()
 
-    def _still(
-        self, fetched: dict[tuple[str, int], PartitionOffsets | None], topic: str, part: int
-    ) -> PartitionOffsets | None:
+    def _still(self, fetched: Fetched, topic: str, part: int) -> PartitionOffsets | None:
         """The partition's offsets if they are still those of the fetch (``ingest``), else
         None, the record counted ``superseded``."""
         tp = (topic, part)
