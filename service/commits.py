@@ -244,9 +244,9 @@ class Committer:
 
     def held(self, now: int) -> bool:
         """Exactly-once, asked at every turn of the fetch loop: whether the periodic commit
-        waits, as it does for two heartbeat intervals after a loop stall past the session's margin
-        (``StallWatch``): no heartbeat could go out, and a lost membership shows as a
-        revoke, whose transaction is aborted, only once the heartbeat has been answered."""
+        waits, as it does for two heartbeat intervals after a loop stall past the session's
+        margin (``StallWatch``): no heartbeat could go out, and a lost membership shows as
+        a revoke, whose transaction is aborted, only once the heartbeat has been answered."""
         if not self._eos:
             return False
         if self.stall.since(self._checked):
@@ -256,8 +256,8 @@ class Committer:
         return now < self._held_until
 
     def stalled_recently(self) -> bool:
-        """Exactly-once: the loop stalled (``StallWatch``) within the last two heartbeat intervals, so
-        the membership is not known to have survived."""
+        """Exactly-once: the loop stalled (``StallWatch``) within the last two heartbeat
+        intervals, so the membership is not known to have survived."""
         return self._eos and self.stall.since(self._clock() - self._hold_ns)
 
     async def abandon(self) -> None:
