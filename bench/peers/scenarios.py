@@ -26,7 +26,9 @@ the same feed:
 - **mixed-overload**: the same service at ``mixed_overload`` x each contender's max
   sustainable rate with that bundle (the capacity the overload measured), the bursty feed
   tiled and sped up as in the overload: at the mixed scenario's speed nobody is
-  overloaded and every batcher keeps both classes in time; here something must give.
+  overloaded and every batcher keeps both classes in time; here something must give. The
+  echo floor is offered weir's rate (``with_floor``): what the host and the broker alone
+  leave of the tight budget at that load.
 - **heavy**: the 10x replay with a costlier model bundle (``heavy_bundle``).
 - **scale**: weir with ``N`` worker processes in one consumer group on ``N`` partitions,
   the same interleaved ramp for each ``N`` in ``workers``.
@@ -350,6 +352,23 @@ def mixed_overload_rates(
     return base
 
 
+def with_floor(rates: dict[str, float], names: Sequence[str]) -> tuple[dict[str, float], str]:
+    """``rates`` with the echo floor's: the default weir's rate (else the highest of the
+    weir configurations'), when the echo is among ``names`` and has no capacity of its own
+    (it has no model, so the capacity ramp leaves it out). The same offered load without a
+    model is the host's and the broker's share of any miss, so the mixed-overload verdict
+    can say when its target is past them. Also the note that says so ("" when unchanged)."""
+    weirs = {n: r for n, r in rates.items() if n in WEIRS}
+    if ECHO not in names or ECHO in rates or not weirs:
+        return rates, ""
+    base = "weir" if "weir" in weirs else max(weirs, key=lambda n: weirs[n])
+    note = (
+        f"{ECHO}: offered {base}'s rate, the host's and the broker's floor at that load "
+        "(no model, no capacity of its own)"
+    )
+    return {**rates, ECHO: weirs[base]}, note
+
+
 async def mixed(
     bench: Bench,
     plans: Plans,
@@ -388,6 +407,8 @@ async def mixed(
         },
     )
     if rates is not None:
+        rates, floor_note = with_floor(rates, names)
+        sc.notes += [floor_note] if floor_note else []
         left = [n for n in names if n not in rates]
         sc.notes += [f"{n}: no max sustainable rate measured, not overloaded" for n in left]
         names = [n for n in names if n in rates]

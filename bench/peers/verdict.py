@@ -381,12 +381,15 @@ def _tight_check(
         return []
     below = all(v is not None and v < target for v in peers.values())
     floor = attainment.get(ECHO)
-    short = (
-        f"; the echo floor (no model) reached {100 * floor:.2f} %: the target is past "
-        "this host and broker"
-        if floor is not None and floor < target
-        else ""
-    )
+    if floor is None:
+        short = ""
+    elif floor < target:
+        short = (
+            f"; the echo floor (no model) reached {100 * floor:.2f} %: the target is past "
+            "this host and broker"
+        )
+    else:
+        short = f"; the echo floor (no model) {100 * floor:.2f} %"
     return [
         Check(
             name=check_name(check, name),

@@ -20,6 +20,7 @@ from bench.peers.report import render_markdown, write_all
 from bench.peers.results import (
     FIGURES,
     BenchResult,
+    Check,
     ClassFigures,
     Scenario,
     Trial,
@@ -300,6 +301,57 @@ def test_mixed_overload_is_judged_apart_from_the_mixed_speed() -> None:
         )
     }
     assert not checks["mixed_overload_tight_class_attainment"].passed
+
+
+def test_the_echo_floor_is_named_beside_the_tight_class_verdict() -> None:
+    """An echo floor at or above the target is named as a figure; below it, as the reason
+    the target is past the host (the verdict is weir's and the peers' either way)."""
+
+    def over(floor: float) -> Check:
+        (check,) = [
+            c
+            for c in scenario_checks(
+                overload_goodput={},
+                overload_lost={},
+                tight_attainment={},
+                tight_overload={"weir": 0.94, "fixed-window": 0.48, "echo": floor},
+                p99_normal={},
+            )
+            if c.name == "mixed_overload_tight_class_attainment"
+        ]
+        return check
+
+    high, low = over(0.9942), over(0.97)
+    assert not high.passed and not low.passed
+    assert high.detail == "weir 94.00 %; fixed-window 48.00 %; the echo floor (no model) 99.42 %"
+    assert low.detail == (
+        "weir 94.00 %; fixed-window 48.00 %; the echo floor (no model) reached 97.00 %: "
+        "the target is past this host and broker"
+    )
+
+
+def test_the_echo_floor_is_offered_weirs_mixed_overload_rate() -> None:
+    """The echo has no capacity of its own (no model): it is offered the default weir's
+    rate, else the highest weir configuration's; nothing changes without an echo, without
+    a weir, or when the echo has a rate already."""
+    rates = {"weir": 2000.0, "weir-e2e": 3000.0, "fixed-window": 4000.0}
+    names = ["weir", "weir-e2e", "fixed-window", "echo"]
+    got, note = scenarios.with_floor(rates, names)
+    assert got == {**rates, "echo": 2000.0} and rates == {
+        "weir": 2000.0,
+        "weir-e2e": 3000.0,
+        "fixed-window": 4000.0,
+    }
+    assert note.startswith("echo: offered weir's rate")
+    no_default = {"weir-e2e": 3500.0, "fixed-window": 4000.0}
+    assert scenarios.with_floor(no_default, [*no_default, "echo"])[0]["echo"] == 3500.0
+    assert scenarios.with_floor(rates, names[:3]) == (rates, "")
+    assert scenarios.with_floor({"fixed-window": 4000.0}, ["fixed-window", "echo"]) == (
+        {"fixed-window": 4000.0},
+        "",
+    )
+    own = {**rates, "echo": 1.0}
+    assert scenarios.with_floor(own, names) == (own, "")
 
 
 def test_scenario_checks_name_offered_rates_a_late_sender_and_a_short_floor() -> None:
