@@ -216,6 +216,7 @@ class Bench:
                 if t.loop_held_ms is None
                 else f", loop held >= {t.loop_held_ms:g} ms, gc >= {t.gc_pause_ms or 0:g} ms"
             )
+            + ("" if t.mean_batch is None else f", mean batch {t.mean_batch:.1f}")
         )
 
     async def profile(self, name: str, rate: float, plans: Plans) -> ProfileSummary | None:

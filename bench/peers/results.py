@@ -88,6 +88,8 @@ class Trial(msgspec.Struct, kw_only=True):
     trial (``bench.peers.opsprobe``); None: not read."""
     gc_pause_ms: float | None = None
     """weir only (one worker): its longest garbage collection was at least this long."""
+    mean_batch: float | None = None
+    """weir only (one worker): rows per engine batch during the trial."""
 
 
 class ClassFigures(msgspec.Struct, kw_only=True):

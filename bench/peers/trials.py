@@ -164,7 +164,8 @@ async def run_trial(
     cpu1 = _cpu(pids)
     own1 = procstat.cpu_seconds(me)
     brk1 = procstat.cpu_seconds(broker) if broker else None
-    loop_held, gc_pause = opsprobe.holds(ops0, await opsprobe.sample(session.ops_port))
+    ops1 = await opsprobe.sample(session.ops_port)
+    loop_held, gc_pause = opsprobe.holds(ops0, ops1)
     session.sample_rss()
     path = opts.out / "runs" / f"{name}.json"
     write_result(result, path)
@@ -183,6 +184,7 @@ async def run_trial(
         workers=session.workers,
     )
     trial.loop_held_ms, trial.gc_pause_ms = loop_held, gc_pause
+    trial.mean_batch = opsprobe.mean_batch(ops0, ops1)
     if classes is not None:
         trial.classes = classes(rec)
     return trial

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.peers.opsprobe import parse_page
 from engines.fake import FakeEngine
 from engines.head import Head
 from schemas.features import FeatureSpec, Task
@@ -149,6 +150,8 @@ async def test_stage_histograms_count_each_inferred_event_once(make_served: Make
     assert _value(fams, "weir_end_to_end_seconds_count", since="source") == 0  # quotes: none
     assert _value(fams, "weir_batch_size_rows_count") == pipe.counters.batches
     assert _value(fams, "weir_batch_size_rows_sum") == ok
+    # What the peer benchmark's probe reads of the same page: (batches, rows).
+    assert parse_page(metrics.render().decode()).batches == (pipe.counters.batches, ok)
     assert _value(fams, "weir_inference_seconds_count") == pipe.counters.batches
     assert _value(fams, "weir_publish_seconds_count") == pipe.counters.batches
     assert _value(fams, "weir_queue_wait_seconds_bucket", le="+Inf") == ok

@@ -9,17 +9,23 @@ import pytest
 from bench.peers.opsprobe import (
     GC_PAUSE,
     LOOP_LAG,
+    Page,
     held_at_least_ms,
     holds,
+    mean_batch,
     parse_buckets,
+    parse_page,
     sample,
 )
 from service.broker._process import free_port
 
 
-def _page(lag: list[int], gc0: list[int], gc2: list[int]) -> str:
+def _page(
+    lag: list[int], gc0: list[int], gc2: list[int], batches: tuple[int, int] | None = None
+) -> str:
     """A Prometheus page with the two histograms (buckets 1 ms, 50 ms, 100 ms, +Inf;
-    cumulative counts as given) and a metric the probe ignores."""
+    cumulative counts as given), a metric the probe ignores and, with ``batches``, the
+    batch-size histogram with that (count, sum)."""
     les = ("0.001", "0.05", "0.1", "+Inf")
     lines = [
         "# HELP weir_events_total Events.",
@@ -38,6 +44,11 @@ def _page(lag: list[int], gc0: list[int], gc2: list[int]) -> str:
         ]
         lines += [f'{GC_PAUSE}_count{{generation="{gen}"}} {counts[-1]}']
         lines += [f'{GC_PAUSE}_sum{{generation="{gen}"}} 0.1']
+    if batches is not None:
+        n, rows = batches
+        lines += ["# HELP weir_batch_size_rows Rows.", "# TYPE weir_batch_size_rows histogram"]
+        lines += [f'weir_batch_size_rows_bucket{{le="+Inf"}} {n}']
+        lines += [f"weir_batch_size_rows_count {n}", f"weir_batch_size_rows_sum {rows}"]
     return "\n".join(lines) + "\n"
 
 
@@ -64,11 +75,27 @@ def test_the_longest_hold_is_the_lower_edge_of_the_highest_bucket_that_grew() ->
 
 
 def test_holds_reads_both_histograms_or_neither() -> None:
-    b = parse_buckets(_page([5, 6, 6, 6], [10, 10, 10, 10], [0, 0, 0, 0]))
-    a = parse_buckets(_page([9, 10, 11, 11], [20, 20, 20, 20], [0, 1, 1, 1]))
+    b = parse_page(_page([5, 6, 6, 6], [10, 10, 10, 10], [0, 0, 0, 0]))
+    a = parse_page(_page([9, 10, 11, 11], [20, 20, 20, 20], [0, 1, 1, 1]))
     assert holds(b, a) == pytest.approx((50.0, 1.0))
     assert holds(None, a) == (None, None)
     assert holds(b, None) == (None, None)
+
+
+def test_the_mean_batch_is_the_trials_rows_over_its_batches() -> None:
+    """(1,300 - 300) rows in (140 - 40) batches: 10 per batch; no batch in the trial, a
+    page without the histogram, or a missing read: None."""
+    quiet = [0, 0, 0, 0]
+    before = parse_page(_page(quiet, quiet, quiet, (40, 300)))
+    after = parse_page(_page(quiet, quiet, quiet, (140, 1300)))
+    assert before.batches == (40.0, 300.0)
+    assert mean_batch(before, after) == pytest.approx(10.0)
+    assert mean_batch(before, before) is None
+    bare = parse_page(_page(quiet, quiet, quiet))
+    assert bare.batches is None and bare.buckets == parse_buckets(_page(quiet, quiet, quiet))
+    assert mean_batch(bare, after) is None
+    assert mean_batch(None, after) is None and mean_batch(before, None) is None
+    assert isinstance(after, Page)
 
 
 async def test_sample_reads_the_page_over_http_or_gives_none() -> None:
@@ -89,7 +116,8 @@ async def test_sample_reads_the_page_over_http_or_gives_none() -> None:
     port = server.sockets[0].getsockname()[1]
     async with server:
         got = await sample(port)
-        assert got is not None and got[LOOP_LAG][0.1] == 3 and got[GC_PAUSE][0.001] == 1
+        assert got is not None and got.buckets[LOOP_LAG][0.1] == 3
+        assert got.buckets[GC_PAUSE][0.001] == 1 and got.batches is None
         answer[0] = b"503 Service Unavailable"
         assert await sample(port) is None
         answer[:] = [b"200 OK", b"weir_event_loop_lag_seconds_bucket{le=oops} 1\n"]
