@@ -44,8 +44,9 @@ class Page(NamedTuple):
 
 
 def parse_page(text: str) -> Page:
-    """The stall histograms' buckets (``parse_buckets``) and the batch totals of a
-    Prometheus text page."""
+    """A Prometheus text page's stall histograms, each as its cumulative bucket counts
+    (labels other than ``le`` summed: the GC's generations count as one), and its batch
+    totals."""
     batches: tuple[float, float] | None = None
     buckets: dict[str, Buckets] = {}
     for family in text_string_to_metric_families(text):
@@ -56,16 +57,6 @@ def parse_page(text: str) -> Page:
         elif family.name in METRICS:
             buckets[family.name] = _buckets(family)
     return Page(buckets, batches)
-
-
-def parse_buckets(text: str, names: tuple[str, ...] = METRICS) -> dict[str, Buckets]:
-    """Each named histogram's cumulative bucket counts in a Prometheus text page (labels
-    other than ``le`` summed: the GC's generations count as one)."""
-    return {
-        family.name: _buckets(family)
-        for family in text_string_to_metric_families(text)
-        if family.name in names
-    }
 
 
 def _buckets(family: Metric) -> Buckets:

@@ -13,7 +13,6 @@ from bench.peers.opsprobe import (
     held_at_least_ms,
     holds,
     mean_batch,
-    parse_buckets,
     parse_page,
     sample,
 )
@@ -54,7 +53,7 @@ def _page(
 
 def test_parse_sums_the_labels_of_each_histogram() -> None:
     """The GC's generations are summed bucket by bucket; other metrics are skipped."""
-    got = parse_buckets(_page([5, 6, 6, 6], [10, 10, 10, 10], [0, 1, 2, 2]))
+    got = parse_page(_page([5, 6, 6, 6], [10, 10, 10, 10], [0, 1, 2, 2])).buckets
     assert got[LOOP_LAG] == {0.001: 5, 0.05: 6, 0.1: 6, float("inf"): 6}
     assert got[GC_PAUSE] == {0.001: 10, 0.05: 11, 0.1: 12, float("inf"): 12}
 
@@ -92,7 +91,7 @@ def test_the_mean_batch_is_the_trials_rows_over_its_batches() -> None:
     assert mean_batch(before, after) == pytest.approx(10.0)
     assert mean_batch(before, before) is None
     bare = parse_page(_page(quiet, quiet, quiet))
-    assert bare.batches is None and bare.buckets == parse_buckets(_page(quiet, quiet, quiet))
+    assert bare.batches is None and bare.buckets == before.buckets
     assert mean_batch(bare, after) is None
     assert mean_batch(None, after) is None and mean_batch(before, None) is None
     assert isinstance(after, Page)
