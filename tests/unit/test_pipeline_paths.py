@@ -196,7 +196,11 @@ async def test_decisions_published_after_their_deadline_are_late(make_pipeline: 
 
 async def test_decisions_go_out_in_the_output_encoding(make_pipeline: Any) -> None:
     """With MessagePack output, every decision decodes with the MessagePack codec."""
-    settings = load_settings(env={"WEIR_KAFKA__OUTPUT_ENCODING": "msgpack"})
+    # A budget no host stall reaches: the test is about the encoding, and at the default
+    # 5 ms a busy CI host once expired an event here.
+    settings = load_settings(
+        env={"WEIR_KAFKA__OUTPUT_ENCODING": "msgpack", "WEIR_SCHEDULER__BUDGET_MS": "60000"}
+    )
     pipe, sink, _ = make_pipeline(settings=settings)
     await _run(pipe, [_record("t", 0, i, "K", 1) for i in range(10)], chunk=10)
     codec = decision_codec("msgpack")
