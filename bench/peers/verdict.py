@@ -382,14 +382,14 @@ def _tight_check(
     below = all(v is not None and v < target for v in peers.values())
     floor = attainment.get(ECHO)
     if floor is None:
-        short = ""
+        on_floor = ""
     elif floor < target:
-        short = (
+        on_floor = (
             f"; the echo floor (no model) reached {100 * floor:.2f} %: the target is past "
             "this host and broker"
         )
     else:
-        short = f"; the echo floor (no model) {100 * floor:.2f} %"
+        on_floor = f"; the echo floor (no model) {100 * floor:.2f} %"
     return [
         Check(
             name=check_name(check, name),
@@ -401,7 +401,7 @@ def _tight_check(
                 f"{n} {'-' if v is None else f'{100 * v:.2f} %'}"
                 for n, v in {name: w, **peers}.items()
             )
-            + short,
+            + on_floor,
         )
     ]
 
