@@ -127,7 +127,7 @@ def render_markdown(result: BenchResult) -> str:
         out += ["## Expectations", ""]
         for c in result.checks:
             actual = "-" if c.actual is None else c.unit.format(c.actual)
-            mark = "met" if c.passed else "NOT met"
+            mark = "met" if c.passed else f"undecided: {c.undecided}" if c.undecided else "NOT met"
             out.append(f"- {c.name}: expected {c.expected}; got {actual} ({c.detail}): {mark}")
         out.append("")
     out += ["## Contenders", ""]

@@ -14,7 +14,7 @@ contender; a stall it recovers from only shows as latency, charged like any othe
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -199,6 +199,9 @@ class Check(msgspec.Struct, kw_only=True):
     detail: str = ""
     unit: str = "{:.2f}x"
     """How ``actual`` prints (a ratio by default)."""
+    undecided: str = ""
+    """Why this run cannot decide the check (then ``passed`` is False and the report says
+    ``undecided``, not ``NOT met``): e.g. a figure that is only a bound."""
 
 
 class ProfileSummary(msgspec.Struct, kw_only=True):
@@ -232,9 +235,9 @@ class BenchResult(msgspec.Struct, kw_only=True):
     curve: list[Trial] = msgspec.field(default_factory=list)
     """Every step of the interleaved throughput-latency curve (all contenders)."""
     points: list[CurvePoint] = msgspec.field(default_factory=list)
+    """The curve: one point per contender and offered rate (``verdict.points_of``)."""
     curve_stop: dict[str, str] = msgspec.field(default_factory=dict)
     """Contender -> why its ramp stopped: ``slo``, ``harness``, ``ceiling``, ``error: ...``."""
-    """The curve: one point per contender and offered rate (``verdict.points_of``)."""
     scenarios: list[Scenario] = msgspec.field(default_factory=list)
     inproc_us_per_event: dict[str, float] = msgspec.field(default_factory=dict)
     """Contender -> CPU microseconds per event of its decision path without Kafka
@@ -304,24 +307,48 @@ def check_name(target: str, weir: str) -> str:
     return target if weir == "weir" else f"{target} ({weir})"
 
 
+BOUND_STOPS = {"harness": "the harness's limit", "ceiling": "the ramp's ceiling"}
+"""Ramp stops whose max rate is only a lower bound on the contender's capacity (the
+contender itself did not fail), and how the verdicts name them."""
+
+
 def expectations(
     summary: dict[str, dict[str, Spread]],
     *,
+    stops: Mapping[str, str] | None = None,
     rate_factor: float = 3.0,
     p99_factor: float = 1.1,
 ) -> list[Check]:
     """For each weir configuration in ``summary`` (``base.WEIRS``): its max rate >=
     ``rate_factor`` x the best peer's (a model contender that is not weir); its 1x and 10x
     p99 <= ``p99_factor`` x the echo floor's (#14: 1.1x) and its 10x p99 <= the best
-    peer's (the 1x one is ``normal_load_p99_vs_best_peer``); medians over repeats."""
+    peer's (the 1x one is ``normal_load_p99_vs_best_peer``); medians over repeats.
+
+    ``stops``: why each contender's ramp stopped (``BenchResult.curve_stop``). A ramp that
+    stopped at the harness's limit or the ceiling (``BOUND_STOPS``) bounds that max rate
+    from below only, so the rate check is undecided where the bound is what decides it:
+    the best peer's rate is a bound and weir reaches the factor, or weir's is and it does
+    not (both bounds: either way)."""
     checks: list[Check] = []
     for name in (n for n in summary if n in WEIRS):
-        checks += _expectations_of(name, summary, rate_factor, p99_factor)
+        checks += _expectations_of(name, summary, stops or {}, rate_factor, p99_factor)
     return checks
 
 
+def _rate_bound(name: str, stops: Mapping[str, str], rate: float | None) -> str:
+    """Why ``name``'s max rate is only a lower bound (``BOUND_STOPS``), else ''."""
+    where = BOUND_STOPS.get(stops.get(name, ""))
+    if where is None:
+        return ""
+    return f"{name}'s ramp stopped at {where} ({rate or 0:,.0f}/s), not at its own"
+
+
 def _expectations_of(
-    name: str, summary: dict[str, dict[str, Spread]], rate_factor: float, p99_factor: float
+    name: str,
+    summary: dict[str, dict[str, Spread]],
+    stops: Mapping[str, str],
+    rate_factor: float,
+    p99_factor: float,
 ) -> list[Check]:
     checks: list[Check] = []
     weir = summary[name]
@@ -329,10 +356,18 @@ def _expectations_of(
     w_rate = weir["max_rate"].median
     known = {n: r for n, r in others.items() if r}
     if others and (w_rate is not None or known):
+        undecided = ""
         if known:
             best = max(known, key=lambda n: known[n] or 0.0)
             ratio: float | None = (w_rate or 0.0) / known[best]
             detail = f"{name} {w_rate or 0:,.0f}/s vs {best} {known[best]:,.0f}/s"
+            # The side whose bound decides: the peer's where weir reaches the factor (the
+            # peer may sustain more), weir's where it does not (weir may sustain more).
+            undecided = (
+                _rate_bound(best, stops, known[best])
+                if ratio >= rate_factor
+                else _rate_bound(name, stops, w_rate)
+            )
         else:
             ratio = None
             detail = f"{name} {w_rate or 0:,.0f}/s; no other contender sustained the first step"
@@ -341,8 +376,9 @@ def _expectations_of(
                 name=check_name("max_rate_vs_best_peer", name),
                 expected=f">= {rate_factor:g}x the best other contender",
                 actual=ratio,
-                passed=ratio is None or ratio >= rate_factor,
+                passed=(ratio is None or ratio >= rate_factor) and not undecided,
                 detail=detail,
+                undecided=undecided,
             )
         )
     echo = summary.get("echo")

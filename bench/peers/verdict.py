@@ -468,7 +468,7 @@ def checks_of(result: BenchResult) -> list[Check]:
     """Every target of ``result`` judged: the replays' (``expectations``), the
     scenarios' and, once they are in, the in-process figures'."""
     return (
-        expectations(result.summary)
+        expectations(result.summary, stops=result.curve_stop)
         + scenario_checks_of(result)
         + inproc_checks(
             result.inproc_us_per_event,

@@ -350,6 +350,43 @@ def test_expectations_compare_with_best_peer_and_echo() -> None:
     assert peer.detail == "weir 3.00 ms vs naive 4.50 ms"
 
 
+def _rate_check(weir: float, naive: float, stops: dict[str, str]) -> Any:
+    """The max-rate check of weir at ``weir``/s against naive at ``naive``/s."""
+    summary = {
+        name: {
+            "max_rate": Spread(min=rate, median=rate, max=rate, n=3),
+            "p99_1x": Spread(min=None, median=None, max=None, n=0),
+            "p99_10x": Spread(min=None, median=None, max=None, n=0),
+        }
+        for name, rate in (("weir", weir), ("naive", naive))
+    }
+    return next(c for c in expectations(summary, stops=stops) if c.name == "max_rate_vs_best_peer")
+
+
+def test_max_rate_check_is_undecided_where_a_bound_decides_it() -> None:
+    """A ramp stopped by the harness or at the ceiling gives a lower bound only: weir short
+    of 3x with its own rate a bound, or at 3x with the peer's a bound, is undecided (not
+    ``NOT met``); the other bound changes nothing, and a slo stop is exact."""
+    harness = "weir's ramp stopped at the harness's limit (16,000/s), not at its own"
+    short = _rate_check(16_000, 16_000, {"weir": "harness", "naive": "harness"})
+    assert (short.passed, short.undecided) == (False, harness)
+    short = _rate_check(16_000, 16_000, {"weir": "harness", "naive": "slo"})
+    assert (short.passed, short.undecided) == (False, harness)
+    assert _rate_check(4_000, 16_000, {"weir": "slo", "naive": "harness"}).undecided == ""
+    ahead = _rate_check(64_000, 8_000, {"weir": "ceiling", "naive": "ceiling"})
+    assert (ahead.passed, ahead.undecided) == (
+        False,
+        "naive's ramp stopped at the ramp's ceiling (8,000/s), not at its own",
+    )
+    met = _rate_check(64_000, 8_000, {"weir": "ceiling", "naive": "slo"})
+    assert (met.passed, met.undecided) == (True, "")
+    assert not _rate_check(4_000, 8_000, {}).passed  # no stops known (an older result)
+    result = BenchResult(checks=[short])
+    assert f"got 1.00x (weir 16,000/s vs naive 16,000/s): undecided: {harness}" in (
+        render_markdown(result)
+    )
+
+
 def test_markdown_table_shows_median_and_range() -> None:
     """The table has one row per contender in table order, ``median [min-max]`` cells."""
     rows = table_rows(_result())
