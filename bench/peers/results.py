@@ -189,6 +189,22 @@ def spread(values: Iterable[float | None]) -> Spread:
     return Spread(min=min(vals), median=statistics.median(vals), max=max(vals), n=len(vals))
 
 
+def overlap(a: str, sa: Spread, b: str, sb: Spread, unit: str = "ms") -> str:
+    """``; the repeats overlap (a lo-hi ms, b lo-hi ms)`` where the two spreads of at
+    least two repeats each overlap, so the order of their medians is within this run's
+    noise (the verdict still goes by the medians), else ''."""
+    if sa.n < 2 or sb.n < 2:
+        return ""
+    if sa.min is None or sa.max is None or sb.min is None or sb.max is None:
+        return ""
+    if sa.max < sb.min or sb.max < sa.min:
+        return ""
+    return (
+        f"; the repeats overlap ({a} {sa.min:.2f}-{sa.max:.2f} {unit}, "
+        f"{b} {sb.min:.2f}-{sb.max:.2f} {unit})"
+    )
+
+
 class Check(msgspec.Struct, kw_only=True):
     """One expectation and how the run met it."""
 
@@ -393,7 +409,8 @@ def _expectations_of(
                     expected=f"<= {p99_factor:g}x the echo floor's {speed} p99",
                     actual=ratio,
                     passed=ratio <= p99_factor,
-                    detail=f"{name} {w_p99:.2f} ms vs echo {e_p99:.2f} ms",
+                    detail=f"{name} {w_p99:.2f} ms vs echo {e_p99:.2f} ms"
+                    + overlap(name, weir[f"p99_{speed}"], "echo", echo[f"p99_{speed}"]),
                 )
             )
     w_p99 = weir["p99_10x"].median
@@ -412,7 +429,8 @@ def _expectations_of(
                 expected="<= the best peer's 10x p99",
                 actual=ratio,
                 passed=ratio is not None and ratio <= 1.0,
-                detail=f"{name} {w_p99:.2f} ms vs {best} {b_p99:.2f} ms",
+                detail=f"{name} {w_p99:.2f} ms vs {best} {b_p99:.2f} ms"
+                + overlap(name, weir["p99_10x"], best, summary[best]["p99_10x"]),
             )
         )
     return checks

@@ -42,6 +42,7 @@ from bench.peers.results import (
     Trial,
     check_name,
     expectations,
+    overlap,
     spread,
 )
 from replay.results import STAGES
@@ -260,6 +261,7 @@ def scenario_checks(
     overload_offered: Mapping[str, float | None] | None = None,
     overload_late: Mapping[str, tuple[int, int]] | None = None,
     tight_overload: Mapping[str, float | None] | None = None,
+    p99_spread: Mapping[str, Spread] | None = None,
     goodput_factor: float = 3.0,
     tight_target: float = 0.99,
 ) -> list[Check]:
@@ -274,11 +276,12 @@ def scenario_checks(
     The details name what bounds a verdict on a shared host: each side's offered rate
     (``overload_offered``: with ``--overload-base own`` a contender measured faster is
     offered more), the overload trials whose sender fell behind by more than 50 ms
-    (``overload_late``: late, total), and the echo floor's own tight-class attainment."""
+    (``overload_late``: late, total), the echo floor's own tight-class attainment, and
+    whether the 1x p99s' repeats overlap (``p99_spread``: each contender's spread)."""
     checks: list[Check] = []
     over = tight_overload or {}
     named = dict.fromkeys([*overload_goodput, *tight_attainment, *over, *p99_normal])
-    context = _Context(overload_offered or {}, overload_late or {})
+    context = _Context(overload_offered or {}, overload_late or {}, p99_spread or {})
     for name in (n for n in named if n in WEIRS):
         checks += _scenario_checks_of(
             name,
@@ -299,12 +302,19 @@ class _Context(msgspec.Struct, frozen=True):
 
     offered: Mapping[str, float | None]
     late: Mapping[str, tuple[int, int]]
+    p99_spread: Mapping[str, Spread]
+    """Contender -> its 1x p99 over the repeats (``overlap`` in the normal-load verdict)."""
 
     def load(self, name: str, goodput: float) -> str:
         """``weir 436/s of 6,001/s offered`` (the offered rate where known)."""
         offered = self.offered.get(name)
         at = "" if offered is None else f" of {offered:,.0f}/s offered"
         return f"{name} {goodput:,.0f}/s{at}"
+
+    def overlap(self, a: str, b: str) -> str:
+        """``results.overlap`` of ``a``'s and ``b``'s 1x p99 (where both are known)."""
+        sa, sb = self.p99_spread.get(a), self.p99_spread.get(b)
+        return "" if sa is None or sb is None else overlap(a, sa, b, sb)
 
     def lateness(self, names: Iterable[str]) -> str:
         """``; the sender fell behind ...`` for those of ``names`` whose trials had it."""
@@ -364,7 +374,8 @@ def _scenario_checks_of(
                 expected="<= the best peer's 1x p99",
                 actual=ratio,
                 passed=ratio is not None and ratio <= 1.0,
-                detail=f"{name} {w:.2f} ms vs {best_name} {lowest[best_name]:.2f} ms",
+                detail=f"{name} {w:.2f} ms vs {best_name} {lowest[best_name]:.2f} ms"
+                + context.overlap(name, best_name),
             )
         )
     return checks
@@ -515,6 +526,7 @@ def scenario_checks_of(result: BenchResult) -> list[Check]:
         overload_offered=offered,
         overload_late=late,
         tight_overload=tight_over,
+        p99_spread={n: s["p99_1x"] for n, s in result.summary.items() if "p99_1x" in s},
     )
 
 

@@ -31,6 +31,7 @@ from bench.peers.results import (
     decode_result,
     encode_result,
     expectations,
+    spread,
     summarize,
 )
 from schemas.codec import decision_codec, event_codec
@@ -385,6 +386,29 @@ def test_max_rate_check_is_undecided_where_a_bound_decides_it() -> None:
     assert f"got 1.00x (weir 16,000/s vs naive 16,000/s): undecided: {harness}" in (
         render_markdown(result)
     )
+
+
+def test_p99_checks_say_where_the_repeats_overlap() -> None:
+    """weir's 10x p99 against the echo's and the best peer's: each detail names the ranges
+    where they meet (the echo's), and not where they are apart (naive's)."""
+    summary = {
+        name: {
+            "max_rate": spread([]),
+            "p99_1x": spread([]),
+            "p99_10x": spread(p99s),
+        }
+        for name, p99s in (
+            ("weir", [9.0, 10.0, 11.0]),
+            ("naive", [12.0, 13.0, 14.0]),
+            ("echo", [8.0, 9.5, 9.6]),
+        )
+    }
+    checks = {c.name: c for c in expectations(summary)}
+    echo = checks["p99_10x_vs_echo"]
+    assert echo.detail == (
+        "weir 10.00 ms vs echo 9.50 ms; the repeats overlap (weir 9.00-11.00 ms, echo 8.00-9.60 ms)"
+    )
+    assert checks["p99_10x_vs_best_peer"].detail == "weir 10.00 ms vs naive 13.00 ms"
 
 
 def test_markdown_table_shows_median_and_range() -> None:

@@ -26,6 +26,7 @@ from bench.peers.results import (
     Trial,
     decode_result,
     encode_result,
+    overlap,
     spread,
     summarize,
 )
@@ -270,6 +271,37 @@ def test_scenario_checks_state_each_target_met_or_not() -> None:
     assert "mixed_overload_tight_class_attainment" not in checks  # no figures, not judged
     normal = checks["normal_load_p99_vs_best_peer"]
     assert not normal.passed and normal.detail == "weir 3.00 ms vs naive 2.50 ms"
+
+
+def test_overlap_names_repeats_whose_ranges_meet() -> None:
+    """Two spreads of at least two repeats that meet are named with their ranges; apart,
+    or with one repeat on a side, they are not."""
+    a, b = spread([5.6, 6.5, 7.53]), spread([6.09, 6.09, 7.32])
+    assert overlap("weir", a, "naive", b) == (
+        "; the repeats overlap (weir 5.60-7.53 ms, naive 6.09-7.32 ms)"
+    )
+    assert overlap("weir", spread([12.4, 14.7, 15.5]), "naive", spread([10.2, 11.0, 11.5])) == ""
+    assert overlap("weir", spread([6.5]), "naive", b) == ""
+    assert overlap("weir", a, "naive", spread([])) == ""
+
+
+def test_p99_verdicts_say_where_the_repeats_overlap() -> None:
+    """The normal-load verdict still goes by the medians (3.0 ms against 2.5: not met),
+    and its detail says the repeats overlap; without the spreads it says nothing more."""
+    kw: dict[str, Any] = {
+        "overload_goodput": {},
+        "overload_lost": {},
+        "tight_attainment": {},
+        "p99_normal": {"weir": 3.0, "naive": 2.5},
+    }
+    spreads = {"weir": spread([2.2, 3.0, 3.1]), "naive": spread([2.4, 2.5, 4.0])}
+    (normal,) = scenario_checks(**kw, p99_spread=spreads)
+    assert not normal.passed
+    assert normal.detail == (
+        "weir 3.00 ms vs naive 2.50 ms; the repeats overlap (weir 2.20-3.10 ms, naive 2.40-4.00 ms)"
+    )
+    (bare,) = scenario_checks(**kw)
+    assert bare.detail == "weir 3.00 ms vs naive 2.50 ms"
 
 
 def test_mixed_overload_is_judged_apart_from_the_mixed_speed() -> None:
