@@ -189,7 +189,7 @@ def spread(values: Iterable[float | None]) -> Spread:
     return Spread(min=min(vals), median=statistics.median(vals), max=max(vals), n=len(vals))
 
 
-def overlap(a: str, sa: Spread, b: str, sb: Spread, unit: str = "ms") -> str:
+def overlap(a: str, sa: Spread, b: str, sb: Spread) -> str:
     """``; the repeats overlap (a lo-hi ms, b lo-hi ms)`` where the two spreads of at
     least two repeats each overlap, so the order of their medians is within this run's
     noise (the verdict still goes by the medians), else ''."""
@@ -200,8 +200,8 @@ def overlap(a: str, sa: Spread, b: str, sb: Spread, unit: str = "ms") -> str:
     if sa.max < sb.min or sb.max < sa.min:
         return ""
     return (
-        f"; the repeats overlap ({a} {sa.min:.2f}-{sa.max:.2f} {unit}, "
-        f"{b} {sb.min:.2f}-{sb.max:.2f} {unit})"
+        f"; the repeats overlap ({a} {sa.min:.2f}-{sa.max:.2f} ms, "
+        f"{b} {sb.min:.2f}-{sb.max:.2f} ms)"
     )
 
 
