@@ -385,7 +385,9 @@ def _tight_check(
     check: str, name: str, attainment: Mapping[str, float | None], target: float
 ) -> list[Check]:
     """``name``'s tight class at ``target`` or above while every peer's falls below (none
-    where either side has no figures)."""
+    where either side has no figures). Short of the target but at or above the echo floor,
+    which is short of it too, the check is undecided: the host and the broker, not the
+    scheduling, are what kept it below (a weir below the floor is not met)."""
     w = attainment.get(name)
     peers = {n: v for n, v in attainment.items() if n not in WEIRS and n != ECHO}
     if w is None or not peers:
@@ -401,12 +403,19 @@ def _tight_check(
         )
     else:
         on_floor = f"; the echo floor (no model) {100 * floor:.2f} %"
+    undecided = ""
+    if floor is not None and floor <= w < target:
+        undecided = (
+            f"{name} is at or above the echo floor (no model), which itself falls short of "
+            f"{100 * target:g} % here"
+        )
     return [
         Check(
             name=check_name(check, name),
             expected=f"{name} >= {100 * target:g} % while every peer falls below",
             actual=w,
             passed=w >= target and below,
+            undecided=undecided,
             unit="{:.2%}",
             detail="; ".join(
                 f"{n} {'-' if v is None else f'{100 * v:.2f} %'}"

@@ -337,16 +337,17 @@ def test_mixed_overload_is_judged_apart_from_the_mixed_speed() -> None:
 
 def test_the_echo_floor_is_named_beside_the_tight_class_verdict() -> None:
     """An echo floor at or above the target is named as a figure; below it, as the reason
-    the target is past the host (the verdict is weir's and the peers' either way)."""
+    the target is past the host. weir short of the target but not below a floor that is
+    short too is undecided; below the floor it is not met."""
 
-    def over(floor: float) -> Check:
+    def over(floor: float, weir: float = 0.94) -> Check:
         (check,) = [
             c
             for c in scenario_checks(
                 overload_goodput={},
                 overload_lost={},
                 tight_attainment={},
-                tight_overload={"weir": 0.94, "fixed-window": 0.48, "echo": floor},
+                tight_overload={"weir": weir, "fixed-window": 0.48, "echo": floor},
                 p99_normal={},
             )
             if c.name == "mixed_overload_tight_class_attainment"
@@ -355,6 +356,13 @@ def test_the_echo_floor_is_named_beside_the_tight_class_verdict() -> None:
 
     high, low = over(0.9942), over(0.97)
     assert not high.passed and not low.passed
+    assert high.undecided == low.undecided == ""  # weir below the floor: not met
+    for floor in (0.94, 0.90):  # weir at or above a floor that is short itself: undecided
+        on = over(floor)
+        assert not on.passed and on.undecided == (
+            "weir is at or above the echo floor (no model), which itself falls short of 99 % here"
+        )
+    assert over(0.90, weir=0.995).undecided == ""  # met is met
     assert high.detail == "weir 94.00 %; fixed-window 48.00 %; the echo floor (no model) 99.42 %"
     assert low.detail == (
         "weir 94.00 %; fixed-window 48.00 %; the echo floor (no model) reached 97.00 %: "
