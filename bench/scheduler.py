@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import gc
 import gzip
-import itertools
 import json
 import os
 import random
@@ -34,6 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from bench.engine_samples import (
+    GPU_NOTE,
+    MlpEngine,
+    Samples,
+    build_mlp,
+    describe,
+    gpu_like,
+    load_profile,
+    measure_ort,
+)
 from bench.openloop import bench_settings, feed_open_loop
 from engines.head import Head
 from engines.onnx import OnnxEngine
@@ -59,9 +68,7 @@ from service.scheduler.sim import EXPIRED, OK, SHED
 
 FEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "feeds" / "binance"
 TRACES = {"spot": "btcusdt_20240808.gz", "futures": "btcusdt_usdm_20240808.gz"}
-N_FEATURES = 64
 N_KEYS = 16
-Samples = dict[int, np.ndarray]
 
 
 # -- traces --------------------------------------------------------------------------------
@@ -84,127 +91,6 @@ def cut(arr: np.ndarray, speed: float, seconds: float | None, limit: int | None)
     if limit is not None:
         out = out[:limit]
     return out
-
-
-# -- profiles ------------------------------------------------------------------------------
-
-
-def build_mlp(n_in: int = N_FEATURES) -> bytes:
-    """An ``n_in``-64-32-3 MLP with a dynamic batch axis, random weights, as ONNX bytes."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    dims = [n_in, 64, 32, 3]
-    inits, nodes, prev = [], [], "x"
-    for i, (a, b) in enumerate(itertools.pairwise(dims)):
-        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
-        inits += [
-            numpy_helper.from_array(w, f"w{i}"),
-            numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}"),
-        ]
-        out = "y" if i == len(dims) - 2 else f"h{i}"
-        gemm = f"g{i}" if out != "y" else "y"
-        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [gemm]))
-        if out != "y":
-            nodes.append(helper.make_node("Relu", [gemm], [out]))
-        prev = out
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", n_in])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
-
-
-class MlpEngine:
-    """ONNX Runtime on one thread, fed rows of a fixed feature matrix by index."""
-
-    def __init__(self, n_rows: int) -> None:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.sess = ort.InferenceSession(build_mlp(), so, providers=["CPUExecutionProvider"])
-        rng = np.random.default_rng(1)
-        self.x = rng.standard_normal((max(n_rows, 256), N_FEATURES)).astype(np.float32)
-
-    def infer(self, rows: list[int]) -> np.ndarray:
-        """Gather the rows and run the model (what one dispatch costs)."""
-        out: np.ndarray = self.sess.run(None, {"x": self.x[rows]})[0]
-        return out
-
-
-def measure_ort(engine: MlpEngine, max_batch: int, reps: int) -> tuple[Samples, Samples]:
-    """Time gather + run per bucket (ns) after a warm-up: wall time and thread CPU time.
-
-    With one intra-op thread ORT runs on the calling thread, so its CPU time is what the
-    call takes on a dedicated core; wall time adds whatever else this host is running.
-    """
-    wall: Samples = {}
-    cpu: Samples = {}
-    rng = random.Random(2)
-    n = engine.x.shape[0]
-    mono, thread = time.monotonic_ns, time.thread_time_ns
-    for b in bucket_sizes(max_batch):
-        rows = [rng.randrange(n) for _ in range(b)]
-        for _ in range(100):
-            engine.infer(rows)
-        w = np.empty(reps, dtype=np.int64)
-        c = np.empty(reps, dtype=np.int64)
-        for r in range(reps):
-            t0, c0 = mono(), thread()
-            engine.infer(rows)
-            c[r], w[r] = thread() - c0, mono() - t0
-        wall[b], cpu[b] = w, c
-    return wall, cpu
-
-
-GPU_NOTE = "GPU-like (assumed): 80 us + 0.15 us/row, lognormal sigma 0.05, 0.5% x1.5-3 tail"
-
-
-def gpu_like(max_batch: int, reps: int = 5000) -> Samples:
-    """The assumed GPU-like profile (see ``GPU_NOTE``)."""
-    rng = np.random.default_rng(3)
-    out: Samples = {}
-    for b in bucket_sizes(max_batch):
-        base = 80_000 + 150 * b
-        s = base * rng.lognormal(0.0, 0.05, reps)
-        tail = rng.random(reps) < 0.005
-        s[tail] *= rng.uniform(1.5, 3.0, int(tail.sum()))
-        out[b] = s.astype(np.int64)
-    return out
-
-
-def load_profile(path: Path) -> Samples:
-    """Samples from JSON: ``{"samples_ns": {"1": [...]}}`` or a list of bucket quantiles
-    (``[{"bucket", "p50_ns", "p99_ns", "p999_ns"}, ...]``, turned into 1000 samples each)."""
-    data = json.loads(path.read_text())
-    if isinstance(data, dict) and "samples_ns" in data:
-        return {int(b): np.asarray(v, dtype=np.int64) for b, v in data["samples_ns"].items()}
-    out: Samples = {}
-    for s in data:
-        arr = np.empty(1000, dtype=np.int64)
-        arr[:990], arr[990:999], arr[999:] = s["p50_ns"], s["p99_ns"], s["p999_ns"]
-        out[int(s["bucket"])] = arr
-    return out
-
-
-def describe(samples: Samples) -> str:
-    """p50/p99/p99.9 in us for a few buckets."""
-    parts = []
-    for b in sorted(samples):
-        q = np.percentile(samples[b], [50, 99, 99.9]) / 1e3
-        parts.append(f"{b}:{q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f}")
-    return "p50/p99/p99.9 us per bucket  " + "  ".join(parts)
 
 
 # -- schedulers ----------------------------------------------------------------------------
@@ -379,9 +265,11 @@ OTHER = 3
 STATUS_CODES = {b"ok": OK, b"expired": EXPIRED, b"shed": SHED}
 
 
-def pipeline_engine(max_batch: int) -> OnnxEngine:
-    """ORT on one thread running the MLP on the pipeline's feature rows."""
-    return OnnxEngine(
+def pipeline_engine(max_batch: int, reps: int) -> tuple[OnnxEngine, Samples]:
+    """ORT on one thread running the MLP on the pipeline's feature rows, warmed up with
+    ``reps`` timed calls per bucket (its profile, which the pipeline needs), and those
+    wall-time samples."""
+    engine = OnnxEngine(
         build_mlp(SPEC.n_features),
         max_batch=max_batch,
         threads=1,
@@ -389,22 +277,7 @@ def pipeline_engine(max_batch: int) -> OnnxEngine:
         output_name="y",
         model_version="bench-mlp",
     )
-
-
-def measure_engine(engine: OnnxEngine, reps: int) -> Samples:
-    """Wall time (ns) of ``engine.infer`` per bucket on random rows, after a warm-up."""
-    rng = np.random.default_rng(8)
-    out: Samples = {}
-    for b in engine.buckets:
-        engine.input_buffer(b)[...] = rng.standard_normal((b, engine.n_features))
-        for _ in range(50):
-            engine.infer(b)
-        t = np.empty(reps, dtype=np.int64)
-        for r in range(reps):
-            engine.infer(b)
-            t[r] = engine.last_latency_ns
-        out[b] = t
-    return out
+    return engine, engine.warm_up(reps).samples_ns()
 
 
 def quote_records(keys: np.ndarray, first_offset: int = 0) -> list[MemoryRecord]:
@@ -638,8 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(simulation done at {time.monotonic() - t_start:.0f} s)")
 
     if args.real_seconds > 0:
-        pengine = pipeline_engine(args.max_batch)
-        pwall = measure_engine(pengine, reps=1000)
+        pengine, pwall = pipeline_engine(args.max_batch, reps=1000)
         print(
             f"\n== the pipeline on a real loop ({args.real_loop} + timerfd; decode, state, "
             f"dispatch loop, ORT inline, in-memory sink; no Kafka) vs the simulation of the "

@@ -216,6 +216,14 @@ class LatencyProfile:
         self._p999 = list(other._p999)
         self.version = next(_VERSIONS)  # new quantiles: whatever was cached from them is stale
 
+    def samples_ns(self) -> dict[int, np.ndarray]:
+        """Each bucket's samples the quantiles are computed from, oldest first (copies)."""
+        out: dict[int, np.ndarray] = {}
+        for i, b in enumerate(self.buckets):
+            ring = self._rings[i, : self._count[i]]
+            out[b] = ring.copy() if self._count[i] < self.window else np.roll(ring, -self._pos[i])
+        return out
+
     def stats(self) -> list[BucketStats]:
         """Current quantiles of every bucket, ascending by bucket."""
         return [

@@ -74,3 +74,19 @@ def test_version_changes_with_the_quantiles_and_is_never_shared() -> None:
     assert p.version == v
     p.observe(1, 100)
     assert p.version != v and p.version != q.version
+
+
+def test_samples_are_the_window_oldest_first() -> None:
+    """Before the window fills, the samples as given and observed; once it wraps, the last
+    ``window`` of them, oldest first; each a copy the profile does not share."""
+    p = LatencyProfile({1: [1, 2, 3], 2: [7]}, window=4, refresh_every=100)
+    p.observe(1, 4)
+    got = p.samples_ns()
+    assert got[1].tolist() == [1, 2, 3, 4] and got[2].tolist() == [7]
+    p.observe(1, 5)
+    p.observe(1, 6)
+    assert p.samples_ns()[1].tolist() == [3, 4, 5, 6]
+    got = p.samples_ns()
+    got[1][:] = 0
+    got[2][:] = 0
+    assert p.samples_ns()[1].tolist() == [3, 4, 5, 6] and p.samples_ns()[2].tolist() == [7]
