@@ -24,6 +24,7 @@ from bench.peers.quix_app import ApplyCore
 from bench.peers.report import markdown_table, render_markdown, table_rows, write_all
 from bench.peers.results import (
     BenchResult,
+    Check,
     ContenderRun,
     Ramp,
     Spread,
@@ -351,7 +352,7 @@ def test_expectations_compare_with_best_peer_and_echo() -> None:
     assert peer.detail == "weir 3.00 ms vs naive 4.50 ms"
 
 
-def _rate_check(weir: float, naive: float, stops: dict[str, str]) -> Any:
+def _rate_check(weir: float, naive: float, stops: dict[str, str]) -> Check:
     """The max-rate check of weir at ``weir``/s against naive at ``naive``/s."""
     summary = {
         name: {
