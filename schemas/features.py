@@ -128,7 +128,17 @@ SENSOR_ROW = ("z", "dz", "log_gap_s")
 class KeyState:
     """One key's running state and the ring of its last ``window`` feature rows."""
 
-    __slots__ = ("_pos", "_ring", "count", "last_arrival_ns", "spec", "window")
+    __slots__ = (
+        "_flat",
+        "_n",
+        "_pos",
+        "_ring",
+        "_width",
+        "count",
+        "last_arrival_ns",
+        "spec",
+        "window",
+    )
 
     row_width: ClassVar[int]
 
@@ -138,6 +148,11 @@ class KeyState:
         # Every row is written twice, at i and i + window, so the last `window` rows are
         # always one contiguous slice: reading the window is a single copy.
         self._ring = np.zeros((2 * spec.window, self.row_width), dtype=np.float32)
+        # The ring as one run of floats (a view): a window is one slice of it, read without
+        # the row-shaped views a copy between 2-D shapes needs (half the time per event).
+        self._flat = self._ring.reshape(-1)
+        self._width = self.row_width
+        self._n = spec.window * self.row_width
         self._pos = 0
         self.count = 0
         self.last_arrival_ns: int | None = None
@@ -171,8 +186,8 @@ class KeyState:
 
     def write_window(self, out: np.ndarray) -> None:
         """Copy the flattened window, oldest row first, into ``out`` (``n_features`` float32)."""
-        start = self._pos
-        out.reshape(self.window, self.row_width)[:] = self._ring[start : start + self.window]
+        start = self._pos * self._width
+        out[:] = self._flat[start : start + self._n]
 
     write_input = write_window
     """The model input (``engines.features.FeatureState``): the window, by the class's own

@@ -70,6 +70,18 @@ def test_window_slides_and_copies() -> None:
     assert st.count == 11
 
 
+def test_window_copy_is_the_window_at_every_position_of_the_ring() -> None:
+    """The copy (one slice of the flat ring) is the window, oldest row first, after each
+    event, as the ring's position goes round more than once."""
+    spec = FeatureSpec(task=Task.TRADING, window=3)
+    st = spec.new_state()
+    out = np.empty(spec.n_features, dtype=np.float32)
+    for i in range(8):
+        st.update(_quote(100.0 + i), arrival_ns=(i + 1) * 1_000_000)
+        st.write_window(out)
+        assert np.array_equal(out, st.window_view().reshape(-1))
+
+
 def test_book_and_trade_rows() -> None:
     """Book events set depth imbalance; trades carry signed size and price deviation."""
     spec = FeatureSpec(task=Task.TRADING, window=4, book_levels=2)
