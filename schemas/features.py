@@ -133,7 +133,6 @@ class KeyState:
         "_n",
         "_pos",
         "_ring",
-        "_width",
         "count",
         "last_arrival_ns",
         "spec",
@@ -151,7 +150,6 @@ class KeyState:
         # The ring as one run of floats (a view): a window is one slice of it, read without
         # the row-shaped views a copy between 2-D shapes needs (half the time per event).
         self._flat = self._ring.reshape(-1)
-        self._width = self.row_width
         self._n = spec.window * self.row_width
         self._pos = 0
         self.count = 0
@@ -186,7 +184,7 @@ class KeyState:
 
     def write_window(self, out: np.ndarray) -> None:
         """Copy the flattened window, oldest row first, into ``out`` (``n_features`` float32)."""
-        start = self._pos * self._width
+        start = self._pos * self.row_width
         out[:] = self._flat[start : start + self._n]
 
     write_input = write_window

@@ -301,7 +301,7 @@ class Committer:
         await self._abort_quietly()
 
     async def _abort_quietly(self) -> None:
-        """Abort the open transaction on the way out, logging a failure to."""
+        """Abort the open transaction on the way out; a failure to abort is logged, not raised."""
         try:
             await self._producer.abort_transaction()
         except KafkaError as exc:  # the restart's producer fences and aborts it anyway
