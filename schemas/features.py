@@ -11,6 +11,9 @@ order, with the event's arrival time (``arrival_ns``, wall ns: the feed's ``recv
 training, the record's arrival when serving). It is O(1) per event except book diffs, which
 are O(levels in the message) plus a bounded prune. ``write_window`` copies the window into a
 caller-owned row (one ``memcpy``); nothing else allocates per event beyond Python floats.
+A key whose events come in runs (one instrument's feed) can have its ring widened
+(``widen``) to keep the windows of its last ``RUN_WINDOWS`` events: ``write_windows`` then
+copies a run's windows into their rows at once, one strided copy.
 
 ``FeatureSpec`` is weir's own implementation of the model package contract's feature seam
 (``engines.features.Features``; ``KeyState`` is its ``FeatureState``): the built-in trading
@@ -125,47 +128,96 @@ TRADING_ROW = (
 SENSOR_ROW = ("z", "dz", "log_gap_s")
 
 
+RUN_WINDOWS = 64
+"""The windows of a key's last events a widened ring keeps (``KeyState.widen``)."""
+
+
 class KeyState:
     """One key's running state and the ring of its last ``window`` feature rows."""
 
     __slots__ = (
         "_flat",
         "_n",
+        "_period",
         "_pos",
         "_ring",
+        "_since",
+        "_windows",
         "count",
         "last_arrival_ns",
+        "runs",
         "spec",
         "window",
     )
 
     row_width: ClassVar[int]
+    takes_runs: ClassVar[bool] = True
+    """Whether ``write_windows`` copies what ``write_input`` does (``__init_subclass__``)."""
 
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
         self.window = spec.window
-        # Every row is written twice, at i and i + window, so the last `window` rows are
-        # always one contiguous slice: reading the window is a single copy.
-        self._ring = np.zeros((2 * spec.window, self.row_width), dtype=np.float32)
-        # The ring as one run of floats (a view): a window is one slice of it, read without
-        # the row-shaped views a copy between 2-D shapes needs (half the time per event).
-        self._flat = self._ring.reshape(-1)
-        self._n = spec.window * self.row_width
+        self._ring = np.zeros((0, self.row_width), dtype=np.float32)
+        self._period = 0
         self._pos = 0
+        self._n = spec.window * self.row_width
+        self._since = 0
+        self.runs = 1
+        """The events of this key whose windows the ring keeps: 1, or ``RUN_WINDOWS`` once
+        widened (``widen``)."""
+        self._lay_out(spec.window)
         self.count = 0
         self.last_arrival_ns: int | None = None
+
+    def _lay_out(self, period: int) -> None:
+        """A ring of ``period`` rows (the last ``period`` rows kept), its rows copied over."""
+        width = self.row_width
+        ring = np.zeros((2 * period, width), dtype=np.float32)
+        if self._period:
+            # The last rows kept, oldest first, become rows 0.. of the new ring (and their
+            # second copies); rows older than the old ring are zeros, as before the first.
+            kept = self._ring[self._pos : self._pos + self._period]
+            ring[: self._period] = kept
+            ring[period : period + self._period] = kept
+        # Every row is written twice, at i and i + period, so the last `period` rows are
+        # always one contiguous slice: reading a window is a single copy.
+        self._pos = self._period % period
+        self._period = period
+        self._ring = ring
+        # The ring as one run of floats (a view): a window is one slice of it, read without
+        # the row-shaped views a copy between 2-D shapes needs (half the time per event).
+        self._flat = ring.reshape(-1)
+        # Every window in the ring, by its first row: the windows of a run of events are
+        # one slice of this (a read-only view; ``write_windows``).
+        self._windows = np.lib.stride_tricks.as_strided(
+            self._flat,
+            shape=(2 * period - self.window + 1, self._n),
+            strides=(width * self._flat.itemsize, self._flat.itemsize),
+            writeable=False,
+        )
 
     @property
     def ready(self) -> bool:
         """True once the window holds ``window`` rows (before that, decisions are warming)."""
         return self.count >= self.window
 
+    def widen(self) -> bool:
+        """Keep the windows of this key's last ``RUN_WINDOWS`` events, not only the last
+        one's (``runs``), so ``write_windows`` can copy a run of them at once: the ring
+        grows from ``2 * window`` rows to ``2 * (window + RUN_WINDOWS - 1)``. True (for the
+        caller's convenience)."""
+        if self.runs == 1:
+            self._lay_out(self.window + RUN_WINDOWS - 1)
+            self.runs = RUN_WINDOWS
+            self._since = self.count  # the windows of events before it are not kept
+        return True
+
     def _push(self, row: tuple[float, ...]) -> None:
         ring = self._ring
         pos = self._pos
         ring[pos] = row
-        ring[pos + self.window] = row
-        self._pos = (pos + 1) % self.window
+        ring[pos + self._period] = row
+        self._pos = (pos + 1) % self._period
         self.count += 1
 
     def _gap(self, arrival_ns: int) -> float:
@@ -177,14 +229,14 @@ class KeyState:
 
     def window_view(self) -> np.ndarray:
         """The last ``window`` rows, oldest first, as a read-only view (rows not yet seen are 0)."""
-        start = self._pos
+        start = self._pos + self._period - self.window
         view = self._ring[start : start + self.window]
         view.flags.writeable = False
         return view
 
     def write_window(self, out: np.ndarray) -> None:
         """Copy the flattened window, oldest row first, into ``out`` (``n_features`` float32)."""
-        start = self._pos * self.row_width
+        start = (self._pos + self._period - self.window) * self.row_width
         out[:] = self._flat[start : start + self._n]
 
     write_input = write_window
@@ -192,15 +244,40 @@ class KeyState:
     ``write_window`` itself (``__init_subclass__`` names a subclass's one so), not a call
     that makes another call."""
 
+    def write_windows(self, out: np.ndarray, rows: list[int], first: int) -> None:
+        """Copy the windows of ``len(rows)`` consecutive events of this key, the first of
+        them the ``first``-th (``count`` right after its update), into ``out[rows]``: what
+        ``write_window`` would have copied right after each. Its ring keeps the last
+        ``runs`` events' windows since it was widened: ``count - first`` must be below
+        ``runs``."""
+        back = self.count - first
+        if not 0 <= back < self.runs or len(rows) > back + 1 or first < self._since:
+            raise ValueError(
+                f"windows of events {first}..{first + len(rows) - 1} of a key at event "
+                f"{self.count}: its ring keeps the last {self.runs}"
+            )
+        start = self._pos + self._period - self.window - back
+        out[rows] = self._windows[start : start + len(rows)]
+
     def __init_subclass__(cls, **kw: object) -> None:
         super().__init_subclass__(**kw)
+        # ``write_windows`` copies the windows ``write_window`` copies where it is given by
+        # the same class or one that derives from it: a ``write_window`` below the
+        # ``write_windows`` (its input is not the one ``write_windows`` knows) takes no runs.
+        mro = cls.__mro__
+        cls.takes_runs = next(
+            i for i, c in enumerate(mro) if "write_windows" in c.__dict__
+        ) <= next(i for i, c in enumerate(mro) if "write_window" in c.__dict__)
         if "write_input" in cls.__dict__:
+            cls.takes_runs = cls.takes_runs and cls.write_input is cls.write_window
             return
         # The class that gives ``cls`` its ``write_input``: where that is its own
         # ``write_window`` (this alias), ``cls`` gets its own ``write_window`` instead.
         giver = next(c for c in cls.__mro__[1:] if "write_input" in c.__dict__)
         if giver.__dict__["write_input"] is getattr(giver, "write_window", None):
             cls.write_input = cls.write_window
+        else:
+            cls.takes_runs = False
 
     def target(self) -> float:
         """What the model forecasts for the last event: 0.0 (a classifier's features)."""
@@ -369,7 +446,7 @@ class TradingState(KeyState):
         # Depth imbalance only changes on book events; reuse the previous row's value.
         if self.count == 0:
             return 0.0
-        return float(self._ring[(self._pos - 1) % self.window, 5])
+        return float(self._ring[(self._pos - 1) % self._period, 5])
 
 
 class SensorState(KeyState):
@@ -423,3 +500,9 @@ class SensorState(KeyState):
         super().write_window(out)
         w = self.row_width
         out[-w : -w + 2] = 0.0
+
+    def write_windows(self, out: np.ndarray, rows: list[int], first: int) -> None:
+        """Copy the windows like ``KeyState.write_windows``, each masked as ``write_window``."""
+        super().write_windows(out, rows, first)
+        w = self.row_width
+        out[rows, -w : -w + 2] = 0.0

@@ -20,7 +20,8 @@ stay: the version's feature contract and its head's kind must be the same.
 
 Memory: each queued event holds a slot of the slot table (``service.slots``): its model
 input, written at ingest into the slot's row of a preallocated slab (the key's window moves
-on with later events, so it cannot be read at dispatch time), its target and its key's head
+on with later events, so it cannot be read at dispatch time; a run of one key's events in
+a row at once, before the run is queued), its target and its key's head
 state (for a head that reads them, ``Head.uses_targets``), coordinates and stamps. Dispatch
 gathers the batch's rows into the engine's bucket buffer with one ``np.take``. The table
 has ``max_queue + max_batch`` slots: with none free an event is shed, the table never
@@ -62,7 +63,7 @@ from service.scheduler.base import Item, Outcome, Scheduler
 from service.scheduler.deadline import Budgets, Deadline, WallToMono
 from service.scheduler.factory import build_scheduler
 from service.settings import Anchor, Settings
-from service.slots import SlotTable
+from service.slots import RUN_CAP, SlotTable
 from service.state import StateStore
 from service.tasks import TaskSupervisor
 from service.tracing import TraceCarry
@@ -328,7 +329,6 @@ class Pipeline:
         kinds = self.counters.kinds
         slots = self.slots
         free = slots.free
-        slab = slots.slab
         targets = slots.targets
         head_states = slots.head_state
         col_topic = slots.topic
@@ -343,6 +343,11 @@ class Pipeline:
         # A classes head reads neither (``install`` keeps the kind for the pipeline's life).
         keyed = self.dispatcher.head.uses_targets
         fill = slots.fill
+        place = slots.place
+        # The slots of an open run of one key's events (``SlotTable.place``), and its key's
+        # state: each such event's slot is appended, its window copied with the run's.
+        pending = slots.run
+        run_state: FeatureState | None = None
         scratch = slots.scratch
         carry = self.trace
         max_bytes = self._max_bytes
@@ -484,7 +489,10 @@ class Pipeline:
                     offsets = last_state = None
                     continue
                 slot = free.pop()
-                state.write_input(slab[slot])
+                if pending and state is run_state and len(pending) < RUN_CAP:
+                    pending.append(slot)
+                else:
+                    run_state = place(state, slot)
                 if keyed:
                     targets[slot] = state.target()
                     head_states[slot] = last_head
@@ -545,6 +553,7 @@ class Pipeline:
         """Queue ``run`` (ingested at ``now``) and empty it: all at once when the scheduler
         takes all (``submit_all``), else one by one, publishing each immediate outcome.
         True when anything was published (an ``await`` ran)."""
+        self.slots.write_run()
         sched = self.scheduler
         if sched.submit_all(run, now):
             run.clear()
@@ -574,6 +583,7 @@ class Pipeline:
         each is decided like any other (the drain at a stop included). One the scheduler
         refuses gets no outcome now: its slot is freed and its offset stays in flight, so
         the commit point stays below it and it is read again after a restart."""
+        self.slots.write_run()
         sched = self.scheduler
         if not sched.submit_all(run, now):
             for item in run:
@@ -584,16 +594,4 @@ class Pipeline:
 
     def warm(self, records: Iterable[Record]) -> None:
         """Fold already-decided records into the key windows only (after a seek back)."""
-        decode = self._decoder.decode
-        store = self.state
-        wall_now = self._wall()
-        for rec in records:
-            value = rec.value
-            if value is None or len(value) > self._max_bytes:
-                continue
-            ts_ms = rec.timestamp
-            try:
-                event, key, _ = decode(value, rec.headers)
-                store.update(event, ts_ms * 1_000_000 if ts_ms >= 0 else wall_now, key)
-            except SchemaError:
-                continue  # it went to the dead-letter topic the first time
+        self.state.warm(records, self._decoder, self._max_bytes, self._wall())

@@ -2,9 +2,14 @@
 
 A queued event holds one slot: a row of the input slab (its model input, written at ingest:
 the key's window moves on with later events), the head's target for it and the key's head
-state (an anomaly head's likelihood), and its coordinates and stamps in named columns (plain lists indexed by slot, so filling a slot
-allocates nothing and a batch's columns are read without a per-event object). The table
-has ``capacity`` slots, never more: with none free the event is shed.
+state (an anomaly head's likelihood), and its coordinates and stamps in named columns
+(plain lists indexed by slot, so filling a slot allocates nothing and a batch's columns are
+read without a per-event object). The table has ``capacity`` slots, never more: with none
+free the event is shed.
+
+A run of one key's events in a row, as a fetch of one instrument's feed brings them, has
+its windows written to the slab at once, before the run is queued (``place``,
+``write_run``): one strided copy from the key's ring instead of a copy per event.
 
 One more slot, :attr:`SlotTable.scratch`, never queued and never freed, holds an event
 decided at ingest (``warming``, or ``shed`` for want of a slot) while its decision is
@@ -19,15 +24,24 @@ from typing import Any
 
 import numpy as np
 
+from engines.features import FeatureState
+from schemas.features import RUN_WINDOWS, KeyState
 from service.offsets import PartitionOffsets
 
-__all__ = ["SlotTable"]
+__all__ = ["RUN_CAP", "SlotTable"]
+
+RUN_CAP = RUN_WINDOWS - 1
+"""The most slots of one run (``SlotTable.place``): the key may take one more event, not
+queued, before the run's windows are written, and its ring keeps ``RUN_WINDOWS``."""
 
 
 class SlotTable:
     """Feature slab, targets and per-slot columns of the queued events (module docstring)."""
 
     __slots__ = (
+        "_last",
+        "_run_first",
+        "_run_state",
         "deadline",
         "free",
         "head_state",
@@ -36,6 +50,7 @@ class SlotTable:
         "key",
         "offset",
         "partition",
+        "run",
         "scratch",
         "slab",
         "source_ts",
@@ -70,6 +85,12 @@ class SlotTable:
         self.tracked: list[PartitionOffsets | None] = [None] * rows
         """The partition offsets the event's offset was tracked in
         (``OffsetTracker.partition``): its decision's acknowledgement goes there."""
+        self.run: list[int] = []
+        """The slots of a run of one key's events whose windows are not written yet
+        (``place``, ``write_run``)."""
+        self._run_state: KeyState | None = None
+        self._run_first = 0
+        self._last: FeatureState | None = None
 
     @property
     def capacity(self) -> int:
@@ -99,6 +120,42 @@ class SlotTable:
         self.ingest[slot] = ingest
         self.deadline[slot] = deadline
         self.tracked[slot] = tracked
+
+    def place(self, state: FeatureState, slot: int) -> FeatureState:
+        """Have the input of ``state``'s event just folded in written to ``slot``'s row: at
+        once, or with the events of ``state`` that follow it, as a run (one copy for them
+        all: ``KeyState.write_windows``; up to ``RUN_CAP`` events, each appended to ``run``
+        by the caller while ``state`` is the one returned). A run already open is written
+        first. A state that takes runs is widened (``KeyState.widen``) when its key is
+        placed twice in a row: keys whose events come interleaved keep the narrow ring."""
+        if self.run:
+            self.write_run()
+        if (
+            isinstance(state, KeyState)
+            and state.takes_runs
+            and (state.runs > 1 or (state is self._last and state.widen()))
+        ):
+            self._run_state = state
+            self._run_first = state.count
+            self.run.append(slot)
+        else:
+            state.write_input(self.slab[slot])
+        self._last = state
+        return state
+
+    def write_run(self) -> None:
+        """Write the windows of the open run's events to their rows (before they are
+        queued: the dispatcher reads the rows)."""
+        run = self.run
+        if not run:
+            return
+        state = self._run_state
+        assert state is not None  # set with the run's first slot
+        if len(run) == 1 and state.count == self._run_first:
+            state.write_input(self.slab[run[0]])
+        else:
+            state.write_windows(self.slab, run, self._run_first)
+        run.clear()
 
     def release(self, slot: int) -> None:
         """``slot``'s decision is out: it may take another event (the scratch never)."""

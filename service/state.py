@@ -15,10 +15,13 @@ is then that key's head state (set by ``update``, no allocation).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from engines.features import Features, FeatureState
+from schemas.base import EventDecoder
+from schemas.errors import SchemaError
 from schemas.events import Event
+from service.base import Record
 
 
 def _no_head_state() -> None:
@@ -78,6 +81,24 @@ class StateStore:
         self._last = key
         self.last_head_state = head_state
         return state
+
+    def warm(
+        self, records: Iterable[Record], decoder: EventDecoder, max_bytes: int, wall_now: int
+    ) -> None:
+        """Fold already-decided records into their keys' states only (after a seek back):
+        ``update`` for each one that decodes (``wall_now``: the arrival of one without a
+        timestamp); the rest went to the dead-letter topic the first time."""
+        decode = decoder.decode
+        for rec in records:
+            value = rec.value
+            if value is None or len(value) > max_bytes:
+                continue
+            ts_ms = rec.timestamp
+            try:
+                event, key, _ = decode(value, rec.headers)
+                self.update(event, ts_ms * 1_000_000 if ts_ms >= 0 else wall_now, key)
+            except SchemaError:
+                continue
 
     def get(self, key: str) -> FeatureState | None:
         """The feature state of ``key``, if kept."""

@@ -11,7 +11,7 @@ import pytest
 
 from schemas.errors import SchemaError
 from schemas.events import BookDiff, BookSnapshot, Quote, SensorReading, Trade
-from schemas.features import FeatureSpec, SensorState, Task, TradingState
+from schemas.features import RUN_WINDOWS, FeatureSpec, KeyState, SensorState, Task, TradingState
 
 
 def _quote(mid: float, bq: float = 1.0, aq: float = 1.0) -> Quote:
@@ -80,6 +80,90 @@ def test_window_copy_is_the_window_at_every_position_of_the_ring() -> None:
         st.update(_quote(100.0 + i), arrival_ns=(i + 1) * 1_000_000)
         st.write_window(out)
         assert np.array_equal(out, st.window_view().reshape(-1))
+
+
+def _fold(st: KeyState, i: int) -> None:
+    if isinstance(st, SensorState):
+        st.update(SensorReading(sensor_id="s", value=float(i * 7 % 5)), arrival_ns=i * 10**9)
+    else:
+        st.update(_quote(100.0 + i % 7), arrival_ns=(i + 1) * 1_000_000)
+
+
+@pytest.mark.parametrize("task", [Task.TRADING, Task.SENSOR])
+def test_a_run_s_windows_are_each_event_s_window_as_the_ring_goes_round(task: Task) -> None:
+    """``write_windows`` copies, for each event of a run, what ``write_window`` copied right
+    after it (the sensor's masked), for runs of every length up to what the widened ring
+    keeps, read at once or one event later, at every position of the ring; the window is
+    the same across the widening."""
+    spec = FeatureSpec(task=task, window=3)
+    st = spec.new_state()
+    n = spec.n_features
+    for i in range(5):
+        _fold(st, i)
+    before = st.window_view().copy()
+    assert st.runs == 1 and st.widen() and st.runs == RUN_WINDOWS
+    assert np.array_equal(st.window_view(), before)
+    assert st.widen() and st.runs == RUN_WINDOWS  # once
+    i = 5
+    rng = random.Random(3)
+    for _ in range(12):
+        k = rng.choice([1, 2, RUN_WINDOWS - 1, RUN_WINDOWS])
+        back = 0 if k == RUN_WINDOWS else rng.choice([0, 1])
+        first = st.count + 1
+        want = np.zeros((k, n), dtype=np.float32)
+        for j in range(k + back):
+            _fold(st, i)
+            i += 1
+            if j < k:
+                st.write_window(want[j])
+        got = np.full((2 * k + 1, n), np.nan, dtype=np.float32)
+        rows = list(range(2 * k, 0, -2))[::-1]  # scattered rows, as slots are
+        st.write_windows(got, rows, first)
+        assert np.array_equal(got[rows], want)
+        assert np.isnan(got[0]).all()  # rows not named are not written
+
+
+def test_windows_the_ring_does_not_keep_are_refused() -> None:
+    """Asking for a window the ring no longer (or never) kept raises, naming the events."""
+    spec = FeatureSpec(task=Task.TRADING, window=2)
+    st = spec.new_state()
+    for i in range(4):
+        _fold(st, i)
+    out = np.zeros((RUN_WINDOWS + 1, spec.n_features), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"events 3\.\.3 of a key at event 4: .* last 1"):
+        st.write_windows(out, [0], 3)  # narrow: the last event's window only
+    st.write_windows(out, [0], 4)
+    st.widen()
+    with pytest.raises(ValueError, match=r"events 3\.\.3"):
+        st.write_windows(out, [0], 3)  # before the widening
+    for i in range(RUN_WINDOWS + 1):
+        _fold(st, i)
+    with pytest.raises(ValueError, match=rf"last {RUN_WINDOWS}"):
+        st.write_windows(out, list(range(RUN_WINDOWS + 1)), st.count - RUN_WINDOWS)
+    with pytest.raises(ValueError, match="events"):
+        st.write_windows(out, [0, 1], st.count)  # a run past the last event
+
+
+def test_runs_are_taken_only_where_write_windows_copies_the_input() -> None:
+    """A class takes runs where its ``write_windows`` is its ``write_window``'s: not one
+    with a ``write_window`` or a ``write_input`` of its own and an inherited
+    ``write_windows``."""
+
+    class Doubled(TradingState):
+        def write_window(self, out: np.ndarray) -> None:
+            out[:] = 2.0
+
+    class Own(TradingState):
+        def write_input(self, out: np.ndarray) -> None:
+            out[:] = 7.0
+
+    class Both(Doubled):
+        def write_windows(self, out: np.ndarray, rows: list[int], first: int) -> None:
+            out[rows] = 2.0
+
+    assert TradingState.takes_runs and SensorState.takes_runs and KeyState.takes_runs
+    assert not Doubled.takes_runs and not Own.takes_runs
+    assert Both.takes_runs
 
 
 def test_book_and_trade_rows() -> None:

@@ -29,6 +29,7 @@ from service.pipeline import Pipeline
 from service.probe import PROBE_INTERVAL_NS, PROBE_REFRESH
 from service.registry import RegistryClient, RegistryError
 from service.settings import Settings, load_settings
+from service.slots import RUN_CAP
 from tests.pipeline_io import TOPIC, quote_record, run_pipeline, sink_decisions
 
 WINDOW = 4  # the window of the conftest fixtures
@@ -89,6 +90,50 @@ async def test_decisions_match_the_model_on_the_window(make_pipeline: Any) -> No
         assert s.dispatch_wall_ns is not None and s.infer_done_wall_ns is not None
         assert s.ingest_wall_ns <= s.dispatch_wall_ns <= s.infer_done_wall_ns <= s.publish_wall_ns
         assert s.kafka_ts_ns == (1_700_000_000_000 + d.offset) * 1_000_000
+
+
+def _runs_of_keys() -> list[str]:
+    """Keys in runs longer than ``RUN_CAP``, in short runs and interleaved."""
+    keys = ["A"] * (2 * RUN_CAP + 5) + ["B", "A"] * 9 + ["C"] * 6 + ["A", "B", "C"] * 5
+    return keys + ["B"] * (RUN_CAP + 1) + ["A"] * 2
+
+
+@pytest.mark.parametrize(("max_queue", "chunk"), [(4096, 7), (4096, 1000), (5, 1000)])
+async def test_runs_of_a_key_are_decided_on_each_event_s_own_window(
+    make_pipeline: Any, max_queue: int, chunk: int
+) -> None:
+    """Runs of one key's events, written to the slab at once (``SlotTable.place``), give
+    each event the model's output on its own window: runs longer than one copy takes,
+    short runs, interleaved keys, and runs cut by events shed for want of a slot."""
+    settings = _settings(scheduler={"budget_ms": 1000.0, "max_queue": max_queue})
+    pipe, sink, engine = make_pipeline(settings=settings, latency_ns=200_000)
+    records = [_quote_record(i, key=k) for i, k in enumerate(_runs_of_keys())]
+    states: dict[str, Any] = {}
+    expected = []
+    row = np.zeros(pipe.spec.n_features, dtype=np.float32)
+    for r in records:
+        event = event_codec().decode(r.value)
+        state = states.setdefault(event.key, pipe.spec.new_state())
+        state.update(event, r.timestamp * 1_000_000)
+        state.write_window(row)
+        expected.append(engine.expected(row[None, :])[0])
+    await run_pipeline(pipe, records, chunk=chunk)
+    got = sink_decisions(sink)
+    assert sorted(d.offset for d in got) == list(range(len(records)))
+    ok = [d for d in got if d.status is Status.OK]
+    for d in ok:
+        assert d.scores == pytest.approx(expected[d.offset].tolist(), rel=1e-5), d.offset
+    shed = sum(d.status is Status.SHED for d in got)
+    assert (shed > 0 and len(ok) >= 10) if max_queue < 10 else len(ok) > len(records) // 2
+    assert all(pipe.state.get(k).runs > 1 for k in "ABC")
+
+
+async def test_interleaved_keys_keep_their_narrow_rings(make_pipeline: Any) -> None:
+    """Keys whose events never come twice in a row are not widened."""
+    pipe, _, _ = make_pipeline()
+    records = [_quote_record(i, key=f"K{i % 3}") for i in range(60)]
+    await run_pipeline(pipe, records, chunk=60)
+    assert {pipe.state.get(f"K{k}").runs for k in range(3)} == {1}
 
 
 async def test_bad_input_goes_to_the_dead_letter_topic(make_pipeline: Any) -> None:
