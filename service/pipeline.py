@@ -470,28 +470,31 @@ class Pipeline:
                     kind_type = kind
                     kind_n = 1
                 traced = carry.read(headers) if headers else None
-                if not free and run and state.ready and await self._submit(run, now):
-                    # Outcomes decided at submit freed their slots. An ``await`` ran: the
-                    # partition and the key are looked up again for the next record, and
-                    # this one is left undecided where its partition's offsets changed.
-                    tp_part = -1
-                    last_state = None
-                    if self._still(fetched, topic, part) is not offsets:
-                        continue
-                if not state.ready or not free:
-                    # Decided now (no window yet, or no slot left): from the scratch slot.
-                    fill(scratch, topic, part, off, key, kafka_ns, source_ns, now, None, offsets)
-                    if traced is not None:
-                        carry.put(scratch, traced)
-                    if run:
-                        await self._submit(run, now)
-                    await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
-                    offsets = last_state = None
-                    continue
-                slot = free.pop()
-                if pending and state is run_state and len(pending) < RUN_CAP:
+                if free and pending and state is run_state and len(pending) < RUN_CAP:
+                    slot = free.pop()  # the open run's key: ready (its count only grows)
                     pending.append(slot)
                 else:
+                    if not free and run and state.ready and await self._submit(run, now):
+                        # Outcomes decided at submit freed their slots. An ``await`` ran: the
+                        # partition and the key are looked up again for the next record, and
+                        # this one is left undecided where its partition's offsets changed.
+                        tp_part = -1
+                        last_state = None
+                        if self._still(fetched, topic, part) is not offsets:
+                            continue
+                    if not state.ready or not free:
+                        # Decided now (no window yet, or no slot left): from the scratch slot.
+                        fill(
+                            scratch, topic, part, off, key, kafka_ns, source_ns, now, None, offsets
+                        )
+                        if traced is not None:
+                            carry.put(scratch, traced)
+                        if run:
+                            await self._submit(run, now)
+                        await self._publish(scratch, Status.SHED if state.ready else Status.WARMING)
+                        offsets = last_state = None
+                        continue
+                    slot = free.pop()
                     run_state = place(state, slot)
                 if keyed:
                     targets[slot] = state.target()
