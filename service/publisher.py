@@ -145,6 +145,9 @@ class Publisher:
         version = self.model_version
         headers = self._headers[Status.OK]
         carry = self._trace
+        # Held at ingest, before the batch was queued: none held now, none of the batch's.
+        held = carry.held
+        keyed = head.uses_targets  # only such a head's states are kept in slots
         keys = slots.key
         topics = slots.topic
         partitions = slots.partition
@@ -192,14 +195,15 @@ class Publisher:
                 anomaly=None if details is None else details[i],
             )
             sent = headers
-            if carry.held:
+            if held:
                 traced = carry.take(slot)
                 if traced is not None:
                     sent = [*headers, *traced]
             await send(
                 out_topic, key.encode(), encode(decision), sent, (tracked[slot], off), on_ack
             )
-            head_state[slot] = None
+            if keyed:
+                head_state[slot] = None
             free.append(slot)
         if obs is not None:
             obs.on_published(clock(), -self._w2m.offset_ns)
