@@ -66,7 +66,12 @@ AckCallback = Callable[[Any, BaseException | None], None]
 
 
 class Sink(Protocol):
-    """Sends encoded messages; acknowledgements come back through ``on_ack``."""
+    """Sends encoded messages; acknowledgements come back through ``on_ack``.
+
+    A sink may also have ``send_now`` (``SendNow``): the same send where it can queue the
+    message without waiting, returning False, having done nothing, where it would wait.
+    The publisher then calls it first and awaits ``send`` only when it returns False, so a
+    decision that needs no wait costs no coroutine."""
 
     async def send(
         self,
@@ -82,6 +87,22 @@ class Sink(Protocol):
 
     async def flush(self) -> None:
         """Wait until every message sent so far is acknowledged or failed."""
+        ...
+
+
+class SendNow(Protocol):
+    """A sink's ``send_now`` (see ``Sink``)."""
+
+    def __call__(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        token: Any,
+        on_ack: AckCallback,
+    ) -> bool:
+        """Queue one message like ``Sink.send`` if that needs no wait; False if it would."""
         ...
 
 

@@ -379,23 +379,13 @@ class KafkaSink:
         broker answers for that batch (with the error, if it failed). Waits while the
         message does not fit the in-flight bounds (see the class docstring); waiting sends
         go on in the order they came, so each key's messages keep their order."""
-        if self._dead is not None:
-            on_ack(token, self._dead)
-            return
-        size = len(value) + (len(key) if key is not None else 0)
-        for name, data in headers:
-            size += len(name) + len(data)
-        if size > self._max_message:
-            on_ack(
-                token,
-                MessageSizeTooLargeError(
-                    f"decision of {size} bytes for topic {topic!r} exceeds the producer's "
-                    f"max_request_size={self._max_message}"
-                ),
-            )
+        size = self._size(topic, key, value, headers, token, on_ack)
+        if size < 0:
             return
         if not self._queued and self._fits(size):
-            await self._append(topic, key, value, headers, token, on_ack, size)
+            if topic not in self._routes:
+                await self._partitions(topic)
+            self._append(topic, key, value, headers, token, on_ack, size)
             return
         self._queued += 1
         self.waits += 1
@@ -408,16 +398,68 @@ class KafkaSink:
                 if self._dead is not None:
                     on_ack(token, self._dead)
                     return
-                await self._append(topic, key, value, headers, token, on_ack, size)
+                if topic not in self._routes:
+                    await self._partitions(topic)
+                self._append(topic, key, value, headers, token, on_ack, size)
         finally:
             self._queued -= 1
+
+    def send_now(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        token: Any,
+        on_ack: AckCallback,
+    ) -> bool:
+        """``send`` without a coroutine (``service.base.SendNow``) where it would not wait:
+        the topic's partitions known, nothing waiting and the message within the bounds.
+        False (nothing done) otherwise."""
+        if self._queued or topic not in self._routes:
+            return False
+        size = self._size(topic, key, value, headers, token, on_ack)
+        if size < 0:
+            return True  # answered: the sink is dead or the message too large
+        if not self._fits(size):
+            return False
+        self._append(topic, key, value, headers, token, on_ack, size)
+        return True
+
+    def _size(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        token: Any,
+        on_ack: AckCallback,
+    ) -> int:
+        """The message's payload bytes; -1 where it was answered with an error instead
+        (the sink is dead, or the message exceeds ``max_message_bytes``)."""
+        if self._dead is not None:
+            on_ack(token, self._dead)
+            return -1
+        size = len(value) + (len(key) if key is not None else 0)
+        for name, data in headers:
+            size += len(name) + len(data)
+        if size > self._max_message:
+            on_ack(
+                token,
+                MessageSizeTooLargeError(
+                    f"decision of {size} bytes for topic {topic!r} exceeds the producer's "
+                    f"max_request_size={self._max_message}"
+                ),
+            )
+            return -1
+        return size
 
     def _fits(self, size: int) -> bool:
         return not self._inflight or (
             self._inflight < self._max_count and self._bytes + size <= self._max_bytes
         )
 
-    async def _append(
+    def _append(
         self,
         topic: str,
         key: bytes | None,
@@ -427,10 +469,9 @@ class KafkaSink:
         on_ack: AckCallback,
         size: int,
     ) -> None:
-        routes = self._routes.get(topic)
-        if routes is None:
-            await self._partitions(topic)
-            routes = self._routes[topic]
+        """Append to the open batch of the message's partition (the topic's partitions
+        known: ``_partitions``)."""
+        routes = self._routes[topic]
         partition = routes.get(key) if key is not None else None
         if partition is None:
             parts = self._parts[topic]

@@ -91,6 +91,18 @@ class MemorySink:
         on_ack: AckCallback,
     ) -> None:
         """Keep the message and acknowledge (or fail) it."""
+        self.send_now(topic, key, value, headers, token, on_ack)
+
+    def send_now(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        token: Any,
+        on_ack: AckCallback,
+    ) -> bool:
+        """``send`` without a coroutine (``service.base.SendNow``): it never waits."""
         msg = SentMessage(topic, key, value, headers)
         error = self._fail(msg) if self._fail is not None else None
         if error is None:
@@ -99,7 +111,7 @@ class MemorySink:
                 self._on_message(msg)
         if self._delay <= 0:
             on_ack(token, error)
-            return
+            return True
         loop = asyncio.get_running_loop()
         self._idle.clear()
 
@@ -111,6 +123,7 @@ class MemorySink:
 
         handle = loop.call_later(self._delay, fire)
         self._pending.add(handle)
+        return True
 
     async def flush(self) -> None:
         """Wait for delayed acknowledgements."""

@@ -7,7 +7,8 @@ batch's decisions in row order (``ok`` from the engine's output judged by the mo
 ``warming``, ``error``), ``dead_letter`` an undecodable or invalid record. Decision headers
 name the model version and the status, one shared list per status (sinks never change
 headers: ``service.base.Sink``); a traced decision gets a copy with its trace headers
-(``service.tracing``). ``on_ack`` is the sink's acknowledgement callback: a produce error
+(``service.tracing``). A decision goes to the sink's ``send_now`` first where it has one
+(no coroutine where it needs no wait), else to its ``send``. ``on_ack`` is the sink's acknowledgement callback: a produce error
 becomes ``failed`` (the pipeline stops on it), a success acks the offset in the partition
 offsets it was tracked in (the slot's ``tracked``, the token sent with the message), whose
 commit point never passes an unacknowledged outcome; where the partition was revoked or
@@ -26,7 +27,7 @@ from engines.base import FloatArray
 from engines.head import Head
 from schemas.codec import dead_letter_codec, decision_codec
 from schemas.decision import Anomaly, DeadLetter, Decision, Stamps, Status
-from service.base import Record, Sink
+from service.base import Record, SendNow, Sink
 from service.counters import Counters
 from service.errors import PublishError
 from service.offsets import PartitionOffsets
@@ -75,6 +76,8 @@ class Publisher:
     ) -> None:
         k = settings.kafka
         self._sink = sink
+        self._send_now: SendNow | None = getattr(sink, "send_now", None)
+        """The sink's send without a coroutine, where it has one (``service.base.Sink``)."""
         self._slots = slots
         self._trace = trace
         self._counters = counters
@@ -139,6 +142,7 @@ class Publisher:
         dispatch_wall = dispatch + m2w
         done_wall = done + m2w
         send = self._sink.send
+        send_now = self._send_now
         encode = self._encode
         on_ack = self.on_ack
         out_topic = self._decision_topic
@@ -199,9 +203,11 @@ class Publisher:
                 traced = carry.take(slot)
                 if traced is not None:
                     sent = [*headers, *traced]
-            await send(
-                out_topic, key.encode(), encode(decision), sent, (tracked[slot], off), on_ack
-            )
+            kb = key.encode()
+            value = encode(decision)
+            token = (tracked[slot], off)
+            if send_now is None or not send_now(out_topic, kb, value, sent, token, on_ack):
+                await send(out_topic, kb, value, sent, token, on_ack)
             if keyed:
                 head_state[slot] = None
             free.append(slot)
@@ -264,7 +270,7 @@ class Publisher:
             traced = self._trace.take(slot)
             if traced is not None:
                 headers = [*headers, *traced]
-        await self._sink.send(
+        msg = (
             self._decision_topic,
             key.encode(),
             self._encode(decision),
@@ -272,6 +278,9 @@ class Publisher:
             (slots.tracked[slot], off),
             self.on_ack,
         )
+        send_now = self._send_now
+        if send_now is None or not send_now(*msg):
+            await self._sink.send(*msg)
         slots.release(slot)
 
     async def dead_letter(

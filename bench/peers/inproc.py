@@ -3,7 +3,9 @@
 The feed's records are handed to each decision path in fetch-sized chunks; every decision
 is encoded, as on the wire, and handed to the same publisher, one that acknowledges at once
 (weir's ``Sink`` interface: what each contender's ``producer.send`` stands for); no
-consumer, no producer, no broker. What is left is decode, features, batching or
+consumer, no producer, no broker. The peers await its ``send`` per decision, as they await
+aiokafka's ``producer.send``; weir's publisher calls its ``send_now``, as it does its
+``KafkaSink``'s, which queues a decision that needs no wait without a coroutine. What is left is decode, features, batching or
 scheduling, inference, decision building and the hand-off:
 
 - ``naive``: ``NaiveCore.handle`` per record (one bucket-1 inference each);
@@ -62,8 +64,16 @@ class _AckSink:
     async def send(
         self, topic: str, key: Any, value: bytes, headers: Any, token: Any, on_ack: Any
     ) -> None:
+        self.send_now(topic, key, value, headers, token, on_ack)
+
+    def send_now(
+        self, topic: str, key: Any, value: bytes, headers: Any, token: Any, on_ack: Any
+    ) -> bool:
+        """``send`` without its coroutine, as weir's ``KafkaSink`` offers it where the
+        message needs no wait (its publisher calls it; the other paths await ``send``)."""
         self.n += 1
         on_ack(token, None)
+        return True
 
     async def flush(self) -> None:
         return None

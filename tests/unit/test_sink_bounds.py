@@ -115,7 +115,8 @@ async def test_dying_submitter_answers_every_message_and_stops_the_service() -> 
         "background task 'weir-sink-submitter' died: RuntimeError: callback refused"
     )
     await sink.send(TOPIC, b"k", b"v", [], 9, answers)
-    assert sorted(answers.got) == [0, 1, 2, 3, 9]
+    assert sink.send_now(TOPIC, b"k", b"v", [], 10, answers)
+    assert sorted(answers.got) == [0, 1, 2, 3, 9, 10]
     assert all(isinstance(e, TaskDied) for e in answers.got.values())
     assert sink.inflight == 0
     await sink.close()
@@ -263,4 +264,33 @@ async def test_decisions_join_a_handed_over_batch_until_the_sender_takes_it() ->
     assert [r.value for r in kafka.records(TOPIC)] == [b"0", b"1", b"2", b"3"]
     assert answers.got == dict.fromkeys(range(4))
     assert sink.inflight == 0
+    await sink.close()
+
+
+async def test_send_now_queues_only_what_needs_no_wait() -> None:
+    """``send_now`` refuses (doing nothing) a topic whose partitions are not known yet, a
+    message over the bounds and one behind a waiting send; what fits it queues like
+    ``send``, in order; a message too large or a dead sink it answers with the error."""
+    kafka, producer = _producer()
+    producer.hold = True
+    sink = KafkaSink(producer, max_inflight=3, max_message_bytes=64)
+    answers = _Answers()
+    assert not sink.send_now(TOPIC, b"k", b"v", [], 0, answers)  # partitions unknown
+    assert sink.inflight == 0 and not answers.got
+    await sink.send(TOPIC, b"k", b"v", [], 0, answers)
+    assert sink.send_now(TOPIC, b"k", b"w", [], 1, answers)
+    assert sink.send_now(TOPIC, b"k", b"x" * 70, [], "big", answers)
+    assert isinstance(answers.got.pop("big"), MessageSizeTooLargeError)
+    assert sink.send_now(TOPIC, b"k", b"y", [], 2, answers)
+    assert sink.inflight == 3 and sink.full
+    assert not sink.send_now(TOPIC, b"k", b"z", [], 3, answers)  # over the count bound
+    late = asyncio.create_task(sink.send(TOPIC, b"k", b"z", [], 3, answers))
+    await asyncio.sleep(0)
+    producer.release()
+    assert not sink.send_now(TOPIC, b"k", b"!", [], 4, answers)  # behind the waiting one
+    await late
+    assert sink.send_now(TOPIC, b"k", b"!", [], 4, answers)
+    await sink.flush()
+    assert [r.value for r in kafka.records(TOPIC)] == [b"v", b"w", b"y", b"z", b"!"]
+    assert answers.got == dict.fromkeys(range(5))
     await sink.close()
