@@ -55,6 +55,10 @@ from replay.errors import ReplayError
 from replay.pacing import Pacing
 from replay.plan import load_plan
 
+INPROC_REPEATS = 5
+"""Repeats of the in-process decision paths (``bench.peers.inproc.measure_paired``): each
+adds one paired weir / fixed-window ratio to the verdict's median."""
+
 # -- feed ---------------------------------------------------------------------------------------
 
 
@@ -411,9 +415,12 @@ def run_bench(opts: Options, *, say: Say | None = None) -> BenchResult:
     if opts.inproc_events > 0 and bench.feed is not None:
         from bench.peers import inproc
 
-        bench.say(f"decision paths without Kafka ({opts.inproc_events:,} events, best of 3)")
+        reps = INPROC_REPEATS
+        bench.say(f"decision paths without Kafka ({opts.inproc_events:,} events, {reps} repeats)")
         plan = load_plan(bench.feed, limit=opts.inproc_events)
-        result.inproc_us_per_event = inproc.measure(plan, events=plan.n, bundle=opts.bundle)
+        result.inproc_us_per_event, result.inproc_ratios = inproc.measure_paired(
+            plan, events=plan.n, repeats=reps, bundle=opts.bundle
+        )
         result.checks = checks_of(result)  # now with the in-process figures
         _save(result, opts.out)
     return result

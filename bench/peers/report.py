@@ -117,7 +117,7 @@ def render_markdown(result: BenchResult) -> str:
     if result.inproc_us_per_event:
         out += [
             "Decision path without Kafka (decode, features, batching or scheduling, "
-            "inference, decision encoding), CPU µs per event, best of 3 "
+            "inference, decision encoding), CPU µs per event, best of each path's repeats "
             "(`bench.peers.inproc`): "
             + ", ".join(f"{k} {v:.1f}" for k, v in result.inproc_us_per_event.items())
             + ".",

@@ -258,6 +258,9 @@ class BenchResult(msgspec.Struct, kw_only=True):
     inproc_us_per_event: dict[str, float] = msgspec.field(default_factory=dict)
     """Contender -> CPU microseconds per event of its decision path without Kafka
     (``bench.peers.inproc``)."""
+    inproc_ratios: list[float] = msgspec.field(default_factory=list)
+    """weir's in-process CPU over the fixed window's in each repeat (the paths taking
+    turns within it; ``inproc.measure_paired``)."""
     notes: list[str] = msgspec.field(default_factory=list)
 
 

@@ -547,7 +547,8 @@ def test_contenders_are_listed_weir_first() -> None:
 
 def test_inproc_measures_every_decision_path(records: list[MemoryRecord]) -> None:
     """The in-process measurement runs naive, fixed-window and weir over the same records
-    (weir deciding every one) and gives each a positive CPU cost per event."""
+    (weir deciding every one) and gives each a positive CPU cost per event, and weir's
+    over the fixed window's for each repeat."""
     from bench.peers import inproc
     from replay.plan import Plan
 
@@ -562,9 +563,10 @@ def test_inproc_measures_every_decision_path(records: list[MemoryRecord]) -> Non
         encoding=event_codec("json").encoding,
         source_ts="keep",
     )
-    got = inproc.measure(plan, events=200, repeats=1)
+    got, ratios = inproc.measure_paired(plan, events=200, repeats=2)
     assert list(got) == ["naive", "fixed-window", "weir"]
     assert all(v > 0 for v in got.values())
+    assert len(ratios) == 2 and all(r > 0 for r in ratios)
 
 
 def test_inproc_cli_prints_each_paths_figure(tmp_path: Path, capsys: Any) -> None:
@@ -582,3 +584,4 @@ def test_inproc_cli_prints_each_paths_figure(tmp_path: Path, capsys: Any) -> Non
     assert got["events"] == 150
     assert list(got["us_cpu_per_event"]) == ["naive", "fixed-window", "weir"]
     assert all(v > 0 for v in got["us_cpu_per_event"].values())
+    assert len(got["weir_vs_fixed"]) == 1

@@ -456,6 +456,26 @@ def test_inproc_check_compares_weir_with_the_fixed_window() -> None:
     )
 
 
+def test_inproc_check_judges_the_median_of_the_paired_repeats() -> None:
+    """With two or more repeats' ratios, their median is judged (not the ratio of the
+    bests), named with their range; a range across 1.0 is said; one ratio is not enough;
+    a redraw judges a result's ratios."""
+    best = {"fixed-window": 8.0, "weir": 8.4}  # 1.05x by the bests
+    (check,) = inproc_checks(best, ratios=[0.97, 1.02, 0.99, 0.98, 1.04])
+    assert check.passed and check.actual == pytest.approx(0.99)
+    assert check.detail == (
+        "median of 5 repeats, each weir / fixed-window in turn: 0.99x [0.97-1.04]; the "
+        "repeats straddle 1.00x; best of each: weir 8.4 us vs fixed-window 8.0 us per event"
+    )
+    (above,) = inproc_checks(best, ratios=[1.02, 1.03])
+    assert not above.passed and "straddle" not in above.detail
+    assert inproc_checks(best, ratios=[0.9])[0].actual == pytest.approx(1.05)
+    result = _result()
+    result.inproc_us_per_event = best
+    result.inproc_ratios = [0.95, 0.96, 0.97]
+    assert checks_of(result)[-1].actual == pytest.approx(0.96)
+
+
 def test_scenario_checks_fail_on_lost_inputs_or_a_peer_meeting_the_tight_class() -> None:
     """weir losing an input under overload, or a peer also reaching 99 %, is not met."""
     checks = {
