@@ -244,20 +244,22 @@ class KeyState:
     ``write_window`` itself (``__init_subclass__`` names a subclass's one so), not a call
     that makes another call."""
 
-    def write_windows(self, out: np.ndarray, rows: list[int], first: int) -> None:
-        """Copy the windows of ``len(rows)`` consecutive events of this key, the first of
-        them the ``first``-th (``count`` right after its update), into ``out[rows]``: what
+    def write_windows(self, out: np.ndarray, rows: list[int] | slice, first: int) -> None:
+        """Copy the windows of as many consecutive events of this key as ``rows`` names
+        (row numbers, or a slice of rows), the first of them the ``first``-th (``count``
+        right after its update), into ``out[rows]``: what
         ``write_window`` would have copied right after each. Its ring keeps the last
         ``runs`` events' windows since it was widened: ``count - first`` must be below
         ``runs``."""
         back = self.count - first
-        if not 0 <= back < self.runs or len(rows) > back + 1 or first < self._since:
+        k = len(rows) if isinstance(rows, list) else rows.stop - rows.start
+        if not 0 <= back < self.runs or k > back + 1 or first < self._since:
             raise ValueError(
-                f"windows of events {first}..{first + len(rows) - 1} of a key at event "
+                f"windows of events {first}..{first + k - 1} of a key at event "
                 f"{self.count}: its ring keeps the last {self.runs}"
             )
         start = self._pos + self._period - self.window - back
-        out[rows] = self._windows[start : start + len(rows)]
+        out[rows] = self._windows[start : start + k]
 
     def __init_subclass__(cls, **kw: object) -> None:
         super().__init_subclass__(**kw)
@@ -501,7 +503,7 @@ class SensorState(KeyState):
         w = self.row_width
         out[-w : -w + 2] = 0.0
 
-    def write_windows(self, out: np.ndarray, rows: list[int], first: int) -> None:
+    def write_windows(self, out: np.ndarray, rows: list[int] | slice, first: int) -> None:
         """Copy the windows like ``KeyState.write_windows``, each masked as ``write_window``."""
         super().write_windows(out, rows, first)
         w = self.row_width

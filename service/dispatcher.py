@@ -87,6 +87,8 @@ class Dispatcher:
         engine.observe = False
         self._prober = Prober(engine, scheduler.profile, budgets, counters)
         self._idx = np.zeros(engine.max_batch, dtype=np.intp)
+        self._slot_ids = np.arange(len(slots.numbers), dtype=np.intp)
+        self._slot_ids.flags.writeable = False  # its slices are handed out (``_gather``)
         self._turns_setting = settings.scheduler.turns_after_batch
         self.turns = 1
         """Loop turns after each batch for the serving engine (``_place``)."""
@@ -264,11 +266,21 @@ class Dispatcher:
                 sched.note_wake(woke - result, woke)
 
     def _gather(self, items: Sequence[Item[int]], bucket: int) -> np.ndarray:
-        """Copy the items' feature rows into ``bucket``'s input buffer; return their slots."""
+        """Copy the items' feature rows into ``bucket``'s input buffer; return their slots
+        (a view, valid until the next call). Slots consecutive in the items' order (the
+        usual case: ``Publisher.batch`` frees a batch's slots so that the next events take
+        them in order) are one slice of rows, copied at once, a third of ``np.take``'s
+        time; and their numbers a slice of a constant range."""
         n = len(items)
+        slots = [item.payload for item in items]
+        first = slots[0]
+        out = self.engine.input_buffer(bucket)[:n]
+        if slots[-1] - first == n - 1 and slots == self.slots.numbers[first : first + n]:
+            out[:] = self.slots.slab[first : first + n]
+            return self._slot_ids[first : first + n]
         idx = self._idx[:n]
-        idx[:] = [item.payload for item in items]
-        np.take(self.slots.slab, idx, axis=0, out=self.engine.input_buffer(bucket)[:n])
+        idx[:] = slots
+        np.take(self.slots.slab, idx, axis=0, out=out)
         return idx
 
     def probe(self, expired: Sequence[Item[int]], now: int) -> None:

@@ -136,7 +136,7 @@ class Publisher:
         label_rows = labels.tolist()
         score_rows = scores.tolist()
         # What ``_publish`` does per decision, with what the batch shares read once: the
-        # same decisions, stamps and headers, sent in row order, each slot freed once sent.
+        # same decisions, stamps and headers, sent in row order.
         clock = self._clock
         m2w = -self._w2m.offset_ns
         dispatch_wall = dispatch + m2w
@@ -165,52 +165,61 @@ class Publisher:
         # Counted once for the batch, before any send (a send may suspend).
         counters.decisions[Status.OK] += n
         ok = Status.OK
-        for i, item in enumerate(items):
-            slot = item.payload
-            deadline = item.deadline.mono_ns  # a queued event's: never None
-            key = keys[slot]
-            topic = topics[slot]
-            part = partitions[slot]
-            off = offsets[slot]
-            now = clock()
-            late = item.late or now > deadline
-            if late:
-                counters.late += 1
-            decision = Decision(
-                topic=topic,
-                partition=part,
-                offset=off,
-                key=key,
-                model_version=version,
-                status=ok,
-                label=names[label_rows[i]],
-                scores=score_rows[i],
-                late=late,
-                batch_size=n,
-                stamps=Stamps(
-                    source_ts_ns=source_ts[slot],
-                    kafka_ts_ns=kafka_ts[slot],
-                    ingest_wall_ns=ingest[slot] + m2w,
-                    dispatch_wall_ns=dispatch_wall,
-                    infer_done_wall_ns=done_wall,
-                    publish_wall_ns=now + m2w,
-                    deadline_wall_ns=deadline + m2w,
-                ),
-                anomaly=None if details is None else details[i],
-            )
-            sent = headers
-            if held:
-                traced = carry.take(slot)
-                if traced is not None:
-                    sent = [*headers, *traced]
-            kb = key.encode()
-            value = encode(decision)
-            token = (tracked[slot], off)
-            if send_now is None or not send_now(out_topic, kb, value, sent, token, on_ack):
-                await send(out_topic, kb, value, sent, token, on_ack)
-            if keyed:
-                head_state[slot] = None
-            free.append(slot)
+        # Read now: ``idx`` may be the dispatcher's buffer, which a probe from ingest
+        # reuses while a send waits.
+        taken = idx[::-1].tolist()
+        try:
+            for i, item in enumerate(items):
+                slot = item.payload
+                deadline = item.deadline.mono_ns  # a queued event's: never None
+                key = keys[slot]
+                topic = topics[slot]
+                part = partitions[slot]
+                off = offsets[slot]
+                now = clock()
+                late = item.late or now > deadline
+                if late:
+                    counters.late += 1
+                decision = Decision(
+                    topic=topic,
+                    partition=part,
+                    offset=off,
+                    key=key,
+                    model_version=version,
+                    status=ok,
+                    label=names[label_rows[i]],
+                    scores=score_rows[i],
+                    late=late,
+                    batch_size=n,
+                    stamps=Stamps(
+                        source_ts_ns=source_ts[slot],
+                        kafka_ts_ns=kafka_ts[slot],
+                        ingest_wall_ns=ingest[slot] + m2w,
+                        dispatch_wall_ns=dispatch_wall,
+                        infer_done_wall_ns=done_wall,
+                        publish_wall_ns=now + m2w,
+                        deadline_wall_ns=deadline + m2w,
+                    ),
+                    anomaly=None if details is None else details[i],
+                )
+                sent = headers
+                if held:
+                    traced = carry.take(slot)
+                    if traced is not None:
+                        sent = [*headers, *traced]
+                kb = key.encode()
+                value = encode(decision)
+                token = (tracked[slot], off)
+                if send_now is None or not send_now(out_topic, kb, value, sent, token, on_ack):
+                    await send(out_topic, kb, value, sent, token, on_ack)
+                if keyed:
+                    head_state[slot] = None
+        finally:
+            # The batch's slots, freed once its publishing ends (its decisions sent or not)
+            # and in reverse: the next events take them in this batch's order, so a batch's
+            # slots stay one run of rows (``Dispatcher._gather``). The table's ``max_batch``
+            # slots beyond ``max_queue`` are the ones a batch holds meanwhile.
+            free.extend(taken)
         if obs is not None:
             obs.on_published(clock(), -self._w2m.offset_ns)
 

@@ -48,6 +48,7 @@ class SlotTable:
         "ingest",
         "kafka_ts",
         "key",
+        "numbers",
         "offset",
         "partition",
         "run",
@@ -85,6 +86,8 @@ class SlotTable:
         self.tracked: list[PartitionOffsets | None] = [None] * rows
         """The partition offsets the event's offset was tracked in
         (``OffsetTracker.partition``): its decision's acknowledgement goes there."""
+        self.numbers = list(range(rows))
+        """Every slot's number, in order: a run of consecutive slots is a slice of it."""
         self.run: list[int] = []
         """The slots of a run of one key's events whose windows are not written yet
         (``place``, ``write_run``)."""
@@ -151,8 +154,13 @@ class SlotTable:
             return
         state = self._run_state
         assert state is not None  # set with the run's first slot
-        if len(run) == 1 and state.count == self._run_first:
-            state.write_input(self.slab[run[0]])
+        k = len(run)
+        first = run[0]
+        if k == 1 and state.count == self._run_first:
+            state.write_input(self.slab[first])
+        elif run[-1] - first == k - 1 and run == self.numbers[first : first + k]:
+            # Consecutive slots (the usual case, as ``Dispatcher._gather`` says): one slice.
+            state.write_windows(self.slab, slice(first, first + k), self._run_first)
         else:
             state.write_windows(self.slab, run, self._run_first)
         run.clear()

@@ -117,10 +117,14 @@ def test_a_run_s_windows_are_each_event_s_window_as_the_ring_goes_round(task: Ta
             if j < k:
                 st.write_window(want[j])
         got = np.full((2 * k + 1, n), np.nan, dtype=np.float32)
-        rows = list(range(2 * k, 0, -2))[::-1]  # scattered rows, as slots are
+        rows = list(range(2 * k, 0, -2))[::-1]  # scattered rows, as slots may be
         st.write_windows(got, rows, first)
         assert np.array_equal(got[rows], want)
         assert np.isnan(got[0]).all()  # rows not named are not written
+        run = np.full((k + 2, n), np.nan, dtype=np.float32)
+        st.write_windows(run, slice(1, k + 1), first)  # consecutive rows, as a slice
+        assert np.array_equal(run[1 : k + 1], want)
+        assert np.isnan(run[0]).all() and np.isnan(run[k + 1]).all()
 
 
 def test_windows_the_ring_does_not_keep_are_refused() -> None:

@@ -28,6 +28,8 @@ from service.offsets import OffsetError
 from service.pipeline import Pipeline
 from service.probe import PROBE_INTERVAL_NS, PROBE_REFRESH
 from service.registry import RegistryClient, RegistryError
+from service.scheduler.base import Item
+from service.scheduler.deadline import Deadline
 from service.settings import Settings, load_settings
 from service.slots import RUN_CAP
 from tests.pipeline_io import TOPIC, quote_record, run_pipeline, sink_decisions
@@ -126,6 +128,62 @@ async def test_runs_of_a_key_are_decided_on_each_event_s_own_window(
     shed = sum(d.status is Status.SHED for d in got)
     assert (shed > 0 and len(ok) >= 10) if max_queue < 10 else len(ok) > len(records) // 2
     assert all(pipe.state.get(k).runs > 1 for k in "ABC")
+
+
+class _BatchSlots:
+    """A ``BatchObserver`` keeping each batch's slots."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def on_batch(self, bucket: int, items: Any, *_: Any) -> None:
+        self.batches.append([item.payload for item in items])
+
+    def on_published(self, now_ns: int, mono_to_wall_ns: int) -> None:
+        return None
+
+
+async def test_a_batch_s_slots_are_freed_so_the_next_batch_s_are_consecutive(
+    make_pipeline: Any,
+) -> None:
+    """Each batch's slots are freed after its publishing, in reverse: the events after it
+    take them in order, so every batch's slots are consecutive rows and its input is one
+    slice of the slab (and still the events' own windows)."""
+    seen = _BatchSlots()
+    pipe, sink, engine = make_pipeline(observer=seen)
+    records = [_quote_record(i) for i in range(3 + 8 * 6)]
+    await run_pipeline(pipe, records, chunk=8)
+    assert len(seen.batches) >= 6
+    for slots in seen.batches:
+        assert slots == list(range(slots[0], slots[0] + len(slots))), seen.batches
+    assert len(pipe.slots.free) == pipe.slots.capacity
+    state = pipe.spec.new_state()
+    row = np.zeros(pipe.spec.n_features, dtype=np.float32)
+    want = {}
+    for r in records:
+        state.update(event_codec().decode(r.value), r.timestamp * 1_000_000)
+        state.write_window(row)
+        want[r.offset] = engine.expected(row[None, :])[0].tolist()
+    ok = [d for d in sink_decisions(sink) if d.status is Status.OK]
+    assert len(ok) == len(records) - (WINDOW - 1)
+    assert all(d.scores == pytest.approx(want[d.offset], rel=1e-5) for d in ok)
+
+
+@pytest.mark.parametrize(
+    "slots",
+    [[5, 6, 7, 8], [8, 7, 6, 5], [0, 1], [9], [4, 9, 2, 7], [6, 5, 7, 8], [2, 4]],
+)
+def test_a_batch_s_rows_are_gathered_in_its_order(make_pipeline: Any, slots: list[int]) -> None:
+    """The engine's input rows are the slab rows of the batch's slots in the batch's order,
+    and the slots come back in it: consecutive slots (one slice) and others."""
+    pipe, _, engine = make_pipeline()
+    slab = pipe.slots.slab
+    slab[:] = np.arange(slab.shape[0], dtype=np.float32)[:, None]
+    items = [Item(slot, "k", Deadline(0)) for slot in slots]
+    bucket = engine.bucket_for(len(slots))
+    got = pipe.dispatcher._gather(items, bucket)
+    assert got.tolist() == slots
+    assert engine.input_buffer(bucket)[: len(slots), 0].tolist() == slots
 
 
 async def test_interleaved_keys_keep_their_narrow_rings(make_pipeline: Any) -> None:
