@@ -344,9 +344,8 @@ class Pipeline:
         keyed = self.dispatcher.head.uses_targets
         fill = slots.fill
         place = slots.place
-        # The slots of an open run of one key's events (``SlotTable.place``), and its key's
-        # state: each such event's slot is appended, its window copied with the run's.
-        pending = slots.run
+        # The open run of the key placed last (``SlotTable.place``) and its state.
+        pending: list[int] = []
         run_state: FeatureState | None = None
         scratch = slots.scratch
         carry = self.trace
@@ -495,7 +494,8 @@ class Pipeline:
                         offsets = last_state = None
                         continue
                     slot = free.pop()
-                    run_state = place(state, slot)
+                    pending = place(state, slot)
+                    run_state = state
                 if keyed:
                     targets[slot] = state.target()
                     head_states[slot] = last_head

@@ -35,13 +35,25 @@ RUN_CAP = RUN_WINDOWS - 1
 queued, before the run's windows are written, and its ring keeps ``RUN_WINDOWS``."""
 
 
+class _Run:
+    """One key's events queued since the last ``SlotTable.write_run``, windows unwritten."""
+
+    __slots__ = ("first", "rows", "state")
+
+    def __init__(self, state: KeyState, slot: int) -> None:
+        self.state = state
+        self.first = state.count
+        """The ``count`` of the key's state right after the run's first event."""
+        self.rows = [slot]
+
+
 class SlotTable:
     """Feature slab, targets and per-slot columns of the queued events (module docstring)."""
 
     __slots__ = (
         "_last",
-        "_run_first",
-        "_run_state",
+        "_none",
+        "_runs",
         "deadline",
         "free",
         "head_state",
@@ -88,11 +100,11 @@ class SlotTable:
         (``OffsetTracker.partition``): its decision's acknowledgement goes there."""
         self.numbers = list(range(rows))
         """Every slot's number, in order: a run of consecutive slots is a slice of it."""
-        self.run: list[int] = []
-        """The slots of a run of one key's events whose windows are not written yet
-        (``place``, ``write_run``)."""
-        self._run_state: KeyState | None = None
-        self._run_first = 0
+        self._runs: dict[int, _Run] = {}
+        """The open runs, by their state's ``id``: each key's events whose windows are not
+        written yet (``place``, ``write_run``)."""
+        self._none: list[int] = []
+        """``place``'s answer where no run took the slot: always empty."""
         self._last: FeatureState | None = None
 
     @property
@@ -124,46 +136,59 @@ class SlotTable:
         self.deadline[slot] = deadline
         self.tracked[slot] = tracked
 
-    def place(self, state: FeatureState, slot: int) -> FeatureState:
+    def place(self, state: FeatureState, slot: int) -> list[int]:
         """Have the input of ``state``'s event just folded in written to ``slot``'s row: at
-        once, or with the events of ``state`` that follow it, as a run (one copy for them
-        all: ``KeyState.write_windows``; up to ``RUN_CAP`` events, each appended to ``run``
-        by the caller while ``state`` is the one returned). A run already open is written
-        first. A state that takes runs is widened (``KeyState.widen``) when its key is
-        placed twice in a row: keys whose events come interleaved keep the narrow ring."""
-        if self.run:
-            self.write_run()
-        if (
+        once, or with the other events of ``state`` queued until the next ``write_run``, as
+        a run (one copy for them all: ``KeyState.write_windows``). Returns the run's slots
+        (empty where the input was written at once): while the caller's next events are of
+        ``state``, it appends their slots there itself, up to ``RUN_CAP``. Each key has a
+        run of its own, so keys whose events come interleaved keep theirs open. A state that
+        takes runs is widened (``KeyState.widen``) when its key is placed twice in a row:
+        keys whose events never come so keep the narrow ring."""
+        runs = self._runs
+        run = runs.get(id(state))
+        if run is not None:
+            rows = run.rows
+            if len(rows) >= RUN_CAP:
+                self._write(run)
+                run.first = run.state.count
+            rows.append(slot)
+        elif (
             isinstance(state, KeyState)
             and state.takes_runs
             and (state.runs > 1 or (state is self._last and state.widen()))
         ):
-            self._run_state = state
-            self._run_first = state.count
-            self.run.append(slot)
+            run = runs[id(state)] = _Run(state, slot)
+            rows = run.rows
         else:
             state.write_input(self.slab[slot])
+            rows = self._none
         self._last = state
-        return state
+        return rows
 
     def write_run(self) -> None:
-        """Write the windows of the open run's events to their rows (before they are
+        """Write the windows of every open run's events to their rows (before they are
         queued: the dispatcher reads the rows)."""
-        run = self.run
-        if not run:
-            return
-        state = self._run_state
-        assert state is not None  # set with the run's first slot
-        k = len(run)
-        first = run[0]
-        if k == 1 and state.count == self._run_first:
+        runs = self._runs
+        if runs:
+            for run in runs.values():
+                self._write(run)
+            runs.clear()
+
+    def _write(self, run: _Run) -> None:
+        """Write ``run``'s windows and empty it."""
+        rows = run.rows
+        state = run.state
+        k = len(rows)
+        first = rows[0]
+        if k == 1 and state.count == run.first:
             state.write_input(self.slab[first])
-        elif run[-1] - first == k - 1 and run == self.numbers[first : first + k]:
+        elif rows[-1] - first == k - 1 and rows == self.numbers[first : first + k]:
             # Consecutive slots (the usual case, as ``Dispatcher._gather`` says): one slice.
-            state.write_windows(self.slab, slice(first, first + k), self._run_first)
+            state.write_windows(self.slab, slice(first, first + k), run.first)
         else:
-            state.write_windows(self.slab, run, self._run_first)
-        run.clear()
+            state.write_windows(self.slab, rows, run.first)
+        rows.clear()
 
     def release(self, slot: int) -> None:
         """``slot``'s decision is out: it may take another event (the scratch never)."""

@@ -95,9 +95,11 @@ async def test_decisions_match_the_model_on_the_window(make_pipeline: Any) -> No
 
 
 def _runs_of_keys() -> list[str]:
-    """Keys in runs longer than ``RUN_CAP``, in short runs and interleaved."""
+    """Keys in runs longer than ``RUN_CAP``, in short runs and interleaved (each widened
+    key with a run of its own open meanwhile)."""
     keys = ["A"] * (2 * RUN_CAP + 5) + ["B", "A"] * 9 + ["C"] * 6 + ["A", "B", "C"] * 5
-    return keys + ["B"] * (RUN_CAP + 1) + ["A"] * 2
+    keys += ["B"] * (RUN_CAP + 1) + ["A"] * 2
+    return keys + ["A", "B"] * 40 + ["A", "A", "B", "B", "C"] * 30
 
 
 @pytest.mark.parametrize(("max_queue", "chunk"), [(4096, 7), (4096, 1000), (5, 1000)])
