@@ -247,10 +247,9 @@ class KeyState:
     def write_windows(self, out: np.ndarray, rows: list[int] | slice, first: int) -> None:
         """Copy the windows of as many consecutive events of this key as ``rows`` names
         (row numbers, or a slice of rows), the first of them the ``first``-th (``count``
-        right after its update), into ``out[rows]``: what
-        ``write_window`` would have copied right after each. Its ring keeps the last
-        ``runs`` events' windows since it was widened: ``count - first`` must be below
-        ``runs``."""
+        right after its update), into ``out[rows]``: what ``write_window`` would have
+        copied right after each. Its ring keeps the last ``runs`` events' windows since it
+        was widened: ``count - first`` must be below ``runs``."""
         back = self.count - first
         k = len(rows) if isinstance(rows, list) else rows.stop - rows.start
         if not 0 <= back < self.runs or k > back + 1 or first < self._since:

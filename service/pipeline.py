@@ -20,10 +20,10 @@ stay: the version's feature contract and its head's kind must be the same.
 
 Memory: each queued event holds a slot of the slot table (``service.slots``): its model
 input, written at ingest into the slot's row of a preallocated slab (the key's window moves
-on with later events, so it cannot be read at dispatch time; a run of one key's events in
-a row at once, before the run is queued), its target and its key's head
-state (for a head that reads them, ``Head.uses_targets``), coordinates and stamps. Dispatch
-gathers the batch's rows into the engine's bucket buffer with one ``np.take``. The table
+on with later events, so it cannot be read at dispatch time; each key's run of events at
+once, before they are handed to the scheduler), its target and its key's head state (for a
+head that reads them, ``Head.uses_targets``), coordinates and stamps. Dispatch gathers the
+batch's rows into the engine's bucket buffer, one slice where they are consecutive. The table
 has ``max_queue + max_batch`` slots: with none free an event is shed, the table never
 grows. Every decision is published from a slot (``Publisher.one`` and ``Publisher.batch``).
 
@@ -556,7 +556,7 @@ class Pipeline:
         """Queue ``run`` (ingested at ``now``) and empty it: all at once when the scheduler
         takes all (``submit_all``), else one by one, publishing each immediate outcome.
         True when anything was published (an ``await`` ran)."""
-        self.slots.write_run()
+        self.slots.write_runs()
         sched = self.scheduler
         if sched.submit_all(run, now):
             run.clear()
@@ -586,7 +586,7 @@ class Pipeline:
         each is decided like any other (the drain at a stop included). One the scheduler
         refuses gets no outcome now: its slot is freed and its offset stays in flight, so
         the commit point stays below it and it is read again after a restart."""
-        self.slots.write_run()
+        self.slots.write_runs()
         sched = self.scheduler
         if not sched.submit_all(run, now):
             for item in run:

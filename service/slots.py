@@ -7,9 +7,10 @@ state (an anomaly head's likelihood), and its coordinates and stamps in named co
 read without a per-event object). The table has ``capacity`` slots, never more: with none
 free the event is shed.
 
-A run of one key's events in a row, as a fetch of one instrument's feed brings them, has
-its windows written to the slab at once, before the run is queued (``place``,
-``write_run``): one strided copy from the key's ring instead of a copy per event.
+The events of a key queued since the last hand-over to the scheduler (a run, as a fetch of
+one instrument's feed brings them) have their windows written to the slab at once, before
+they are handed over (``place``, ``write_runs``): one strided copy from the key's ring
+instead of a copy per event; each key has a run of its own open.
 
 One more slot, :attr:`SlotTable.scratch`, never queued and never freed, holds an event
 decided at ingest (``warming``, or ``shed`` for want of a slot) while its decision is
@@ -36,7 +37,7 @@ queued, before the run's windows are written, and its ring keeps ``RUN_WINDOWS``
 
 
 class _Run:
-    """One key's events queued since the last ``SlotTable.write_run``, windows unwritten."""
+    """One key's events queued since the last ``SlotTable.write_runs``, windows unwritten."""
 
     __slots__ = ("first", "rows", "state")
 
@@ -63,7 +64,6 @@ class SlotTable:
         "numbers",
         "offset",
         "partition",
-        "run",
         "scratch",
         "slab",
         "source_ts",
@@ -102,7 +102,7 @@ class SlotTable:
         """Every slot's number, in order: a run of consecutive slots is a slice of it."""
         self._runs: dict[int, _Run] = {}
         """The open runs, by their state's ``id``: each key's events whose windows are not
-        written yet (``place``, ``write_run``)."""
+        written yet (``place``, ``write_runs``)."""
         self._none: list[int] = []
         """``place``'s answer where no run took the slot: always empty."""
         self._last: FeatureState | None = None
@@ -138,7 +138,7 @@ class SlotTable:
 
     def place(self, state: FeatureState, slot: int) -> list[int]:
         """Have the input of ``state``'s event just folded in written to ``slot``'s row: at
-        once, or with the other events of ``state`` queued until the next ``write_run``, as
+        once, or with the other events of ``state`` queued until the next ``write_runs``, as
         a run (one copy for them all: ``KeyState.write_windows``). Returns the run's slots
         (empty where the input was written at once): while the caller's next events are of
         ``state``, it appends their slots there itself, up to ``RUN_CAP``. Each key has a
@@ -166,7 +166,7 @@ class SlotTable:
         self._last = state
         return rows
 
-    def write_run(self) -> None:
+    def write_runs(self) -> None:
         """Write the windows of every open run's events to their rows (before they are
         queued: the dispatcher reads the rows)."""
         runs = self._runs
