@@ -21,8 +21,9 @@ same collector state and pays for the collections its own allocations trigger, n
 the harness's 40,000 loaded records were about to cause.
 
 ``python -m bench.peers.inproc --feed F [--events N] [--repeats R]`` prints one JSON line
-of the three figures and weir's CPU over the fixed window's in each repeat (a Binance ``.gz`` capture is imported under ``--out`` first, as
-``python -m bench.peers`` does). Each run is one sample: compare trees by interleaving runs.
+of the three figures and weir's CPU over the fixed window's in each repeat (a Binance
+``.gz`` capture is imported under ``--out`` first, as ``python -m bench.peers`` does). Each
+run is one sample: compare trees by interleaving runs.
 """
 
 from __future__ import annotations
