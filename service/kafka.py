@@ -255,6 +255,14 @@ class _Pending:
         return bool(self.batch._drain_waiter.done())
 
 
+def _payload(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
+    """A message's payload bytes, as the in-flight byte bound counts them."""
+    size = len(value) + (len(key) if key is not None else 0)
+    for name, data in headers:
+        size += len(name) + len(data)
+    return size
+
+
 class KafkaSink:
     """The ``Sink`` over an ``AIOKafkaProducer``: one record batch per partition and burst.
 
@@ -379,8 +387,11 @@ class KafkaSink:
         broker answers for that batch (with the error, if it failed). Waits while the
         message does not fit the in-flight bounds (see the class docstring); waiting sends
         go on in the order they came, so each key's messages keep their order."""
-        size = self._size(topic, key, value, headers, token, on_ack)
-        if size < 0:
+        if self.send_now(topic, key, value, headers, token, on_ack):
+            return
+        size = _payload(key, value, headers)
+        if self._dead is not None or size > self._max_message:
+            on_ack(token, self._refusal(topic, size))
             return
         if not self._queued and self._fits(size):
             if topic not in self._routes:
@@ -418,41 +429,25 @@ class KafkaSink:
         False (nothing done) otherwise."""
         if self._queued or topic not in self._routes:
             return False
-        size = self._size(topic, key, value, headers, token, on_ack)
-        if size < 0:
-            return True  # answered: the sink is dead or the message too large
+        size = _payload(key, value, headers)
+        if self._dead is not None or size > self._max_message:
+            on_ack(token, self._refusal(topic, size))
+            return True
         if not self._fits(size):
             return False
         self._append(topic, key, value, headers, token, on_ack, size)
         return True
 
-    def _size(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]],
-        token: Any,
-        on_ack: AckCallback,
-    ) -> int:
-        """The message's payload bytes; -1 where it was answered with an error instead
-        (the sink is dead, or the message exceeds ``max_message_bytes``)."""
+    def _refusal(self, topic: str, size: int) -> BaseException:
+        """Why a message of ``size`` payload bytes is answered at once: the sink is dead,
+        or the message exceeds ``max_message_bytes``."""
         if self._dead is not None:
-            on_ack(token, self._dead)
-            return -1
-        size = len(value) + (len(key) if key is not None else 0)
-        for name, data in headers:
-            size += len(name) + len(data)
-        if size > self._max_message:
-            on_ack(
-                token,
-                MessageSizeTooLargeError(
-                    f"decision of {size} bytes for topic {topic!r} exceeds the producer's "
-                    f"max_request_size={self._max_message}"
-                ),
-            )
-            return -1
-        return size
+            return self._dead
+        error: BaseException = MessageSizeTooLargeError(
+            f"decision of {size} bytes for topic {topic!r} exceeds the producer's "
+            f"max_request_size={self._max_message}"
+        )
+        return error
 
     def _fits(self, size: int) -> bool:
         return not self._inflight or (
