@@ -275,7 +275,7 @@ class Dispatcher:
         slots = [item.payload for item in items]
         first = slots[0]
         out = self.engine.input_buffer(bucket)[:n]
-        if slots[-1] - first == n - 1 and slots == self.slots.numbers[first : first + n]:
+        if self.slots.consecutive(slots):
             out[:] = self.slots.slab[first : first + n]
             return self._slot_ids[first : first + n]
         idx = self._idx[:n]

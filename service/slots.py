@@ -183,12 +183,17 @@ class SlotTable:
         first = rows[0]
         if k == 1 and state.count == run.first:
             state.write_input(self.slab[first])
-        elif rows[-1] - first == k - 1 and rows == self.numbers[first : first + k]:
-            # Consecutive slots (the usual case, as ``Dispatcher._gather`` says): one slice.
+        elif self.consecutive(rows):  # the usual case (``Dispatcher._gather``): one slice
             state.write_windows(self.slab, slice(first, first + k), run.first)
         else:
             state.write_windows(self.slab, rows, run.first)
         rows.clear()
+
+    def consecutive(self, slots: list[int]) -> bool:
+        """Whether ``slots`` (at least one) are consecutive and rising: their rows one slice."""
+        first = slots[0]
+        n = len(slots)
+        return slots[-1] - first == n - 1 and slots == self.numbers[first : first + n]
 
     def release(self, slot: int) -> None:
         """``slot``'s decision is out: it may take another event (the scratch never)."""
