@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from bench.peers.base import CONTENDERS, add_weir_variant
+from bench.peers.base import CONTENDERS, LOOPS, add_weir_variant
 
 DEFAULT_FEED = Path(__file__).resolve().parents[3] / "shared" / "feeds" / "binance"
 DEFAULT_FEED = DEFAULT_FEED / "btcusdt_usdm_20240808.gz"
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--partitions", type=int, default=1, help="partitions of every topic")
     p.add_argument("--bootstrap", help="use this Kafka instead of starting one")
-    p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument("--loop", choices=LOOPS, default="uvloop")
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=1.0, help="fixed-window / Faust wait")
     p.add_argument(

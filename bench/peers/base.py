@@ -13,7 +13,7 @@ import importlib
 import re
 from collections.abc import Callable, Coroutine
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -153,13 +153,21 @@ def add_weir_variant(name: str, settings: dict[str, str]) -> Contender:
     return variant
 
 
-def run_async(main: Coroutine[Any, Any, int], loop: str) -> int:
+T = TypeVar("T")
+
+LOOPS = ("uvloop", "asyncio")
+"""The event loops a contender can run on (``uvloop``: as ``weir serve`` does)."""
+
+
+def run_async(main: Coroutine[Any, Any, T], loop: str) -> T:
     """Run ``main`` on uvloop (``loop="uvloop"``, as ``weir serve`` does) or asyncio."""
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {loop!r}")
     if loop == "uvloop":
         import uvloop
 
-        return int(uvloop.run(main))
-    return int(asyncio.run(main))
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def until_signalled(work: Coroutine[Any, Any, None]) -> None:

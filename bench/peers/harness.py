@@ -419,8 +419,9 @@ def run_bench(opts: Options, *, say: Say | None = None) -> BenchResult:
         bench.say(f"decision paths without Kafka ({opts.inproc_events:,} events, {reps} repeats)")
         plan = load_plan(bench.feed, limit=opts.inproc_events)
         result.inproc_us_per_event, result.inproc_ratios = inproc.measure_paired(
-            plan, events=plan.n, repeats=reps, bundle=opts.bundle
+            plan, events=plan.n, repeats=reps, bundle=opts.bundle, loop=opts.loop
         )
+        result.inproc_loop = opts.loop
         result.checks = checks_of(result)  # now with the in-process figures
         _save(result, opts.out)
     return result

@@ -15,12 +15,15 @@ scheduling, inference, decision building and the hand-off:
 
 Faust's and Quix's own machinery cannot run without their clients, so they are left out;
 their decision bodies are ``TakeCore`` / ``ApplyCore`` (the fixed-window and naive paths).
-Figures are the best of ``repeats`` (least disturbed by the rest of the host); the paths
-take turns within each repeat, each after a full collection, so every path starts from the
-same collector state and pays for the collections its own allocations trigger, not for one
-the harness's 40,000 loaded records were about to cause.
+Every path runs on the event loop the side-by-side run gives every contender (``loop``:
+uvloop by default, as ``weir serve`` runs; ``asyncio`` on request), so what weir's
+dispatcher task costs per loop turn is what it costs in the service. Figures are the best
+of ``repeats`` (least disturbed by the rest of the host); the paths take turns within each
+repeat, each after a full collection, so every path starts from the same collector state
+and pays for the collections its own allocations trigger, not for one the harness's
+40,000 loaded records were about to cause.
 
-``python -m bench.peers.inproc --feed F [--events N] [--repeats R]`` prints one JSON line
+``python -m bench.peers.inproc --feed F [--events N] [--repeats R] [--loop L]`` prints one JSON line
 of the three figures and weir's CPU over the fixed window's in each repeat (a Binance
 ``.gz`` capture is imported under ``--out`` first, as ``python -m bench.peers`` does). Each
 run is one sample: compare trees by interleaving runs.
@@ -37,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.peers.base import LOOPS, run_async
 from bench.peers.fixed_window import FixedWindowBatcher
 from bench.peers.model import PeerModel
 from bench.peers.naive import NaiveCore
@@ -89,7 +93,7 @@ def _check(name: str, sink: _AckSink, recs: list[MemoryRecord]) -> None:
         raise RuntimeError(f"{name} decided {sink.n} of {len(recs)} records")
 
 
-def _naive(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
+def _naive(model: PeerModel, recs: list[MemoryRecord], chunk: int, loop: str) -> float:
     core = NaiveCore(model)
     encode = model.encode
     sink = _AckSink()
@@ -102,12 +106,12 @@ def _naive(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
             await send("out", d.key.encode(), encode(d), (), None, _no_ack)
         return time.process_time() - c0
 
-    used = asyncio.run(run())
+    used = run_async(run(), loop)
     _check("naive", sink, recs)
     return used
 
 
-def _fixed(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
+def _fixed(model: PeerModel, recs: list[MemoryRecord], chunk: int, loop: str) -> float:
     b = FixedWindowBatcher(model, max_batch=model.engine.max_batch, max_wait_ns=10**15)
     encode = model.encode
     sink = _AckSink()
@@ -123,12 +127,12 @@ def _fixed(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
                 await send("out", d.key.encode(), encode(d), (), None, _no_ack)
         return time.process_time() - c0
 
-    used = asyncio.run(run())
+    used = run_async(run(), loop)
     _check("fixed-window", sink, recs)
     return used
 
 
-def _weir(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
+def _weir(model: PeerModel, recs: list[MemoryRecord], chunk: int, loop: str) -> float:
     from service.pipeline import Pipeline
     from service.settings import load_settings
 
@@ -153,7 +157,7 @@ def _weir(model: PeerModel, recs: list[MemoryRecord], chunk: int) -> float:
         await pipe.close()
         return used
 
-    used = asyncio.run(run())
+    used = run_async(run(), loop)
     _check("weir", sink, recs)
     return used
 
@@ -162,20 +166,37 @@ PATHS = {"naive": _naive, "fixed-window": _fixed, "weir": _weir}
 
 
 def measure(
-    plan: Plan, *, events: int = 40_000, chunk: int = 64, repeats: int = 3, bundle: str = ""
+    plan: Plan,
+    *,
+    events: int = 40_000,
+    chunk: int = 64,
+    repeats: int = 3,
+    bundle: str = "",
+    loop: str = "uvloop",
 ) -> dict[str, float]:
     """Contender -> CPU microseconds per event of its decision path (best of ``repeats``,
     the paths taking turns within each repeat so a noisy stretch of the host hits them
-    all); ``bundle``: the model every path serves (default: the committed bundle)."""
-    return measure_paired(plan, events=events, chunk=chunk, repeats=repeats, bundle=bundle)[0]
+    all); ``bundle``: the model every path serves (default: the committed bundle);
+    ``loop``: the event loop every path runs on (``bench.peers.base.LOOPS``)."""
+    return measure_paired(
+        plan, events=events, chunk=chunk, repeats=repeats, bundle=bundle, loop=loop
+    )[0]
 
 
 def measure_paired(
-    plan: Plan, *, events: int = 40_000, chunk: int = 64, repeats: int = 3, bundle: str = ""
+    plan: Plan,
+    *,
+    events: int = 40_000,
+    chunk: int = 64,
+    repeats: int = 3,
+    bundle: str = "",
+    loop: str = "uvloop",
 ) -> tuple[dict[str, float], list[float]]:
     """``measure``'s figures, and weir's CPU over the fixed window's in each repeat: the
     two paths ran within seconds of each other there, so the ratio of one repeat is less
     disturbed by the host than the ratio of two bests taken minutes apart."""
+    if loop not in LOOPS:
+        raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {loop!r}")
     recs = records_of(plan, events)
     base = PeerModel.load(bundle, warmup_iters=50)
     best = dict.fromkeys(PATHS, float("inf"))
@@ -185,7 +206,7 @@ def measure_paired(
         for name, path in PATHS.items():
             model = PeerModel(base.engine, base.head, base.spec, base.model_version)
             gc.collect()
-            used[name] = path(model, recs, chunk)
+            used[name] = path(model, recs, chunk, loop)
             best[name] = min(best[name], used[name])
         if used["fixed-window"] > 0:
             ratios.append(used["weir"] / used["fixed-window"])
@@ -205,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="runs per path (best kept)")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="where a .gz is imported")
     p.add_argument("--bundle", default="", help="model bundle (default: the committed one)")
+    p.add_argument(
+        "--loop", choices=LOOPS, default="uvloop", help="event loop of every path (weir's: uvloop)"
+    )
     args = p.parse_args(argv)
     feed: Path = args.feed
     if feed.suffix == ".gz":
@@ -217,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         feed = target
     plan = load_plan(feed, limit=args.events)
     got, ratios = measure_paired(
-        plan, events=plan.n, chunk=args.chunk, repeats=args.repeats, bundle=args.bundle
+        plan,
+        events=plan.n,
+        chunk=args.chunk,
+        repeats=args.repeats,
+        bundle=args.bundle,
+        loop=args.loop,
     )
     print(json.dumps({"events": plan.n, "us_cpu_per_event": got, "weir_vs_fixed": ratios}))
     return 0

@@ -118,7 +118,7 @@ def render_markdown(result: BenchResult) -> str:
         out += [
             "Decision path without Kafka (decode, features, batching or scheduling, "
             "inference, decision encoding), CPU µs per event, best of each path's repeats "
-            "(`bench.peers.inproc`): "
+            f"on {result.inproc_loop or 'asyncio'} (`bench.peers.inproc`): "
             + ", ".join(f"{k} {v:.1f}" for k, v in result.inproc_us_per_event.items())
             + ".",
             "",

@@ -261,6 +261,9 @@ class BenchResult(msgspec.Struct, kw_only=True):
     inproc_ratios: list[float] = msgspec.field(default_factory=list)
     """weir's in-process CPU over the fixed window's in each repeat (the paths taking
     turns within it; ``inproc.measure_paired``)."""
+    inproc_loop: str = ""
+    """The event loop the in-process paths ran on (empty: asyncio, in results before it
+    was recorded)."""
     notes: list[str] = msgspec.field(default_factory=list)
 
 

@@ -563,10 +563,31 @@ def test_inproc_measures_every_decision_path(records: list[MemoryRecord]) -> Non
         encoding=event_codec("json").encoding,
         source_ts="keep",
     )
-    got, ratios = inproc.measure_paired(plan, events=200, repeats=2)
-    assert list(got) == ["naive", "fixed-window", "weir"]
-    assert all(v > 0 for v in got.values())
-    assert len(ratios) == 2 and all(r > 0 for r in ratios)
+    for loop in ("uvloop", "asyncio"):
+        got, ratios = inproc.measure_paired(plan, events=200, repeats=2, loop=loop)
+        assert list(got) == ["naive", "fixed-window", "weir"]
+        assert all(v > 0 for v in got.values())
+        assert len(ratios) == 2 and all(r > 0 for r in ratios)
+    with pytest.raises(ValueError, match="loop must be one of uvloop, asyncio, got 'trio'"):
+        inproc.measure_paired(plan, events=200, repeats=1, loop="trio")
+
+
+def test_run_async_runs_on_the_loop_named() -> None:
+    """``run_async`` returns the coroutine's result on uvloop or asyncio, and names a loop
+    it does not know."""
+    import uvloop
+
+    from bench.peers.base import run_async
+
+    async def loop_type() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_async(loop_type(), "uvloop") == uvloop.Loop.__module__
+    assert run_async(loop_type(), "asyncio").startswith("asyncio")
+    coro = loop_type()
+    with pytest.raises(ValueError, match="got 'trio'"):
+        run_async(coro, "trio")
+    coro.close()
 
 
 def test_inproc_cli_prints_each_paths_figure(tmp_path: Path, capsys: Any) -> None:

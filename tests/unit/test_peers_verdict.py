@@ -476,6 +476,18 @@ def test_inproc_check_judges_the_median_of_the_paired_repeats() -> None:
     assert checks_of(result)[-1].actual == pytest.approx(0.96)
 
 
+def test_report_names_the_loop_the_in_process_paths_ran_on() -> None:
+    """The in-process line says which event loop the paths ran on; a result from before the
+    loop was recorded ran them on asyncio, and says so."""
+    result = _result()
+    result.inproc_us_per_event = {"fixed-window": 8.0, "weir": 7.6}
+    assert "repeats on asyncio (`bench.peers.inproc`): fixed-window 8.0, weir 7.6." in (
+        render_markdown(result)
+    )
+    result.inproc_loop = "uvloop"
+    assert "repeats on uvloop (`bench.peers.inproc`)" in render_markdown(result)
+
+
 def test_scenario_checks_fail_on_lost_inputs_or_a_peer_meeting_the_tight_class() -> None:
     """weir losing an input under overload, or a peer also reaching 99 %, is not met."""
     checks = {
