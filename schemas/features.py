@@ -213,11 +213,12 @@ class KeyState:
         return True
 
     def _push(self, row: tuple[float, ...]) -> None:
-        ring = self._ring
+        period = self._period
         pos = self._pos
-        ring[pos] = row
-        ring[pos + self._period] = row
-        self._pos = (pos + 1) % self._period
+        # Both copies of the row (``pos`` and ``pos + period``) as one strided slice: the
+        # tuple is converted to float32 once, not once per copy.
+        self._ring[pos : pos + period + 1 : period] = row
+        self._pos = (pos + 1) % period
         self.count += 1
 
     def _gap(self, arrival_ns: int) -> float:
@@ -307,6 +308,7 @@ class TradingState(KeyState):
     __slots__ = (
         "_ask_px",
         "_bid_px",
+        "_depth",
         "ask",
         "ask_qty",
         "asks",
@@ -335,6 +337,9 @@ class TradingState(KeyState):
         self._bid_px: list[float] = []
         self._ask_px: list[float] = []
         self.book_updates = 0
+        # The depth imbalance of the last book event (0 before one): every row carries it,
+        # and only a book event changes it.
+        self._depth = 0.0
 
     def _clip(self, bps: float) -> float:
         c = self.spec.clip_bps
@@ -428,6 +433,8 @@ class TradingState(KeyState):
         qsum = self.bid_qty + self.ask_qty
         l1 = (self.bid_qty - self.ask_qty) / qsum if qsum > 0.0 else 0.0
         gap_ms = self._gap(arrival_ns) / 1e6
+        if is_book:
+            self._depth = self._depth_imbalance()
         self._push(
             (
                 ret,
@@ -435,19 +442,13 @@ class TradingState(KeyState):
                 l1,
                 trade_sig,
                 trade_dev,
-                self._depth_imbalance() if is_book else self._last_depth(),
+                self._depth,
                 math.log1p(gap_ms),
                 is_quote,
                 is_book,
                 is_trade,
             )
         )
-
-    def _last_depth(self) -> float:
-        # Depth imbalance only changes on book events; reuse the previous row's value.
-        if self.count == 0:
-            return 0.0
-        return float(self._ring[(self._pos - 1) % self._period, 5])
 
 
 class SensorState(KeyState):

@@ -192,6 +192,12 @@ def test_book_and_trade_rows() -> None:
     assert win[2, 5] == win[1, 5]  # trades keep the last depth figure
     assert win[2, 3] == pytest.approx(-math.log1p(2.0))
     assert win[2, 4] == pytest.approx(50.0)  # 0.5 over 100 in bps, at the clip
+    for i in range(3 * spec.window):  # the ring goes round: the figure stays the last book's
+        st.update(Trade(symbol="B", trade_id=2 + i, price=100.0, qty=1.0, buyer_is_maker=False), 3)
+    assert list(st.window_view()[:, 5]) == [pytest.approx(0.5)] * spec.window
+    fresh = spec.new_state()
+    fresh.update(Trade(symbol="B", trade_id=1, price=100.0, qty=1.0, buyer_is_maker=False), 0)
+    assert fresh.window_view()[-1, 5] == 0.0  # no book yet: no imbalance
 
 
 def test_book_is_pruned() -> None:
