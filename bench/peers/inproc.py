@@ -165,24 +165,6 @@ def _weir(model: PeerModel, recs: list[MemoryRecord], chunk: int, loop: str) -> 
 PATHS = {"naive": _naive, "fixed-window": _fixed, "weir": _weir}
 
 
-def measure(
-    plan: Plan,
-    *,
-    events: int = 40_000,
-    chunk: int = 64,
-    repeats: int = 3,
-    bundle: str = "",
-    loop: str = "uvloop",
-) -> dict[str, float]:
-    """Contender -> CPU microseconds per event of its decision path (best of ``repeats``,
-    the paths taking turns within each repeat so a noisy stretch of the host hits them
-    all); ``bundle``: the model every path serves (default: the committed bundle);
-    ``loop``: the event loop every path runs on (``bench.peers.base.LOOPS``)."""
-    return measure_paired(
-        plan, events=events, chunk=chunk, repeats=repeats, bundle=bundle, loop=loop
-    )[0]
-
-
 def measure_paired(
     plan: Plan,
     *,
@@ -192,9 +174,13 @@ def measure_paired(
     bundle: str = "",
     loop: str = "uvloop",
 ) -> tuple[dict[str, float], list[float]]:
-    """``measure``'s figures, and weir's CPU over the fixed window's in each repeat: the
-    two paths ran within seconds of each other there, so the ratio of one repeat is less
-    disturbed by the host than the ratio of two bests taken minutes apart."""
+    """Contender -> CPU microseconds per event of its decision path (best of ``repeats``,
+    the paths taking turns within each repeat so a noisy stretch of the host hits them
+    all), and weir's CPU over the fixed window's in each repeat: the two paths ran within
+    seconds of each other there, so the ratio of one repeat is less disturbed by the host
+    than the ratio of two bests taken minutes apart. ``bundle``: the model every path
+    serves (default: the committed bundle); ``loop``: the event loop every path runs on
+    (``bench.peers.base.LOOPS``)."""
     if loop not in LOOPS:
         raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {loop!r}")
     recs = records_of(plan, events)
