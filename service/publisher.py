@@ -8,11 +8,12 @@ batch's decisions in row order (``ok`` from the engine's output judged by the mo
 name the model version and the status, one shared list per status (sinks never change
 headers: ``service.base.Sink``); a traced decision gets a copy with its trace headers
 (``service.tracing``). A decision goes to the sink's ``send_now`` first where it has one
-(no coroutine where it needs no wait), else to its ``send``. ``on_ack`` is the sink's acknowledgement callback: a produce error
-becomes ``failed`` (the pipeline stops on it), a success acks the offset in the partition
-offsets it was tracked in (the slot's ``tracked``, the token sent with the message), whose
-commit point never passes an unacknowledged outcome; where the partition was revoked or
-reset meanwhile, those offsets are no longer the tracker's and the ack changes nothing.
+(no coroutine where it needs no wait), else to its ``send``. ``on_ack`` is the sink's
+acknowledgement callback: a produce error becomes ``failed`` (the pipeline stops on it), a
+success acks the offset in the partition offsets it was tracked in (the slot's ``tracked``,
+the token sent with the message), whose commit point never passes an unacknowledged
+outcome; where the partition was revoked or reset meanwhile, those offsets are no longer
+the tracker's and the ack changes nothing.
 """
 
 from __future__ import annotations

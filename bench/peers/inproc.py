@@ -5,8 +5,9 @@ is encoded, as on the wire, and handed to the same publisher, one that acknowled
 (weir's ``Sink`` interface: what each contender's ``producer.send`` stands for); no
 consumer, no producer, no broker. The peers await its ``send`` per decision, as they await
 aiokafka's ``producer.send``; weir's publisher calls its ``send_now``, as it does its
-``KafkaSink``'s, which queues a decision that needs no wait without a coroutine. What is left is decode, features, batching or
-scheduling, inference, decision building and the hand-off:
+``KafkaSink``'s, which queues a decision that needs no wait without a coroutine. What is
+left is decode, features, batching or scheduling, inference, decision building and the
+hand-off:
 
 - ``naive``: ``NaiveCore.handle`` per record (one bucket-1 inference each);
 - ``fixed-window``: ``FixedWindowBatcher`` (windows closed by size; each chunk flushed);
